@@ -1,0 +1,378 @@
+//! One client's WebSocket, from upgrade to close: reads and validates its messages, enforces
+//! its rate and its deadlines (join within 10 s, heartbeat), hands what it says to its room, and
+//! writes what the room queues for it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confer_proto::{ClientMessage, ErrorCode, RoomId, ServerMessage, decode_client};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{Instrument as _, debug, info_span};
+
+use crate::rate::TokenBucket;
+use crate::room::{ConnId, JoinRequest, ResumeRequest, encode};
+use crate::rooms::{ConnHandle, Ending, KillSwitch, Outbound, RoomCell, lock};
+use crate::server::Shared;
+use crate::token::{InviteClaims, ResumeClaims, TokenError, new_peer_id, unix_now};
+
+/// Frames written before a flush, at most, when the queue holds many.
+const WRITE_BATCH: usize = 64;
+
+/// How a connection's loop ended.
+enum Exit {
+    /// The relay ends it (error, `leave`, or shutdown).
+    Ending(Ending),
+    /// The client closed it or the socket failed.
+    Gone,
+}
+
+/// Where a connection stands.
+enum Membership {
+    /// No `join` or `resume` yet.
+    Fresh,
+    /// Seated in (or knocking at) a room.
+    InRoom { cell: Arc<RoomCell> },
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let id = shared.next_conn_id();
+    let span = info_span!("conn", id);
+    shared.metrics.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
+    let handle = ConnHandle { tx, kill: Arc::new(KillSwitch::default()) };
+    let mut conn = Conn {
+        id,
+        shared: Arc::clone(&shared),
+        ws,
+        rx,
+        handle,
+        membership: Membership::Fresh,
+        bucket: TokenBucket::new(shared.config.message_rate, shared.config.message_burst, Instant::now()),
+        dropped_in_a_row: 0,
+        last_rate_error: None,
+    };
+    conn.run().instrument(span).await;
+    shared.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+struct Conn<S> {
+    id: ConnId,
+    shared: Arc<Shared>,
+    ws: WebSocketStream<S>,
+    rx: mpsc::Receiver<Outbound>,
+    handle: ConnHandle,
+    membership: Membership,
+    bucket: TokenBucket,
+    dropped_in_a_row: u32,
+    last_rate_error: Option<Instant>,
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn run(&mut self) {
+        let exit = self.main_loop().await;
+        match exit {
+            Exit::Ending(Ending::Error(code, detail)) => {
+                debug!(%code, "closing connection");
+                let fatal = ServerMessage::Error { code, message: detail, fatal: true };
+                let _ = self.ws.feed(Message::Text(encode(&fatal))).await;
+                let _ = self.ws.close(Some(close_frame(code))).await;
+            }
+            Exit::Ending(Ending::Normal) => {
+                let _ =
+                    self.ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "left".into() })).await;
+            }
+            Exit::Gone => debug!("connection gone"),
+        }
+        if let Membership::InRoom { cell } = &self.membership {
+            let mut inner = lock(cell);
+            inner.room.disconnect(Instant::now(), self.id);
+            inner.deliver(&self.shared.metrics, None);
+            inner.detach(self.id);
+        }
+    }
+
+    async fn main_loop(&mut self) -> Exit {
+        let shared = Arc::clone(&self.shared);
+        let config = &shared.config;
+        let auth_deadline = tokio::time::sleep(config.auth_timeout);
+        tokio::pin!(auth_deadline);
+        let mut last_heard = Instant::now();
+        let mut last_ping = Instant::now();
+        let heartbeat = tokio::time::sleep(config.heartbeat_interval);
+        tokio::pin!(heartbeat);
+        let kill = Arc::clone(&self.handle.kill);
+        loop {
+            tokio::select! {
+                biased;
+                ending = kill.killed() => return Exit::Ending(ending),
+                () = shared.shutdown.cancelled() => {
+                    let after_ms = rand::random_range(0..2_000);
+                    let _ = self.ws.feed(Message::Text(encode(&ServerMessage::Reconnect { after_ms }))).await;
+                    return Exit::Ending(Ending::Error(ErrorCode::ShuttingDown, "the relay is restarting: reconnect and resume".into()));
+                }
+                out = self.rx.recv() => {
+                    // The sender half lives in `self.handle`, so the queue never closes here.
+                    let Some(out) = out else { return Exit::Gone };
+                    if self.write(out).await.is_err() {
+                        return Exit::Gone;
+                    }
+                }
+                frame = self.ws.next() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        None => return Exit::Gone,
+                        Some(Err(err)) => return read_error(&err),
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(exit) = self.on_text(text.as_str(), last_heard).await {
+                                return exit;
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            self.reply_error(ErrorCode::BinaryNotSupported, "the protocol is JSON text only".into()).await;
+                        }
+                        Some(Ok(Message::Close(_))) => return Exit::Gone,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    }
+                }
+                () = &mut heartbeat => {
+                    let now = Instant::now();
+                    if now.duration_since(last_heard) >= config.heartbeat_timeout {
+                        return Exit::Ending(Ending::Error(ErrorCode::HeartbeatTimeout, "nothing heard for too long".into()));
+                    }
+                    if now.duration_since(last_ping) >= config.heartbeat_interval {
+                        if self.ws.send(Message::Ping(Default::default())).await.is_err() {
+                            return Exit::Gone;
+                        }
+                        last_ping = now;
+                    }
+                    let next = (last_heard + config.heartbeat_timeout).min(last_ping + config.heartbeat_interval);
+                    heartbeat.as_mut().reset(next.max(now + Duration::from_millis(10)).into());
+                }
+                () = &mut auth_deadline, if matches!(self.membership, Membership::Fresh) => {
+                    return Exit::Ending(Ending::Error(ErrorCode::AuthTimeout, "send join or resume within 10 s of connecting".into()));
+                }
+            }
+        }
+    }
+
+    /// Writes one queued frame, and whatever else is queued, then flushes once.
+    async fn write(&mut self, first: Outbound) -> Result<(), tungstenite::Error> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(out) = next.take() {
+            self.ws.feed(Message::Text(out.frame)).await?;
+            self.shared.metrics.frames_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(received) = out.received {
+                self.shared.metrics.forwarded(received.elapsed());
+            }
+            written += 1;
+            if written < WRITE_BATCH {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        self.ws.flush().await
+    }
+
+    /// Sends a non-fatal error straight to this client.
+    async fn reply_error(&mut self, code: ErrorCode, message: String) {
+        self.shared.metrics.reject(code);
+        let frame = encode(&ServerMessage::Error { code, message, fatal: false });
+        let _ = self.ws.send(Message::Text(frame)).await;
+    }
+
+    async fn on_text(&mut self, text: &str, now: Instant) -> Option<Exit> {
+        self.shared.metrics.messages_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !self.bucket.try_take(now) {
+            return self.rate_limited(now).await;
+        }
+        self.dropped_in_a_row = 0;
+        let msg = match decode_client(text) {
+            Ok(msg) => msg,
+            Err(err) => {
+                self.reply_error(err.code, err.detail).await;
+                return None;
+            }
+        };
+        match (&self.membership, msg) {
+            (_, ClientMessage::Ping { nonce }) => {
+                let _ = self.ws.send(Message::Text(encode(&ServerMessage::Pong { nonce }))).await;
+                None
+            }
+            (Membership::Fresh, ClientMessage::Join { room, token, name, muted, camera }) => {
+                self.join(now, &room, &token, name, muted, camera)
+            }
+            (Membership::Fresh, ClientMessage::Resume { token, last_seq, name, muted, camera }) => {
+                self.resume(now, &token, last_seq, name, muted, camera)
+            }
+            (Membership::Fresh, _) => {
+                self.reply_error(ErrorCode::NotJoined, "send join or resume first".into()).await;
+                None
+            }
+            (Membership::InRoom { .. }, ClientMessage::Join { .. } | ClientMessage::Resume { .. }) => {
+                self.reply_error(ErrorCode::AlreadyJoined, "this connection already joined".into()).await;
+                None
+            }
+            (Membership::InRoom { cell }, msg) => {
+                let received = matches!(msg, ClientMessage::Signal { .. }).then_some(now);
+                if received.is_some() {
+                    self.shared.metrics.signals_relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let mut inner = lock(cell);
+                inner.room.message(now, self.id, msg);
+                inner.deliver(&self.shared.metrics, received);
+                None
+            }
+        }
+    }
+
+    /// Drops a message over the rate; tells the client at most once a second; closes a
+    /// connection that keeps going far over it.
+    async fn rate_limited(&mut self, now: Instant) -> Option<Exit> {
+        self.dropped_in_a_row += 1;
+        if self.dropped_in_a_row > 4 * self.shared.config.message_burst.max(25) {
+            return Some(Exit::Ending(Ending::Error(ErrorCode::RateLimited, "far too many messages".into())));
+        }
+        if self.last_rate_error.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            self.last_rate_error = Some(now);
+            let detail =
+                format!("more than {} messages per second: dropped", self.shared.config.message_rate);
+            self.reply_error(ErrorCode::RateLimited, detail).await;
+        } else {
+            self.shared.metrics.reject(ErrorCode::RateLimited);
+        }
+        None
+    }
+
+    fn join(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        token: &str,
+        name: String,
+        muted: bool,
+        camera: bool,
+    ) -> Option<Exit> {
+        let claims = match InviteClaims::verify(&self.shared.config.token_key, token, unix_now()) {
+            Ok(claims) => claims,
+            Err(err) => return Some(token_refused(err)),
+        };
+        if &claims.room != room {
+            return Some(fatal(ErrorCode::TokenWrongRoom, "this invite is for another room"));
+        }
+        let peer = new_peer_id();
+        let request = JoinRequest {
+            conn: self.id,
+            welcome: self.shared.welcome(room, &peer, claims.role),
+            peer,
+            role: claims.role,
+            name,
+            muted,
+            camera,
+        };
+        loop {
+            let cell = self.shared.rooms.get_or_create(room, claims.waiting_room, now);
+            let mut inner = lock(&cell);
+            if inner.is_closed() {
+                continue;
+            }
+            inner.attach(self.id, self.handle.clone());
+            inner.room.join(now, request);
+            inner.deliver(&self.shared.metrics, None);
+            drop(inner);
+            self.membership = Membership::InRoom { cell };
+            return None;
+        }
+    }
+
+    fn resume(
+        &mut self,
+        now: Instant,
+        token: &str,
+        last_seq: u64,
+        name: Option<String>,
+        muted: bool,
+        camera: bool,
+    ) -> Option<Exit> {
+        let claims = match ResumeClaims::verify(&self.shared.config.token_key, token, unix_now()) {
+            Ok(claims) => claims,
+            Err(err) => return Some(token_refused(err)),
+        };
+        // A seat this relay has no record of may be rebuilt only if the relay started after the
+        // token was issued: then a restart lost it. Otherwise it ended (grace over, removed, left).
+        let may_recreate = claims.issued_ms < self.shared.started_ms;
+        let request = ResumeRequest {
+            conn: self.id,
+            welcome: self.shared.welcome(&claims.room, &claims.peer, claims.role),
+            peer: claims.peer.clone(),
+            role: claims.role,
+            last_seq,
+            name,
+            muted,
+            camera,
+            may_recreate,
+        };
+        loop {
+            let cell = if may_recreate {
+                self.shared.rooms.get_or_create(&claims.room, false, now)
+            } else {
+                match self.shared.rooms.get(&claims.room) {
+                    Some(cell) => cell,
+                    None => return Some(fatal(ErrorCode::ResumeFailed, "the seat is gone: join again")),
+                }
+            };
+            let mut inner = lock(&cell);
+            if inner.is_closed() {
+                continue;
+            }
+            inner.attach(self.id, self.handle.clone());
+            inner.room.resume(request);
+            inner.deliver(&self.shared.metrics, None);
+            drop(inner);
+            self.membership = Membership::InRoom { cell };
+            return None;
+        }
+    }
+}
+
+fn fatal(code: ErrorCode, detail: &str) -> Exit {
+    Exit::Ending(Ending::Error(code, detail.to_owned()))
+}
+
+fn token_refused(err: TokenError) -> Exit {
+    match err {
+        TokenError::Invalid => fatal(ErrorCode::TokenInvalid, "the token is not one this relay issued"),
+        TokenError::Expired => fatal(ErrorCode::TokenExpired, "the token has expired: ask for a new link"),
+    }
+}
+
+/// A read error: an oversized message gets its documented code; anything else means the socket
+/// is gone.
+fn read_error(err: &tungstenite::Error) -> Exit {
+    match err {
+        tungstenite::Error::Capacity(_) => {
+            let detail =
+                format!("a message may be at most {} bytes", confer_proto::limits::MAX_MESSAGE_BYTES);
+            Exit::Ending(Ending::Error(ErrorCode::MessageTooLarge, detail))
+        }
+        tungstenite::Error::Utf8(_) => fatal(ErrorCode::MalformedJson, "a text message was not UTF-8"),
+        _ => Exit::Gone,
+    }
+}
+
+fn close_frame(code: ErrorCode) -> CloseFrame {
+    CloseFrame { code: CloseCode::from(code.close_code()), reason: code.as_str().into() }
+}

@@ -1,0 +1,325 @@
+//! HTTP routes: room creation, the invite page, health, metrics, and the WebSocket upgrades.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use confer_proto::{Fingerprint, InviteLink, RoomId, SUBPROTOCOL, WS_PATH, limits};
+use futures_util::{SinkExt as _, StreamExt as _};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use subtle::ConstantTimeEq as _;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::debug;
+
+use crate::config::RoomCreation;
+use crate::conn;
+use crate::server::{ConnSlot, Shared};
+use crate::token::{InviteClaims, TokenError, unix_now};
+
+/// Per-connection facts the listener attaches to each request.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnInfo {
+    /// Holds the connection's place under the caps; the WebSocket task keeps it after upgrade.
+    pub(crate) slot: Option<Arc<ConnSlot>>,
+    /// Why the connection is over a cap, if it is.
+    pub(crate) refused: Option<&'static str>,
+}
+
+/// The WebSocket settings of every connection: limits from the protocol, buffers sized for
+/// many idle connections (tungstenite's defaults allocate 128 KiB to read and accept 64 MiB).
+pub(crate) fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(limits::MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(limits::MAX_MESSAGE_BYTES))
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/rooms", post(create_room))
+        .route("/j/{room}/{token}", get(invite_page))
+        .route(WS_PATH, get(signaling_upgrade));
+    if shared.config.echo_endpoint {
+        router = router.route("/echo", get(echo_upgrade));
+    }
+    router
+        .layer(middleware::from_fn(refuse_over_cap))
+        .layer(axum::extract::DefaultBodyLimit::max(4096))
+        .with_state(shared)
+}
+
+/// A JSON error body: `{"code": "...", "message": "..."}`.
+fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "code": code, "message": message });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn refuse_over_cap(req: Request, next: Next) -> Response {
+    let refused = req.extensions().get::<ConnInfo>().and_then(|info| info.refused);
+    match refused {
+        Some(why) => http_error(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", why),
+        None => next.run(req).await,
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let mut response = shared.render_metrics().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CreateRoom {
+    #[serde(default)]
+    waiting_room: bool,
+}
+
+async fn create_room(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let RoomCreation::ApiKeys(keys) = &shared.config.room_creation {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok = keys.iter().any(|k| bool::from(k.as_bytes().ct_eq(presented.as_bytes())));
+        if !ok {
+            return http_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "creating rooms needs an API key (Authorization: Bearer KEY)",
+            );
+        }
+    }
+    let request: CreateRoom = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateRoom::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(_) => {
+                return http_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the body must be empty or {\"waiting_room\": bool}",
+                );
+            }
+        }
+    };
+    let links = shared.create_room(request.waiting_room);
+    (StatusCode::CREATED, axum::Json(links)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    fp: Option<String>,
+}
+
+/// The page behind an `https://` invite link: opens the app, says how to get it.
+async fn invite_page(
+    State(shared): State<Arc<Shared>>,
+    Path((room, token)): Path<(String, String)>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let page = |status: StatusCode, body: String| {
+        let mut response = (status, Html(body)).into_response();
+        let headers = response.headers_mut();
+        // The URL holds a credential: keep it out of caches and Referer headers.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+            ),
+        );
+        response
+    };
+    let Ok(room) = RoomId::try_from(room) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            page_html("This invite link is not valid", "Check that you copied the whole link.", None),
+        );
+    };
+    match InviteClaims::verify(&shared.config.token_key, &token, unix_now()) {
+        Ok(claims) if claims.room == room => {}
+        Err(TokenError::Expired) => {
+            return page(
+                StatusCode::GONE,
+                page_html("This invite has expired", "Ask the host for a new link.", None),
+            );
+        }
+        _ => {
+            return page(
+                StatusCode::NOT_FOUND,
+                page_html("This invite link is not valid", "Check that you copied the whole link.", None),
+            );
+        }
+    }
+    let fingerprint =
+        query.fp.as_deref().and_then(Fingerprint::parse).or(shared.config.tls.as_ref().and_then(|t| t.pin));
+    let link = InviteLink { relay: shared.origin.clone(), room, token, fingerprint };
+    page(
+        StatusCode::OK,
+        page_html(
+            "Joining a Confer meeting…",
+            "If Confer does not open by itself, use the button. Don't have Confer yet? Install it \
+             for Linux (.deb or .AppImage), Windows (.msi) or macOS (.dmg) from whoever invited \
+             you, then open this link again.",
+            Some(&link.app_link()),
+        ),
+    )
+}
+
+fn page_html(title: &str, text: &str, app_link: Option<&str>) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let (button, script) = match app_link {
+        Some(link) => {
+            let json = serde_json::to_string(link).unwrap_or_default().replace('<', "\\u003c");
+            (
+                format!(r#"<p><a class="button" href="{}">Open in Confer</a></p>"#, escape(link)),
+                format!("<script>window.location.href = {json};</script>"),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;padding:0 1rem;color:#1b1d22}}
+.button{{display:inline-block;padding:.7rem 1.2rem;background:#2456d6;color:#fff;border-radius:.5rem;text-decoration:none}}</style>
+</head><body><h1>{title}</h1><p>{text}</p>{button}{script}</body></html>
+"#,
+        title = escape(title),
+        text = escape(text),
+    )
+}
+
+/// Why an upgrade request was refused: an HTTP error code and message.
+type UpgradeRefusal = (&'static str, String);
+
+/// Checks the upgrade request; on success returns the `Sec-WebSocket-Accept` value.
+fn check_upgrade(headers: &HeaderMap, protocol: Option<&str>) -> Result<String, UpgradeRefusal> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+    };
+    let not_websocket = |why: &str| ("not_websocket", why.to_owned());
+    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return Err(not_websocket("this endpoint speaks WebSocket only"));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err(not_websocket("WebSocket version 13 is required"));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| not_websocket("Sec-WebSocket-Key is missing"))?;
+    if let Some(protocol) = protocol
+        && !has(header::SEC_WEBSOCKET_PROTOCOL, protocol)
+    {
+        return Err((
+            "unsupported_protocol",
+            format!("offer the subprotocol {protocol} (Sec-WebSocket-Protocol)"),
+        ));
+    }
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// Completes an upgrade and runs `serve` on the WebSocket in a tracked task.
+fn upgrade<F, Fut>(
+    shared: &Arc<Shared>,
+    mut req: Request,
+    protocol: Option<&'static str>,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(Arc<Shared>, WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let accept = match check_upgrade(req.headers(), protocol) {
+        Ok(accept) => accept,
+        Err((code, message)) => {
+            if code == "unsupported_protocol" {
+                shared.metrics.reject(confer_proto::ErrorCode::UnsupportedProtocol);
+            }
+            return http_error(StatusCode::BAD_REQUEST, code, &message);
+        }
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return http_error(StatusCode::BAD_REQUEST, "not_websocket", "the connection cannot be upgraded");
+    };
+    let slot = req.extensions().get::<ConnInfo>().and_then(|info| info.slot.clone());
+    let task_shared = Arc::clone(shared);
+    shared.tasks.spawn(async move {
+        let _slot = slot;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config()))
+                        .await;
+                serve(task_shared, ws).await;
+            }
+            Err(err) => debug!(%err, "upgrade failed"),
+        }
+    });
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+    }
+    response
+}
+
+async fn signaling_upgrade(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    upgrade(&shared, req, Some(SUBPROTOCOL), conn::serve)
+}
+
+/// Echoes text messages: the raw WebSocket stack with no relay logic, for the load benchmark.
+async fn echo_upgrade(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    upgrade(&shared, req, None, |shared, mut ws| async move {
+        loop {
+            tokio::select! {
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        if ws.send(Message::Text(text)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                () = shared.shutdown.cancelled() => break,
+            }
+        }
+    })
+}

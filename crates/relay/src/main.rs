@@ -1,0 +1,333 @@
+//! `confer-relay`: the signaling relay as a program. Flags, environment and an optional TOML
+//! file become a [`RelayConfig`]; state that must survive a restart (the token secret, the
+//! self-signed certificate) is kept in the state directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use confer_relay::token::TokenKey;
+use confer_relay::turn::TurnConfig;
+use confer_relay::{Relay, RelayConfig, RoomCreation, TlsSetup, tls};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+/// Confer's signaling relay.
+///
+/// Every flag can also be given as an environment variable (shown below) or as a key of the
+/// same name (with underscores) in the TOML file given with --config. Flags win over the
+/// environment, which wins over the file.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// A TOML file with any of the settings below.
+    #[arg(long, env = "CONFER_RELAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address and port to listen on.
+    #[arg(long, env = "CONFER_RELAY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// PEM certificate chain. Without it (and --plain) the relay makes a self-signed certificate
+    /// and pins it in the invite links.
+    #[arg(long, env = "CONFER_RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CONFER_RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain ws:// (only behind a TLS-terminating proxy, or on loopback).
+    #[arg(long, env = "CONFER_RELAY_PLAIN")]
+    plain: Option<bool>,
+    /// The origin clients reach the relay at, for invite links (wss://host[:port]).
+    #[arg(long, env = "CONFER_RELAY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Where the token secret and the self-signed certificate are kept.
+    #[arg(long, env = "CONFER_RELAY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// The token secret as 64 hex digits (default: generated once and kept in the state dir).
+    #[arg(long, env = "CONFER_RELAY_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
+    /// STUN URL handed to clients (repeatable).
+    #[arg(long = "stun-url", env = "CONFER_RELAY_STUN_URLS", value_delimiter = ',')]
+    stun_urls: Vec<String>,
+    /// TURN URL handed to clients (repeatable): turn:host:3478, turns:host:5349?transport=tcp.
+    #[arg(long = "turn-url", env = "CONFER_RELAY_TURN_URLS", value_delimiter = ',')]
+    turn_urls: Vec<String>,
+    /// The secret shared with the TURN server (coturn's static-auth-secret).
+    #[arg(long, env = "CONFER_RELAY_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// Lifetime of TURN credentials, in seconds.
+    #[arg(long, env = "CONFER_RELAY_TURN_TTL")]
+    turn_ttl: Option<u64>,
+    /// Participants per room.
+    #[arg(long, env = "CONFER_RELAY_ROOM_CAPACITY")]
+    room_capacity: Option<usize>,
+    /// Only holders of one of these keys may create rooms (repeatable; default: anyone).
+    #[arg(long = "api-key", env = "CONFER_RELAY_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    api_keys: Vec<String>,
+    /// Seconds a dropped participant keeps its seat.
+    #[arg(long, env = "CONFER_RELAY_GRACE")]
+    grace: Option<u64>,
+    /// Validity of invite links, in seconds.
+    #[arg(long, env = "CONFER_RELAY_INVITE_TTL")]
+    invite_ttl: Option<u64>,
+    /// Connections at most.
+    #[arg(long, env = "CONFER_RELAY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connections at most from one IP address.
+    #[arg(long, env = "CONFER_RELAY_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Messages per second one connection may send.
+    #[arg(long, env = "CONFER_RELAY_MESSAGE_RATE")]
+    message_rate: Option<u32>,
+    /// Messages one connection may send in a burst.
+    #[arg(long, env = "CONFER_RELAY_MESSAGE_BURST")]
+    message_burst: Option<u32>,
+    /// Seconds between heartbeat pings.
+    #[arg(long, env = "CONFER_RELAY_HEARTBEAT_INTERVAL")]
+    heartbeat_interval: Option<u64>,
+    /// Seconds of silence after which a connection is dead.
+    #[arg(long, env = "CONFER_RELAY_HEARTBEAT_TIMEOUT")]
+    heartbeat_timeout: Option<u64>,
+    /// Seconds a new connection has to send join or resume.
+    #[arg(long, env = "CONFER_RELAY_AUTH_TIMEOUT")]
+    auth_timeout: Option<u64>,
+    /// Serve /echo for the load benchmark.
+    #[arg(long, hide = true)]
+    echo_endpoint: bool,
+}
+
+/// The TOML file: the same settings, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    plain: Option<bool>,
+    public_url: Option<String>,
+    state_dir: Option<PathBuf>,
+    token_secret: Option<String>,
+    stun_urls: Option<Vec<String>>,
+    turn_urls: Option<Vec<String>>,
+    turn_secret: Option<String>,
+    turn_ttl: Option<u64>,
+    room_capacity: Option<usize>,
+    api_keys: Option<Vec<String>>,
+    grace: Option<u64>,
+    invite_ttl: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    message_rate: Option<u32>,
+    message_burst: Option<u32>,
+    heartbeat_interval: Option<u64>,
+    heartbeat_timeout: Option<u64>,
+    auth_timeout: Option<u64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = build_config(args)?;
+    let relay = Relay::bind(config).await?;
+    let handle = relay.handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("signal received: shutting down gracefully");
+        handle.shutdown();
+    });
+    relay.run().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let defaults = RelayConfig::default();
+    let secs = Duration::from_secs;
+    let state_dir = args.state_dir.or(file.state_dir).unwrap_or_else(|| PathBuf::from(".confer-relay"));
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443)));
+    let plain = args.plain.or(file.plain).unwrap_or(false);
+    let public_url = args.public_url.or(file.public_url);
+
+    let token_key = match args.token_secret.or(file.token_secret) {
+        Some(hex) => TokenKey::new(parse_secret(&hex).context("the token secret must be 64 hex digits")?),
+        None => persisted_token_key(&state_dir)?,
+    };
+
+    let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        (Some(cert), Some(key)) => Some(tls::from_pem_files(&cert, &key)?),
+        (None, None) if plain => None,
+        (None, None) => Some(persisted_self_signed(&state_dir, listen, public_url.as_deref())?),
+        _ => bail!("give both a TLS certificate and a key, or neither"),
+    };
+
+    let turn_urls =
+        if args.turn_urls.is_empty() { file.turn_urls.unwrap_or_default() } else { args.turn_urls };
+    let turn = match (turn_urls.is_empty(), args.turn_secret.or(file.turn_secret)) {
+        (true, None) => None,
+        (false, Some(secret)) => Some(TurnConfig {
+            urls: turn_urls,
+            secret,
+            ttl: secs(args.turn_ttl.or(file.turn_ttl).unwrap_or(24 * 3600)),
+        }),
+        (false, None) => bail!("TURN URLs need the TURN shared secret (--turn-secret)"),
+        (true, Some(_)) => bail!("a TURN secret without TURN URLs (--turn-url)"),
+    };
+    let api_keys = if args.api_keys.is_empty() { file.api_keys.unwrap_or_default() } else { args.api_keys };
+
+    Ok(RelayConfig {
+        listen,
+        tls,
+        allow_plain: plain,
+        public_url,
+        token_key,
+        invite_ttl: args.invite_ttl.or(file.invite_ttl).map_or(defaults.invite_ttl, secs),
+        stun_urls: if args.stun_urls.is_empty() {
+            file.stun_urls.unwrap_or_default()
+        } else {
+            args.stun_urls
+        },
+        turn,
+        room_creation: if api_keys.is_empty() {
+            RoomCreation::Anyone
+        } else {
+            RoomCreation::ApiKeys(api_keys)
+        },
+        room_capacity: args.room_capacity.or(file.room_capacity).unwrap_or(defaults.room_capacity),
+        grace: args.grace.or(file.grace).map_or(defaults.grace, secs),
+        max_connections: args.max_connections.or(file.max_connections).unwrap_or(defaults.max_connections),
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .or(file.max_connections_per_ip)
+            .unwrap_or(defaults.max_connections_per_ip),
+        message_rate: args.message_rate.or(file.message_rate).unwrap_or(defaults.message_rate),
+        message_burst: args.message_burst.or(file.message_burst).unwrap_or(defaults.message_burst),
+        heartbeat_interval: args
+            .heartbeat_interval
+            .or(file.heartbeat_interval)
+            .map_or(defaults.heartbeat_interval, secs),
+        heartbeat_timeout: args
+            .heartbeat_timeout
+            .or(file.heartbeat_timeout)
+            .map_or(defaults.heartbeat_timeout, secs),
+        auth_timeout: args.auth_timeout.or(file.auth_timeout).map_or(defaults.auth_timeout, secs),
+        echo_endpoint: args.echo_endpoint,
+        ..defaults
+    })
+}
+
+fn parse_secret(hex: &str) -> Option<[u8; 32]> {
+    confer_proto::Fingerprint::parse(hex.trim()).map(|fp| fp.0)
+}
+
+/// Writes a file only the owner can read.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        file.write_all(contents.as_bytes())?;
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(std::fs::write(path, contents)?)
+    }
+}
+
+fn persisted_token_key(state_dir: &Path) -> anyhow::Result<TokenKey> {
+    let path = state_dir.join("token-secret");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let secret =
+            parse_secret(&text).with_context(|| format!("{} does not hold 64 hex digits", path.display()))?;
+        return Ok(TokenKey::new(secret));
+    }
+    std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    let key = TokenKey::generate();
+    let hex: String = key.secret().iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &hex).with_context(|| format!("writing {}", path.display()))?;
+    info!(path = %path.display(), "generated a token secret");
+    Ok(key)
+}
+
+fn persisted_self_signed(
+    state_dir: &Path,
+    listen: SocketAddr,
+    public_url: Option<&str>,
+) -> anyhow::Result<TlsSetup> {
+    let (cert_path, key_path) = (state_dir.join("self-signed.crt"), state_dir.join("self-signed.key"));
+    let setup = if let (Ok(cert), Ok(key)) =
+        (std::fs::read_to_string(&cert_path), std::fs::read_to_string(&key_path))
+    {
+        tls::from_pem(&cert, &key, true).with_context(|| format!("loading {}", cert_path.display()))?
+    } else {
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        if !listen.ip().is_unspecified() {
+            names.push(listen.ip().to_string());
+        }
+        if let Some(host) = public_url.and_then(|u| u.split_once("://")).map(|(_, rest)| rest) {
+            let host = host.trim_end_matches('/');
+            let host = host
+                .rsplit_once(':')
+                .filter(|(h, _)| !h.ends_with(']') || h.starts_with('['))
+                .map_or(host, |(h, _)| h);
+            names.push(host.trim_matches(['[', ']']).to_owned());
+        }
+        let (setup, cert, key) = tls::self_signed(&names)?;
+        std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+        std::fs::write(&cert_path, cert).with_context(|| format!("writing {}", cert_path.display()))?;
+        write_private(&key_path, &key).with_context(|| format!("writing {}", key_path.display()))?;
+        setup
+    };
+    if let Some(pin) = setup.pin {
+        warn!(
+            fingerprint = %pin,
+            cert = %cert_path.display(),
+            "no TLS certificate configured: using a self-signed one; invite links carry its SHA-256 fingerprint so clients can pin it"
+        );
+    }
+    Ok(setup)
+}

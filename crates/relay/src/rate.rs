@@ -1,0 +1,53 @@
+//! A token bucket, fed the current time by its caller.
+
+use std::time::Instant;
+
+/// Allows `rate` events per second on average and bursts of up to `burst`.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { rate: f64::from(rate), burst, tokens: burst, last: now }
+    }
+
+    /// Takes one token if there is one.
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn allows_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(10, 5, t0);
+        assert_eq!((0..8).filter(|_| bucket.try_take(t0)).count(), 5);
+        // 10 per second: one more every 100 ms.
+        assert!(!bucket.try_take(t0 + Duration::from_millis(50)));
+        assert!(bucket.try_take(t0 + Duration::from_millis(150)));
+        assert!(!bucket.try_take(t0 + Duration::from_millis(160)));
+        // Idle for an hour refills only to the burst.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!((0..8).filter(|_| bucket.try_take(later)).count(), 5);
+    }
+}

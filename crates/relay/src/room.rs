@@ -1,0 +1,569 @@
+//! One room's membership, as a state machine that does no IO.
+//!
+//! Callers feed it what happened (`join`, `resume`, `message`, `disconnect`, `timeout`), each
+//! with the current time, then drain [`Room::poll_output`] and carry the outputs to the
+//! connections. Everything the relay decides about a room — who may enter, who knocks, who may
+//! send to whom, what a reconnecting participant gets back, when a seat is given up — is decided
+//! here, and tested here in fake time.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use confer_proto::{
+    ClientMessage, ErrorCode, IceServer, Knocker, LeaveReason, Participant, PeerId, PeerState, Role, RoomId,
+    ServerMessage, SignalPayload,
+};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// The relay's id for one WebSocket connection (never sent on the wire).
+pub(crate) type ConnId = u64;
+
+/// Limits and timings of a room.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomSettings {
+    /// Seats, including those of reconnecting participants.
+    pub(crate) capacity: usize,
+    /// How long a dropped participant keeps its seat.
+    pub(crate) grace: Duration,
+    /// How long a knocker waits before it is turned away.
+    pub(crate) knock_timeout: Duration,
+    /// Signals kept per seat for re-delivery on resume.
+    pub(crate) replay_messages: usize,
+    /// Bytes of signals kept per seat for re-delivery on resume.
+    pub(crate) replay_bytes: usize,
+}
+
+/// Knockers waiting at most, per room.
+const MAX_KNOCKERS: usize = 16;
+
+/// What a newly seated participant is handed, prepared by the caller (it needs keys the room
+/// does not hold).
+#[derive(Debug, Clone)]
+pub(crate) struct Welcome {
+    pub(crate) ice_servers: Vec<IceServer>,
+    pub(crate) resume_token: String,
+}
+
+/// Who is asking to join, as its verified invite says.
+#[derive(Debug, Clone)]
+pub(crate) struct JoinRequest {
+    pub(crate) conn: ConnId,
+    pub(crate) peer: PeerId,
+    pub(crate) role: Role,
+    pub(crate) name: String,
+    pub(crate) muted: bool,
+    pub(crate) camera: bool,
+    pub(crate) welcome: Welcome,
+}
+
+/// Who is asking to resume, as its verified resume token says.
+#[derive(Debug, Clone)]
+pub(crate) struct ResumeRequest {
+    pub(crate) conn: ConnId,
+    pub(crate) peer: PeerId,
+    pub(crate) role: Role,
+    pub(crate) last_seq: u64,
+    pub(crate) name: Option<String>,
+    pub(crate) muted: bool,
+    pub(crate) camera: bool,
+    /// True if the seat may be rebuilt from the token alone: the relay lost its state (a
+    /// restart) after the token was issued.
+    pub(crate) may_recreate: bool,
+    pub(crate) welcome: Welcome,
+}
+
+/// What the room asks its caller to do.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Output {
+    /// Send this frame to the connection.
+    Send { conn: ConnId, frame: Utf8Bytes },
+    /// Tell the connection its message was refused; it stays open.
+    Reject { conn: ConnId, code: ErrorCode, detail: String },
+    /// Close the connection: with an error, or normally (`None`) after `leave`.
+    Close { conn: ConnId, error: Option<(ErrorCode, String)> },
+}
+
+#[derive(Debug)]
+struct Seat {
+    peer: PeerId,
+    conn: Option<ConnId>,
+    role: Role,
+    name: String,
+    muted: bool,
+    camera: bool,
+    hand_raised: bool,
+    disconnected_at: Option<Instant>,
+    next_seq: u64,
+    /// Signals sent to this seat, oldest first, for re-delivery on resume.
+    replay: VecDeque<(u64, Utf8Bytes)>,
+    replay_bytes: usize,
+}
+
+impl Seat {
+    fn participant(&self) -> Participant {
+        Participant {
+            id: self.peer.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            muted: self.muted,
+            camera: self.camera,
+            hand_raised: self.hand_raised,
+            state: if self.conn.is_some() { PeerState::Active } else { PeerState::Reconnecting },
+        }
+    }
+}
+
+/// How a newly seated participant is greeted.
+#[derive(Debug, Clone, Copy)]
+enum Greeting {
+    /// After `join` (or admission): `joined`.
+    Joined,
+    /// After `resume` of a seat the relay had lost: `resumed`, with a gap.
+    Rebuilt,
+}
+
+#[derive(Debug)]
+struct Knock {
+    request: JoinRequest,
+    since: Instant,
+}
+
+/// One room.
+#[derive(Debug)]
+pub(crate) struct Room {
+    id: RoomId,
+    settings: RoomSettings,
+    seats: Vec<Seat>,
+    knocks: Vec<Knock>,
+    locked: bool,
+    waiting_room: bool,
+    empty_since: Option<Instant>,
+    outputs: VecDeque<Output>,
+}
+
+impl Room {
+    pub(crate) fn new(id: RoomId, settings: RoomSettings, waiting_room: bool, now: Instant) -> Self {
+        Self {
+            id,
+            settings,
+            seats: Vec::new(),
+            knocks: Vec::new(),
+            locked: false,
+            waiting_room,
+            empty_since: Some(now),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to carry out, in order.
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Participants holding a seat (active or reconnecting).
+    pub(crate) fn seated(&self) -> usize {
+        self.seats.len()
+    }
+
+    /// True once the room has had nobody in it, seated or knocking, for `ttl`.
+    pub(crate) fn is_expired(&self, now: Instant, ttl: Duration) -> bool {
+        self.empty_since.is_some_and(|since| now.saturating_duration_since(since) >= ttl)
+    }
+
+    /// When the room next needs [`Room::timeout`] called.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let grace = self.seats.iter().filter_map(|s| s.disconnected_at).map(|t| t + self.settings.grace);
+        let knocks = self.knocks.iter().map(|k| k.since + self.settings.knock_timeout);
+        grace.chain(knocks).min()
+    }
+
+    pub(crate) fn join(&mut self, now: Instant, request: JoinRequest) {
+        if self.seat_of(request.conn).is_some() || self.knocks.iter().any(|k| k.request.conn == request.conn)
+        {
+            self.reject(request.conn, ErrorCode::AlreadyJoined, "this connection already joined");
+            return;
+        }
+        if request.role == Role::Guest && (self.locked || self.waiting_room) {
+            if self.knocks.len() >= MAX_KNOCKERS {
+                self.close(request.conn, ErrorCode::RoomFull, "too many people are knocking");
+                return;
+            }
+            self.send(request.conn, &ServerMessage::Knocking { peer_id: request.peer.clone() });
+            let knocker = Knocker { id: request.peer.clone(), name: request.name.clone() };
+            self.send_to_hosts(&ServerMessage::Knock { peer: knocker });
+            self.knocks.push(Knock { request, since: now });
+            self.empty_since = None;
+            return;
+        }
+        if self.seats.len() >= self.settings.capacity {
+            let detail = format!("the room holds {} participants", self.settings.capacity);
+            self.close(request.conn, ErrorCode::RoomFull, &detail);
+            return;
+        }
+        self.seat(request, 1, Greeting::Joined);
+    }
+
+    /// Seats a participant, greets it and announces it to the others. `first_seq` is the
+    /// first signal seq it will get.
+    fn seat(&mut self, request: JoinRequest, first_seq: u64, greeting: Greeting) {
+        let seat = Seat {
+            peer: request.peer,
+            conn: Some(request.conn),
+            role: request.role,
+            name: request.name.trim().to_owned(),
+            muted: request.muted,
+            camera: request.camera,
+            hand_raised: false,
+            disconnected_at: None,
+            next_seq: first_seq,
+            replay: VecDeque::new(),
+            replay_bytes: 0,
+        };
+        let announce = ServerMessage::PeerJoined { peer: seat.participant() };
+        let (peer_id, room, role) = (seat.peer.clone(), self.id.clone(), seat.role);
+        let participants = self.participants_except(&seat.peer);
+        let (ice_servers, resume_token) = (request.welcome.ice_servers, request.welcome.resume_token);
+        let (locked, knocking) = (self.locked, self.knockers_for(seat.role));
+        let greeting = match greeting {
+            Greeting::Joined => ServerMessage::Joined {
+                peer_id,
+                room,
+                role,
+                participants,
+                ice_servers,
+                resume_token,
+                locked,
+                knocking,
+                grace_secs: self.settings.grace.as_secs(),
+            },
+            // A seat rebuilt after a restart: whatever was in flight then is lost.
+            Greeting::Rebuilt => ServerMessage::Resumed {
+                peer_id,
+                room,
+                role,
+                participants,
+                ice_servers,
+                resume_token,
+                locked,
+                knocking,
+                replayed: 0,
+                gap: true,
+            },
+        };
+        self.send(request.conn, &greeting);
+        self.broadcast_except(&seat.peer, &announce);
+        self.seats.push(seat);
+        self.empty_since = None;
+    }
+
+    pub(crate) fn resume(&mut self, request: ResumeRequest) {
+        let Some(index) = self.seats.iter().position(|s| s.peer == request.peer) else {
+            self.recreate(request);
+            return;
+        };
+        let was_reconnecting = self.seats[index].conn.is_none();
+        if let Some(old) = self.seats[index].conn.replace(request.conn) {
+            self.close(old, ErrorCode::Replaced, "another connection resumed this seat");
+        }
+        let seat = &mut self.seats[index];
+        seat.disconnected_at = None;
+        let replay: Vec<Utf8Bytes> =
+            seat.replay.iter().filter(|(seq, _)| *seq > request.last_seq).map(|(_, f)| f.clone()).collect();
+        let oldest_held = seat.replay.front().map_or(seat.next_seq, |(seq, _)| *seq);
+        let gap = request.last_seq + 1 < oldest_held;
+        let participant = seat.participant();
+        let role = seat.role;
+        let resumed = ServerMessage::Resumed {
+            peer_id: request.peer.clone(),
+            room: self.id.clone(),
+            role,
+            participants: self.participants_except(&request.peer),
+            ice_servers: request.welcome.ice_servers,
+            resume_token: request.welcome.resume_token,
+            locked: self.locked,
+            knocking: self.knockers_for(role),
+            replayed: u32::try_from(replay.len()).unwrap_or(u32::MAX),
+            gap,
+        };
+        self.send(request.conn, &resumed);
+        for frame in replay {
+            self.outputs.push_back(Output::Send { conn: request.conn, frame });
+        }
+        if was_reconnecting {
+            self.broadcast_except(&request.peer, &ServerMessage::PeerResumed { peer: participant });
+        }
+    }
+
+    /// A resume for a seat this room does not hold: rebuilt only after a restart lost it.
+    fn recreate(&mut self, request: ResumeRequest) {
+        if !request.may_recreate {
+            self.close(request.conn, ErrorCode::ResumeFailed, "the seat is gone: join again");
+            return;
+        }
+        if self.seats.len() >= self.settings.capacity {
+            let detail = format!("the room holds {} participants", self.settings.capacity);
+            self.close(request.conn, ErrorCode::RoomFull, &detail);
+            return;
+        }
+        let join = JoinRequest {
+            conn: request.conn,
+            peer: request.peer,
+            role: request.role,
+            name: request.name.unwrap_or_else(|| "Guest".to_owned()),
+            muted: request.muted,
+            camera: request.camera,
+            welcome: request.welcome,
+        };
+        self.seat(join, request.last_seq + 1, Greeting::Rebuilt);
+    }
+
+    /// A message from a connection bound to this room (not `join`/`resume`).
+    pub(crate) fn message(&mut self, now: Instant, conn: ConnId, msg: ClientMessage) {
+        let Some(index) = self.seat_of(conn) else {
+            let detail = if self.knocks.iter().any(|k| k.request.conn == conn) {
+                "you are waiting to be admitted"
+            } else {
+                "join the room first"
+            };
+            if matches!(msg, ClientMessage::Leave) {
+                self.disconnect(now, conn);
+                self.outputs.push_back(Output::Close { conn, error: None });
+            } else {
+                self.reject(conn, ErrorCode::NotJoined, detail);
+            }
+            return;
+        };
+        match msg {
+            ClientMessage::Signal { to, payload } => self.signal(index, conn, &to, payload),
+            ClientMessage::Update { name, muted, camera, hand_raised } => {
+                let seat = &mut self.seats[index];
+                if let Some(name) = name {
+                    seat.name = name.trim().to_owned();
+                }
+                seat.muted = muted.unwrap_or(seat.muted);
+                seat.camera = camera.unwrap_or(seat.camera);
+                seat.hand_raised = hand_raised.unwrap_or(seat.hand_raised);
+                let update = ServerMessage::PeerUpdated { peer: seat.participant() };
+                self.broadcast(&update);
+            }
+            ClientMessage::Lock | ClientMessage::Unlock => {
+                if self.require_host(index, conn) {
+                    self.locked = matches!(msg, ClientMessage::Lock);
+                    let by = self.seats[index].peer.clone();
+                    self.broadcast(&ServerMessage::RoomLocked { locked: self.locked, by });
+                }
+            }
+            ClientMessage::Admit { peer } => {
+                if self.require_host(index, conn) {
+                    self.admit(conn, &peer);
+                }
+            }
+            ClientMessage::Deny { peer } => {
+                if self.require_host(index, conn) {
+                    match self.take_knock(&peer) {
+                        Some(knock) => {
+                            self.close(knock.request.conn, ErrorCode::KnockDenied, "a host denied entry");
+                        }
+                        None => self.reject(conn, ErrorCode::PeerNotFound, "nobody knocks with that id"),
+                    }
+                }
+            }
+            ClientMessage::Remove { peer } => {
+                if self.require_host(index, conn) {
+                    self.remove(now, conn, &peer);
+                }
+            }
+            ClientMessage::Leave => {
+                let seat = self.seats.remove(index);
+                self.outputs.push_back(Output::Close { conn, error: None });
+                self.left(now, &seat.peer, LeaveReason::Left);
+            }
+            ClientMessage::Ping { nonce } => self.send(conn, &ServerMessage::Pong { nonce }),
+            ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
+                self.reject(conn, ErrorCode::AlreadyJoined, "this connection already joined");
+            }
+        }
+    }
+
+    fn signal(&mut self, from_index: usize, conn: ConnId, to: &PeerId, payload: SignalPayload) {
+        let from = self.seats[from_index].peer.clone();
+        let Some(target) = self.seats.iter_mut().find(|s| &s.peer == to) else {
+            self.reject(conn, ErrorCode::PeerNotFound, "no participant with that id in your room");
+            return;
+        };
+        let seq = target.next_seq;
+        target.next_seq += 1;
+        let frame = encode(&ServerMessage::Signal { from, seq, payload });
+        target.replay_bytes += frame.len();
+        target.replay.push_back((seq, frame.clone()));
+        while target.replay.len() > self.settings.replay_messages
+            || (target.replay_bytes > self.settings.replay_bytes && target.replay.len() > 1)
+        {
+            if let Some((_, old)) = target.replay.pop_front() {
+                target.replay_bytes -= old.len();
+            }
+        }
+        if let Some(conn) = target.conn {
+            self.outputs.push_back(Output::Send { conn, frame });
+        }
+    }
+
+    fn admit(&mut self, host_conn: ConnId, peer: &PeerId) {
+        if !self.knocks.iter().any(|k| &k.request.peer == peer) {
+            self.reject(host_conn, ErrorCode::PeerNotFound, "nobody knocks with that id");
+            return;
+        }
+        if self.seats.len() >= self.settings.capacity {
+            let detail = format!("the room holds {} participants", self.settings.capacity);
+            self.reject(host_conn, ErrorCode::RoomFull, &detail);
+            return;
+        }
+        if let Some(knock) = self.take_knock(peer) {
+            self.seat(knock.request, 1, Greeting::Joined);
+        }
+    }
+
+    fn remove(&mut self, now: Instant, host_conn: ConnId, peer: &PeerId) {
+        let Some(index) = self.seats.iter().position(|s| &s.peer == peer) else {
+            self.reject(host_conn, ErrorCode::PeerNotFound, "no participant with that id in your room");
+            return;
+        };
+        let seat = self.seats.remove(index);
+        if let Some(conn) = seat.conn {
+            self.close(conn, ErrorCode::Removed, "a host removed you from the room");
+        }
+        self.left(now, &seat.peer, LeaveReason::Removed);
+    }
+
+    /// A connection bound to this room went away (socket closed, dead, or too slow).
+    pub(crate) fn disconnect(&mut self, now: Instant, conn: ConnId) {
+        if let Some(index) = self.seat_of(conn) {
+            let seat = &mut self.seats[index];
+            seat.conn = None;
+            seat.disconnected_at = Some(now);
+            let peer = seat.peer.clone();
+            self.broadcast_except(&peer, &ServerMessage::PeerReconnecting { peer: peer.clone() });
+        } else if let Some(index) = self.knocks.iter().position(|k| k.request.conn == conn) {
+            let knock = self.knocks.remove(index);
+            self.send_to_hosts(&ServerMessage::KnockEnded { peer: knock.request.peer });
+            self.mark_if_empty(now);
+        }
+    }
+
+    /// Gives up seats whose grace period is over and turns away knockers who waited too long.
+    pub(crate) fn timeout(&mut self, now: Instant) {
+        let grace = self.settings.grace;
+        while let Some(index) = self
+            .seats
+            .iter()
+            .position(|s| s.disconnected_at.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+        {
+            let seat = self.seats.remove(index);
+            self.left(now, &seat.peer, LeaveReason::Timeout);
+        }
+        let wait = self.settings.knock_timeout;
+        while let Some(index) =
+            self.knocks.iter().position(|k| now.saturating_duration_since(k.since) >= wait)
+        {
+            let knock = self.knocks.remove(index);
+            self.close(knock.request.conn, ErrorCode::KnockTimeout, "nobody admitted you in time");
+            self.send_to_hosts(&ServerMessage::KnockEnded { peer: knock.request.peer });
+        }
+        self.mark_if_empty(now);
+    }
+
+    fn left(&mut self, now: Instant, peer: &PeerId, reason: LeaveReason) {
+        self.broadcast(&ServerMessage::PeerLeft { peer: peer.clone(), reason });
+        self.mark_if_empty(now);
+    }
+
+    fn mark_if_empty(&mut self, now: Instant) {
+        if self.seats.is_empty() && self.knocks.is_empty() && self.empty_since.is_none() {
+            self.empty_since = Some(now);
+        }
+    }
+
+    fn take_knock(&mut self, peer: &PeerId) -> Option<Knock> {
+        let index = self.knocks.iter().position(|k| &k.request.peer == peer)?;
+        let knock = self.knocks.remove(index);
+        self.send_to_hosts(&ServerMessage::KnockEnded { peer: peer.clone() });
+        Some(knock)
+    }
+
+    fn require_host(&mut self, index: usize, conn: ConnId) -> bool {
+        let is_host = self.seats[index].role == Role::Host;
+        if !is_host {
+            self.reject(
+                conn,
+                ErrorCode::RoleForbidden,
+                "only a host may do this; your invite is a guest invite",
+            );
+        }
+        is_host
+    }
+
+    fn seat_of(&self, conn: ConnId) -> Option<usize> {
+        self.seats.iter().position(|s| s.conn == Some(conn))
+    }
+
+    fn participants_except(&self, peer: &PeerId) -> Vec<Participant> {
+        self.seats.iter().filter(|s| &s.peer != peer).map(Seat::participant).collect()
+    }
+
+    fn knockers_for(&self, role: Role) -> Vec<Knocker> {
+        if role != Role::Host {
+            return Vec::new();
+        }
+        let knocker = |k: &Knock| Knocker { id: k.request.peer.clone(), name: k.request.name.clone() };
+        self.knocks.iter().map(knocker).collect()
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMessage) {
+        self.outputs.push_back(Output::Send { conn, frame: encode(msg) });
+    }
+
+    fn reject(&mut self, conn: ConnId, code: ErrorCode, detail: &str) {
+        self.outputs.push_back(Output::Reject { conn, code, detail: detail.to_owned() });
+    }
+
+    fn close(&mut self, conn: ConnId, code: ErrorCode, detail: &str) {
+        self.outputs.push_back(Output::Close { conn, error: Some((code, detail.to_owned())) });
+    }
+
+    fn send_to_hosts(&mut self, msg: &ServerMessage) {
+        let frame = encode(msg);
+        let conns: Vec<ConnId> =
+            self.seats.iter().filter(|s| s.role == Role::Host).filter_map(|s| s.conn).collect();
+        for conn in conns {
+            self.outputs.push_back(Output::Send { conn, frame: frame.clone() });
+        }
+    }
+
+    fn broadcast(&mut self, msg: &ServerMessage) {
+        let frame = encode(msg);
+        let conns: Vec<ConnId> = self.seats.iter().filter_map(|s| s.conn).collect();
+        for conn in conns {
+            self.outputs.push_back(Output::Send { conn, frame: frame.clone() });
+        }
+    }
+
+    fn broadcast_except(&mut self, peer: &PeerId, msg: &ServerMessage) {
+        let frame = encode(msg);
+        let conns: Vec<ConnId> =
+            self.seats.iter().filter(|s| &s.peer != peer).filter_map(|s| s.conn).collect();
+        for conn in conns {
+            self.outputs.push_back(Output::Send { conn, frame: frame.clone() });
+        }
+    }
+}
+
+/// Serialises a message once; the frame is shared by every receiver.
+pub(crate) fn encode(msg: &ServerMessage) -> Utf8Bytes {
+    // Serialising these types cannot fail: every map key is a string and no Serialize impl
+    // returns an error. Should that ever change, the peer gets an `internal` error, not a panic.
+    serde_json::to_string(msg)
+        .unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"encoding failed","fatal":false}"#.to_owned()
+        })
+        .into()
+}

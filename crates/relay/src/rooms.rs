@@ -1,0 +1,219 @@
+//! The registry of rooms, and delivery of what a room decides to the connections in it.
+//!
+//! Each room sits behind its own mutex, so rooms never wait on each other. The lock is held
+//! only while the room's state machine runs and its outputs are handed to bounded queues with
+//! `try_send`: it is never held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use confer_proto::{ErrorCode, RoomId, ServerMessage};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::metrics::Metrics;
+use crate::room::{ConnId, Output, Room, RoomSettings, encode};
+
+/// One message queued towards a connection.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub(crate) frame: Utf8Bytes,
+    /// When the signal it carries was read off the sender's socket (for the latency histogram).
+    pub(crate) received: Option<Instant>,
+}
+
+/// How a connection ends when the relay ends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// A normal close (after `leave`).
+    Normal,
+    /// A close with an error code.
+    Error(ErrorCode, String),
+}
+
+/// Ends a connection from outside its task; works even when its queue is full.
+#[derive(Debug, Default)]
+pub(crate) struct KillSwitch {
+    ending: OnceLock<Ending>,
+    notify: Notify,
+}
+
+impl KillSwitch {
+    pub(crate) fn kill(&self, ending: Ending) {
+        if self.ending.set(ending).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until the connection is to end, and says how.
+    pub(crate) async fn killed(&self) -> Ending {
+        loop {
+            if let Some(ending) = self.ending.get() {
+                return ending.clone();
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// What a room needs to reach one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnHandle {
+    pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) kill: Arc<KillSwitch>,
+}
+
+impl ConnHandle {
+    /// Queues a frame; a connection whose queue is full is too slow and is closed.
+    fn push(&self, out: Outbound, metrics: &Metrics) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(out) {
+            metrics.reject(ErrorCode::SlowConsumer);
+            self.kill.kill(Ending::Error(
+                ErrorCode::SlowConsumer,
+                "you did not read your messages fast enough".into(),
+            ));
+        }
+    }
+}
+
+/// A room and the connections it may address.
+#[derive(Debug)]
+pub(crate) struct RoomInner {
+    pub(crate) room: Room,
+    conns: HashMap<ConnId, ConnHandle>,
+    /// Set when the registry dropped the room; a connection that finds it set looks again.
+    closed: bool,
+}
+
+impl RoomInner {
+    /// Lets the room address this connection.
+    pub(crate) fn attach(&mut self, conn: ConnId, handle: ConnHandle) {
+        self.conns.insert(conn, handle);
+    }
+
+    /// Forgets a connection (its task is ending).
+    pub(crate) fn detach(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Carries out everything the room decided. `received` stamps signals for the latency
+    /// histogram.
+    pub(crate) fn deliver(&mut self, metrics: &Metrics, received: Option<Instant>) {
+        while let Some(output) = self.room.poll_output() {
+            match output {
+                Output::Send { conn, frame } => {
+                    if let Some(handle) = self.conns.get(&conn) {
+                        handle.push(Outbound { frame, received }, metrics);
+                    }
+                }
+                Output::Reject { conn, code, detail } => {
+                    metrics.reject(code);
+                    if let Some(handle) = self.conns.get(&conn) {
+                        let frame = encode(&ServerMessage::Error { code, message: detail, fatal: false });
+                        handle.push(Outbound { frame, received: None }, metrics);
+                    }
+                }
+                Output::Close { conn, error } => {
+                    if let Some(handle) = self.conns.get(&conn) {
+                        let ending = match error {
+                            Some((code, detail)) => {
+                                metrics.reject(code);
+                                Ending::Error(code, detail)
+                            }
+                            None => Ending::Normal,
+                        };
+                        handle.kill.kill(ending);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A shared room.
+pub(crate) type RoomCell = Mutex<RoomInner>;
+
+/// Locks a room. A panic while a room was locked poisons only that room's mutex; the state is
+/// still consistent enough to serve (every method leaves it valid), so the poison is ignored
+/// rather than spread to every later caller.
+pub(crate) fn lock(cell: &RoomCell) -> MutexGuard<'_, RoomInner> {
+    cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// All rooms held in memory.
+#[derive(Debug)]
+pub(crate) struct Rooms {
+    map: Mutex<HashMap<RoomId, Arc<RoomCell>>>,
+    settings: RoomSettings,
+}
+
+impl Rooms {
+    pub(crate) fn new(settings: RoomSettings) -> Self {
+        Self { map: Mutex::new(HashMap::new()), settings }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<RoomId, Arc<RoomCell>>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The room, made if it is not held (a valid token may always reopen its room).
+    pub(crate) fn get_or_create(&self, id: &RoomId, waiting_room: bool, now: Instant) -> Arc<RoomCell> {
+        let mut map = self.map();
+        Arc::clone(map.entry(id.clone()).or_insert_with(|| {
+            Arc::new(Mutex::new(RoomInner {
+                room: Room::new(id.clone(), self.settings.clone(), waiting_room, now),
+                conns: HashMap::new(),
+                closed: false,
+            }))
+        }))
+    }
+
+    /// The room, if held.
+    pub(crate) fn get(&self, id: &RoomId) -> Option<Arc<RoomCell>> {
+        self.map().get(id).cloned()
+    }
+
+    /// Runs every room's timers, and drops rooms empty for longer than `ttl`.
+    pub(crate) fn sweep(&self, now: Instant, ttl: Duration, metrics: &Metrics) {
+        let cells: Vec<(RoomId, Arc<RoomCell>)> =
+            self.map().iter().map(|(id, cell)| (id.clone(), Arc::clone(cell))).collect();
+        let mut expired = Vec::new();
+        for (id, cell) in cells {
+            let mut inner = lock(&cell);
+            if inner.room.next_deadline().is_some_and(|t| t <= now) {
+                inner.room.timeout(now);
+                inner.deliver(metrics, None);
+            }
+            if inner.room.is_expired(now, ttl) {
+                expired.push(id);
+            }
+        }
+        if expired.is_empty() {
+            return;
+        }
+        let mut map = self.map();
+        for id in expired {
+            // Check again under both locks: someone may have joined since.
+            if let Some(cell) = map.get(&id) {
+                let mut inner = lock(cell);
+                if inner.room.is_expired(now, ttl) {
+                    inner.closed = true;
+                    drop(inner);
+                    map.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Rooms held, and participants seated in them.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let cells: Vec<Arc<RoomCell>> = self.map().values().cloned().collect();
+        let seated = cells.iter().map(|cell| lock(cell).room.seated()).sum();
+        (cells.len(), seated)
+    }
+}

@@ -1,0 +1,355 @@
+//! The listener: accepts TCP, enforces connection caps, speaks TLS, hands HTTP to the router,
+//! and shuts down gracefully (stop accepting, tell clients to reconnect, drain).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use confer_proto::{IceServer, InviteLink, PeerId, Role, RoomId};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+use tracing::{debug, info, warn};
+
+use crate::config::RelayConfig;
+use crate::http::{ConnInfo, router};
+use crate::metrics::Metrics;
+use crate::room::{RoomSettings, Welcome};
+use crate::rooms::Rooms;
+use crate::token::{InviteClaims, ResumeClaims, new_room_id, unix_now, unix_now_ms};
+use crate::turn;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// Plain `ws://` was asked for on an address other machines can reach.
+    #[error(
+        "refusing to serve plain ws:// on {0}: configure TLS, or allow plain explicitly (behind a TLS-terminating proxy)"
+    )]
+    PlainNotAllowed(SocketAddr),
+    /// The public URL is not `wss://host[:port]` or `ws://host[:port]`.
+    #[error("the public URL {0:?} must look like wss://host[:port]")]
+    PublicUrl(String),
+}
+
+/// A room's id and its two invite links.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomLinks {
+    /// The room.
+    pub room: RoomId,
+    /// The host's invite.
+    pub host: LinkPair,
+    /// The guests' invite.
+    pub guest: LinkPair,
+    /// When both invites expire (Unix seconds).
+    pub expires_at: u64,
+}
+
+/// One invite in both forms.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkPair {
+    /// `confer://join?...`
+    pub app: String,
+    /// `https://relay/j/...`
+    pub web: String,
+}
+
+/// State shared by every task of one relay.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: RelayConfig,
+    pub(crate) rooms: Rooms,
+    pub(crate) metrics: Metrics,
+    /// Unix milliseconds when this relay started; resume tokens issued before may rebuild seats.
+    pub(crate) started_ms: u64,
+    pub(crate) origin: String,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    next_conn: AtomicU64,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    open: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Relaxed)
+    }
+
+    /// ICE servers and a resume token for a seat.
+    pub(crate) fn welcome(&self, room: &RoomId, peer: &PeerId, role: Role) -> Welcome {
+        let now_ms = unix_now_ms();
+        let now = now_ms / 1000;
+        let mut ice_servers = Vec::new();
+        if !self.config.stun_urls.is_empty() {
+            ice_servers.push(IceServer {
+                urls: self.config.stun_urls.clone(),
+                username: None,
+                credential: None,
+            });
+        }
+        if let Some(turn) = &self.config.turn {
+            ice_servers.push(turn::credentials(turn, peer, now));
+        }
+        let claims = ResumeClaims::new(room.clone(), peer.clone(), role, now_ms, self.config.resume_ttl);
+        Welcome { ice_servers, resume_token: claims.sign(&self.config.token_key) }
+    }
+
+    /// Mints a new room and its invites.
+    pub(crate) fn create_room(&self, waiting_room: bool) -> RoomLinks {
+        let room = new_room_id();
+        let expires_at = unix_now().saturating_add(self.config.invite_ttl.as_secs());
+        let pair = |role| {
+            let token = InviteClaims { room: room.clone(), role, waiting_room, expires: expires_at }
+                .sign(&self.config.token_key);
+            let link = InviteLink {
+                relay: self.origin.clone(),
+                room: room.clone(),
+                token,
+                fingerprint: self.config.tls.as_ref().and_then(|t| t.pin),
+            };
+            LinkPair { app: link.app_link(), web: link.web_link() }
+        };
+        self.metrics.http_rooms_created.fetch_add(1, Relaxed);
+        RoomLinks { host: pair(Role::Host), guest: pair(Role::Guest), room, expires_at }
+    }
+
+    pub(crate) fn render_metrics(&self) -> String {
+        let (rooms, participants) = self.rooms.counts();
+        self.metrics.render(rooms, participants)
+    }
+
+    /// Counts a new TCP connection against the caps; `None` says which cap it hit.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, &'static str> {
+        if self.open.load(Relaxed) >= self.config.max_connections {
+            return Err("the relay is at its connection limit");
+        }
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.config.max_connections_per_ip {
+            return Err("too many connections from your address");
+        }
+        *count += 1;
+        self.open.fetch_add(1, Relaxed);
+        Ok(ConnSlot { shared: Arc::clone(self), ip })
+    }
+}
+
+/// One counted connection; uncounted when dropped (the WebSocket task holds it after upgrade).
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.shared.open.fetch_sub(1, Relaxed);
+        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A bound relay, ready to run.
+#[derive(Debug)]
+pub struct Relay {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// Controls a running relay from outside.
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    shared: Arc<Shared>,
+}
+
+impl RelayHandle {
+    /// Starts a graceful shutdown; [`Relay::run`] returns when it is done.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    /// Mints a room, as `POST /rooms` does.
+    pub fn create_room(&self, waiting_room: bool) -> RoomLinks {
+        self.shared.create_room(waiting_room)
+    }
+
+    /// The origin used in links (`wss://host:port`).
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+}
+
+impl Relay {
+    /// Binds the listen address.
+    pub async fn bind(config: RelayConfig) -> Result<Self, RelayError> {
+        if config.tls.is_none() && !config.allow_plain && !config.listen.ip().is_loopback() {
+            return Err(RelayError::PlainNotAllowed(config.listen));
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+        let local =
+            listener.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+        let origin = match &config.public_url {
+            Some(url) => {
+                let probe =
+                    format!("{}/j/{}/t", url.trim_end_matches('/').replacen("ws", "http", 1), "A".repeat(22));
+                if !(url.starts_with("wss://") || url.starts_with("ws://"))
+                    || InviteLink::parse(&probe).is_err()
+                {
+                    return Err(RelayError::PublicUrl(url.clone()));
+                }
+                url.trim_end_matches('/').to_owned()
+            }
+            None => {
+                let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+                let host =
+                    if local.ip().is_unspecified() { "localhost".to_owned() } else { local.ip().to_string() };
+                let host = if host.contains(':') { format!("[{host}]") } else { host };
+                format!("{scheme}://{host}:{}", local.port())
+            }
+        };
+        let settings = RoomSettings {
+            capacity: config.room_capacity,
+            grace: config.grace,
+            knock_timeout: config.knock_timeout,
+            replay_messages: config.replay_messages,
+            replay_bytes: config.replay_bytes,
+        };
+        let shared = Arc::new(Shared {
+            rooms: Rooms::new(settings),
+            metrics: Metrics::default(),
+            started_ms: unix_now_ms(),
+            origin,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_conn: AtomicU64::new(1),
+            per_ip: Mutex::new(HashMap::new()),
+            open: AtomicUsize::new(0),
+            config,
+        });
+        Ok(Self { listener, shared })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.shared.config.listen)
+    }
+
+    /// A handle to shut the relay down or mint rooms.
+    pub fn handle(&self) -> RelayHandle {
+        RelayHandle { shared: Arc::clone(&self.shared) }
+    }
+
+    /// Serves until [`RelayHandle::shutdown`], then drains: every client is told to reconnect,
+    /// and the call returns when their connections have closed (or after 5 s).
+    pub async fn run(self) {
+        let shared = self.shared;
+        let app = router(Arc::clone(&shared));
+        let sweeper = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => shared.rooms.sweep(Instant::now(), shared.config.empty_room_ttl, &shared.metrics),
+                        () = shared.shutdown.cancelled() => break,
+                    }
+                }
+            })
+        };
+        info!(origin = %shared.origin, tls = shared.config.tls.is_some(), "relay listening");
+        loop {
+            let (stream, addr) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = shared.shutdown.cancelled() => break,
+            };
+            let shared2 = Arc::clone(&shared);
+            let app = app.clone();
+            shared.tasks.spawn(async move { serve_tcp(shared2, app, stream, addr).await });
+        }
+        info!("shutting down: telling clients to reconnect");
+        drop(self.listener);
+        shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), shared.tasks.wait()).await.is_err() {
+            warn!("some connections did not close within 5 s");
+        }
+        let _ = sweeper.await;
+        info!("relay stopped");
+    }
+}
+
+async fn serve_tcp(shared: Arc<Shared>, app: axum::Router, stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let ip = addr.ip();
+    let slot = shared.admit(ip);
+    let info = match slot {
+        Ok(slot) => ConnInfo { slot: Some(Arc::new(slot)), refused: None },
+        Err(why) => {
+            debug!(why, "connection over a cap");
+            ConnInfo { slot: None, refused: Some(why) }
+        }
+    };
+    match &shared.config.tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
+            match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => serve_http(shared, app, tls_stream, info).await,
+                Ok(Err(err)) => debug!(%err, "TLS handshake failed"),
+                Err(_) => debug!("TLS handshake timed out"),
+            }
+        }
+        None => serve_http(shared, app, stream, info).await,
+    }
+}
+
+async fn serve_http<IO>(shared: Arc<Shared>, app: axum::Router, io: IO, info: ConnInfo)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = tower::service_fn(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.handshake_timeout)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                debug!(%err, "HTTP connection ended with an error");
+            }
+        }
+        () = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Every size and rate limit triggers its documented error, and the relay keeps serving others.
+
+use std::time::Duration;
+
+use confer_proto::{ClientMessage, ErrorCode, SUBPROTOCOL, SignalPayload, limits};
+
+use crate::support::{TestRelay, join_message};
+
+#[tokio::test]
+async fn an_oversized_message_closes_only_its_connection() {
+    let relay = TestRelay::start(&[]).await;
+    let links = relay.create_room(false).await;
+    let mut bystander = relay.join(&links.host, "Bystander").await;
+    let mut big = relay.join(&links.guest, "Big").await;
+    bystander.client.recv().await;
+
+    let huge = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(limits::MAX_MESSAGE_BYTES));
+    big.client.send_raw(&huge).await;
+    big.client.expect_fatal(ErrorCode::MessageTooLarge).await;
+    bystander.client.assert_alive().await;
+}
+
+#[tokio::test]
+async fn fields_over_their_limits_are_refused_and_the_connection_stays() {
+    let relay = TestRelay::start(&[]).await;
+    let links = relay.create_room(false).await;
+    let mut a = relay.join(&links.host, "A").await;
+    let mut b = relay.join(&links.guest, "B").await;
+    a.client.recv().await;
+
+    let sdp = "s".repeat(limits::MAX_SDP_BYTES + 1);
+    a.client.send(&ClientMessage::Signal { to: b.id.clone(), payload: SignalPayload::Offer { sdp } }).await;
+    a.client.expect_error(ErrorCode::FieldTooLong).await;
+    let candidate = "c".repeat(limits::MAX_CANDIDATE_BYTES + 1);
+    let payload = SignalPayload::Candidate {
+        candidate,
+        sdp_mid: None,
+        sdp_m_line_index: None,
+        username_fragment: None,
+    };
+    a.client.send(&ClientMessage::Signal { to: b.id.clone(), payload }).await;
+    a.client.expect_error(ErrorCode::FieldTooLong).await;
+    let name = "n".repeat(limits::MAX_NAME_CHARS + 1);
+    a.client
+        .send(&ClientMessage::Update { name: Some(name), muted: None, camera: None, hand_raised: None })
+        .await;
+    a.client.expect_error(ErrorCode::FieldTooLong).await;
+    // None of it reached B; an SDP at the limit does.
+    b.client.expect_silence(Duration::from_millis(200)).await;
+    let sdp = "s".repeat(limits::MAX_SDP_BYTES);
+    a.client
+        .send(&ClientMessage::Signal { to: b.id.clone(), payload: SignalPayload::Offer { sdp: sdp.clone() } })
+        .await;
+    assert!(
+        matches!(b.client.recv().await, confer_proto::ServerMessage::Signal { payload: SignalPayload::Offer { sdp: got }, .. } if got == sdp)
+    );
+}
+
+#[tokio::test]
+async fn a_client_over_its_message_rate_is_throttled_then_cut_off_while_others_are_served() {
+    let relay = TestRelay::start(&["--message-rate", "5", "--message-burst", "10"]).await;
+    let mut calm = relay.connect().await;
+    let mut noisy = relay.connect().await;
+    for nonce in 0..12 {
+        noisy.send(&ClientMessage::Ping { nonce }).await;
+    }
+    noisy.expect_error(ErrorCode::RateLimited).await;
+    calm.assert_alive().await;
+    // After a pause the rate allows messages again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    noisy.assert_alive().await;
+    // Flooding far past the rate ends the connection.
+    for nonce in 0..200 {
+        noisy.send(&ClientMessage::Ping { nonce }).await;
+    }
+    noisy.expect_fatal(ErrorCode::RateLimited).await;
+    calm.assert_alive().await;
+    assert!(relay.metrics().await.contains("confer_relay_rejections_total{reason=\"rate_limited\"}"));
+}
+
+#[tokio::test]
+async fn connections_from_one_address_are_capped() {
+    let relay = TestRelay::start(&["--max-connections-per-ip", "3"]).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(relay.connect().await);
+    }
+    let refused = relay.try_connect(relay.tls_config(), &[SUBPROTOCOL]).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        Err(other) => panic!("expected HTTP 429, got {other}"),
+        Ok(_) => panic!("a fourth connection was accepted"),
+    }
+    for client in &mut open {
+        client.assert_alive().await;
+    }
+    // Closing one frees its place.
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    relay.connect().await.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_socket_that_never_joins_is_closed_after_the_auth_timeout() {
+    let relay = TestRelay::start(&["--auth-timeout", "1"]).await;
+    let mut idle = relay.connect().await;
+    idle.expect_fatal(ErrorCode::AuthTimeout).await;
+    // Joining in time is fine.
+    let links = relay.create_room(false).await;
+    let mut prompt = relay.connect().await;
+    prompt.send(&join_message(&links.host, "Prompt")).await;
+    let mut seat = prompt.expect_joined().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    seat.client.assert_alive().await;
+}

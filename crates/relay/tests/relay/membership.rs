@@ -1,0 +1,102 @@
+//! Joining, presence and leaving among several participants.
+
+use std::time::Duration;
+
+use confer_proto::{ClientMessage, ErrorCode, LeaveReason, PeerState, Role, ServerMessage};
+
+use crate::support::{TestRelay, join_message};
+
+#[tokio::test]
+async fn three_participants_see_each_other_join_change_and_leave() {
+    let relay = TestRelay::start(&[]).await;
+    let links = relay.create_room(false).await;
+
+    let mut hana = relay.join(&links.host, "Hana").await;
+    assert!(hana.participants.is_empty());
+
+    let mut gus = relay.join(&links.guest, "Gus").await;
+    assert_eq!(gus.participants.len(), 1);
+    assert_eq!(gus.participants[0].id, hana.id);
+    assert_eq!(gus.participants[0].name, "Hana");
+    assert_eq!(gus.participants[0].role, Role::Host);
+    assert_eq!(gus.participants[0].state, PeerState::Active);
+    match hana.client.recv().await {
+        ServerMessage::PeerJoined { peer } => {
+            assert_eq!((peer.id, peer.name.as_str(), peer.role), (gus.id.clone(), "Gus", Role::Guest));
+            assert!(peer.camera, "Gus joined with the camera on");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut ivy = relay.join(&links.guest, "  Ivy  ").await;
+    let mut names: Vec<_> = ivy.participants.iter().map(|p| p.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["Gus", "Hana"]);
+    for seat in [&mut hana, &mut gus] {
+        match seat.client.recv().await {
+            ServerMessage::PeerJoined { peer } => assert_eq!(peer.name, "Ivy", "names are trimmed"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Ivy mutes and raises her hand: everyone, Ivy included, sees the new state.
+    ivy.client
+        .send(&ClientMessage::Update { name: None, muted: Some(true), camera: None, hand_raised: Some(true) })
+        .await;
+    for seat in [&mut hana, &mut gus, &mut ivy] {
+        match seat.client.recv().await {
+            ServerMessage::PeerUpdated { peer } => {
+                assert_eq!(peer.name, "Ivy");
+                assert!(peer.muted && peer.hand_raised && peer.camera);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Gus leaves: the others see "left" at once, not "reconnecting".
+    gus.client.send(&ClientMessage::Leave).await;
+    for seat in [&mut hana, &mut ivy] {
+        match seat.client.recv().await {
+            ServerMessage::PeerLeft { peer, reason } => {
+                assert_eq!(peer, gus.id);
+                assert_eq!(reason, LeaveReason::Left);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // A newcomer now sees only Hana and Ivy.
+    let late = relay.join(&links.guest, "Late").await;
+    let ids: Vec<_> = late.participants.iter().map(|p| p.id.clone()).collect();
+    assert!(ids.contains(&hana.id) && ids.contains(&ivy.id) && ids.len() == 2);
+}
+
+#[tokio::test]
+async fn a_full_room_refuses_the_next_participant_and_keeps_the_others() {
+    let relay = TestRelay::start(&["--room-capacity", "2"]).await;
+    let links = relay.create_room(false).await;
+    let mut a = relay.join(&links.host, "A").await;
+    let _b = relay.join(&links.guest, "B").await;
+    a.client.recv().await; // B joined
+
+    let mut c = relay.connect().await;
+    c.send(&join_message(&links.guest, "C")).await;
+    c.expect_fatal(ErrorCode::RoomFull).await;
+
+    a.client.expect_silence(Duration::from_millis(300)).await;
+    a.client.assert_alive().await;
+}
+
+#[tokio::test]
+async fn messages_before_join_are_refused_but_ping_works() {
+    let relay = TestRelay::start(&[]).await;
+    let mut client = relay.connect().await;
+    client.assert_alive().await;
+    client.send(&ClientMessage::Lock).await;
+    client.expect_error(ErrorCode::NotJoined).await;
+    let links = relay.create_room(false).await;
+    client.send(&join_message(&links.host, "Late starter")).await;
+    let mut seat = client.expect_joined().await;
+    seat.client.send(&join_message(&links.host, "Twice")).await;
+    seat.client.expect_error(ErrorCode::AlreadyJoined).await;
+}

@@ -1,0 +1,137 @@
+//! What operators and invitees touch over HTTP: health, metrics, room creation, the invite page,
+//! TURN credentials, and a graceful shutdown.
+
+use base64::Engine as _;
+use confer_proto::{ErrorCode, ServerMessage};
+use hmac::Mac as _;
+
+use crate::support::TestRelay;
+
+#[tokio::test]
+async fn health_and_metrics_report_the_relay_state() {
+    let relay = TestRelay::start(&[]).await;
+    let health = relay.http("GET", "/healthz", &[], "").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+
+    let links = relay.create_room(false).await;
+    let mut a = relay.join(&links.host, "A").await;
+    let b = relay.join(&links.guest, "B").await;
+    a.client.recv().await;
+    drop(b);
+    let metrics = relay.http("GET", "/metrics", &[], "").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    for line in [
+        "confer_relay_rooms 1\n",
+        "confer_relay_participants 2\n",
+        "confer_relay_rooms_created_total 1\n",
+        "# TYPE confer_relay_forward_latency_seconds histogram\n",
+        "confer_relay_rejections_total{reason=\"room_full\"} 0\n",
+    ] {
+        assert!(metrics.body.contains(line), "missing {line:?} in\n{}", metrics.body);
+    }
+}
+
+#[tokio::test]
+async fn only_api_key_holders_create_rooms_when_keys_are_configured() {
+    let relay = TestRelay::start(&["--api-key", "k1-secret", "--api-key", "k2-secret"]).await;
+    let anonymous = relay.http("POST", "/rooms", &[], "").await;
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous.body.contains("\"code\":\"unauthorized\""));
+    let wrong = relay.http("POST", "/rooms", &[("Authorization", "Bearer k3-secret")], "").await;
+    assert_eq!(wrong.status, 401);
+    let ok = relay.http("POST", "/rooms", &[("Authorization", "Bearer k2-secret")], "").await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    let bad_body = relay.http("POST", "/rooms", &[("Authorization", "Bearer k1-secret")], "{nope").await;
+    assert_eq!(bad_body.status, 400);
+    // The relay never logs a key or a token.
+    assert!(!relay.log().contains("k2-secret"));
+}
+
+#[tokio::test]
+async fn the_invite_page_opens_the_app_and_explains_expired_or_broken_links() {
+    let relay = TestRelay::start(&[]).await;
+    let links = relay.create_room(false).await;
+    let web = links.guest.web_link();
+    let path = &web[web.find("/j/").unwrap()..];
+    let page = relay.http("GET", path, &[], "").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&links.guest.app_link().replace('&', "&amp;")), "{}", page.body);
+    assert!(page.body.contains("Install"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"), "the URL holds a token");
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+
+    let expired = confer_relay::token::InviteClaims {
+        room: links.guest.room.clone(),
+        role: confer_proto::Role::Guest,
+        waiting_room: false,
+        expires: confer_relay::token::unix_now() - 5,
+    }
+    .sign(&crate::support::token_key());
+    let gone = relay.http("GET", &format!("/j/{}/{expired}", links.guest.room), &[], "").await;
+    assert_eq!(gone.status, 410);
+    assert!(gone.body.contains("expired"));
+    let broken = relay.http("GET", &format!("/j/{}/garbage", links.guest.room), &[], "").await;
+    assert_eq!(broken.status, 404);
+    assert!(broken.body.contains("not valid"));
+}
+
+#[tokio::test]
+async fn joined_carries_turn_credentials_coturn_accepts() {
+    let relay = TestRelay::start(&[
+        "--stun-url",
+        "stun:127.0.0.1:3478",
+        "--turn-url",
+        "turn:127.0.0.1:3478?transport=udp",
+        "--turn-url",
+        "turns:127.0.0.1:5349?transport=tcp",
+        "--turn-secret",
+        "shared-with-coturn",
+        "--turn-ttl",
+        "600",
+    ])
+    .await;
+    let links = relay.create_room(false).await;
+    let seat = relay.join(&links.guest, "Guest").await;
+    assert_eq!(seat.ice_servers.len(), 2);
+    assert_eq!(seat.ice_servers[0].urls, ["stun:127.0.0.1:3478"]);
+    assert_eq!(seat.ice_servers[0].username, None);
+    let turn = &seat.ice_servers[1];
+    assert_eq!(turn.urls.len(), 2);
+    let username = turn.username.as_deref().unwrap();
+    let (expiry, peer) = username.split_once(':').unwrap();
+    assert_eq!(peer, seat.id.as_str());
+    let expiry: u64 = expiry.parse().unwrap();
+    let now = confer_relay::token::unix_now();
+    assert!((now + 590..=now + 610).contains(&expiry), "expiry {expiry} is not now + 600");
+    // The TURN REST password: base64(HMAC-SHA1(secret, username)).
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"shared-with-coturn").unwrap();
+    mac.update(username.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(turn.credential.as_deref(), Some(expected.as_str()));
+    assert!(!relay.log().contains("shared-with-coturn"));
+}
+
+#[tokio::test]
+async fn sigterm_tells_clients_to_reconnect_and_exits_cleanly() {
+    let mut relay = TestRelay::start(&[]).await;
+    let links = relay.create_room(false).await;
+    let mut seat = relay.join(&links.host, "Host").await;
+    let mut fresh = relay.connect().await;
+    let port = relay.port;
+    let terminate = std::thread::spawn(move || {
+        let clean = relay.terminate();
+        (clean, relay)
+    });
+    for client in [&mut seat.client, &mut fresh] {
+        match client.recv().await {
+            ServerMessage::Reconnect { after_ms } => assert!(after_ms < 2_000),
+            other => panic!("{other:?}"),
+        }
+        client.expect_fatal(ErrorCode::ShuttingDown).await;
+    }
+    let (clean, relay) = terminate.join().unwrap();
+    assert!(clean, "the relay exits with status 0 after SIGTERM");
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "no longer listening");
+    drop(relay);
+}

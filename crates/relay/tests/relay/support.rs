@@ -1,0 +1,434 @@
+//! Test support: the real `confer-relay` binary on a free loopback port, and a WSS client that
+//! pins the relay's self-signed certificate the way invite links say to.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use confer_proto::{
+    ClientMessage, ErrorCode, Fingerprint, InviteLink, Participant, PeerId, SUBPROTOCOL, ServerMessage,
+    decode_server,
+};
+use futures_util::{SinkExt as _, StreamExt as _};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+/// How long any one expected event may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The token secret every test relay uses, so tests can mint their own tokens.
+pub const SECRET_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+pub fn token_key() -> confer_relay::token::TokenKey {
+    confer_relay::token::TokenKey::new(Fingerprint::parse(SECRET_HEX).unwrap().0)
+}
+
+/// A running relay process. Killed when dropped.
+pub struct TestRelay {
+    child: Child,
+    pub origin: String,
+    pub port: u16,
+    pub pin: Option<Fingerprint>,
+    pub state_dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestRelay {
+    /// Starts the relay with TLS (self-signed, pinned) and these extra flags.
+    pub async fn start(extra: &[&str]) -> Self {
+        let state_dir = tempfile::tempdir().unwrap();
+        Self::start_in(state_dir, "127.0.0.1:0", extra).await
+    }
+
+    /// Starts the relay keeping its state in `state_dir`, listening on `listen`.
+    pub async fn start_in(state_dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_confer-relay"))
+            .args(["--listen", listen, "--token-secret", SECRET_HEX])
+            .arg("--state-dir")
+            .arg(state_dir.path())
+            .args(extra)
+            .env("RUST_LOG", "confer_relay=debug,info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the relay binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(origin) = line.split("origin=").nth(1) {
+                    let _ = tx.send(origin.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let origin = tokio::task::spawn_blocking(move || rx.recv_timeout(PATIENCE))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("the relay did not report its address"));
+        let port = origin.rsplit(':').next().unwrap().parse().unwrap();
+        let pin = std::fs::read_to_string(state_dir.path().join("self-signed.crt"))
+            .ok()
+            .map(|pem| {
+                use rustls::pki_types::pem::PemObject as _;
+                let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+                Fingerprint(Sha256::digest(&der).into())
+            })
+            .filter(|_| origin.starts_with("wss://"));
+        Self { child, origin, port, pin, state_dir, log }
+    }
+
+    /// Everything the relay logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the relay did not exit within 10 s of SIGTERM");
+    }
+
+    /// Hands back the state directory (to restart a relay with the same state).
+    pub fn into_state_dir(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.state_dir, tempfile::tempdir().unwrap())
+    }
+
+    pub fn tls_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.pin.map(pinned_tls)
+    }
+
+    /// One HTTP/1.1 request; returns status, headers (lowercase names) and body.
+    pub async fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        match self.tls_config() {
+            Some(config) => {
+                let connector = tokio_rustls::TlsConnector::from(config);
+                let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+                exchange(tls, &request).await
+            }
+            None => exchange(tcp, &request).await,
+        }
+    }
+
+    /// Creates a room over HTTP and returns its host and guest links.
+    pub async fn create_room(&self, waiting_room: bool) -> RoomLinks {
+        let body = if waiting_room { r#"{"waiting_room":true}"# } else { "" };
+        let response = self.http("POST", "/rooms", &[], body).await;
+        assert_eq!(response.status, 201, "{}", response.body);
+        let json: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        let link = |role: &str, form: &str| InviteLink::parse(json[role][form].as_str().unwrap()).unwrap();
+        assert_eq!(link("host", "app"), link("host", "web"), "both forms carry the same invite");
+        RoomLinks { host: link("host", "app"), guest: link("guest", "web") }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http("GET", "/metrics", &[], "").await.body
+    }
+
+    /// Opens a WebSocket offering the Confer subprotocol.
+    pub async fn connect(&self) -> Client {
+        self.try_connect(self.tls_config(), &[SUBPROTOCOL]).await.unwrap()
+    }
+
+    pub async fn try_connect(
+        &self,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        protocols: &[&str],
+    ) -> Result<Client, tungstenite::Error> {
+        let url = format!("{}/ws", self.origin.replace("127.0.0.1", "localhost"));
+        let mut request = url.into_client_request().unwrap();
+        if !protocols.is_empty() {
+            request.headers_mut().insert("Sec-WebSocket-Protocol", protocols.join(", ").parse().unwrap());
+        }
+        let connector = tls.map(Connector::Rustls).unwrap_or(Connector::Plain);
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector)).await?;
+        Ok(Client { ws })
+    }
+
+    /// Connects and joins with an invite; panics unless seated.
+    pub async fn join(&self, link: &InviteLink, name: &str) -> Seat {
+        let mut client = self.connect().await;
+        client.send(&join_message(link, name)).await;
+        client.expect_joined().await
+    }
+}
+
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, request: &str) -> HttpResponse {
+    io.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, io.read_to_end(&mut raw)).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("").split_whitespace().nth(1).unwrap_or("0").parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    HttpResponse { status, headers, body }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct RoomLinks {
+    pub host: InviteLink,
+    pub guest: InviteLink,
+}
+
+pub fn join_message(link: &InviteLink, name: &str) -> ClientMessage {
+    ClientMessage::Join {
+        room: link.room.clone(),
+        token: link.token.clone(),
+        name: name.to_owned(),
+        muted: false,
+        camera: true,
+    }
+}
+
+/// A client with a seat.
+pub struct Seat {
+    pub client: Client,
+    pub id: PeerId,
+    pub resume_token: String,
+    pub participants: Vec<Participant>,
+    pub ice_servers: Vec<confer_proto::IceServer>,
+}
+
+/// A WebSocket client speaking the Confer protocol.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, msg: &ClientMessage) {
+        self.send_raw(&serde_json::to_string(msg).unwrap()).await;
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next protocol message; panics on close or after [`PATIENCE`].
+    pub async fn recv(&mut self) -> ServerMessage {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("a message in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => return decode_server(&text).unwrap(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips messages until one matches.
+    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerMessage) -> Option<T>) -> T {
+        loop {
+            if let Some(found) = pick(self.recv().await) {
+                return found;
+            }
+        }
+    }
+
+    /// Expects a non-fatal error with this code next (skipping presence chatter).
+    pub async fn expect_error(&mut self, expected: ErrorCode) -> String {
+        self.recv_until(|msg| match msg {
+            ServerMessage::Error { code, message, fatal } => {
+                assert_eq!(code, expected, "{message}");
+                assert!(!fatal, "{code} should not be fatal");
+                Some(message)
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Expects the relay to end the connection with this error: a fatal `error` message, then a
+    /// close frame carrying the code's close code and name.
+    pub async fn expect_fatal(&mut self, expected: ErrorCode) {
+        let mut saw_message = false;
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("a close in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    if let ServerMessage::Error { code, fatal, message } = decode_server(&text).unwrap() {
+                        assert_eq!(code, expected, "{message}");
+                        assert!(fatal);
+                        saw_message = true;
+                    }
+                }
+                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    assert_eq!(u16::from(code), expected.close_code());
+                    assert_eq!(reason.as_str(), expected.as_str());
+                    assert!(saw_message, "the close came without an error message");
+                    return;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected {expected} and a close, got {other:?}"),
+            }
+        }
+    }
+
+    /// Expects nothing but pings for `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Round-trips a ping: proves the connection (and the relay) still serve.
+    pub async fn assert_alive(&mut self) {
+        let nonce = rand::random::<u32>().into();
+        self.send(&ClientMessage::Ping { nonce }).await;
+        let got =
+            self.recv_until(|m| if let ServerMessage::Pong { nonce } = m { Some(nonce) } else { None }).await;
+        assert_eq!(got, nonce);
+    }
+
+    pub async fn expect_joined(mut self) -> Seat {
+        match self.recv().await {
+            ServerMessage::Joined { peer_id, resume_token, participants, ice_servers, .. } => {
+                Seat { client: self, id: peer_id, resume_token, participants, ice_servers }
+            }
+            other => panic!("expected joined, got {other:?}"),
+        }
+    }
+}
+
+/// A rustls client configuration that accepts exactly the certificate with this SHA-256
+/// fingerprint (signatures are still checked, so the server must hold the key).
+pub fn pinned_tls(pin: Fingerprint) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(PinVerifier { pin, provider: Arc::clone(&provider) });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+#[derive(Debug)]
+struct PinVerifier {
+    pin: Fingerprint,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if seen == self.pin.0 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
