@@ -24,6 +24,9 @@ use crate::token::{InviteClaims, ResumeClaims, TokenError, new_peer_id, unix_now
 /// Frames written before a flush, at most, when the queue holds many.
 const WRITE_BATCH: usize = 64;
 
+/// Time allowed for the last words (a fatal error and a close frame) to a closing client.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How a connection's loop ended.
 enum Exit {
     /// The relay ends it (error, `leave`, or shutdown).
@@ -84,19 +87,29 @@ where
 {
     async fn run(&mut self) {
         let exit = self.main_loop().await;
-        match exit {
-            Exit::Ending(Ending::Error(code, detail)) => {
-                debug!(%code, "closing connection");
-                let fatal = ServerMessage::Error { code, message: detail, fatal: true };
-                let _ = self.ws.feed(Message::Text(encode(&fatal))).await;
-                let _ = self.ws.close(Some(close_frame(code))).await;
+        // A client that does not read (a slow consumer, say) must not hold the task: the last
+        // words get a deadline.
+        let last_words = async {
+            match exit {
+                Exit::Ending(Ending::Error(code, detail)) => {
+                    debug!(%code, "closing connection");
+                    if code == ErrorCode::ShuttingDown {
+                        let after_ms = rand::random_range(0..2_000);
+                        let reconnect = ServerMessage::Reconnect { after_ms };
+                        let _ = self.ws.feed(Message::Text(encode(&reconnect))).await;
+                    }
+                    let fatal = ServerMessage::Error { code, message: detail, fatal: true };
+                    let _ = self.ws.feed(Message::Text(encode(&fatal))).await;
+                    let _ = self.ws.close(Some(close_frame(code))).await;
+                }
+                Exit::Ending(Ending::Normal) => {
+                    let left = CloseFrame { code: CloseCode::Normal, reason: "left".into() };
+                    let _ = self.ws.close(Some(left)).await;
+                }
+                Exit::Gone => debug!("connection gone"),
             }
-            Exit::Ending(Ending::Normal) => {
-                let _ =
-                    self.ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "left".into() })).await;
-            }
-            Exit::Gone => debug!("connection gone"),
-        }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, last_words).await;
         if let Membership::InRoom { cell } = &self.membership {
             let mut inner = lock(cell);
             inner.room.disconnect(Instant::now(), self.id);
@@ -120,15 +133,28 @@ where
                 biased;
                 ending = kill.killed() => return Exit::Ending(ending),
                 () = shared.shutdown.cancelled() => {
-                    let after_ms = rand::random_range(0..2_000);
-                    let _ = self.ws.feed(Message::Text(encode(&ServerMessage::Reconnect { after_ms }))).await;
                     return Exit::Ending(Ending::Error(ErrorCode::ShuttingDown, "the relay is restarting: reconnect and resume".into()));
                 }
                 out = self.rx.recv() => {
                     // The sender half lives in `self.handle`, so the queue never closes here.
                     let Some(out) = out else { return Exit::Gone };
-                    if self.write(out).await.is_err() {
-                        return Exit::Gone;
+                    // A write blocks while the client does not read; the kill switch (a full
+                    // queue, a removal) and the heartbeat deadline must still get through.
+                    tokio::select! {
+                        biased;
+                        ending = kill.killed() => return Exit::Ending(ending),
+                        () = tokio::time::sleep(config.heartbeat_timeout) => {
+                            return fatal(ErrorCode::HeartbeatTimeout, "a write made no progress for too long");
+                        }
+                        written = self.write(out) => match written {
+                            Ok(()) => {}
+                            // tungstenite's own buffer (1 MiB) is full as well: same verdict.
+                            Err(tungstenite::Error::WriteBufferFull(_)) => {
+                                self.shared.metrics.reject(ErrorCode::SlowConsumer);
+                                return fatal(ErrorCode::SlowConsumer, "you did not read your messages fast enough");
+                            }
+                            Err(_) => return Exit::Gone,
+                        },
                     }
                 }
                 frame = self.ws.next() => {
@@ -142,7 +168,7 @@ where
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            self.reply_error(ErrorCode::BinaryNotSupported, "the protocol is JSON text only".into()).await;
+                            self.reply_error(ErrorCode::BinaryNotSupported, "the protocol is JSON text only".into());
                         }
                         Some(Ok(Message::Close(_))) => return Exit::Gone,
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -154,9 +180,7 @@ where
                         return Exit::Ending(Ending::Error(ErrorCode::HeartbeatTimeout, "nothing heard for too long".into()));
                     }
                     if now.duration_since(last_ping) >= config.heartbeat_interval {
-                        if self.ws.send(Message::Ping(Default::default())).await.is_err() {
-                            return Exit::Gone;
-                        }
+                        self.queue(Message::Ping(Default::default()));
                         last_ping = now;
                     }
                     let next = (last_heard + config.heartbeat_timeout).min(last_ping + config.heartbeat_interval);
@@ -174,7 +198,7 @@ where
         let mut next = Some(first);
         let mut written = 0;
         while let Some(out) = next.take() {
-            self.ws.feed(Message::Text(out.frame)).await?;
+            self.ws.feed(out.message).await?;
             self.shared.metrics.frames_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(received) = out.received {
                 self.shared.metrics.forwarded(received.elapsed());
@@ -187,11 +211,15 @@ where
         self.ws.flush().await
     }
 
-    /// Sends a non-fatal error straight to this client.
-    async fn reply_error(&mut self, code: ErrorCode, message: String) {
+    /// Queues a message for this client, behind what its room queued before.
+    fn queue(&self, message: Message) {
+        self.handle.push(Outbound { message, received: None }, &self.shared.metrics);
+    }
+
+    /// Tells this client a message of its was refused.
+    fn reply_error(&self, code: ErrorCode, message: String) {
         self.shared.metrics.reject(code);
-        let frame = encode(&ServerMessage::Error { code, message, fatal: false });
-        let _ = self.ws.send(Message::Text(frame)).await;
+        self.queue(Message::Text(encode(&ServerMessage::Error { code, message, fatal: false })));
     }
 
     async fn on_text(&mut self, text: &str, now: Instant) -> Option<Exit> {
@@ -203,13 +231,13 @@ where
         let msg = match decode_client(text) {
             Ok(msg) => msg,
             Err(err) => {
-                self.reply_error(err.code, err.detail).await;
+                self.reply_error(err.code, err.detail);
                 return None;
             }
         };
         match (&self.membership, msg) {
             (_, ClientMessage::Ping { nonce }) => {
-                let _ = self.ws.send(Message::Text(encode(&ServerMessage::Pong { nonce }))).await;
+                self.queue(Message::Text(encode(&ServerMessage::Pong { nonce })));
                 None
             }
             (Membership::Fresh, ClientMessage::Join { room, token, name, muted, camera }) => {
@@ -219,11 +247,11 @@ where
                 self.resume(now, &token, last_seq, name, muted, camera)
             }
             (Membership::Fresh, _) => {
-                self.reply_error(ErrorCode::NotJoined, "send join or resume first".into()).await;
+                self.reply_error(ErrorCode::NotJoined, "send join or resume first".into());
                 None
             }
             (Membership::InRoom { .. }, ClientMessage::Join { .. } | ClientMessage::Resume { .. }) => {
-                self.reply_error(ErrorCode::AlreadyJoined, "this connection already joined".into()).await;
+                self.reply_error(ErrorCode::AlreadyJoined, "this connection already joined".into());
                 None
             }
             (Membership::InRoom { cell }, msg) => {
@@ -250,7 +278,7 @@ where
             self.last_rate_error = Some(now);
             let detail =
                 format!("more than {} messages per second: dropped", self.shared.config.message_rate);
-            self.reply_error(ErrorCode::RateLimited, detail).await;
+            self.reply_error(ErrorCode::RateLimited, detail);
         } else {
             self.shared.metrics.reject(ErrorCode::RateLimited);
         }

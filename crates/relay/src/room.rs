@@ -567,3 +567,6 @@ pub(crate) fn encode(msg: &ServerMessage) -> Utf8Bytes {
         })
         .into()
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 
 use confer_proto::{ErrorCode, RoomId, ServerMessage};
 use tokio::sync::{Notify, mpsc};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::Metrics;
 use crate::room::{ConnId, Output, Room, RoomSettings, encode};
 
-/// One message queued towards a connection.
+/// One message queued towards a connection. Everything the relay sends a client goes through
+/// this queue, so that one place writes to the socket (and that place can be interrupted).
 #[derive(Debug)]
 pub(crate) struct Outbound {
-    pub(crate) frame: Utf8Bytes,
+    pub(crate) message: Message,
     /// When the signal it carries was read off the sender's socket (for the latency histogram).
     pub(crate) received: Option<Instant>,
 }
@@ -40,10 +41,13 @@ pub(crate) struct KillSwitch {
 }
 
 impl KillSwitch {
-    pub(crate) fn kill(&self, ending: Ending) {
-        if self.ending.set(ending).is_ok() {
+    /// Ends the connection; the first ending wins. Returns whether this call set it.
+    pub(crate) fn kill(&self, ending: Ending) -> bool {
+        let first = self.ending.set(ending).is_ok();
+        if first {
             self.notify.notify_one();
         }
+        first
     }
 
     /// Waits until the connection is to end, and says how.
@@ -66,13 +70,13 @@ pub(crate) struct ConnHandle {
 
 impl ConnHandle {
     /// Queues a frame; a connection whose queue is full is too slow and is closed.
-    fn push(&self, out: Outbound, metrics: &Metrics) {
+    pub(crate) fn push(&self, out: Outbound, metrics: &Metrics) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(out) {
-            metrics.reject(ErrorCode::SlowConsumer);
-            self.kill.kill(Ending::Error(
-                ErrorCode::SlowConsumer,
-                "you did not read your messages fast enough".into(),
-            ));
+            let ending =
+                Ending::Error(ErrorCode::SlowConsumer, "you did not read your messages fast enough".into());
+            if self.kill.kill(ending) {
+                metrics.reject(ErrorCode::SlowConsumer);
+            }
         }
     }
 }
@@ -108,26 +112,26 @@ impl RoomInner {
             match output {
                 Output::Send { conn, frame } => {
                     if let Some(handle) = self.conns.get(&conn) {
-                        handle.push(Outbound { frame, received }, metrics);
+                        handle.push(Outbound { message: Message::Text(frame), received }, metrics);
                     }
                 }
                 Output::Reject { conn, code, detail } => {
                     metrics.reject(code);
                     if let Some(handle) = self.conns.get(&conn) {
                         let frame = encode(&ServerMessage::Error { code, message: detail, fatal: false });
-                        handle.push(Outbound { frame, received: None }, metrics);
+                        handle.push(Outbound { message: Message::Text(frame), received: None }, metrics);
                     }
                 }
                 Output::Close { conn, error } => {
                     if let Some(handle) = self.conns.get(&conn) {
-                        let ending = match error {
-                            Some((code, detail)) => {
-                                metrics.reject(code);
-                                Ending::Error(code, detail)
-                            }
-                            None => Ending::Normal,
-                        };
-                        handle.kill.kill(ending);
+                        let code = error.as_ref().map(|(code, _)| *code);
+                        let ending =
+                            error.map_or(Ending::Normal, |(code, detail)| Ending::Error(code, detail));
+                        if handle.kill.kill(ending)
+                            && let Some(code) = code
+                        {
+                            metrics.reject(code);
+                        }
                     }
                 }
             }

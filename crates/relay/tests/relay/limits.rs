@@ -113,3 +113,58 @@ async fn a_socket_that_never_joins_is_closed_after_the_auth_timeout() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     seat.client.assert_alive().await;
 }
+
+#[tokio::test]
+async fn a_participant_that_stops_reading_is_cut_off_as_a_slow_consumer_and_the_sender_is_unharmed() {
+    let relay = TestRelay::start(&["--message-rate", "100000", "--message-burst", "100000"]).await;
+    let links = relay.create_room(false).await;
+    let mut sender = relay.join(&links.host, "Sender").await;
+    // The receiver joins, then never reads: the kernel's buffers fill, then its queue.
+    let stalled = relay.join(&links.guest, "Stalled").await;
+    sender.client.recv().await;
+    let sdp = "s".repeat(60 * 1024);
+    let mut cut_off = false;
+    for sent in 1..=2_000 {
+        let payload = SignalPayload::Offer { sdp: sdp.clone() };
+        sender.client.send(&ClientMessage::Signal { to: stalled.id.clone(), payload }).await;
+        if sent % 50 == 0
+            && relay.metrics().await.contains("confer_relay_rejections_total{reason=\"slow_consumer\"} 1\n")
+        {
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(cut_off, "the stalled receiver was never cut off");
+    // Its seat is kept for the grace period, as for any dropped connection.
+    let reconnecting = sender
+        .client
+        .recv_until(|m| match m {
+            confer_proto::ServerMessage::PeerReconnecting { peer } => Some(peer),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reconnecting, stalled.id);
+    sender.client.assert_alive().await;
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn empty_rooms_are_dropped_after_their_ttl() {
+    let relay = TestRelay::start(&["--empty-room-ttl", "1"]).await;
+    let links = relay.create_room(false).await;
+    let mut seat = relay.join(&links.host, "Only").await;
+    assert!(relay.metrics().await.contains("confer_relay_rooms 1\n"));
+    seat.client.send(&ClientMessage::Leave).await;
+    let mut dropped = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if relay.metrics().await.contains("confer_relay_rooms 0\n") {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the empty room is still held");
+    // The invite still works: a valid token reopens its room.
+    relay.join(&links.host, "Back").await;
+    assert!(relay.metrics().await.contains("confer_relay_rooms 1\n"));
+}

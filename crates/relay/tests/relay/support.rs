@@ -269,7 +269,10 @@ impl Client {
     }
 
     pub async fn send_raw(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).await.unwrap();
+        tokio::time::timeout(PATIENCE, self.ws.send(Message::text(text)))
+            .await
+            .expect("the relay reads what it is sent")
+            .unwrap();
     }
 
     /// The next protocol message; panics on close or after [`PATIENCE`].

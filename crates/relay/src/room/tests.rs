@@ -1,0 +1,265 @@
+//! The room in fake time: no sockets, no clock, every decision checked from its outputs.
+
+use std::time::{Duration, Instant};
+
+use confer_proto::{
+    ClientMessage, ErrorCode, LeaveReason, PeerId, Role, RoomId, ServerMessage, SignalPayload,
+};
+
+use super::*;
+
+const GRACE: Duration = Duration::from_secs(20);
+
+fn settings() -> RoomSettings {
+    RoomSettings {
+        capacity: 3,
+        grace: GRACE,
+        knock_timeout: Duration::from_secs(300),
+        replay_messages: 4,
+        replay_bytes: 64 * 1024,
+    }
+}
+
+fn peer(n: u8) -> PeerId {
+    PeerId::parse(&format!("peer{n:07}")).unwrap()
+}
+
+fn request(conn: ConnId, role: Role) -> JoinRequest {
+    JoinRequest {
+        conn,
+        peer: peer(u8::try_from(conn).unwrap()),
+        role,
+        name: format!("P{conn}"),
+        muted: false,
+        camera: false,
+        welcome: Welcome { ice_servers: Vec::new(), resume_token: format!("resume-{conn}") },
+    }
+}
+
+fn resume_request(conn: ConnId, seat: u8, last_seq: u64) -> ResumeRequest {
+    ResumeRequest {
+        conn,
+        peer: peer(seat),
+        role: Role::Guest,
+        last_seq,
+        name: None,
+        muted: false,
+        camera: false,
+        may_recreate: false,
+        welcome: Welcome { ice_servers: Vec::new(), resume_token: "new".into() },
+    }
+}
+
+/// Drains the outputs as (conn, message) pairs; closes appear as an `error` with fatal=true.
+fn drain(room: &mut Room) -> Vec<(ConnId, ServerMessage)> {
+    let mut out = Vec::new();
+    while let Some(output) = room.poll_output() {
+        match output {
+            Output::Send { conn, frame } => out.push((conn, confer_proto::decode_server(&frame).unwrap())),
+            Output::Reject { conn, code, detail } => {
+                out.push((conn, ServerMessage::Error { code, message: detail, fatal: false }));
+            }
+            Output::Close { conn, error: Some((code, detail)) } => {
+                out.push((conn, ServerMessage::Error { code, message: detail, fatal: true }));
+            }
+            Output::Close { conn, error: None } => out.push((conn, ServerMessage::Pong { nonce: u64::MAX })),
+        }
+    }
+    out
+}
+
+fn room_with(now: Instant, seats: &[(ConnId, Role)]) -> Room {
+    let mut room = Room::new(RoomId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap(), settings(), false, now);
+    for &(conn, role) in seats {
+        room.join(now, request(conn, role));
+    }
+    drain(&mut room);
+    room
+}
+
+fn signal(to: u8, n: u32) -> ClientMessage {
+    ClientMessage::Signal {
+        to: peer(to),
+        payload: SignalPayload::Candidate {
+            candidate: format!("candidate:{n}"),
+            sdp_mid: None,
+            sdp_m_line_index: None,
+            username_fragment: None,
+        },
+    }
+}
+
+#[test]
+fn a_dropped_seat_is_kept_for_exactly_the_grace_period() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    room.disconnect(t0, 2);
+    assert_eq!(drain(&mut room), [(1, ServerMessage::PeerReconnecting { peer: peer(2) })]);
+    assert_eq!(room.next_deadline(), Some(t0 + GRACE));
+
+    room.timeout(t0 + GRACE - Duration::from_millis(1));
+    assert!(drain(&mut room).is_empty(), "nothing happens before the grace period ends");
+    assert_eq!(room.seated(), 2);
+
+    room.timeout(t0 + GRACE);
+    assert_eq!(
+        drain(&mut room),
+        [(1, ServerMessage::PeerLeft { peer: peer(2), reason: LeaveReason::Timeout })]
+    );
+    assert_eq!(room.seated(), 1);
+    assert_eq!(room.next_deadline(), None);
+}
+
+#[test]
+fn resume_replays_exactly_the_signals_after_last_seq_and_reports_a_gap_when_some_were_dropped() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    room.disconnect(t0, 2);
+    drain(&mut room);
+    // Six signals while away; the buffer holds four (seq 3..=6).
+    for n in 1..=6 {
+        room.message(t0, 1, signal(2, n));
+    }
+    assert!(drain(&mut room).is_empty(), "nothing is sent to a dropped seat");
+
+    room.resume(resume_request(9, 2, 2));
+    let out = drain(&mut room);
+    match &out[0] {
+        (9, ServerMessage::Resumed { replayed: 4, gap: false, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let seqs: Vec<u64> = out[1..5]
+        .iter()
+        .map(|(_, m)| if let ServerMessage::Signal { seq, .. } = m { *seq } else { 0 })
+        .collect();
+    assert_eq!(seqs, [3, 4, 5, 6]);
+    assert!(matches!(&out[5], (1, ServerMessage::PeerResumed { .. })));
+
+    // Away again; this time the client had seen only seq 1, and 2 is gone.
+    room.disconnect(t0, 9);
+    drain(&mut room);
+    room.resume(resume_request(10, 2, 1));
+    assert!(matches!(drain(&mut room)[0], (10, ServerMessage::Resumed { gap: true, .. })));
+}
+
+#[test]
+fn a_resume_replaces_a_live_connection_without_presence_noise() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    room.resume(resume_request(7, 2, 0));
+    let out = drain(&mut room);
+    assert!(matches!(&out[0], (2, ServerMessage::Error { code: ErrorCode::Replaced, fatal: true, .. })));
+    assert!(matches!(&out[1], (7, ServerMessage::Resumed { .. })));
+    assert_eq!(out.len(), 2, "the others are not told anything: {out:?}");
+    // The old connection's late disconnect changes nothing.
+    room.disconnect(t0, 2);
+    assert!(drain(&mut room).is_empty());
+    room.message(t0, 1, signal(2, 1));
+    assert!(matches!(drain(&mut room)[..], [(7, ServerMessage::Signal { .. })]));
+}
+
+#[test]
+fn capacity_counts_reconnecting_seats_and_admission_respects_it() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest), (3, Role::Guest)]);
+    room.disconnect(t0, 3);
+    drain(&mut room);
+    room.join(t0, request(4, Role::Guest));
+    assert!(matches!(
+        drain(&mut room)[..],
+        [(4, ServerMessage::Error { code: ErrorCode::RoomFull, fatal: true, .. })]
+    ));
+
+    // Locked: a guest knocks even though the room is full; the admit is refused to the host.
+    room.message(t0, 1, ClientMessage::Lock);
+    drain(&mut room);
+    room.join(t0, request(5, Role::Guest));
+    drain(&mut room);
+    room.message(t0, 1, ClientMessage::Admit { peer: peer(5) });
+    assert!(matches!(
+        drain(&mut room)[..],
+        [(1, ServerMessage::Error { code: ErrorCode::RoomFull, fatal: false, .. })]
+    ));
+    // The reconnecting seat times out; now the admit works.
+    room.timeout(t0 + GRACE);
+    drain(&mut room);
+    room.message(t0 + GRACE, 1, ClientMessage::Admit { peer: peer(5) });
+    let out = drain(&mut room);
+    assert!(out.iter().any(|(c, m)| *c == 5 && matches!(m, ServerMessage::Joined { .. })), "{out:?}");
+}
+
+#[test]
+fn knockers_time_out_and_hosts_are_told() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    room.message(t0, 1, ClientMessage::Lock);
+    drain(&mut room);
+    room.join(t0, request(3, Role::Guest));
+    let out = drain(&mut room);
+    assert_eq!(out.len(), 2, "the knocker is told to wait, only the host sees the knock: {out:?}");
+    assert_eq!(room.next_deadline(), Some(t0 + Duration::from_secs(300)));
+    room.timeout(t0 + Duration::from_secs(300));
+    let out = drain(&mut room);
+    assert!(matches!(&out[0], (3, ServerMessage::Error { code: ErrorCode::KnockTimeout, fatal: true, .. })));
+    assert_eq!(out[1], (1, ServerMessage::KnockEnded { peer: peer(3) }));
+}
+
+#[test]
+fn an_empty_room_expires_only_after_its_ttl_and_a_knocker_keeps_it_alive() {
+    let t0 = Instant::now();
+    let ttl = Duration::from_secs(600);
+    let mut room = room_with(t0, &[(1, Role::Host)]);
+    assert!(!room.is_expired(t0 + ttl, ttl));
+    room.message(t0, 1, ClientMessage::Leave);
+    drain(&mut room);
+    assert!(!room.is_expired(t0 + ttl - Duration::from_secs(1), ttl));
+    assert!(room.is_expired(t0 + ttl, ttl));
+
+    let mut waiting = Room::new(RoomId::parse("BBBBBBBBBBBBBBBBBBBBBB").unwrap(), settings(), true, t0);
+    waiting.join(t0, request(2, Role::Guest));
+    drain(&mut waiting);
+    assert!(!waiting.is_expired(t0 + ttl, ttl), "someone is knocking");
+}
+
+#[test]
+fn a_seat_lost_in_a_restart_is_rebuilt_only_when_allowed() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host)]);
+    room.resume(resume_request(2, 7, 0));
+    assert!(matches!(
+        drain(&mut room)[..],
+        [(2, ServerMessage::Error { code: ErrorCode::ResumeFailed, .. })]
+    ));
+
+    room.resume(ResumeRequest { may_recreate: true, name: Some("Back".into()), ..resume_request(3, 7, 41) });
+    let out = drain(&mut room);
+    assert!(matches!(&out[0], (3, ServerMessage::Resumed { gap: true, .. })), "{out:?}");
+    assert!(matches!(&out[1], (1, ServerMessage::PeerJoined { peer }) if peer.name == "Back"));
+    // Sequence numbers carry on from what the client had seen.
+    room.message(t0, 1, signal(7, 1));
+    assert!(matches!(drain(&mut room)[..], [(3, ServerMessage::Signal { seq: 42, .. })]));
+}
+
+#[test]
+fn host_actions_on_unknown_peers_and_by_guests_are_refused() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    room.message(t0, 2, ClientMessage::Remove { peer: peer(1) });
+    assert!(matches!(
+        drain(&mut room)[..],
+        [(2, ServerMessage::Error { code: ErrorCode::RoleForbidden, .. })]
+    ));
+    for msg in [
+        ClientMessage::Admit { peer: peer(9) },
+        ClientMessage::Deny { peer: peer(9) },
+        ClientMessage::Remove { peer: peer(9) },
+        signal(9, 1),
+    ] {
+        room.message(t0, 1, msg);
+        assert!(matches!(
+            drain(&mut room)[..],
+            [(1, ServerMessage::Error { code: ErrorCode::PeerNotFound, .. })]
+        ));
+    }
+    assert_eq!(room.seated(), 2);
+}
