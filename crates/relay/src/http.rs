@@ -10,7 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use confer_proto::{Fingerprint, InviteLink, RoomId, SUBPROTOCOL, WS_PATH, limits};
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
@@ -305,20 +305,33 @@ async fn signaling_upgrade(State(shared): State<Arc<Shared>>, req: Request) -> R
 }
 
 /// Echoes text messages: the raw WebSocket stack with no relay logic, for the load benchmark.
+/// Writes are batched the way the relay batches them (feed what is ready, then flush once), so
+/// the benchmark compares relay logic, not write strategies.
 async fn echo_upgrade(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    upgrade(&shared, req, None, |shared, mut ws| async move {
+    upgrade(&shared, req, Some(SUBPROTOCOL), |shared, mut ws| async move {
         loop {
-            tokio::select! {
-                msg = ws.next() => match msg {
+            let first = tokio::select! {
+                msg = ws.next() => msg,
+                () = shared.shutdown.cancelled() => break,
+            };
+            let mut next = first;
+            loop {
+                match next {
                     Some(Ok(Message::Text(text))) => {
-                        if ws.send(Message::Text(text)).await.is_err() {
-                            break;
+                        if ws.feed(Message::Text(text)).await.is_err() {
+                            return;
                         }
                     }
                     Some(Ok(_)) => {}
-                    _ => break,
-                },
-                () = shared.shutdown.cancelled() => break,
+                    _ => return,
+                }
+                match ws.next().now_or_never() {
+                    Some(more) => next = more,
+                    None => break,
+                }
+            }
+            if ws.flush().await.is_err() {
+                break;
             }
         }
     })

@@ -146,6 +146,17 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = build_config(args)?;
+    // Every connection is a file descriptor: raise the soft limit to the hard one, as far as
+    // the system allows, and say so if it still caps the connection limit.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < config.max_connections as u64 + 64 => warn!(
+            limit,
+            max_connections = config.max_connections,
+            "the open-file limit is below the connection limit; raise it (ulimit -n) or lower --max-connections"
+        ),
+        Ok(_) => {}
+        Err(err) => warn!(%err, "cannot read or raise the open-file limit"),
+    }
     let relay = Relay::bind(config).await?;
     let handle = relay.handle();
     tokio::spawn(async move {
