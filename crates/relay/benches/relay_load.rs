@@ -432,7 +432,7 @@ fn main() {
             "| latency, plain, open loop | offered (msg/s) | achieved (msg/s) | samples | p50 (µs) | p99 (µs) | max (µs) | inside the relay: p50 / p99 |"
         );
         println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        for share in [0.25, 0.5] {
+        for share in [0.01, 0.25, 0.5] {
             for path in [Path::Echo, Path::Forward] {
                 let relay = Relay::start(false);
                 let rate = saturated * share;

@@ -49,7 +49,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let id = shared.next_conn_id();
-    let span = info_span!("conn", id);
+    // Room and peer are filled in on join or resume; ids are not secret, addresses and tokens
+    // never go into a span.
+    let span = info_span!("conn", id, room = tracing::field::Empty, peer = tracing::field::Empty);
     shared.metrics.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shared.metrics.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
@@ -302,6 +304,7 @@ where
             return Some(fatal(ErrorCode::TokenWrongRoom, "this invite is for another room"));
         }
         let peer = new_peer_id();
+        tracing::Span::current().record("room", room.as_str()).record("peer", peer.as_str());
         let request = JoinRequest {
             conn: self.id,
             welcome: self.shared.welcome(room, &peer, claims.role),
@@ -342,6 +345,7 @@ where
         // A seat this relay has no record of may be rebuilt only if the relay started after the
         // token was issued: then a restart lost it. Otherwise it ended (grace over, removed, left).
         let may_recreate = claims.issued_ms < self.shared.started_ms;
+        tracing::Span::current().record("room", claims.room.as_str()).record("peer", claims.peer.as_str());
         let request = ResumeRequest {
             conn: self.id,
             welcome: self.shared.welcome(&claims.room, &claims.peer, claims.role),

@@ -273,7 +273,8 @@ impl Relay {
                 }
             })
         };
-        info!(origin = %shared.origin, tls = shared.config.tls.is_some(), "relay listening");
+        let listen = self.listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        info!(origin = %shared.origin, %listen, tls = shared.config.tls.is_some(), "relay listening");
         loop {
             let (stream, addr) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {

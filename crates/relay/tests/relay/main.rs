@@ -2,6 +2,7 @@
 //! loopback, driven by clients that speak docs/PROTOCOL.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod config;
 mod host_controls;
 mod limits;
 mod malformed;

@@ -69,6 +69,12 @@ async fn three_participants_see_each_other_join_change_and_leave() {
     let late = relay.join(&links.guest, "Late").await;
     let ids: Vec<_> = late.participants.iter().map(|p| p.id.clone()).collect();
     assert!(ids.contains(&hana.id) && ids.contains(&ivy.id) && ids.len() == 2);
+
+    // Tokens are credentials: the relay (logging at debug level here) never writes one down.
+    let log = relay.log();
+    for secret in [&links.host.token, &links.guest.token, &hana.resume_token, &late.resume_token] {
+        assert!(!log.contains(secret.as_str()), "a token reached the log");
+    }
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ pub struct TestRelay {
     pub origin: String,
     pub port: u16,
     pub pin: Option<Fingerprint>,
+    /// How test clients verify the relay: by default, the pin of its self-signed certificate.
+    pub client_tls: Option<Arc<rustls::ClientConfig>>,
     pub state_dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -58,8 +60,15 @@ impl TestRelay {
 
     /// Starts the relay keeping its state in `state_dir`, listening on `listen`.
     pub async fn start_in(state_dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--token-secret", SECRET_HEX];
+        args.extend_from_slice(extra);
+        Self::start_with(state_dir, listen, &args).await
+    }
+
+    /// Starts the relay with exactly these flags (besides listen address and state dir).
+    pub async fn start_with(state_dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_confer-relay"))
-            .args(["--listen", listen, "--token-secret", SECRET_HEX])
+            .args(["--listen", listen])
             .arg("--state-dir")
             .arg(state_dir.path())
             .args(extra)
@@ -74,17 +83,24 @@ impl TestRelay {
         let log2 = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(origin) = line.split("origin=").nth(1) {
-                    let _ = tx.send(origin.split_whitespace().next().unwrap_or("").to_owned());
+                if line.contains("relay listening") {
+                    let field = |name: &str| {
+                        line.split(&format!("{name}="))
+                            .nth(1)
+                            .and_then(|v| v.split_whitespace().next())
+                            .map(str::to_owned)
+                    };
+                    let _ =
+                        tx.send((field("origin").unwrap_or_default(), field("listen").unwrap_or_default()));
                 }
                 log2.lock().unwrap().push(line);
             }
         });
-        let origin = tokio::task::spawn_blocking(move || rx.recv_timeout(PATIENCE))
+        let (origin, listen) = tokio::task::spawn_blocking(move || rx.recv_timeout(PATIENCE))
             .await
             .unwrap()
             .unwrap_or_else(|_| panic!("the relay did not report its address"));
-        let port = origin.rsplit(':').next().unwrap().parse().unwrap();
+        let port = listen.rsplit(':').next().unwrap().parse().unwrap();
         let pin = std::fs::read_to_string(state_dir.path().join("self-signed.crt"))
             .ok()
             .map(|pem| {
@@ -93,7 +109,8 @@ impl TestRelay {
                 Fingerprint(Sha256::digest(&der).into())
             })
             .filter(|_| origin.starts_with("wss://"));
-        Self { child, origin, port, pin, state_dir, log }
+        let client_tls = pin.map(pinned_tls);
+        Self { child, origin, port, pin, client_tls, state_dir, log }
     }
 
     /// Everything the relay logged so far.
@@ -122,7 +139,7 @@ impl TestRelay {
     }
 
     pub fn tls_config(&self) -> Option<Arc<rustls::ClientConfig>> {
-        self.pin.map(pinned_tls)
+        self.client_tls.clone()
     }
 
     /// One HTTP/1.1 request; returns status, headers (lowercase names) and body.
@@ -172,7 +189,11 @@ impl TestRelay {
         tls: Option<Arc<rustls::ClientConfig>>,
         protocols: &[&str],
     ) -> Result<Client, tungstenite::Error> {
-        let url = format!("{}/ws", self.origin.replace("127.0.0.1", "localhost"));
+        let url = format!(
+            "{}://localhost:{}/ws",
+            if self.origin.starts_with("wss") { "wss" } else { "ws" },
+            self.port
+        );
         let mut request = url.into_client_request().unwrap();
         if !protocols.is_empty() {
             request.headers_mut().insert("Sec-WebSocket-Protocol", protocols.join(", ").parse().unwrap());
