@@ -103,10 +103,12 @@ where
                     let fatal = ServerMessage::Error { code, message: detail, fatal: true };
                     let _ = self.ws.feed(Message::Text(encode(&fatal))).await;
                     let _ = self.ws.close(Some(close_frame(code))).await;
+                    self.linger().await;
                 }
                 Exit::Ending(Ending::Normal) => {
                     let left = CloseFrame { code: CloseCode::Normal, reason: "left".into() };
                     let _ = self.ws.close(Some(left)).await;
+                    self.linger().await;
                 }
                 Exit::Gone => debug!("connection gone"),
             }
@@ -118,6 +120,18 @@ where
             inner.deliver(&self.shared.metrics, None);
             inner.detach(self.id);
         }
+    }
+
+    /// Closes gracefully after our close frame: FIN, then read and discard until the client
+    /// closes too. Closing with unread bytes in the receive buffer (a client still sending, the
+    /// rest of an oversized message) would send a TCP reset, and a reset can make the client's
+    /// kernel drop the error and close frame before the client reads them.
+    async fn linger(&mut self) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let io = self.ws.get_mut();
+        let _ = io.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while let Ok(1..) = io.read(&mut sink).await {}
     }
 
     async fn main_loop(&mut self) -> Exit {

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use confer_proto::{Fingerprint, InviteLink, RoomId, SUBPROTOCOL, WS_PATH, limits};
+use confer_proto::{InviteLink, RoomId, SUBPROTOCOL, WS_PATH, limits};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -123,16 +123,10 @@ async fn create_room(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
     (StatusCode::CREATED, axum::Json(links)).into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct PageQuery {
-    fp: Option<String>,
-}
-
 /// The page behind an `https://` invite link: opens the app, says how to get it.
 async fn invite_page(
     State(shared): State<Arc<Shared>>,
     Path((room, token)): Path<(String, String)>,
-    Query(query): Query<PageQuery>,
 ) -> Response {
     let page = |status: StatusCode, body: String| {
         let mut response = (status, Html(body)).into_response();
@@ -170,8 +164,8 @@ async fn invite_page(
             );
         }
     }
-    let fingerprint =
-        query.fp.as_deref().and_then(Fingerprint::parse).or(shared.config.tls.as_ref().and_then(|t| t.pin));
+    // The relay knows its own pin: a crafted `fp` in the URL is never reflected into the app link.
+    let fingerprint = shared.config.tls.as_ref().and_then(|t| t.pin);
     let link = InviteLink { relay: shared.origin.clone(), room, token, fingerprint };
     page(
         StatusCode::OK,

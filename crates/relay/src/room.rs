@@ -531,27 +531,21 @@ impl Room {
     }
 
     fn send_to_hosts(&mut self, msg: &ServerMessage) {
-        let frame = encode(msg);
-        let conns: Vec<ConnId> =
-            self.seats.iter().filter(|s| s.role == Role::Host).filter_map(|s| s.conn).collect();
-        for conn in conns {
-            self.outputs.push_back(Output::Send { conn, frame: frame.clone() });
-        }
+        self.fan_out(msg, |seat| seat.role == Role::Host);
     }
 
     fn broadcast(&mut self, msg: &ServerMessage) {
-        let frame = encode(msg);
-        let conns: Vec<ConnId> = self.seats.iter().filter_map(|s| s.conn).collect();
-        for conn in conns {
-            self.outputs.push_back(Output::Send { conn, frame: frame.clone() });
-        }
+        self.fan_out(msg, |_| true);
     }
 
     fn broadcast_except(&mut self, peer: &PeerId, msg: &ServerMessage) {
+        self.fan_out(msg, |seat| &seat.peer != peer);
+    }
+
+    /// Sends one message, serialised once, to every connected seat `include` picks.
+    fn fan_out(&mut self, msg: &ServerMessage, include: impl Fn(&Seat) -> bool) {
         let frame = encode(msg);
-        let conns: Vec<ConnId> =
-            self.seats.iter().filter(|s| &s.peer != peer).filter_map(|s| s.conn).collect();
-        for conn in conns {
+        for conn in self.seats.iter().filter(|s| include(s)).filter_map(|s| s.conn) {
             self.outputs.push_back(Output::Send { conn, frame: frame.clone() });
         }
     }

@@ -275,6 +275,11 @@ impl Relay {
         };
         let listen = self.listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
         info!(origin = %shared.origin, %listen, tls = shared.config.tls.is_some(), "relay listening");
+        if shared.config.public_url.is_none() && shared.origin.contains("://localhost:") {
+            warn!(
+                "invite links point to localhost: pass --public-url wss://HOST:PORT so that other machines can join"
+            );
+        }
         loop {
             let (stream, addr) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {

@@ -20,15 +20,7 @@ async fn a_configured_certificate_is_served_and_links_carry_no_pin() {
     assert!(relay.pin.is_none(), "no self-signed certificate was generated");
 
     // A client that trusts the operator's certificate as a root (as it would a CA) connects.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    relay.client_tls = Some(std::sync::Arc::new(config));
+    relay.client_tls = Some(crate::support::trusting(&[certified.cert.der().clone()]));
     relay.connect().await.assert_alive().await;
     // Links from a relay with a CA-style certificate carry no pin.
     let links = relay.create_room(false).await;

@@ -71,7 +71,10 @@ async fn a_client_over_its_message_rate_is_throttled_then_cut_off_while_others_a
     noisy.assert_alive().await;
     // Flooding far past the rate ends the connection.
     for nonce in 0..200 {
-        noisy.send(&ClientMessage::Ping { nonce }).await;
+        // The relay may close the connection before the flood is over.
+        if !noisy.try_send(&ClientMessage::Ping { nonce }).await {
+            break;
+        }
     }
     noisy.expect_fatal(ErrorCode::RateLimited).await;
     calm.assert_alive().await;

@@ -60,6 +60,11 @@ async fn the_invite_page_opens_the_app_and_explains_expired_or_broken_links() {
     assert!(page.body.contains("Install"));
     assert_eq!(page.header("referrer-policy"), Some("no-referrer"), "the URL holds a token");
     assert_eq!(page.header("cache-control"), Some("no-store"));
+    // A crafted pin in the URL is not reflected: the page pins the relay's own certificate.
+    let bare = path.split('?').next().unwrap();
+    let crafted = relay.http("GET", &format!("{bare}?fp={}", "ab".repeat(32)), &[], "").await;
+    assert!(crafted.body.contains(&format!("fp={}", relay.pin.unwrap())));
+    assert!(!crafted.body.contains(&"ab".repeat(32)));
 
     let expired = confer_relay::token::InviteClaims {
         room: links.guest.room.clone(),

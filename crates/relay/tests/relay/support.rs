@@ -289,6 +289,12 @@ impl Client {
         self.send_raw(&serde_json::to_string(msg).unwrap()).await;
     }
 
+    /// Sends unless the relay has closed the connection; says whether it was sent.
+    pub async fn try_send(&mut self, msg: &ClientMessage) -> bool {
+        let text = serde_json::to_string(msg).unwrap();
+        matches!(tokio::time::timeout(PATIENCE, self.ws.send(Message::text(text))).await, Ok(Ok(())))
+    }
+
     pub async fn send_raw(&mut self, text: &str) {
         tokio::time::timeout(PATIENCE, self.ws.send(Message::text(text)))
             .await
@@ -385,6 +391,21 @@ impl Client {
             other => panic!("expected joined, got {other:?}"),
         }
     }
+}
+
+/// A rustls client configuration that trusts these certificates as roots (as it would a CA).
+pub fn trusting(certs: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
 }
 
 /// A rustls client configuration that accepts exactly the certificate with this SHA-256

@@ -26,14 +26,8 @@ async fn the_pinned_self_signed_certificate_works_and_a_wrong_pin_is_refused() {
     }
 
     // A client that checks CA signatures instead of the pin refuses it too: no CA signed it.
-    let roots = rustls::RootCertStore::empty();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    assert!(relay.try_connect(Some(std::sync::Arc::new(config)), &[SUBPROTOCOL]).await.is_err());
+    let no_ca_signed_it = crate::support::trusting(&[]);
+    assert!(relay.try_connect(Some(no_ca_signed_it), &[SUBPROTOCOL]).await.is_err());
 }
 
 #[tokio::test]
