@@ -90,6 +90,8 @@ error_codes! {
     UnsupportedProtocol = "unsupported_protocol", 4426;
     /// The relay is shutting down: reconnect and resume.
     ShuttingDown = "shutting_down", 1012;
+    /// The relay holds as many rooms as it may: try again later.
+    RelayBusy = "relay_busy", 1013;
     /// A fault inside the relay.
     Internal = "internal", 1011;
 }
@@ -130,7 +132,7 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", code.as_str()));
             assert!(seen.insert(code.close_code()), "duplicate close code for {code}");
             let close = code.close_code();
-            assert!((4000..5000).contains(&close) || [1009, 1011, 1012].contains(&close));
+            assert!((4000..5000).contains(&close) || [1009, 1011, 1012, 1013].contains(&close));
         }
     }
 }

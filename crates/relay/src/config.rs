@@ -77,6 +77,8 @@ pub struct RelayConfig {
     pub knock_timeout: Duration,
     /// How long an empty room keeps its state (lock, waiting room).
     pub empty_room_ttl: Duration,
+    /// Rooms held in memory at most (empty ones are dropped early when it is reached).
+    pub max_rooms: usize,
     /// Time allowed from TCP accept to a finished TLS and HTTP upgrade.
     pub handshake_timeout: Duration,
     /// Time allowed from the WebSocket upgrade to `join` or `resume`.
@@ -120,6 +122,7 @@ impl Default for RelayConfig {
             grace: Duration::from_secs(20),
             knock_timeout: Duration::from_secs(300),
             empty_room_ttl: Duration::from_secs(600),
+            max_rooms: 50_000,
             handshake_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(5),

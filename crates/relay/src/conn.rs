@@ -329,7 +329,9 @@ where
             camera,
         };
         loop {
-            let cell = self.shared.rooms.get_or_create(room, claims.waiting_room, now);
+            let Some(cell) = self.shared.rooms.get_or_create(room, claims.waiting_room, now) else {
+                return Some(relay_busy());
+            };
             let mut inner = lock(&cell);
             if inner.is_closed() {
                 continue;
@@ -373,7 +375,10 @@ where
         };
         loop {
             let cell = if may_recreate {
-                self.shared.rooms.get_or_create(&claims.room, false, now)
+                match self.shared.rooms.get_or_create(&claims.room, false, now) {
+                    Some(cell) => cell,
+                    None => return Some(relay_busy()),
+                }
             } else {
                 match self.shared.rooms.get(&claims.room) {
                     Some(cell) => cell,
@@ -396,6 +401,10 @@ where
 
 fn fatal(code: ErrorCode, detail: &str) -> Exit {
     Exit::Ending(Ending::Error(code, detail.to_owned()))
+}
+
+fn relay_busy() -> Exit {
+    fatal(ErrorCode::RelayBusy, "the relay cannot open more rooms right now: try again later")
 }
 
 fn token_refused(err: TokenError) -> Exit {

@@ -74,6 +74,9 @@ struct Args {
     /// Seconds an empty room keeps its state (lock, waiting room) before it is dropped.
     #[arg(long, env = "CONFER_RELAY_EMPTY_ROOM_TTL")]
     empty_room_ttl: Option<u64>,
+    /// Rooms held in memory at most.
+    #[arg(long, env = "CONFER_RELAY_MAX_ROOMS")]
+    max_rooms: Option<usize>,
     /// Connections at most.
     #[arg(long, env = "CONFER_RELAY_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -120,6 +123,7 @@ struct FileConfig {
     grace: Option<u64>,
     invite_ttl: Option<u64>,
     empty_room_ttl: Option<u64>,
+    max_rooms: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     message_rate: Option<u32>,
@@ -253,6 +257,7 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
         room_capacity: args.room_capacity.or(file.room_capacity).unwrap_or(defaults.room_capacity),
         grace: args.grace.or(file.grace).map_or(defaults.grace, secs),
         empty_room_ttl: args.empty_room_ttl.or(file.empty_room_ttl).map_or(defaults.empty_room_ttl, secs),
+        max_rooms: args.max_rooms.or(file.max_rooms).unwrap_or(defaults.max_rooms),
         max_connections: args.max_connections.or(file.max_connections).unwrap_or(defaults.max_connections),
         max_connections_per_ip: args
             .max_connections_per_ip

@@ -165,6 +165,11 @@ impl Room {
         self.seats.len()
     }
 
+    /// True while nobody is seated or knocking.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.empty_since.is_some()
+    }
+
     /// True once the room has had nobody in it, seated or knocking, for `ttl`.
     pub(crate) fn is_expired(&self, now: Instant, ttl: Duration) -> bool {
         self.empty_since.is_some_and(|since| now.saturating_duration_since(since) >= ttl)

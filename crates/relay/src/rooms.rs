@@ -154,27 +154,50 @@ pub(crate) fn lock(cell: &RoomCell) -> MutexGuard<'_, RoomInner> {
 pub(crate) struct Rooms {
     map: Mutex<HashMap<RoomId, Arc<RoomCell>>>,
     settings: RoomSettings,
+    /// Rooms held at most: every valid invite can reopen its room, so without a cap a client
+    /// joining and leaving many rooms would grow the registry by its rate times the empty-room TTL.
+    max_rooms: usize,
 }
 
 impl Rooms {
-    pub(crate) fn new(settings: RoomSettings) -> Self {
-        Self { map: Mutex::new(HashMap::new()), settings }
+    pub(crate) fn new(settings: RoomSettings, max_rooms: usize) -> Self {
+        Self { map: Mutex::new(HashMap::new()), settings, max_rooms }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<RoomId, Arc<RoomCell>>> {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The room, made if it is not held (a valid token may always reopen its room).
-    pub(crate) fn get_or_create(&self, id: &RoomId, waiting_room: bool, now: Instant) -> Arc<RoomCell> {
+    /// The room, made if it is not held (a valid token may always reopen its room). At the cap,
+    /// empty rooms are dropped early to make space; `None` if none is empty.
+    pub(crate) fn get_or_create(
+        &self,
+        id: &RoomId,
+        waiting_room: bool,
+        now: Instant,
+    ) -> Option<Arc<RoomCell>> {
         let mut map = self.map();
-        Arc::clone(map.entry(id.clone()).or_insert_with(|| {
-            Arc::new(Mutex::new(RoomInner {
-                room: Room::new(id.clone(), self.settings.clone(), waiting_room, now),
-                conns: HashMap::new(),
-                closed: false,
-            }))
-        }))
+        if let Some(cell) = map.get(id) {
+            return Some(Arc::clone(cell));
+        }
+        if map.len() >= self.max_rooms {
+            map.retain(|_, cell| {
+                let mut inner = lock(cell);
+                let drop_it = inner.room.is_empty();
+                inner.closed |= drop_it;
+                !drop_it
+            });
+            if map.len() >= self.max_rooms {
+                return None;
+            }
+        }
+        let cell = Arc::new(Mutex::new(RoomInner {
+            room: Room::new(id.clone(), self.settings.clone(), waiting_room, now),
+            conns: HashMap::new(),
+            closed: false,
+        }));
+        map.insert(id.clone(), Arc::clone(&cell));
+        Some(cell)
     }
 
     /// The room, if held.

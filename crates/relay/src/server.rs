@@ -232,7 +232,7 @@ impl Relay {
             replay_bytes: config.replay_bytes,
         };
         let shared = Arc::new(Shared {
-            rooms: Rooms::new(settings),
+            rooms: Rooms::new(settings, config.max_rooms),
             metrics: Metrics::default(),
             started_ms: unix_now_ms(),
             origin,

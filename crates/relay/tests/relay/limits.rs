@@ -171,3 +171,22 @@ async fn empty_rooms_are_dropped_after_their_ttl() {
     relay.join(&links.host, "Back").await;
     assert!(relay.metrics().await.contains("confer_relay_rooms 1\n"));
 }
+
+#[tokio::test]
+async fn the_relay_holds_at_most_max_rooms_and_drops_empty_ones_first() {
+    let relay = TestRelay::start(&["--max-rooms", "1"]).await;
+    let first = relay.create_room(false).await;
+    let second = relay.create_room(false).await;
+    let mut only = relay.join(&first.host, "Only").await;
+
+    // The one room is in use: a second cannot open.
+    let mut refused = relay.connect().await;
+    refused.send(&join_message(&second.host, "Refused")).await;
+    refused.expect_fatal(ErrorCode::RelayBusy).await;
+    only.client.assert_alive().await;
+
+    // Once the first room is empty it gives way, even before its TTL.
+    only.client.send(&ClientMessage::Leave).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    relay.join(&second.host, "Next").await;
+}
