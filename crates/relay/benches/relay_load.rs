@@ -117,6 +117,17 @@ impl Relay {
             .collect()
     }
 
+    /// CPU time the relay process has used (user + system), from `/proc/PID/stat`.
+    fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which is in parentheses): utime is 14th, stime 15th.
+        let rest = stat.rsplit_once(')').unwrap().1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // Linux reports in clock ticks of 1/100 s (USER_HZ) on every architecture it supports.
+        Duration::from_millis(ticks * 10)
+    }
+
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -396,6 +407,9 @@ async fn idle_rss(tls: bool, connections: usize) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // LOAD_ONLY=throughput|latency|rss runs one part (latency needs the throughput part's rate).
+    let only = std::env::var("LOAD_ONLY").unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only == name || (name == "throughput" && only == "latency");
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let threads = std::env::var("LOAD_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
     let runtime =
@@ -410,7 +424,7 @@ fn main() {
         println!();
 
         let mut rows = Vec::new();
-        for tls in [false, true] {
+        for tls in [false, true].into_iter().filter(|_| part("throughput")) {
             let relay = Relay::start(tls);
             let echo = saturate(echo_pairs(&relay, pairs).await, window, warmup, measure).await;
             drop(relay);
@@ -419,6 +433,7 @@ fn main() {
             drop(relay);
             rows.push((tls, echo, forward));
         }
+        if part("throughput") {
         println!("| transport | raw echo (msg/s) | forwarded signals (msg/s) | forwarding / echo |");
         println!("| --- | ---: | ---: | ---: |");
         for (tls, echo, forward) in &rows {
@@ -426,17 +441,22 @@ fn main() {
             println!("| {name} | {echo:.0} | {forward:.0} | {:.2} |", forward / echo);
         }
         println!();
+        }
 
+        if part("latency") {
         let saturated = rows[0].2;
         println!(
-            "| latency, plain, open loop | offered (msg/s) | achieved (msg/s) | samples | p50 (µs) | p99 (µs) | max (µs) | inside the relay: p50 / p99 |"
+            "| latency, plain, open loop | offered (msg/s) | achieved (msg/s) | samples | p50 (µs) | p99 (µs) | max (µs) | inside the relay: p50 / p99 | relay CPU (cores) |"
         );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for share in [0.01, 0.25, 0.5] {
             for path in [Path::Echo, Path::Forward] {
                 let relay = Relay::start(false);
                 let rate = saturated * share;
+                let cpu_before = relay.cpu_time();
+                let wall = Instant::now();
                 let (mut lat, achieved) = latency_at(&relay, path, pairs, rate, warmup, measure).await;
+                let cpu = (relay.cpu_time() - cpu_before).as_secs_f64() / wall.elapsed().as_secs_f64();
                 let inside = match path {
                     Path::Forward => {
                         let buckets = relay.latency_histogram().await;
@@ -448,7 +468,7 @@ fn main() {
                 lat.sort_unstable();
                 let name = if path == Path::Forward { "forwarded" } else { "raw echo" };
                 println!(
-                    "| {name}, {:.0}% of saturation | {rate:.0} | {achieved:.0} | {} | {} | {} | {} | {inside} |",
+                    "| {name}, {:.0}% of saturation | {rate:.0} | {achieved:.0} | {} | {} | {} | {} | {inside} | {cpu:.2} |",
                     share * 100.0,
                     lat.len(),
                     percentile(&lat, 50.0),
@@ -459,6 +479,9 @@ fn main() {
         }
         println!();
 
+        }
+
+        if part("rss") {
         let n = if quick { 400 } else { 2000 };
         let plain = idle_rss(false, n).await;
         let tls = idle_rss(true, n).await;
@@ -466,5 +489,6 @@ fn main() {
         println!("| --- | ---: |");
         println!("| ws (plain) | {:.1} KiB |", plain / 1024.0);
         println!("| wss (TLS 1.3) | {:.1} KiB |", tls / 1024.0);
+        }
     });
 }

@@ -130,7 +130,9 @@ where
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let io = self.ws.get_mut();
         let _ = io.shutdown().await;
-        let mut sink = [0u8; 4096];
+        // On the heap, and only now: a buffer held across `.await` in this future would be part
+        // of every connection task's size, idle or not.
+        let mut sink = vec![0u8; 4096];
         while let Ok(1..) = io.read(&mut sink).await {}
     }
 
