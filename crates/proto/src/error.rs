@@ -76,17 +76,18 @@ error_codes! {
     Removed = "removed", 4413;
     /// Another connection resumed your seat.
     Replaced = "replaced", 4414;
-    /// The seat is gone (grace period over, removed, or left) or the resume token is not valid.
+    /// The seat is gone (grace period over, removed, or left), or the resume token was replaced
+    /// by newer ones.
     ResumeFailed = "resume_failed", 4415;
     /// No `join` or `resume` within 10 s of connecting.
     AuthTimeout = "auth_timeout", 4420;
     /// Nothing heard from the client for 15 s.
     HeartbeatTimeout = "heartbeat_timeout", 4421;
-    /// The client did not read its messages fast enough.
+    /// The client did not read its messages fast enough (256 messages or 2 MiB queued).
     SlowConsumer = "slow_consumer", 4422;
     /// Too many connections from one address (HTTP 429 at the upgrade).
     TooManyConnections = "too_many_connections", 4429;
-    /// No offered subprotocol is one this relay speaks (HTTP 426 at the upgrade).
+    /// No offered subprotocol is one this relay speaks (HTTP 400 at the upgrade).
     UnsupportedProtocol = "unsupported_protocol", 4426;
     /// The relay is shutting down: reconnect and resume.
     ShuttingDown = "shutting_down", 1012;

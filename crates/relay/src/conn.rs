@@ -19,7 +19,7 @@ use crate::rate::TokenBucket;
 use crate::room::{ConnId, JoinRequest, ResumeRequest, encode};
 use crate::rooms::{ConnHandle, Ending, KillSwitch, Outbound, RoomCell, lock};
 use crate::server::Shared;
-use crate::token::{InviteClaims, ResumeClaims, TokenError, new_peer_id, unix_now};
+use crate::token::{InviteClaims, ResumeClaims, TokenError, new_peer_id, unix_now, unix_now_ms};
 
 /// Frames written before a flush, at most, when the queue holds many.
 const WRITE_BATCH: usize = 64;
@@ -55,7 +55,7 @@ where
     shared.metrics.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shared.metrics.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
-    let handle = ConnHandle { tx, kill: Arc::new(KillSwitch::default()) };
+    let handle = ConnHandle { tx, kill: Arc::new(KillSwitch::default()), queued_bytes: Default::default() };
     let mut conn = Conn {
         id,
         shared: Arc::clone(&shared),
@@ -81,6 +81,17 @@ struct Conn<S> {
     bucket: TokenBucket,
     dropped_in_a_row: u32,
     last_rate_error: Option<Instant>,
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        if let Membership::InRoom { cell } = &self.membership {
+            let mut inner = lock(cell);
+            inner.room.disconnect(Instant::now(), self.id);
+            inner.deliver(&self.shared.metrics, None);
+            inner.detach(self.id);
+        }
+    }
 }
 
 impl<S> Conn<S>
@@ -114,12 +125,7 @@ where
             }
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, last_words).await;
-        if let Membership::InRoom { cell } = &self.membership {
-            let mut inner = lock(cell);
-            inner.room.disconnect(Instant::now(), self.id);
-            inner.deliver(&self.shared.metrics, None);
-            inner.detach(self.id);
-        }
+        // Leaving the room happens in `Drop`, so that it happens even if this task is aborted.
     }
 
     /// Closes gracefully after our close frame: FIN, then read and discard until the client
@@ -153,6 +159,22 @@ where
                 () = shared.shutdown.cancelled() => {
                     return Exit::Ending(Ending::Error(ErrorCode::ShuttingDown, "the relay is restarting: reconnect and resume".into()));
                 }
+                // Deadlines before reads: a client that keeps the socket busy must not starve them.
+                () = &mut heartbeat => {
+                    let now = Instant::now();
+                    if now.duration_since(last_heard) >= config.heartbeat_timeout {
+                        return Exit::Ending(Ending::Error(ErrorCode::HeartbeatTimeout, "nothing heard for too long".into()));
+                    }
+                    if now.duration_since(last_ping) >= config.heartbeat_interval {
+                        self.queue(Message::Ping(Default::default()));
+                        last_ping = now;
+                    }
+                    let next = (last_heard + config.heartbeat_timeout).min(last_ping + config.heartbeat_interval);
+                    heartbeat.as_mut().reset(next.max(now + Duration::from_millis(10)).into());
+                }
+                () = &mut auth_deadline, if matches!(self.membership, Membership::Fresh) => {
+                    return Exit::Ending(Ending::Error(ErrorCode::AuthTimeout, "send join or resume within 10 s of connecting".into()));
+                }
                 out = self.rx.recv() => {
                     // The sender half lives in `self.handle`, so the queue never closes here.
                     let Some(out) = out else { return Exit::Gone };
@@ -177,11 +199,23 @@ where
                 }
                 frame = self.ws.next() => {
                     last_heard = Instant::now();
+                    // Every data frame counts against the rate, pings (which make us write a
+                    // pong) and binary frames included.
+                    if let Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_))) = &frame {
+                        self.shared.metrics.messages_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if !self.bucket.try_take(last_heard) {
+                            if let Some(exit) = self.rate_limited(last_heard) {
+                                return exit;
+                            }
+                            continue;
+                        }
+                        self.dropped_in_a_row = 0;
+                    }
                     match frame {
                         None => return Exit::Gone,
                         Some(Err(err)) => return read_error(&err),
                         Some(Ok(Message::Text(text))) => {
-                            if let Some(exit) = self.on_text(text.as_str(), last_heard).await {
+                            if let Some(exit) = self.on_text(text.as_str(), last_heard) {
                                 return exit;
                             }
                         }
@@ -192,21 +226,6 @@ where
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     }
                 }
-                () = &mut heartbeat => {
-                    let now = Instant::now();
-                    if now.duration_since(last_heard) >= config.heartbeat_timeout {
-                        return Exit::Ending(Ending::Error(ErrorCode::HeartbeatTimeout, "nothing heard for too long".into()));
-                    }
-                    if now.duration_since(last_ping) >= config.heartbeat_interval {
-                        self.queue(Message::Ping(Default::default()));
-                        last_ping = now;
-                    }
-                    let next = (last_heard + config.heartbeat_timeout).min(last_ping + config.heartbeat_interval);
-                    heartbeat.as_mut().reset(next.max(now + Duration::from_millis(10)).into());
-                }
-                () = &mut auth_deadline, if matches!(self.membership, Membership::Fresh) => {
-                    return Exit::Ending(Ending::Error(ErrorCode::AuthTimeout, "send join or resume within 10 s of connecting".into()));
-                }
             }
         }
     }
@@ -216,6 +235,7 @@ where
         let mut next = Some(first);
         let mut written = 0;
         while let Some(out) = next.take() {
+            self.handle.queued_bytes.fetch_sub(out.len(), std::sync::atomic::Ordering::Relaxed);
             self.ws.feed(out.message).await?;
             self.shared.metrics.frames_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(received) = out.received {
@@ -240,12 +260,7 @@ where
         self.queue(Message::Text(encode(&ServerMessage::Error { code, message, fatal: false })));
     }
 
-    async fn on_text(&mut self, text: &str, now: Instant) -> Option<Exit> {
-        self.shared.metrics.messages_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if !self.bucket.try_take(now) {
-            return self.rate_limited(now).await;
-        }
-        self.dropped_in_a_row = 0;
+    fn on_text(&mut self, text: &str, now: Instant) -> Option<Exit> {
         let msg = match decode_client(text) {
             Ok(msg) => msg,
             Err(err) => {
@@ -287,7 +302,7 @@ where
 
     /// Drops a message over the rate; tells the client at most once a second; closes a
     /// connection that keeps going far over it.
-    async fn rate_limited(&mut self, now: Instant) -> Option<Exit> {
+    fn rate_limited(&mut self, now: Instant) -> Option<Exit> {
         self.dropped_in_a_row += 1;
         if self.dropped_in_a_row > 4 * self.shared.config.message_burst.max(25) {
             return Some(Exit::Ending(Ending::Error(ErrorCode::RateLimited, "far too many messages".into())));
@@ -339,6 +354,7 @@ where
                 continue;
             }
             inner.attach(self.id, self.handle.clone());
+            inner.room.require_waiting_room(claims.waiting_room);
             inner.room.join(now, request);
             inner.deliver(&self.shared.metrics, None);
             drop(inner);
@@ -362,7 +378,7 @@ where
         };
         // A seat this relay has no record of may be rebuilt only if the relay started after the
         // token was issued: then a restart lost it. Otherwise it ended (grace over, removed, left).
-        let may_recreate = claims.issued_ms < self.shared.started_ms;
+        let may_recreate = self.shared.may_rebuild(claims.issued_ms, unix_now_ms());
         tracing::Span::current().record("room", claims.room.as_str()).record("peer", claims.peer.as_str());
         let request = ResumeRequest {
             conn: self.id,
@@ -370,6 +386,7 @@ where
             peer: claims.peer.clone(),
             role: claims.role,
             last_seq,
+            token_issued_ms: claims.issued_ms,
             name,
             muted,
             camera,

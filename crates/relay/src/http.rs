@@ -70,7 +70,11 @@ fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
 async fn refuse_over_cap(req: Request, next: Next) -> Response {
     let refused = req.extensions().get::<ConnInfo>().and_then(|info| info.refused);
     match refused {
-        Some(why) => http_error(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", why),
+        Some(why) => {
+            let mut response = http_error(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", why);
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
         None => next.run(req).await,
     }
 }

@@ -42,6 +42,8 @@ const MAX_KNOCKERS: usize = 16;
 pub(crate) struct Welcome {
     pub(crate) ice_servers: Vec<IceServer>,
     pub(crate) resume_token: String,
+    /// When `resume_token` was issued (Unix ms): it names the token among the seat's tokens.
+    pub(crate) resume_issued_ms: u64,
 }
 
 /// Who is asking to join, as its verified invite says.
@@ -63,11 +65,13 @@ pub(crate) struct ResumeRequest {
     pub(crate) peer: PeerId,
     pub(crate) role: Role,
     pub(crate) last_seq: u64,
+    /// When the presented resume token was issued (Unix ms).
+    pub(crate) token_issued_ms: u64,
     pub(crate) name: Option<String>,
     pub(crate) muted: bool,
     pub(crate) camera: bool,
     /// True if the seat may be rebuilt from the token alone: the relay lost its state (a
-    /// restart) after the token was issued.
+    /// restart) after the token was issued, and the restart was recent.
     pub(crate) may_recreate: bool,
     pub(crate) welcome: Welcome,
 }
@@ -94,6 +98,10 @@ struct Seat {
     hand_raised: bool,
     disconnected_at: Option<Instant>,
     next_seq: u64,
+    /// Issue times of the newest resume token handed to this seat and of the one before; only
+    /// these two resume it (the one before, for a client that lost the `resumed` carrying the
+    /// newest).
+    tokens_ms: [u64; 2],
     /// Signals sent to this seat, oldest first, for re-delivery on resume.
     replay: VecDeque<(u64, Utf8Bytes)>,
     replay_bytes: usize,
@@ -138,8 +146,16 @@ pub(crate) struct Room {
     locked: bool,
     waiting_room: bool,
     empty_since: Option<Instant>,
+    /// Whether anyone has been seated or knocked here yet.
+    occupied_once: bool,
+    /// Seats that ended here (left, removed, timed out), newest last: never rebuilt from a
+    /// resume token.
+    ended: VecDeque<PeerId>,
     outputs: VecDeque<Output>,
 }
+
+/// Ended seats remembered per room.
+const MAX_ENDED: usize = 256;
 
 impl Room {
     pub(crate) fn new(id: RoomId, settings: RoomSettings, waiting_room: bool, now: Instant) -> Self {
@@ -151,8 +167,16 @@ impl Room {
             locked: false,
             waiting_room,
             empty_since: Some(now),
+            occupied_once: false,
+            ended: VecDeque::new(),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// A join with a waiting-room invite gives the room a waiting room (it may have been opened
+    /// by a resume after a restart, which does not know).
+    pub(crate) fn require_waiting_room(&mut self, waiting_room: bool) {
+        self.waiting_room |= waiting_room;
     }
 
     /// The next thing to carry out, in order.
@@ -165,14 +189,16 @@ impl Room {
         self.seats.len()
     }
 
-    /// True while nobody is seated or knocking.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.empty_since.is_some()
+    /// True if nobody has been seated or knocking for at least `age`.
+    pub(crate) fn is_empty_for(&self, now: Instant, age: Duration) -> bool {
+        self.empty_since.is_some_and(|since| now.saturating_duration_since(since) >= age)
     }
 
-    /// True once the room has had nobody in it, seated or knocking, for `ttl`.
-    pub(crate) fn is_expired(&self, now: Instant, ttl: Duration) -> bool {
-        self.empty_since.is_some_and(|since| now.saturating_duration_since(since) >= ttl)
+    /// Whether the room may be dropped early to make space: it is empty, and either someone
+    /// has been in it or it has been empty for a few seconds (a room just opened for a join in
+    /// progress must not be taken from under it).
+    pub(crate) fn is_evictable(&self, now: Instant) -> bool {
+        self.empty_since.is_some() && (self.occupied_once || self.is_empty_for(now, Duration::from_secs(5)))
     }
 
     /// When the room next needs [`Room::timeout`] called.
@@ -198,6 +224,7 @@ impl Room {
             self.send_to_hosts(&ServerMessage::Knock { peer: knocker });
             self.knocks.push(Knock { request, since: now });
             self.empty_since = None;
+            self.occupied_once = true;
             return;
         }
         if self.seats.len() >= self.settings.capacity {
@@ -221,6 +248,7 @@ impl Room {
             hand_raised: false,
             disconnected_at: None,
             next_seq: first_seq,
+            tokens_ms: [request.welcome.resume_issued_ms; 2],
             replay: VecDeque::new(),
             replay_bytes: 0,
         };
@@ -259,6 +287,7 @@ impl Room {
         self.broadcast_except(&seat.peer, &announce);
         self.seats.push(seat);
         self.empty_since = None;
+        self.occupied_once = true;
     }
 
     pub(crate) fn resume(&mut self, request: ResumeRequest) {
@@ -266,6 +295,16 @@ impl Room {
             self.recreate(request);
             return;
         };
+        if !self.seats[index].tokens_ms.contains(&request.token_issued_ms) {
+            self.close(
+                request.conn,
+                ErrorCode::ResumeFailed,
+                "this resume token was replaced by a newer one",
+            );
+            return;
+        }
+        let seat = &mut self.seats[index];
+        seat.tokens_ms = [request.welcome.resume_issued_ms, seat.tokens_ms[0]];
         let was_reconnecting = self.seats[index].conn.is_none();
         if let Some(old) = self.seats[index].conn.replace(request.conn) {
             self.close(old, ErrorCode::Replaced, "another connection resumed this seat");
@@ -275,7 +314,7 @@ impl Room {
         let replay: Vec<Utf8Bytes> =
             seat.replay.iter().filter(|(seq, _)| *seq > request.last_seq).map(|(_, f)| f.clone()).collect();
         let oldest_held = seat.replay.front().map_or(seat.next_seq, |(seq, _)| *seq);
-        let gap = request.last_seq + 1 < oldest_held;
+        let gap = request.last_seq.saturating_add(1) < oldest_held;
         let participant = seat.participant();
         let role = seat.role;
         let resumed = ServerMessage::Resumed {
@@ -301,7 +340,7 @@ impl Room {
 
     /// A resume for a seat this room does not hold: rebuilt only after a restart lost it.
     fn recreate(&mut self, request: ResumeRequest) {
-        if !request.may_recreate {
+        if !request.may_recreate || self.ended.contains(&request.peer) {
             self.close(request.conn, ErrorCode::ResumeFailed, "the seat is gone: join again");
             return;
         }
@@ -319,7 +358,7 @@ impl Room {
             camera: request.camera,
             welcome: request.welcome,
         };
-        self.seat(join, request.last_seq + 1, Greeting::Rebuilt);
+        self.seat(join, request.last_seq.saturating_add(1), Greeting::Rebuilt);
     }
 
     /// A message from a connection bound to this room (not `join`/`resume`).
@@ -397,7 +436,7 @@ impl Room {
             return;
         };
         let seq = target.next_seq;
-        target.next_seq += 1;
+        target.next_seq = target.next_seq.saturating_add(1);
         let frame = encode(&ServerMessage::Signal { from, seq, payload });
         target.replay_bytes += frame.len();
         target.replay.push_back((seq, frame.clone()));
@@ -478,6 +517,10 @@ impl Room {
     }
 
     fn left(&mut self, now: Instant, peer: &PeerId, reason: LeaveReason) {
+        if self.ended.len() == MAX_ENDED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(peer.clone());
         self.broadcast(&ServerMessage::PeerLeft { peer: peer.clone(), reason });
         self.mark_if_empty(now);
     }

@@ -5,6 +5,7 @@
 //! `try_send`: it is never held across an `.await`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -61,17 +62,37 @@ impl KillSwitch {
     }
 }
 
+/// Bytes queued towards one connection at most: with 128 KiB messages, 256 frames alone
+/// would allow 32 MiB for a client that reads just fast enough.
+pub(crate) const MAX_QUEUED_BYTES: usize = 2 * 1024 * 1024;
+
+impl Outbound {
+    /// Payload bytes, for the queue's byte budget.
+    pub(crate) fn len(&self) -> usize {
+        self.message.len()
+    }
+}
+
 /// What a room needs to reach one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnHandle {
     pub(crate) tx: mpsc::Sender<Outbound>,
     pub(crate) kill: Arc<KillSwitch>,
+    /// Bytes in the queue now; the writer subtracts what it writes.
+    pub(crate) queued_bytes: Arc<AtomicUsize>,
 }
 
 impl ConnHandle {
-    /// Queues a frame; a connection whose queue is full is too slow and is closed.
+    /// Queues a frame; a connection whose queue is full (in frames or bytes) is too slow and
+    /// is closed.
     pub(crate) fn push(&self, out: Outbound, metrics: &Metrics) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(out) {
+        let len = out.len();
+        let over_budget = self.queued_bytes.fetch_add(len, Relaxed) + len > MAX_QUEUED_BYTES;
+        if over_budget || self.tx.try_send(out).is_err() {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            if self.tx.is_closed() {
+                return;
+            }
             let ending =
                 Ending::Error(ErrorCode::SlowConsumer, "you did not read your messages fast enough".into());
             if self.kill.kill(ending) {
@@ -181,9 +202,10 @@ impl Rooms {
             return Some(Arc::clone(cell));
         }
         if map.len() >= self.max_rooms {
+            // Not rooms just made: two joiners at the cap would evict each other's new room.
             map.retain(|_, cell| {
                 let mut inner = lock(cell);
-                let drop_it = inner.room.is_empty();
+                let drop_it = inner.room.is_evictable(now);
                 inner.closed |= drop_it;
                 !drop_it
             });
@@ -216,7 +238,7 @@ impl Rooms {
                 inner.room.timeout(now);
                 inner.deliver(metrics, None);
             }
-            if inner.room.is_expired(now, ttl) {
+            if inner.room.is_empty_for(now, ttl) {
                 expired.push(id);
             }
         }
@@ -228,7 +250,7 @@ impl Rooms {
             // Check again under both locks: someone may have joined since.
             if let Some(cell) = map.get(&id) {
                 let mut inner = lock(cell);
-                if inner.room.is_expired(now, ttl) {
+                if inner.room.is_empty_for(now, ttl) {
                     inner.closed = true;
                     drop(inner);
                     map.remove(&id);

@@ -78,9 +78,19 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     open: AtomicUsize,
+    refusing: AtomicUsize,
 }
 
 impl Shared {
+    /// Whether a seat this relay holds no record of may be rebuilt from a resume token issued
+    /// at `issued_ms`: only if the token predates this process (a restart lost the seat) and the
+    /// restart was recent enough that its holder is reconnecting, not coming back much later.
+    pub(crate) fn may_rebuild(&self, issued_ms: u64, now_ms: u64) -> bool {
+        let window = self.config.grace.saturating_mul(2).max(Duration::from_secs(30));
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        issued_ms < self.started_ms && now_ms < self.started_ms.saturating_add(window_ms)
+    }
+
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Relaxed)
     }
@@ -101,7 +111,7 @@ impl Shared {
             ice_servers.push(turn::credentials(turn, peer, now));
         }
         let claims = ResumeClaims::new(room.clone(), peer.clone(), role, now_ms, self.config.resume_ttl);
-        Welcome { ice_servers, resume_token: claims.sign(&self.config.token_key) }
+        Welcome { ice_servers, resume_token: claims.sign(&self.config.token_key), resume_issued_ms: now_ms }
     }
 
     /// Mints a new room and its invites.
@@ -133,6 +143,7 @@ impl Shared {
         if self.open.load(Relaxed) >= self.config.max_connections {
             return Err("the relay is at its connection limit");
         }
+        let ip = address_key(ip);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = per_ip.entry(ip).or_insert(0);
         if *count >= self.config.max_connections_per_ip {
@@ -141,6 +152,21 @@ impl Shared {
         *count += 1;
         self.open.fetch_add(1, Relaxed);
         Ok(ConnSlot { shared: Arc::clone(self), ip })
+    }
+}
+
+/// What one client counts as for the per-address cap: its IPv4 address, or its IPv6 /64 (one
+/// host usually holds a whole /64).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -161,6 +187,26 @@ impl Drop for ConnSlot {
                 per_ip.remove(&self.ip);
             }
         }
+    }
+}
+
+/// Refusals being answered at once, at most.
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
+
+/// One refusal being answered; released when dropped.
+struct RefusalSlot(Arc<Shared>);
+
+impl RefusalSlot {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let previous = shared.refusing.fetch_add(1, Relaxed);
+        let slot = Self(Arc::clone(shared));
+        (previous < MAX_REFUSALS_IN_FLIGHT).then_some(slot)
+    }
+}
+
+impl Drop for RefusalSlot {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Relaxed);
     }
 }
 
@@ -241,6 +287,7 @@ impl Relay {
             next_conn: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
             open: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
             config,
         });
         Ok(Self { listener, shared })
@@ -312,10 +359,17 @@ async fn serve_tcp(shared: Arc<Shared>, app: axum::Router, stream: TcpStream, ad
     let _ = stream.set_nodelay(true);
     let ip = addr.ip();
     let slot = shared.admit(ip);
+    // A refused connection is told why (HTTP 429, then closed) unless too many refusals are
+    // already in progress: then it is dropped at once, so refusals cannot exhaust descriptors.
+    let _refusal;
     let info = match slot {
         Ok(slot) => ConnInfo { slot: Some(Arc::new(slot)), refused: None },
         Err(why) => {
             debug!(why, "connection over a cap");
+            match RefusalSlot::take(&shared) {
+                Some(refusal) => _refusal = refusal,
+                None => return,
+            }
             ConnInfo { slot: None, refused: Some(why) }
         }
     };
@@ -357,5 +411,21 @@ where
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }

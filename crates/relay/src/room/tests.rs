@@ -32,21 +32,32 @@ fn request(conn: ConnId, role: Role) -> JoinRequest {
         name: format!("P{conn}"),
         muted: false,
         camera: false,
-        welcome: Welcome { ice_servers: Vec::new(), resume_token: format!("resume-{conn}") },
+        welcome: Welcome {
+            ice_servers: Vec::new(),
+            resume_token: format!("resume-{conn}"),
+            resume_issued_ms: 1_000,
+        },
     }
 }
 
+/// A resume with the token the seat got when it joined (issued at 1,000 ms); the new token is
+/// issued at `1_000 + conn`.
 fn resume_request(conn: ConnId, seat: u8, last_seq: u64) -> ResumeRequest {
     ResumeRequest {
         conn,
         peer: peer(seat),
         role: Role::Guest,
         last_seq,
+        token_issued_ms: 1_000,
         name: None,
         muted: false,
         camera: false,
         may_recreate: false,
-        welcome: Welcome { ice_servers: Vec::new(), resume_token: "new".into() },
+        welcome: Welcome {
+            ice_servers: Vec::new(),
+            resume_token: "new".into(),
+            resume_issued_ms: 1_000 + conn,
+        },
     }
 }
 
@@ -138,7 +149,7 @@ fn resume_replays_exactly_the_signals_after_last_seq_and_reports_a_gap_when_some
     // Away again; this time the client had seen only seq 1, and 2 is gone.
     room.disconnect(t0, 9);
     drain(&mut room);
-    room.resume(resume_request(10, 2, 1));
+    room.resume(ResumeRequest { token_issued_ms: 1_009, ..resume_request(10, 2, 1) });
     assert!(matches!(drain(&mut room)[0], (10, ServerMessage::Resumed { gap: true, .. })));
 }
 
@@ -209,16 +220,16 @@ fn an_empty_room_expires_only_after_its_ttl_and_a_knocker_keeps_it_alive() {
     let t0 = Instant::now();
     let ttl = Duration::from_secs(600);
     let mut room = room_with(t0, &[(1, Role::Host)]);
-    assert!(!room.is_expired(t0 + ttl, ttl));
+    assert!(!room.is_empty_for(t0 + ttl, ttl));
     room.message(t0, 1, ClientMessage::Leave);
     drain(&mut room);
-    assert!(!room.is_expired(t0 + ttl - Duration::from_secs(1), ttl));
-    assert!(room.is_expired(t0 + ttl, ttl));
+    assert!(!room.is_empty_for(t0 + ttl - Duration::from_secs(1), ttl));
+    assert!(room.is_empty_for(t0 + ttl, ttl));
 
     let mut waiting = Room::new(RoomId::parse("BBBBBBBBBBBBBBBBBBBBBB").unwrap(), settings(), true, t0);
     waiting.join(t0, request(2, Role::Guest));
     drain(&mut waiting);
-    assert!(!waiting.is_expired(t0 + ttl, ttl), "someone is knocking");
+    assert!(!waiting.is_empty_for(t0 + ttl, ttl), "someone is knocking");
 }
 
 #[test]
@@ -262,4 +273,70 @@ fn host_actions_on_unknown_peers_and_by_guests_are_refused() {
         ));
     }
     assert_eq!(room.seated(), 2);
+}
+
+#[test]
+fn only_the_newest_resume_token_and_the_one_before_it_work() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    // Resume with the join token (1,000): new token 1,005. Then with 1,005: new token 1,006.
+    room.resume(resume_request(5, 2, 0));
+    drain(&mut room);
+    room.resume(ResumeRequest { token_issued_ms: 1_005, ..resume_request(6, 2, 0) });
+    assert!(matches!(
+        drain(&mut room)[..],
+        [(5, ServerMessage::Error { code: ErrorCode::Replaced, .. }), (6, ServerMessage::Resumed { .. })]
+    ));
+    // The join token is two tokens old now: refused, and the live connection is untouched.
+    room.resume(resume_request(7, 2, 0));
+    assert!(matches!(
+        drain(&mut room)[..],
+        [(7, ServerMessage::Error { code: ErrorCode::ResumeFailed, fatal: true, .. })]
+    ));
+    room.message(t0, 1, signal(2, 1));
+    assert!(matches!(drain(&mut room)[..], [(6, ServerMessage::Signal { .. })]));
+    // The one before the newest (1,005) still works, for a client that missed `resumed`.
+    room.resume(ResumeRequest { token_issued_ms: 1_005, ..resume_request(8, 2, 0) });
+    assert!(matches!(drain(&mut room)[1], (8, ServerMessage::Resumed { .. })));
+}
+
+#[test]
+fn a_seat_that_ended_is_never_rebuilt_even_right_after_a_restart() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest), (3, Role::Guest)]);
+    room.message(t0, 1, ClientMessage::Remove { peer: peer(2) });
+    room.message(t0, 3, ClientMessage::Leave);
+    drain(&mut room);
+    for seat in [2, 3] {
+        room.resume(ResumeRequest { may_recreate: true, ..resume_request(9, seat, 0) });
+        assert!(matches!(
+            drain(&mut room)[..],
+            [(9, ServerMessage::Error { code: ErrorCode::ResumeFailed, .. })]
+        ));
+    }
+    assert_eq!(room.seated(), 1);
+}
+
+#[test]
+fn sequence_numbers_saturate_instead_of_overflowing() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host)]);
+    room.resume(ResumeRequest { may_recreate: true, ..resume_request(2, 7, u64::MAX) });
+    drain(&mut room);
+    room.message(t0, 1, signal(7, 1));
+    room.message(t0, 1, signal(7, 2));
+    assert_eq!(drain(&mut room).len(), 2);
+}
+
+#[test]
+fn a_room_just_opened_is_not_evicted_but_one_that_was_used_is() {
+    let t0 = Instant::now();
+    let fresh = Room::new(RoomId::parse("CCCCCCCCCCCCCCCCCCCCCC").unwrap(), settings(), false, t0);
+    assert!(!fresh.is_evictable(t0 + Duration::from_secs(4)), "a join may be about to use it");
+    assert!(fresh.is_evictable(t0 + Duration::from_secs(5)));
+    let mut used = room_with(t0, &[(1, Role::Host)]);
+    assert!(!used.is_evictable(t0), "someone is in it");
+    used.message(t0, 1, ClientMessage::Leave);
+    drain(&mut used);
+    assert!(used.is_evictable(t0));
 }

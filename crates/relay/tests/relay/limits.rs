@@ -190,3 +190,18 @@ async fn the_relay_holds_at_most_max_rooms_and_drops_empty_ones_first() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     relay.join(&second.host, "Next").await;
 }
+
+#[tokio::test]
+async fn keeping_the_socket_busy_with_pings_does_not_escape_the_auth_deadline() {
+    let relay = TestRelay::start(&["--auth-timeout", "1"]).await;
+    let mut busy = relay.connect().await;
+    // Two seconds of WebSocket pings, 20 a second, never a join.
+    for _ in 0..40 {
+        use futures_util::SinkExt as _;
+        if busy.ws.send(tokio_tungstenite::tungstenite::Message::Ping(Default::default())).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    busy.expect_fatal(ErrorCode::AuthTimeout).await;
+}
