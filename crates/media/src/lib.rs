@@ -1,0 +1,11 @@
+//! Confer's media: everything between a device and an encoded packet, and between a decoded
+//! packet and a speaker or a screen. It does no networking.
+//!
+//! So far: the I420 frame type and the synthetic camera with its detector, which let the rest of
+//! Confer run end to end (and prove whose video arrived, intact and how late) on a machine with no
+//! camera.
+
+mod frame;
+pub mod synthetic;
+
+pub use frame::{FrameError, I420Frame};

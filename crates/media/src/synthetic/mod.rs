@@ -1,0 +1,6 @@
+//! Synthetic sources: what stands in for a camera and a microphone on a machine that has none
+//! (tests, demos, bots), and the detectors that read back what they sent.
+
+mod camera;
+
+pub use camera::{FrameStamp, SyntheticCamera, read_stamp};
