@@ -6,6 +6,8 @@
 //! camera.
 
 mod frame;
+mod h264;
 pub mod synthetic;
 
 pub use frame::{FrameError, I420Frame};
+pub use h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder, H264Error};

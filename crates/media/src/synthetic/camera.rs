@@ -52,6 +52,7 @@ impl SyntheticCamera {
         self.counter = self.counter.wrapping_add(1);
         let mut frame = I420Frame::filled(self.width, self.height, self.background)
             .unwrap_or_else(|_| unreachable!("dimensions were checked in new()"));
+        paint_texture(&mut frame, stamp.counter);
         paint_square(&mut frame, stamp.counter);
         paint_stamp(&mut frame, &stamp);
         (frame, stamp)
@@ -67,6 +68,28 @@ fn colour_of(id: u32) -> (u8, u8, u8) {
 
 fn cell_size(width: usize) -> usize {
     (width / 40).max(4)
+}
+
+/// What makes the picture as hard to encode as a camera's: a textured background that pans
+/// two pixels a frame, and sensor noise (±4 luma levels) that differs in every frame.
+fn paint_texture(frame: &mut I420Frame, counter: u32) {
+    let width = frame.width();
+    let shift = counter as usize * 2;
+    let mut noise = 0x9E37_79B9_u32 ^ counter.wrapping_mul(0x85EB_CA6B);
+    let (y, _, _) = frame.planes_mut();
+    for (row, line) in y.chunks_mut(width).enumerate() {
+        for (col, pixel) in line.iter_mut().enumerate() {
+            let (x, yy) = (col + shift, row);
+            // Diagonal stripes and a coarse checker: edges at several scales.
+            let stripes = ((x + yy) % 48) as i32 - 24;
+            let checker = if ((x / 24) + (yy / 24)) % 2 == 0 { 14 } else { -14 };
+            noise ^= noise << 13;
+            noise ^= noise >> 17;
+            noise ^= noise << 5;
+            let grain = (noise % 9) as i32 - 4;
+            *pixel = (i32::from(*pixel) + stripes + checker + grain).clamp(16, 235) as u8;
+        }
+    }
 }
 
 /// A white square that bounces across the right part of the frame, one step per frame.
