@@ -34,6 +34,7 @@ pub struct SyntheticCamera {
     height: usize,
     counter: u32,
     background: (u8, u8, u8),
+    texture: Texture,
 }
 
 impl SyntheticCamera {
@@ -42,7 +43,9 @@ impl SyntheticCamera {
         if width < 160 || height < 90 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(FrameError::Dimensions { width, height });
         }
-        Ok(Self { id, width, height, counter: 0, background: colour_of(id) })
+        let background = colour_of(id);
+        let texture = Texture::new(width, height, background.0);
+        Ok(Self { id, width, height, counter: 0, background, texture })
     }
 
     /// The next frame, stamped with `captured_ms` (the caller's clock, so tests can fake it).
@@ -52,7 +55,7 @@ impl SyntheticCamera {
         self.counter = self.counter.wrapping_add(1);
         let mut frame = I420Frame::filled(self.width, self.height, self.background)
             .unwrap_or_else(|_| unreachable!("dimensions were checked in new()"));
-        paint_texture(&mut frame, stamp.counter);
+        self.texture.paint(&mut frame, stamp.counter);
         paint_square(&mut frame, stamp.counter);
         paint_stamp(&mut frame, &stamp);
         (frame, stamp)
@@ -70,24 +73,57 @@ fn cell_size(width: usize) -> usize {
     (width / 40).max(4)
 }
 
-/// What makes the picture as hard to encode as a camera's: a textured background that pans
-/// two pixels a frame, and sensor noise (±4 luma levels) that differs in every frame.
-fn paint_texture(frame: &mut I420Frame, counter: u32) {
-    let width = frame.width();
-    let shift = counter as usize * 2;
-    let mut noise = 0x9E37_79B9_u32 ^ counter.wrapping_mul(0x85EB_CA6B);
-    let (y, _, _) = frame.planes_mut();
-    for (row, line) in y.chunks_mut(width).enumerate() {
-        for (col, pixel) in line.iter_mut().enumerate() {
-            let (x, yy) = (col + shift, row);
-            // Diagonal stripes and a coarse checker: edges at several scales.
-            let stripes = ((x + yy) % 48) as i32 - 24;
-            let checker = if ((x / 24) + (yy / 24)) % 2 == 0 { 14 } else { -14 };
-            noise ^= noise << 13;
-            noise ^= noise >> 17;
-            noise ^= noise << 5;
-            let grain = (noise % 9) as i32 - 4;
-            *pixel = (i32::from(*pixel) + stripes + checker + grain).clamp(16, 235) as u8;
+/// The texture repeats every this many pixels horizontally.
+const TEXTURE_PERIOD: usize = 48;
+/// Extra noise samples, so each frame can start reading the table somewhere else.
+const NOISE_SLACK: usize = 8191;
+
+/// What makes the picture as hard to encode as a camera's: a textured background that pans two
+/// pixels a frame, and sensor noise (±4 luma levels) that differs in every frame. Both are made
+/// once; a frame only copies rows and adds noise from a shifted window of the table.
+#[derive(Debug)]
+struct Texture {
+    /// The background luma, `width + TEXTURE_PERIOD` wide so any pan offset is a plain slice.
+    background: Vec<u8>,
+    noise: Vec<i8>,
+}
+
+impl Texture {
+    fn new(width: usize, height: usize, base_luma: u8) -> Self {
+        let stride = width + TEXTURE_PERIOD;
+        let mut background = Vec::with_capacity(stride * height);
+        for y in 0..height {
+            for x in 0..stride {
+                // Diagonal stripes and a coarse checker: edges at several scales.
+                let stripes = ((x + y) % 48) as i32 - 24;
+                let checker = if ((x / 24) + (y / 24)) % 2 == 0 { 14 } else { -14 };
+                background.push((i32::from(base_luma) + stripes + checker).clamp(20, 231) as u8);
+            }
+        }
+        let mut state = 0x9E37_79B9_u32;
+        let noise = (0..width * height + NOISE_SLACK)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state % 9) as i8 - 4
+            })
+            .collect();
+        Self { background, noise }
+    }
+
+    fn paint(&self, frame: &mut I420Frame, counter: u32) {
+        let width = frame.width();
+        let stride = width + TEXTURE_PERIOD;
+        let shift = (counter as usize * 2) % TEXTURE_PERIOD;
+        let start = (counter as usize).wrapping_mul(4099) % NOISE_SLACK;
+        let noise = &self.noise[start..start + width * frame.height()];
+        let (y, _, _) = frame.planes_mut();
+        for (row, (line, grain)) in y.chunks_mut(width).zip(noise.chunks(width)).enumerate() {
+            let source = &self.background[row * stride + shift..row * stride + shift + width];
+            for ((pixel, &base), &n) in line.iter_mut().zip(source).zip(grain) {
+                *pixel = base.saturating_add_signed(n);
+            }
         }
     }
 }
@@ -134,7 +170,7 @@ fn paint_stamp(frame: &mut I420Frame, stamp: &FrameStamp) {
 /// catches that).
 pub fn read_stamp(frame: &I420Frame) -> Option<FrameStamp> {
     let cell = cell_size(frame.width());
-    if (ROWS + 2) * cell > frame.height() {
+    if (ROWS + 2) * cell > frame.height() || (COLUMNS + 2) * cell > frame.width() {
         return None;
     }
     let mut bytes = [0u8; 16];
