@@ -5,8 +5,8 @@ set -euo pipefail
 
 # System packages: a C and C++ compiler (ring, openh264), pkg-config, curl (scripts), openssl
 # (tests compute reference values with it), nasm (openh264's assembly: crates/media/build.rs
-# refuses to build the 3x slower encoder without it).
-CONFER_APT_PACKAGES=(build-essential pkg-config curl ca-certificates openssl nasm)
+# refuses to build the 3x slower encoder without it), cmake (the opus crate builds libopus).
+CONFER_APT_PACKAGES=(build-essential pkg-config curl ca-certificates openssl nasm cmake)
 
 confer_setup() {
     local missing=()

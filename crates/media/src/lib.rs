@@ -7,7 +7,9 @@
 
 mod frame;
 mod h264;
+mod opus_codec;
 pub mod synthetic;
 
 pub use frame::{FrameError, I420Frame};
 pub use h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder, H264Error};
+pub use opus_codec::{FRAME_SAMPLES, OpusConfig, OpusDecoder, OpusEncoder, OpusError};

@@ -2,5 +2,7 @@
 //! (tests, demos, bots), and the detectors that read back what they sent.
 
 mod camera;
+mod mic;
 
 pub use camera::{FrameStamp, SyntheticCamera, read_stamp};
+pub use mic::{SAMPLE_RATE, SyntheticMic, tone_hz, tone_level};
