@@ -6,8 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use confer_media::synthetic::SyntheticCamera;
-use confer_media::{H264Config, H264Decoder, H264Encoder, I420Frame};
+use confer_media::synthetic::{SyntheticCamera, SyntheticMic};
+use confer_media::{
+    FRAME_SAMPLES, H264Config, H264Decoder, H264Encoder, I420Frame, OpusConfig, OpusDecoder, OpusEncoder,
+};
 
 /// Runs `step` until `budget` is spent; returns calls per second.
 fn rate(budget: Duration, mut step: impl FnMut(usize)) -> f64 {
@@ -70,5 +72,33 @@ fn main() {
             encode_fps / camera_fps * 100.0,
             (encode_fps / pipeline_fps - 1.0) * 100.0
         );
+    }
+
+    println!();
+    println!(
+        "| Opus, 48 kHz mono, 20 ms frames, 32 kbit/s | encode (µs/frame) | decode (µs/frame) | concealment (µs/frame) |"
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    for fec in [false, true] {
+        let config = OpusConfig { fec, ..OpusConfig::default() };
+        let mut mic = SyntheticMic::new(5);
+        let frames: Vec<Vec<i16>> = (0..250).map(|_| mic.next_samples(FRAME_SAMPLES)).collect();
+        let mut encoder = OpusEncoder::new(config).unwrap();
+        let mut packets = Vec::new();
+        let encode = rate(budget, |n| {
+            let packet = encoder.encode(&frames[n % frames.len()]).unwrap();
+            if packets.len() < frames.len() {
+                packets.push(packet);
+            }
+        });
+        let mut decoder = OpusDecoder::new().unwrap();
+        let decode = rate(budget, |n| {
+            std::hint::black_box(decoder.decode(Some(&packets[n % packets.len()]), None).unwrap());
+        });
+        let conceal = rate(budget, |_| {
+            std::hint::black_box(decoder.decode(None, None).unwrap());
+        });
+        let label = if fec { "in-band FEC on" } else { "FEC off" };
+        println!("| {label} | {:.1} | {:.1} | {:.1} |", 1e6 / encode, 1e6 / decode, 1e6 / conceal);
     }
 }

@@ -56,6 +56,7 @@ pub struct EncodedFrame {
 pub struct H264Encoder {
     encoder: Encoder,
     keyframe_requested: bool,
+    bitrate_bps: u32,
 }
 
 impl std::fmt::Debug for H264Encoder {
@@ -75,7 +76,7 @@ impl H264Encoder {
             .skip_frames(false);
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), settings)
             .map_err(|e| H264Error::Init(e.to_string()))?;
-        Ok(Self { encoder, keyframe_requested: false })
+        Ok(Self { encoder, keyframe_requested: false, bitrate_bps: config.bitrate_bps })
     }
 
     /// The next encoded frame is a keyframe (answer to a PLI, a new receiver).
@@ -85,21 +86,38 @@ impl H264Encoder {
 
     /// Changes the target bitrate from the next frame on.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), H264Error> {
-        let mut info = openh264_sys2::TagBitrateInfo {
-            iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
-            iBitrate: i32::try_from(bps).unwrap_or(i32::MAX),
+        use openh264_sys2::{
+            ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, SPATIAL_LAYER_ALL,
         };
+        let target = i32::try_from(bps).unwrap_or(i32::MAX);
+        // The encoder starts with its maximum equal to its target, and openh264 keeps the target
+        // at or below the maximum: going up, move the maximum first; going down, the target.
+        if bps >= self.bitrate_bps {
+            self.set_option(ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, target)?;
+            self.set_option(ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, target)?;
+        } else {
+            self.set_option(ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, target)?;
+            self.set_option(ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, target)?;
+        }
+        self.bitrate_bps = bps;
+        Ok(())
+    }
+
+    fn set_option(
+        &mut self,
+        option: openh264_sys2::ENCODER_OPTION,
+        layer: openh264_sys2::LAYER_NUM,
+        bps: i32,
+    ) -> Result<(), H264Error> {
+        let mut info = openh264_sys2::TagBitrateInfo { iLayer: layer, iBitrate: bps };
         #[allow(unsafe_code)]
-        // SAFETY: the encoder is initialised (it encoded or was created successfully);
-        // ENCODER_OPTION_BITRATE takes a pointer to an SBitrateInfo, which `info` is, and
-        // openh264 only reads it during the call.
-        let status = unsafe {
-            self.encoder.raw_api().set_option(openh264_sys2::ENCODER_OPTION_BITRATE, (&raw mut info).cast())
-        };
+        // SAFETY: the encoder is initialised (creating it succeeded); both bitrate options take a
+        // pointer to an SBitrateInfo, which `info` is, and openh264 only reads it during the call.
+        let status = unsafe { self.encoder.raw_api().set_option(option, (&raw mut info).cast()) };
         if status == 0 {
             Ok(())
         } else {
-            Err(H264Error::Encode(format!("setting the bitrate failed ({status})")))
+            Err(H264Error::Encode(format!("setting option {option} failed ({status})")))
         }
     }
 

@@ -68,6 +68,13 @@ fn lowering_the_bitrate_while_running_shrinks_the_stream() {
     let low = run(&mut encoder, &mut camera, 60);
     eprintln!("60 frames: {high} bytes at 1.5 Mbit/s, {low} bytes at 200 kbit/s");
     assert!(low * 3 < high, "the stream did not shrink: {high} -> {low} bytes");
+
+    // And back up: raising the bitrate works too (the maximum has to follow the target).
+    encoder.set_bitrate(1_500_000).unwrap();
+    run(&mut encoder, &mut camera, 30);
+    let again = run(&mut encoder, &mut camera, 60);
+    eprintln!("60 frames: {again} bytes back at 1.5 Mbit/s");
+    assert!(again > low * 3, "the stream did not grow again: {low} -> {again} bytes");
 }
 
 #[test]
