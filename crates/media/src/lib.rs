@@ -8,8 +8,10 @@
 mod frame;
 mod h264;
 mod opus_codec;
+mod processing;
 pub mod synthetic;
 
 pub use frame::{FrameError, I420Frame};
 pub use h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder, H264Error};
 pub use opus_codec::{FRAME_SAMPLES, OpusConfig, OpusDecoder, OpusEncoder, OpusError};
+pub use processing::{AudioProcessor, PROCESSING_FRAME, ProcessingConfig, ProcessingError, ProcessingStats};

@@ -1,12 +1,14 @@
 //! The synthetic camera paints, into every frame, a machine-readable stamp (participant id,
-//! frame counter, capture time) and something a person recognises (a colour of its own and a
-//! moving square). [`read_stamp`] reads the stamp back from a decoded frame.
+//! frame counter, capture time) and something a person recognises (a colour of its own, a
+//! moving square, and the participant's name at the bottom left). [`read_stamp`] reads the stamp
+//! back from a decoded frame.
 //!
 //! The stamp is 128 bits in a 16 x 8 grid of black or white cells at the top left. A cell is
 //! 1/40 of the frame's width (16 px at 640 wide), so the stamp survives H.264 at low bitrates
 //! and any scaling that keeps the aspect ratio: the reader derives the grid from the frame it
 //! is given. Bits: magic (8) | id (32) | counter (32) | capture time in Unix ms (48) | CRC-8 (8).
 
+use super::font::{GLYPH_HEIGHT, GLYPH_WIDTH, glyph};
 use crate::{FrameError, I420Frame};
 
 /// What a stamped frame says about itself.
@@ -35,6 +37,7 @@ pub struct SyntheticCamera {
     counter: u32,
     background: (u8, u8, u8),
     texture: Texture,
+    name: String,
 }
 
 impl SyntheticCamera {
@@ -45,7 +48,15 @@ impl SyntheticCamera {
         }
         let background = colour_of(id);
         let texture = Texture::new(width, height, background.0);
-        Ok(Self { id, width, height, counter: 0, background, texture })
+        Ok(Self { id, width, height, counter: 0, background, texture, name: String::new() })
+    }
+
+    /// Paints `name` at the bottom left of every frame, in capitals, cut to what fits in the
+    /// left half of the frame (the square moves in the right half).
+    pub fn with_name(mut self, name: &str) -> Self {
+        let fits = self.width / 2 / (name_scale(self.width) * (GLYPH_WIDTH + 1));
+        self.name = name.chars().take(fits).collect();
+        self
     }
 
     /// The next frame, stamped with `captured_ms` (the caller's clock, so tests can fake it).
@@ -58,6 +69,7 @@ impl SyntheticCamera {
         self.texture.paint(&mut frame, stamp.counter);
         paint_square(&mut frame, stamp.counter);
         paint_stamp(&mut frame, &stamp);
+        paint_name(&mut frame, &self.name);
         (frame, stamp)
     }
 }
@@ -143,6 +155,39 @@ fn paint_square(frame: &mut I420Frame, counter: u32) {
     frame.fill_rect(x0 + bounce(t, span_x), bounce(t * 3 / 4, span_y), size, size, (220, 128, 128));
 }
 
+/// Screen pixels per font pixel: 4 at 640 wide.
+fn name_scale(width: usize) -> usize {
+    (width / 160).max(1)
+}
+
+/// Where the name's first glyph starts (top left), and the scale.
+fn name_origin(frame: &I420Frame) -> (usize, usize, usize) {
+    let scale = name_scale(frame.width());
+    (2 * scale, frame.height() - (GLYPH_HEIGHT + 2) * scale, scale)
+}
+
+/// White capitals on a dark band.
+fn paint_name(frame: &mut I420Frame, name: &str) {
+    if name.is_empty() {
+        return;
+    }
+    let (x0, y0, scale) = name_origin(frame);
+    let advance = (GLYPH_WIDTH + 1) * scale;
+    let band_width = name.chars().count() * advance + 3 * scale;
+    frame.fill_rect(0, y0 - scale, band_width, (GLYPH_HEIGHT + 2) * scale, (BLACK, 128, 128));
+    for (i, c) in name.chars().enumerate() {
+        let (_, rows) = glyph(c);
+        for (row, bits) in rows.iter().enumerate() {
+            for col in 0..GLYPH_WIDTH {
+                if bits >> (GLYPH_WIDTH - 1 - col) & 1 == 1 {
+                    let (x, y) = (x0 + i * advance + col * scale, y0 + row * scale);
+                    frame.fill_rect(x, y, scale, scale, (WHITE, 128, 128));
+                }
+            }
+        }
+    }
+}
+
 fn stamp_bits(stamp: &FrameStamp) -> [u8; 16] {
     let mut bytes = [0u8; 16];
     bytes[0] = MAGIC;
@@ -226,6 +271,38 @@ mod tests {
             assert_eq!(stamp.counter, n);
             assert_eq!(read_stamp(&frame), Some(stamp));
         }
+    }
+
+    /// Reads `chars` glyphs of the painted name back, with the camera's own font.
+    fn read_name(frame: &I420Frame, chars: usize) -> String {
+        let (x0, y0, scale) = name_origin(frame);
+        (0..chars)
+            .map(|i| {
+                let mut rows = [0u8; GLYPH_HEIGHT];
+                for (row, bits) in rows.iter_mut().enumerate() {
+                    for col in 0..GLYPH_WIDTH {
+                        let x = x0 + i * (GLYPH_WIDTH + 1) * scale + col * scale + scale / 2;
+                        let y = y0 + row * scale + scale / 2;
+                        if frame.y()[y * frame.width() + x] > 128 {
+                            *bits |= 1 << (GLYPH_WIDTH - 1 - col);
+                        }
+                    }
+                }
+                crate::synthetic::font::GLYPHS.iter().find(|(_, g)| *g == rows).map_or('#', |(c, _)| *c)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_name_is_painted_legibly_and_cut_to_fit() {
+        let mut camera = SyntheticCamera::new(3, 640, 360).unwrap().with_name("Zoë-9 q.");
+        let (frame, stamp) = camera.next_frame(0);
+        assert_eq!(read_name(&frame, 8), "ZO?-9 Q.");
+        assert_eq!(read_stamp(&frame), Some(stamp), "the name leaves the stamp alone");
+        let long = SyntheticCamera::new(3, 320, 180).unwrap().with_name(&"A".repeat(100));
+        assert_eq!(long.name.len(), 13, "a long name is cut to the left half");
+        let (small, _) = SyntheticCamera::new(3, 160, 90).unwrap().with_name("Bo").next_frame(0);
+        assert_eq!(read_name(&small, 2), "BO");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! (tests, demos, bots), and the detectors that read back what they sent.
 
 mod camera;
+mod font;
 mod mic;
 
 pub use camera::{FrameStamp, SyntheticCamera, read_stamp};
-pub use mic::{SAMPLE_RATE, SyntheticMic, tone_hz, tone_level};
+pub use mic::{MARKER_HZ, MarkerDetector, SAMPLE_RATE, SyntheticMic, tone_hz, tone_level};
