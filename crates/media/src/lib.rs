@@ -8,10 +8,12 @@
 mod frame;
 mod h264;
 mod opus_codec;
+mod playout;
 mod processing;
 pub mod synthetic;
 
 pub use frame::{FrameError, I420Frame};
 pub use h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder, H264Error};
 pub use opus_codec::{FRAME_SAMPLES, OpusConfig, OpusDecoder, OpusEncoder, OpusError};
+pub use playout::{JitterBuffer, JitterStats, LevelMeter, Playout, PlayoutFrame, StreamLevel, dbfs};
 pub use processing::{AudioProcessor, PROCESSING_FRAME, ProcessingConfig, ProcessingError, ProcessingStats};
