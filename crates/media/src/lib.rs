@@ -5,15 +5,22 @@
 //! Confer run end to end (and prove whose video arrived, intact and how late) on a machine with no
 //! camera.
 
+mod audio_io;
 mod frame;
 mod h264;
 mod opus_codec;
 mod playout;
 mod processing;
+mod resample;
 pub mod synthetic;
 
+pub use audio_io::{
+    AudioDeviceInfo, AudioError, AudioEvent, DeviceChoice, DeviceWatcher, Microphone, SYNTHETIC_DEVICE,
+    Speaker, input_devices, output_devices,
+};
 pub use frame::{FrameError, I420Frame};
 pub use h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder, H264Error};
 pub use opus_codec::{FRAME_SAMPLES, OpusConfig, OpusDecoder, OpusEncoder, OpusError};
 pub use playout::{JitterBuffer, JitterStats, LevelMeter, Playout, PlayoutFrame, StreamLevel, dbfs};
 pub use processing::{AudioProcessor, PROCESSING_FRAME, ProcessingConfig, ProcessingError, ProcessingStats};
+pub use resample::{ResampleError, StreamResampler};
