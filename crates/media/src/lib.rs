@@ -6,6 +6,8 @@
 //! camera.
 
 mod audio_io;
+mod camera;
+mod convert;
 mod frame;
 mod h264;
 mod opus_codec;
@@ -18,6 +20,11 @@ pub use audio_io::{
     AudioDeviceInfo, AudioError, AudioEvent, DeviceChoice, DeviceWatcher, Microphone, SYNTHETIC_DEVICE,
     Speaker, input_devices, output_devices,
 };
+pub use camera::{
+    Camera, CameraChoice, CameraError, CameraEvent, CameraInfo, CapturedFrame, SYNTHETIC_CAMERA, cameras,
+    nearest_format,
+};
+pub use convert::{ConvertError, PixelFormat, to_i420};
 pub use frame::{FrameError, I420Frame};
 pub use h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder, H264Error};
 pub use opus_codec::{FRAME_SAMPLES, OpusConfig, OpusDecoder, OpusEncoder, OpusError};
