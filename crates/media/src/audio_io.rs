@@ -383,6 +383,7 @@ fn supervise(
 fn build_input(
     device: &cpal::Device,
     failed: Arc<AtomicBool>,
+    layout: Channels,
     frames: SyncSender<Vec<i16>>,
     counters: Arc<Counters>,
 ) -> Result<(cpal::Stream, u32, u16), AudioError> {
@@ -394,8 +395,8 @@ fn build_input(
         sample_rate: rate,
         buffer_size: cpal::BufferSize::Fixed((rate / 100).max(64)),
     };
-    let chunker =
-        CaptureChunker::new(rate, channels, frames, counters).map_err(|e| open_error(e.to_string()))?;
+    let chunker = CaptureChunker::new(rate, channels, layout, frames, counters)
+        .map_err(|e| open_error(e.to_string()))?;
     let stream = match supported.sample_format() {
         SampleFormat::F32 => input_stream::<f32>(device, config, chunker, failed),
         SampleFormat::I16 => input_stream::<i16>(device, config, chunker, failed),
@@ -431,11 +432,15 @@ where
     )
 }
 
-/// Turns whatever a capture callback delivers into 10 ms frames of 48 kHz mono.
+/// Turns whatever a capture callback delivers into 10 ms frames of 48 kHz mono (channels
+/// averaged) or, for music mode, interleaved stereo (the first two channels; a mono device's one
+/// channel on both sides).
 struct CaptureChunker {
-    channels: usize,
-    resampler: StreamResampler,
+    device_channels: usize,
+    /// One resampler per output channel.
+    resamplers: Vec<StreamResampler>,
     frame: Vec<i16>,
+    frame_len: usize,
     frames: SyncSender<Vec<i16>>,
     counters: Arc<Counters>,
 }
@@ -443,14 +448,20 @@ struct CaptureChunker {
 impl CaptureChunker {
     fn new(
         rate: u32,
-        channels: u16,
+        device_channels: u16,
+        layout: Channels,
         frames: SyncSender<Vec<i16>>,
         counters: Arc<Counters>,
     ) -> Result<Self, crate::ResampleError> {
+        let outputs = layout.count();
+        let frame_len = PROCESSING_FRAME * outputs;
         Ok(Self {
-            channels: usize::from(channels.max(1)),
-            resampler: StreamResampler::new(rate, SAMPLE_RATE)?,
-            frame: Vec::with_capacity(PROCESSING_FRAME),
+            device_channels: usize::from(device_channels.max(1)),
+            resamplers: (0..outputs)
+                .map(|_| StreamResampler::new(rate, SAMPLE_RATE))
+                .collect::<Result<_, _>>()?,
+            frame: Vec::with_capacity(frame_len),
+            frame_len,
             frames,
             counters,
         })
@@ -461,16 +472,34 @@ impl CaptureChunker {
         T: SizedSample,
         f32: FromSample<T>,
     {
-        let channels = self.channels;
-        self.resampler.push(data.chunks(channels).map(|frame| {
-            frame.iter().map(|&s| <f32 as FromSample<T>>::from_sample_(s)).sum::<f32>() / channels as f32
-        }));
-        while self.resampler.available() > 0 {
-            let room = PROCESSING_FRAME - self.frame.len();
-            let samples: Vec<f32> = self.resampler.take(room).collect();
-            self.frame.extend(samples.into_iter().map(|s| (s * 32_767.0).clamp(-32_768.0, 32_767.0) as i16));
-            if self.frame.len() == PROCESSING_FRAME {
-                let frame = std::mem::replace(&mut self.frame, Vec::with_capacity(PROCESSING_FRAME));
+        let channels = self.device_channels;
+        let sample = |s: &T| <f32 as FromSample<T>>::from_sample_(*s);
+        if let [mono] = self.resamplers.as_mut_slice() {
+            mono.push(
+                data.chunks(channels).map(|frame| frame.iter().map(sample).sum::<f32>() / channels as f32),
+            );
+        } else {
+            for (side, resampler) in self.resamplers.iter_mut().enumerate() {
+                let channel = side.min(channels - 1);
+                resampler.push(data.chunks(channels).filter_map(|frame| frame.get(channel).map(sample)));
+            }
+        }
+        let outputs = self.resamplers.len();
+        loop {
+            let ready = self.resamplers.iter().map(StreamResampler::available).min().unwrap_or(0);
+            let room = (self.frame_len - self.frame.len()) / outputs;
+            let n = ready.min(room);
+            if n == 0 {
+                break;
+            }
+            let taken: Vec<Vec<f32>> = self.resamplers.iter_mut().map(|r| r.take(n).collect()).collect();
+            for i in 0..n {
+                for side in &taken {
+                    self.frame.push((side[i] * 32_767.0).clamp(-32_768.0, 32_767.0) as i16);
+                }
+            }
+            if self.frame.len() == self.frame_len {
+                let frame = std::mem::replace(&mut self.frame, Vec::with_capacity(self.frame_len));
                 if let Err(TrySendError::Full(_)) = self.frames.try_send(frame) {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -479,7 +508,26 @@ impl CaptureChunker {
     }
 }
 
-/// An open microphone: 10 ms frames of 48 kHz mono.
+/// What a microphone delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channels {
+    /// 480 samples per 10 ms: the voice path (processing, mono Opus).
+    #[default]
+    Mono,
+    /// 960 interleaved samples per 10 ms: music mode (no processing, stereo Opus).
+    Stereo,
+}
+
+impl Channels {
+    fn count(self) -> usize {
+        match self {
+            Self::Mono => 1,
+            Self::Stereo => 2,
+        }
+    }
+}
+
+/// An open microphone: 10 ms frames of 48 kHz audio, mono or stereo.
 #[derive(Debug)]
 pub struct Microphone {
     frames: Receiver<Vec<i16>>,
@@ -493,6 +541,11 @@ impl Microphone {
     /// worked arrives as the first event ([`AudioEvent::Opened`] or [`AudioEvent::Failed`]),
     /// and [`Microphone::open_checked`] waits for it.
     pub fn open(choice: DeviceChoice) -> Self {
+        Self::open_with(choice, Channels::Mono)
+    }
+
+    /// Opens a microphone delivering `layout` (stereo for music mode).
+    pub fn open_with(choice: DeviceChoice, layout: Channels) -> Self {
         let (frame_tx, frames) = sync_channel(CAPTURE_QUEUE);
         let (event_tx, events) = sync_channel(64);
         let events_out = Events(event_tx);
@@ -504,11 +557,11 @@ impl Microphone {
                 .name("confer-mic".into())
                 .spawn(move || match choice {
                     DeviceChoice::Synthetic(id) => {
-                        synthetic_mic(id, &stop, &frame_tx, &counters, &events_out);
+                        synthetic_mic(id, layout, &stop, &frame_tx, &counters, &events_out);
                     }
                     choice => {
                         supervise(Direction::Input, &choice, &stop, &events_out, &mut |device, failed| {
-                            build_input(device, failed, frame_tx.clone(), counters.clone())
+                            build_input(device, failed, layout, frame_tx.clone(), counters.clone())
                         });
                     }
                 })
@@ -520,7 +573,16 @@ impl Microphone {
     /// Opens a microphone and waits up to `timeout` for it to start; a device that cannot be
     /// opened is an error, with the audio system's reason.
     pub fn open_checked(choice: DeviceChoice, timeout: Duration) -> Result<Self, AudioError> {
-        let mic = Self::open(choice);
+        Self::open_checked_with(choice, Channels::Mono, timeout)
+    }
+
+    /// [`Microphone::open_checked`] delivering `layout`.
+    pub fn open_checked_with(
+        choice: DeviceChoice,
+        layout: Channels,
+        timeout: Duration,
+    ) -> Result<Self, AudioError> {
+        let mic = Self::open_with(choice, layout);
         wait_opened(&mic.events, timeout)?;
         Ok(mic)
     }
@@ -570,6 +632,7 @@ fn unix_us() -> u64 {
 /// wall clock so its latency markers fall on whole seconds.
 fn synthetic_mic(
     id: u32,
+    layout: Channels,
     stop: &AtomicBool,
     frames: &SyncSender<Vec<i16>>,
     counters: &Counters,
@@ -585,7 +648,11 @@ fn synthetic_mic(
     let start_us = unix_us();
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
-        let frame = mic.next_samples_at(PROCESSING_FRAME, start_us + n * 10_000);
+        let mono = mic.next_samples_at(PROCESSING_FRAME, start_us + n * 10_000);
+        let frame = match layout {
+            Channels::Mono => mono,
+            Channels::Stereo => mono.iter().flat_map(|&s| [s, s]).collect(),
+        };
         if let Err(TrySendError::Full(_)) = frames.try_send(frame) {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
         }

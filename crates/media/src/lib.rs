@@ -17,8 +17,8 @@ mod resample;
 pub mod synthetic;
 
 pub use audio_io::{
-    AudioDeviceInfo, AudioError, AudioEvent, DeviceChoice, DeviceWatcher, Microphone, SYNTHETIC_DEVICE,
-    Speaker, input_devices, output_devices,
+    AudioDeviceInfo, AudioError, AudioEvent, Channels, DeviceChoice, DeviceWatcher, Microphone,
+    SYNTHETIC_DEVICE, Speaker, input_devices, output_devices,
 };
 pub use camera::{
     Camera, CameraChoice, CameraError, CameraEvent, CameraInfo, CapturedFrame, SYNTHETIC_CAMERA, cameras,

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use confer_media::synthetic::{SyntheticMic, tone_hz, tone_level};
 use confer_media::{
-    AudioError, AudioEvent, DeviceChoice, DeviceWatcher, Microphone, SYNTHETIC_DEVICE, Speaker,
-    input_devices, output_devices,
+    AudioError, AudioEvent, AudioProcessor, Channels, DeviceChoice, DeviceWatcher, Microphone,
+    ProcessingConfig, SYNTHETIC_DEVICE, Speaker, input_devices, output_devices,
 };
 
 const OPEN: Duration = Duration::from_secs(5);
@@ -163,6 +163,112 @@ fn tone_through_a_null_sink(_pulse: &PulseServer) {
     assert!(other < own / 20.0, "another tone is there too: {other:.0}");
 }
 
+/// Speech-like noise (a syllable envelope over low-passed noise), 10 ms at a time.
+struct Speech {
+    state: u64,
+    low: f64,
+    n: u64,
+}
+
+impl Speech {
+    fn next_frame(&mut self) -> Vec<i16> {
+        (0..480)
+            .map(|_| {
+                self.state = self
+                    .state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let white = ((self.state >> 33) as f64 / f64::from(1u32 << 31)) * 2.0 - 1.0;
+                self.low = 0.6 * self.low + 0.4 * white;
+                let envelope = (std::f64::consts::PI * 4.0 * self.n as f64 / 48_000.0).sin().abs();
+                self.n += 1;
+                (self.low * envelope * 12_000.0) as i16
+            })
+            .collect()
+    }
+}
+
+fn power(frame: &[i16]) -> f64 {
+    frame.iter().map(|&s| f64::from(s).powi(2)).sum()
+}
+
+fn echo_through_the_sound_system_is_cancelled(_pulse: &PulseServer) {
+    // The far end's speech goes to the default sink; the microphone is that sink's monitor, so
+    // it hears the echo with the sound system's real delay, and the speaker's report of what it
+    // played is the canceller's render input, as in a call.
+    let monitor =
+        input_devices().unwrap().into_iter().find(|d| d.id.ends_with("confer_sink.monitor")).unwrap();
+    let speaker = Speaker::open_checked(DeviceChoice::SystemDefault, OPEN).unwrap();
+    let mic = Microphone::open_checked(DeviceChoice::Id(monitor.id), OPEN).unwrap();
+    let mut processor = AudioProcessor::new(ProcessingConfig {
+        echo_cancellation: true,
+        noise_suppression: false,
+        auto_gain: false,
+        music_mode: false,
+    });
+    let mut speech = Speech { state: 11, low: 0.0, n: 0 };
+    let (mut echo, mut residual) = (0.0, 0.0);
+    let start = Instant::now();
+    let mut sent = 0u32;
+    while start.elapsed() < Duration::from_secs(8) {
+        while f64::from(sent) * 0.01 < start.elapsed().as_secs_f64() + 0.06 {
+            speaker.play(&speech.next_frame());
+            sent += 1;
+        }
+        while let Some(played) = speaker.try_played() {
+            processor.process_render(&played).unwrap();
+        }
+        if let Some(mut frame) = mic.recv_timeout(Duration::from_millis(20)) {
+            let before = power(&frame);
+            processor.process_capture(&mut frame).unwrap();
+            if start.elapsed() > Duration::from_secs(4) {
+                echo += before;
+                residual += power(&frame);
+            }
+        }
+    }
+    let erle = 10.0 * (echo / residual.max(1.0)).log10();
+    println!("  ERLE through PulseAudio, 4-8 s: {erle:.1} dB; canceller reports {:?}", processor.stats());
+    assert!(echo > 0.0, "the monitor heard nothing");
+    assert!(erle >= 20.0, "echo through the sound system dropped by only {erle:.1} dB");
+}
+
+fn music_mode_captures_left_and_right(pulse: &PulseServer) {
+    // A stereo stream with a different tone on each side, played into the sink by pacat.
+    let (mut left, mut right) = (SyntheticMic::tone_only(2), SyntheticMic::tone_only(9));
+    let (l, r) = (left.next_samples(48_000 * 4), right.next_samples(48_000 * 4));
+    let raw: Vec<u8> =
+        l.iter().zip(&r).flat_map(|(a, b)| [a.to_le_bytes(), b.to_le_bytes()].concat()).collect();
+    let monitor =
+        input_devices().unwrap().into_iter().find(|d| d.id.ends_with("confer_sink.monitor")).unwrap();
+    let mic = Microphone::open_checked_with(DeviceChoice::Id(monitor.id), Channels::Stereo, OPEN).unwrap();
+    let mut pacat = Command::new("pacat")
+        .args(["--playback", "--format=s16le", "--rate=48000", "--channels=2", "--device=confer_sink"])
+        .env("XDG_RUNTIME_DIR", &pulse.runtime)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("pacat");
+    std::io::Write::write_all(pacat.stdin.as_mut().unwrap(), &raw).unwrap();
+    drop(pacat.stdin.take());
+    let (mut heard_left, mut heard_right) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Some(frame) = mic.recv_timeout(Duration::from_millis(50)) {
+            assert_eq!(frame.len(), 960, "stereo frames are 960 interleaved samples");
+            if start.elapsed() > Duration::from_millis(700) {
+                heard_left.extend(frame.iter().step_by(2));
+                heard_right.extend(frame.iter().skip(1).step_by(2));
+            }
+        }
+    }
+    let _ = pacat.wait();
+    let (ll, lr) = (tone_level(&heard_left, tone_hz(2)), tone_level(&heard_left, tone_hz(9)));
+    let (rr, rl) = (tone_level(&heard_right, tone_hz(9)), tone_level(&heard_right, tone_hz(2)));
+    println!("  left: own {ll:.0}, other {lr:.0}; right: own {rr:.0}, other {rl:.0}");
+    assert!(ll > 5_000.0 && rr > 5_000.0, "a side lost its tone");
+    assert!(lr < ll / 20.0 && rl < rr / 20.0, "the sides leak into each other");
+}
+
 fn devices_come_and_go(pulse: &PulseServer) {
     let watcher = DeviceWatcher::start();
     let module = pulse.pactl(&["load-module", "module-null-sink", "sink_name=second_sink"]);
@@ -252,6 +358,8 @@ fn main() {
     run("no_audio_system_lists_only_synthetic_devices_and_fails_clearly", &no_audio_system);
     let pulse = PulseServer::start(&runtime);
     run("a_tone_played_to_a_null_sink_comes_back_through_its_monitor", &|| tone_through_a_null_sink(&pulse));
+    run("echo_through_the_sound_system_is_cancelled", &|| echo_through_the_sound_system_is_cancelled(&pulse));
+    run("music_mode_captures_left_and_right", &|| music_mode_captures_left_and_right(&pulse));
     run("devices_added_and_removed_are_reported", &|| devices_come_and_go(&pulse));
     run("a_speaker_on_the_system_default_follows_it", &|| the_speaker_follows_the_default(&pulse));
     run("a_microphone_whose_device_disappears_falls_back_to_the_default", &|| {
