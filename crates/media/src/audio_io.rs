@@ -36,6 +36,21 @@ const CAPTURE_QUEUE: usize = 50;
 /// Frames waiting to be played: 200 ms (more would only add latency).
 const PLAYBACK_QUEUE: usize = 20;
 
+/// 10 ms of audio with the moment it crossed the device boundary: when the device delivered it
+/// (a microphone's frame) or took it to play (a speaker's frame), both read in the device's own
+/// callback. A sound is always taken for playing before its echo can be delivered, so feeding
+/// the echo canceller [`Speaker::played_before`] a captured frame's `at` keeps it causal with a
+/// steady lead (the device's own round trip), whatever the consumer's scheduling. (The devices'
+/// latency estimates were tried instead and are not consistent enough: on PulseAudio they put
+/// the echo 24 ms before the sound that caused it.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioFrame {
+    /// 48 kHz samples, mono (480) or interleaved stereo (960).
+    pub samples: Vec<i16>,
+    /// When the first sample met the device.
+    pub at: Instant,
+}
+
 /// Why audio could not be listed or opened.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -384,7 +399,7 @@ fn build_input(
     device: &cpal::Device,
     failed: Arc<AtomicBool>,
     layout: Channels,
-    frames: SyncSender<Vec<i16>>,
+    frames: SyncSender<AudioFrame>,
     counters: Arc<Counters>,
 ) -> Result<(cpal::Stream, u32, u16), AudioError> {
     let open_error = |reason: String| AudioError::Open { device: device_name(device), reason };
@@ -441,7 +456,7 @@ struct CaptureChunker {
     resamplers: Vec<StreamResampler>,
     frame: Vec<i16>,
     frame_len: usize,
-    frames: SyncSender<Vec<i16>>,
+    frames: SyncSender<AudioFrame>,
     counters: Arc<Counters>,
 }
 
@@ -450,7 +465,7 @@ impl CaptureChunker {
         rate: u32,
         device_channels: u16,
         layout: Channels,
-        frames: SyncSender<Vec<i16>>,
+        frames: SyncSender<AudioFrame>,
         counters: Arc<Counters>,
     ) -> Result<Self, crate::ResampleError> {
         let outputs = layout.count();
@@ -467,11 +482,13 @@ impl CaptureChunker {
         })
     }
 
+    /// Takes one callback's samples.
     fn push<T>(&mut self, data: &[T])
     where
         T: SizedSample,
         f32: FromSample<T>,
     {
+        let now = Instant::now();
         let channels = self.device_channels;
         let sample = |s: &T| <f32 as FromSample<T>>::from_sample_(*s);
         if let [mono] = self.resamplers.as_mut_slice() {
@@ -499,8 +516,8 @@ impl CaptureChunker {
                 }
             }
             if self.frame.len() == self.frame_len {
-                let frame = std::mem::replace(&mut self.frame, Vec::with_capacity(self.frame_len));
-                if let Err(TrySendError::Full(_)) = self.frames.try_send(frame) {
+                let samples = std::mem::replace(&mut self.frame, Vec::with_capacity(self.frame_len));
+                if let Err(TrySendError::Full(_)) = self.frames.try_send(AudioFrame { samples, at: now }) {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -530,7 +547,7 @@ impl Channels {
 /// An open microphone: 10 ms frames of 48 kHz audio, mono or stereo.
 #[derive(Debug)]
 pub struct Microphone {
-    frames: Receiver<Vec<i16>>,
+    frames: Receiver<AudioFrame>,
     events: Receiver<AudioEvent>,
     counters: Arc<Counters>,
     _supervisor: Supervisor,
@@ -588,7 +605,7 @@ impl Microphone {
     }
 
     /// The next frame, waiting up to `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Option<Vec<i16>> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<AudioFrame> {
         self.frames.recv_timeout(timeout).ok()
     }
 
@@ -634,7 +651,7 @@ fn synthetic_mic(
     id: u32,
     layout: Channels,
     stop: &AtomicBool,
-    frames: &SyncSender<Vec<i16>>,
+    frames: &SyncSender<AudioFrame>,
     counters: &Counters,
     events: &Events,
 ) {
@@ -653,7 +670,8 @@ fn synthetic_mic(
             Channels::Mono => mono,
             Channels::Stereo => mono.iter().flat_map(|&s| [s, s]).collect(),
         };
-        if let Err(TrySendError::Full(_)) = frames.try_send(frame) {
+        let at = start + Duration::from_millis(10 * n);
+        if let Err(TrySendError::Full(_)) = frames.try_send(AudioFrame { samples: frame, at }) {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
         n += 1;
@@ -668,30 +686,30 @@ fn synthetic_mic(
 /// Queued audio on its way out, shared with the playback callback.
 struct PlaybackFeed {
     queue: Receiver<Vec<i16>>,
-    /// What was actually handed to the device, for the echo canceller.
-    played: SyncSender<Vec<i16>>,
+    /// What was handed to the device and when it will be heard, for the echo canceller.
+    played: SyncSender<AudioFrame>,
     counters: Arc<Counters>,
     started: bool,
 }
 
 impl PlaybackFeed {
-    /// The next 10 ms to play: the queued frame, or silence (an underrun once playing).
-    fn next(&mut self) -> Vec<i16> {
-        match self.queue.try_recv() {
+    /// The next 10 ms to play, taken by the device at `at`: the queued frame, or silence (an
+    /// underrun once playing).
+    fn next(&mut self, at: Instant) -> Vec<i16> {
+        let frame = match self.queue.try_recv() {
             Ok(frame) => {
                 self.started = true;
-                let _ = self.played.try_send(frame.clone());
                 frame
             }
             Err(_) => {
                 if self.started {
                     self.counters.underruns.fetch_add(1, Ordering::Relaxed);
                 }
-                let silence = vec![0; PROCESSING_FRAME];
-                let _ = self.played.try_send(silence.clone());
-                silence
+                vec![0; PROCESSING_FRAME]
             }
-        }
+        };
+        let _ = self.played.try_send(AudioFrame { samples: frame.clone(), at });
+        frame
     }
 }
 
@@ -734,16 +752,18 @@ struct Renderer {
 }
 
 impl Renderer {
+    /// Fills one callback's buffer.
     fn fill<T>(&mut self, out: &mut [T])
     where
         T: SizedSample + FromSample<f32>,
     {
+        let at = Instant::now();
         let frames = out.len() / self.channels;
         while self.resampler.available() < frames {
             // The mutex is only ever contended by a supervisor swapping streams: never blocked
             // on for long; a poisoned one plays silence.
             let next = match self.feed.lock() {
-                Ok(mut feed) => feed.next(),
+                Ok(mut feed) => feed.next(at),
                 Err(_) => vec![0; PROCESSING_FRAME],
             };
             self.resampler.push(next.into_iter().map(|s| f32::from(s) / 32_768.0));
@@ -779,7 +799,9 @@ where
 #[derive(Debug)]
 pub struct Speaker {
     queue: SyncSender<Vec<i16>>,
-    played: Receiver<Vec<i16>>,
+    played: Receiver<AudioFrame>,
+    /// Played frames taken from the channel but not yet heard.
+    heard_later: Mutex<std::collections::VecDeque<AudioFrame>>,
     events: Receiver<AudioEvent>,
     counters: Arc<Counters>,
     pending: Mutex<Vec<i16>>,
@@ -818,6 +840,7 @@ impl Speaker {
         Self {
             queue,
             played,
+            heard_later: Mutex::new(std::collections::VecDeque::new()),
             events,
             counters,
             pending: Mutex::new(Vec::new()),
@@ -851,10 +874,26 @@ impl Speaker {
         dropped
     }
 
-    /// The next 10 ms frame the device actually played (silence included), for the echo
-    /// canceller's render input. Frames not taken are dropped after 400 ms.
-    pub fn try_played(&self) -> Option<Vec<i16>> {
-        self.played.try_recv().ok()
+    /// The 10 ms frames the device had taken to play by `at` (silence included), oldest first,
+    /// not handed out before: the echo canceller's render input up to a captured frame
+    /// delivered at `at`. Frames not taken are dropped after 400 ms.
+    pub fn played_before(&self, at: Instant) -> Vec<Vec<i16>> {
+        let mut later = match self.heard_later.lock() {
+            Ok(later) => later,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        later.extend(self.played.try_iter());
+        let mut out = Vec::new();
+        while later.front().is_some_and(|frame| frame.at <= at) {
+            if let Some(frame) = later.pop_front() {
+                out.push(frame.samples);
+            }
+        }
+        // Bounded: at most 400 ms waits here.
+        while later.len() > PLAYBACK_QUEUE * 2 {
+            later.pop_front();
+        }
+        out
     }
 
     /// The next event, if one is waiting.
@@ -883,8 +922,9 @@ fn synthetic_speaker(stop: &AtomicBool, feed: &Mutex<PlaybackFeed>, events: &Eve
     let start = Instant::now();
     let mut n: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
+        let due = start + Duration::from_millis(10) * n;
         if let Ok(mut feed) = feed.lock() {
-            feed.next();
+            feed.next(due);
         }
         n = n.wrapping_add(1);
         let due = start + Duration::from_millis(10) * n;

@@ -17,7 +17,7 @@ mod resample;
 pub mod synthetic;
 
 pub use audio_io::{
-    AudioDeviceInfo, AudioError, AudioEvent, Channels, DeviceChoice, DeviceWatcher, Microphone,
+    AudioDeviceInfo, AudioError, AudioEvent, AudioFrame, Channels, DeviceChoice, DeviceWatcher, Microphone,
     SYNTHETIC_DEVICE, Speaker, input_devices, output_devices,
 };
 pub use camera::{
