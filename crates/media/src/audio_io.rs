@@ -275,16 +275,46 @@ struct Counters {
     underruns: AtomicU64,
 }
 
+/// A stop request a thread can wait on: it ends a wait at once instead of after a poll period,
+/// so closing a device never waits for the next poll.
+#[derive(Debug, Default)]
+struct StopSignal {
+    raised: Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl StopSignal {
+    fn raise(&self) {
+        if let Ok(mut raised) = self.raised.lock() {
+            *raised = true;
+        }
+        self.changed.notify_all();
+    }
+
+    fn is_raised(&self) -> bool {
+        self.raised.lock().map_or(true, |raised| *raised)
+    }
+
+    /// Waits up to `timeout`; true if stop was requested.
+    fn wait(&self, timeout: Duration) -> bool {
+        let Ok(raised) = self.raised.lock() else { return true };
+        match self.changed.wait_timeout_while(raised, timeout, |raised| !*raised) {
+            Ok((raised, _)) => *raised,
+            Err(_) => true,
+        }
+    }
+}
+
 /// Tells a supervisor thread to stop, and waits for it.
 #[derive(Debug)]
 struct Supervisor {
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.raise();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -320,7 +350,7 @@ type Builder<'a> =
 fn supervise(
     direction: Direction,
     choice: &DeviceChoice,
-    stop: &AtomicBool,
+    stop: &StopSignal,
     events: &Events,
     build: &mut Builder<'_>,
 ) {
@@ -338,7 +368,7 @@ fn supervise(
     let mut running =
         Running { stream: None, device_id: None, device_name: String::new(), failed: Arc::default() };
     let mut reported_failure = false;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_raised() {
         let current_default = default_device(&host, direction).and_then(|d| device_id(&d));
         let broken = running.stream.is_none() || running.failed.load(Ordering::Relaxed);
         let wanted_gone = wanted.as_deref().is_some_and(|id| find(&host, direction, Some(id)).is_err());
@@ -390,7 +420,9 @@ fn supervise(
                 }
             }
         }
-        std::thread::sleep(POLL);
+        if stop.wait(POLL) {
+            break;
+        }
     }
 }
 
@@ -567,7 +599,7 @@ impl Microphone {
         let (event_tx, events) = sync_channel(64);
         let events_out = Events(event_tx);
         let counters = Arc::new(Counters::default());
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(StopSignal::default());
         let thread = {
             let (stop, counters) = (stop.clone(), counters.clone());
             std::thread::Builder::new()
@@ -650,7 +682,7 @@ fn unix_us() -> u64 {
 fn synthetic_mic(
     id: u32,
     layout: Channels,
-    stop: &AtomicBool,
+    stop: &StopSignal,
     frames: &SyncSender<AudioFrame>,
     counters: &Counters,
     events: &Events,
@@ -664,7 +696,7 @@ fn synthetic_mic(
     let start = Instant::now();
     let start_us = unix_us();
     let mut n: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_raised() {
         let mono = mic.next_samples_at(PROCESSING_FRAME, start_us + n * 10_000);
         let frame = match layout {
             Channels::Mono => mono,
@@ -822,7 +854,7 @@ impl Speaker {
             counters: counters.clone(),
             started: false,
         }));
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(StopSignal::default());
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -913,7 +945,7 @@ impl Speaker {
 }
 
 /// A speaker that plays nothing, at a device's pace.
-fn synthetic_speaker(stop: &AtomicBool, feed: &Mutex<PlaybackFeed>, events: &Events) {
+fn synthetic_speaker(stop: &StopSignal, feed: &Mutex<PlaybackFeed>, events: &Events) {
     events.send(AudioEvent::Opened {
         device: "Synthetic speaker".into(),
         sample_rate: SAMPLE_RATE,
@@ -921,7 +953,7 @@ fn synthetic_speaker(stop: &AtomicBool, feed: &Mutex<PlaybackFeed>, events: &Eve
     });
     let start = Instant::now();
     let mut n: u32 = 0;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_raised() {
         let due = start + Duration::from_millis(10) * n;
         if let Ok(mut feed) = feed.lock() {
             feed.next(due);
@@ -946,7 +978,7 @@ impl DeviceWatcher {
     pub fn start() -> Self {
         let (event_tx, events) = sync_channel(256);
         let events_out = Events(event_tx);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(StopSignal::default());
         let (ready_tx, ready) = sync_channel(1);
         let thread = {
             let stop = stop.clone();
@@ -960,8 +992,7 @@ impl DeviceWatcher {
                     let snapshot = |direction| real_devices(&host, direction).unwrap_or_default();
                     let mut known = [snapshot(Direction::Input), snapshot(Direction::Output)];
                     let _ = ready_tx.send(());
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(POLL);
+                    while !stop.wait(POLL) {
                         for (direction, known) in
                             [Direction::Input, Direction::Output].into_iter().zip(&mut known)
                         {
