@@ -1,0 +1,265 @@
+//! The engine's decisions, free of IO and clocks so they can be tested in fake time: who makes
+//! the offer between two peers, how long to wait before the next reconnection attempt, and when
+//! a peer connection's ICE must be restarted or given up on.
+
+use std::time::Duration;
+
+use confer_proto::PeerId;
+
+/// Whether `local` makes the offer to `remote`: the peer whose id sorts first offers, the other
+/// answers. Both sides compute the same answer from the same two ids, so two peers never offer
+/// into each other (no glare), and a late joiner and an old member agree at once.
+pub fn is_offerer(local: &PeerId, remote: &PeerId) -> bool {
+    local.as_str() < remote.as_str()
+}
+
+/// Exponential back-off with jitter: attempt n waits a random time in [cap/2, cap], where cap
+/// doubles from `base` up to `max`. The jitter spreads clients that lost the relay together.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    /// A back-off from `base` to `max`; `seed` drives the jitter (any value; tests fix it).
+    pub fn new(base: Duration, max: Duration, seed: u64) -> Self {
+        Self { base, max: max.max(base), attempt: 0, rng: seed | 1 }
+    }
+
+    /// Attempts made since the last success.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How long to wait before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let cap = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let unit = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        cap.mul_f64(0.5 + 0.5 * unit)
+    }
+
+    /// A success: the next failure starts from `base` again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// What a peer connection's ICE transport reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceEvent {
+    /// Media can flow.
+    Connected,
+    /// Connectivity checks stopped succeeding; it may come back by itself.
+    Disconnected,
+    /// ICE gave up on every candidate pair.
+    Failed,
+    /// The machine's network changed (an interface came or went).
+    NetworkChanged,
+}
+
+/// What to do about a peer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceAction {
+    /// Restart ICE (the offerer sends a new offer with fresh credentials).
+    Restart,
+    /// Stop trying: report that there is no network path to this peer.
+    GiveUp,
+}
+
+/// When to restart ICE and when to give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcePolicy {
+    /// How long a disconnected transport may recover by itself before a restart.
+    pub disconnected_grace: Duration,
+    /// Restarts without reaching Connected before giving up.
+    pub max_restarts: u32,
+    /// How long one restart may take to connect before the next.
+    pub restart_timeout: Duration,
+}
+
+impl Default for IcePolicy {
+    fn default() -> Self {
+        Self {
+            disconnected_grace: Duration::from_secs(2),
+            max_restarts: 4,
+            restart_timeout: Duration::from_secs(8),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IceState {
+    /// Never connected yet, or connected.
+    Steady,
+    /// Disconnected since this time.
+    Disconnected(Duration),
+    /// A restart was asked for at this time.
+    Restarting(Duration),
+    /// Given up.
+    Abandoned,
+}
+
+/// One peer connection's recovery, in fake time: feed it events and the time, poll it for
+/// actions. Times are any monotonic clock's readings, as durations since its start.
+#[derive(Debug, Clone)]
+pub struct IceRecovery {
+    policy: IcePolicy,
+    state: IceState,
+    restarts: u32,
+}
+
+impl IceRecovery {
+    /// A connection that has not connected yet.
+    pub fn new(policy: IcePolicy) -> Self {
+        Self { policy, state: IceState::Steady, restarts: 0 }
+    }
+
+    /// Restarts since the connection was last connected.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// The transport reported `event` at `now`; returns what to do at once, if anything.
+    pub fn on_event(&mut self, event: IceEvent, now: Duration) -> Option<IceAction> {
+        if self.state == IceState::Abandoned {
+            return None;
+        }
+        match event {
+            IceEvent::Connected => {
+                self.state = IceState::Steady;
+                self.restarts = 0;
+                None
+            }
+            IceEvent::Disconnected => {
+                if matches!(self.state, IceState::Steady) {
+                    self.state = IceState::Disconnected(now);
+                }
+                None
+            }
+            IceEvent::Failed | IceEvent::NetworkChanged => match self.state {
+                // A restart under way keeps its own deadline.
+                IceState::Restarting(_) if event == IceEvent::Failed => None,
+                _ => Some(self.restart(now)),
+            },
+        }
+    }
+
+    /// Time passed: returns what to do now, if anything.
+    pub fn poll(&mut self, now: Duration) -> Option<IceAction> {
+        match self.state {
+            IceState::Disconnected(since) if now.saturating_sub(since) >= self.policy.disconnected_grace => {
+                Some(self.restart(now))
+            }
+            IceState::Restarting(since) if now.saturating_sub(since) >= self.policy.restart_timeout => {
+                Some(self.restart(now))
+            }
+            _ => None,
+        }
+    }
+
+    fn restart(&mut self, now: Duration) -> IceAction {
+        if self.restarts >= self.policy.max_restarts {
+            self.state = IceState::Abandoned;
+            return IceAction::GiveUp;
+        }
+        self.restarts += 1;
+        self.state = IceState::Restarting(now);
+        IceAction::Restart
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> PeerId {
+        PeerId::parse(text).unwrap_or_else(|_| unreachable!("test ids are valid"))
+    }
+
+    #[test]
+    fn exactly_one_of_two_peers_offers() {
+        let (a, b) = (id("AAAAAAAAAAA"), id("bbbbbbbbbbb"));
+        assert!(is_offerer(&a, &b));
+        assert!(!is_offerer(&b, &a));
+        assert!(!is_offerer(&a, &a), "nobody offers to itself");
+    }
+
+    #[test]
+    fn back_off_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8), 42);
+        let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
+        for (n, delay) in delays.iter().enumerate() {
+            let cap = Duration::from_millis(250 * (1 << n)).min(Duration::from_secs(8));
+            assert!(
+                *delay >= cap / 2 && *delay <= cap,
+                "attempt {n}: {delay:?} outside [{:?}, {cap:?}]",
+                cap / 2
+            );
+        }
+        assert_eq!(backoff.attempt(), 8);
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(250));
+        // Two clients that failed together wait different times.
+        let (mut one, mut two) = (
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(8), 1),
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(8), 2),
+        );
+        assert_ne!(one.next_delay(), two.next_delay());
+    }
+
+    #[test]
+    fn a_brief_disconnection_recovers_without_a_restart() {
+        let mut ice = IceRecovery::new(IcePolicy::default());
+        let s = Duration::from_secs;
+        assert_eq!(ice.on_event(IceEvent::Connected, s(1)), None);
+        assert_eq!(ice.on_event(IceEvent::Disconnected, s(10)), None);
+        assert_eq!(ice.poll(Duration::from_millis(11_500)), None);
+        assert_eq!(ice.on_event(IceEvent::Connected, Duration::from_millis(11_800)), None);
+        assert_eq!(ice.poll(s(20)), None, "recovered: nothing to do");
+    }
+
+    #[test]
+    fn a_lasting_disconnection_restarts_ice_after_the_grace_period() {
+        let mut ice = IceRecovery::new(IcePolicy::default());
+        let s = Duration::from_secs;
+        ice.on_event(IceEvent::Connected, s(1));
+        ice.on_event(IceEvent::Disconnected, s(10));
+        assert_eq!(ice.poll(Duration::from_millis(11_999)), None);
+        assert_eq!(ice.poll(s(12)), Some(IceAction::Restart));
+        // The restart works: the count starts over.
+        ice.on_event(IceEvent::Connected, s(13));
+        assert_eq!(ice.restarts(), 0);
+    }
+
+    #[test]
+    fn failure_and_network_change_restart_at_once_and_repeated_failure_gives_up() {
+        let policy = IcePolicy::default();
+        let mut ice = IceRecovery::new(policy);
+        let s = Duration::from_secs;
+        assert_eq!(ice.on_event(IceEvent::NetworkChanged, s(0)), Some(IceAction::Restart));
+        // A failure report during a restart does not start another; the restart's timeout does.
+        assert_eq!(ice.on_event(IceEvent::Failed, s(1)), None);
+        let mut now = s(0);
+        let mut actions = vec![];
+        for _ in 0..10 {
+            now += policy.restart_timeout;
+            if let Some(action) = ice.poll(now) {
+                actions.push(action);
+            }
+        }
+        assert_eq!(
+            actions,
+            [IceAction::Restart, IceAction::Restart, IceAction::Restart, IceAction::GiveUp],
+            "four restarts in all, then give up"
+        );
+        assert_eq!(ice.on_event(IceEvent::Failed, now), None, "given up stays given up");
+    }
+}

@@ -1,0 +1,219 @@
+//! The signaling client against the real `confer-relay` binary over WSS with the self-signed
+//! certificate pinned as invite links say: members see each other and exchange signals; a
+//! relay restart in the middle is survived (reconnect, resume, signals flow again); and each
+//! kind of failure comes back as its own error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use confer_mesh::signaling::{self, Admission, JoinError, JoinOptions, SignalingEvent};
+use confer_proto::{ErrorCode, Fingerprint, InviteLink, SignalPayload};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The relay binary, built by cargo next to this test if it is not there yet.
+fn relay_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/signaling-… → target/<profile>/confer-relay
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let binary = profile_dir.join(format!("confer-relay{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "confer-relay", "--bin", "confer-relay"])
+            .status()
+            .expect("cargo builds the relay");
+        assert!(status.success(), "building confer-relay failed");
+    }
+    binary
+}
+
+struct Relay {
+    child: Child,
+    port: u16,
+    pin: Fingerprint,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    fn start(state_dir: &Path, listen: &str) -> Self {
+        let mut child = Command::new(relay_binary())
+            .args(["--listen", listen])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the relay starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("relay listening") {
+                    let listen = line.split("listen=").nth(1).and_then(|v| v.split_whitespace().next());
+                    let _ = tx.send(listen.unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let listen = rx.recv_timeout(PATIENCE).expect("the relay reports its address");
+        let port = listen.rsplit(':').next().unwrap().parse().unwrap();
+        let pem = std::fs::read_to_string(state_dir.join("self-signed.crt")).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        Self { child, port, pin: Fingerprint(Sha256::digest(&der).into()) }
+    }
+
+    /// SIGTERM: the relay tells every client to reconnect, then exits.
+    fn terminate(&mut self) {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let _ = self.child.wait();
+    }
+
+    /// Creates a room over HTTPS (pinned); returns the host and guest links.
+    async fn create_room(&self) -> (InviteLink, InviteLink) {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(confer_mesh::tls::client_config(Some(self.pin)));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let request =
+            "POST /rooms HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tls.read_to_string(&mut response).await.unwrap();
+        let body = response.split_once("\r\n\r\n").unwrap().1;
+        let start = body.find('{').unwrap();
+        let json: serde_json::Value = serde_json::from_str(&body[start..=body.rfind('}').unwrap()]).unwrap();
+        let link = |role: &str| InviteLink::parse(json[role]["app"].as_str().unwrap()).unwrap();
+        (link("host"), link("guest"))
+    }
+}
+
+async fn next_matching(
+    events: &mut UnboundedReceiver<SignalingEvent>,
+    what: &str,
+    mut want: impl FnMut(&SignalingEvent) -> bool,
+) -> SignalingEvent {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(event)) if want(&event) => return event,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("signaling ended while waiting for {what}"),
+            Err(_) => panic!("no {what} within {PATIENCE:?}"),
+        }
+    }
+}
+
+fn offer(text: &str) -> SignalPayload {
+    SignalPayload::Offer { sdp: format!("v=0\r\ns={text}\r\n") }
+}
+
+#[tokio::test]
+async fn members_see_each_other_and_exchange_signals_over_pinned_wss() {
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, guest_link) = relay.create_room().await;
+    assert!(host_link.fingerprint.is_some(), "the link pins the relay");
+
+    let (host, admission, mut host_events) =
+        signaling::join(&host_link, JoinOptions::new("Host")).await.unwrap();
+    let Admission::Joined(host_session) = admission else { panic!("the host knocked") };
+    assert!(host_session.participants.is_empty());
+    let (guest, admission, mut guest_events) =
+        signaling::join(&guest_link, JoinOptions::new("Guest")).await.unwrap();
+    let Admission::Joined(guest_session) = admission else { panic!("the guest knocked") };
+    assert_eq!(guest_session.participants.len(), 1);
+    assert_eq!(guest_session.participants[0].id, host_session.peer_id);
+
+    next_matching(
+        &mut host_events,
+        "peer_joined",
+        |e| matches!(e, SignalingEvent::PeerJoined(p) if p.name == "Guest"),
+    )
+    .await;
+    guest.signal(host_session.peer_id.clone(), offer("hello"));
+    let got =
+        next_matching(&mut host_events, "the signal", |e| matches!(e, SignalingEvent::Signal { .. })).await;
+    assert_eq!(got, SignalingEvent::Signal { from: guest_session.peer_id.clone(), payload: offer("hello") });
+
+    guest.leave();
+    next_matching(&mut guest_events, "the end", |e| matches!(e, SignalingEvent::Ended(None))).await;
+    next_matching(&mut host_events, "peer_left", |e| matches!(e, SignalingEvent::PeerLeft { .. })).await;
+    drop(host);
+}
+
+#[tokio::test]
+async fn a_relay_restart_is_survived_and_signals_flow_again() {
+    let state = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start(state.path(), "127.0.0.1:0");
+    let port = relay.port;
+    let (host_link, guest_link) = relay.create_room().await;
+    let (_host, admission, mut host_events) =
+        signaling::join(&host_link, JoinOptions::new("Host")).await.unwrap();
+    let Admission::Joined(host_session) = admission else { panic!("the host knocked") };
+    let (guest, admission, mut guest_events) =
+        signaling::join(&guest_link, JoinOptions::new("Guest")).await.unwrap();
+    let Admission::Joined(guest_session) = admission else { panic!("the guest knocked") };
+
+    relay.terminate();
+    let reconnecting = next_matching(&mut guest_events, "reconnecting", |e| {
+        matches!(e, SignalingEvent::Reconnecting { .. })
+    })
+    .await;
+    eprintln!("guest: {reconnecting:?}");
+    // Same state dir (token secret, certificate) and port: the same relay, restarted.
+    let _relay = Relay::start(state.path(), &format!("127.0.0.1:{port}"));
+    for (who, events) in [("host", &mut host_events), ("guest", &mut guest_events)] {
+        let resumed = next_matching(events, "resumed", |e| matches!(e, SignalingEvent::Resumed { .. })).await;
+        let SignalingEvent::Resumed { session, .. } = resumed else { unreachable!() };
+        eprintln!("{who} resumed as {}", session.peer_id);
+    }
+    guest.signal(host_session.peer_id.clone(), offer("after the restart"));
+    let got =
+        next_matching(&mut host_events, "the signal", |e| matches!(e, SignalingEvent::Signal { .. })).await;
+    assert_eq!(
+        got,
+        SignalingEvent::Signal { from: guest_session.peer_id, payload: offer("after the restart") }
+    );
+}
+
+#[tokio::test]
+async fn failures_are_told_apart() {
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, _) = relay.create_room().await;
+
+    // A wrong pin: the relay is there but is not the one the link names.
+    let mut wrong_pin = host_link.clone();
+    wrong_pin.fingerprint = Some(Fingerprint([7; 32]));
+    let err = signaling::join(&wrong_pin, JoinOptions::new("A")).await.unwrap_err();
+    assert!(matches!(&err, JoinError::RelayUnreachable { reason, .. } if reason.contains("TLS")), "{err}");
+
+    // A forged token: the relay answers with its code.
+    let mut forged = host_link.clone();
+    forged.token = format!("{}x", forged.token);
+    let err = signaling::join(&forged, JoinOptions::new("A")).await.unwrap_err();
+    assert!(matches!(err, JoinError::Refused { code: ErrorCode::TokenInvalid, .. }), "{err}");
+
+    // Nothing listening.
+    drop(relay);
+    let err = signaling::join(&host_link, JoinOptions::new("A")).await.unwrap_err();
+    assert!(
+        matches!(&err, JoinError::RelayUnreachable { reason, .. } if reason.contains("network")),
+        "{err}"
+    );
+    eprintln!("{err}");
+}
