@@ -3,5 +3,6 @@
 //! IO-free form tested in fake time ([`decide`]). Peer connections come next.
 
 pub mod decide;
+pub mod rooms;
 pub mod signaling;
 pub mod tls;

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use confer_mesh::rooms::{self, RoomError};
 use confer_mesh::signaling::{self, Admission, JoinError, JoinOptions, SignalingEvent};
 use confer_proto::{ErrorCode, Fingerprint, InviteLink, SignalPayload};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -50,8 +50,13 @@ impl Drop for Relay {
 
 impl Relay {
     fn start(state_dir: &Path, listen: &str) -> Self {
+        Self::start_with(state_dir, listen, &[])
+    }
+
+    fn start_with(state_dir: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(relay_binary())
             .args(["--listen", listen])
+            .args(extra)
             .arg("--state-dir")
             .arg(state_dir)
             .env("RUST_LOG", "info")
@@ -82,22 +87,14 @@ impl Relay {
         let _ = self.child.wait();
     }
 
-    /// Creates a room over HTTPS (pinned); returns the host and guest links.
+    /// Creates a room the way "New meeting" does; returns the host and guest links.
     async fn create_room(&self) -> (InviteLink, InviteLink) {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(confer_mesh::tls::client_config(Some(self.pin)));
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, tcp).await.unwrap();
-        let request =
-            "POST /rooms HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-        tls.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        tls.read_to_string(&mut response).await.unwrap();
-        let body = response.split_once("\r\n\r\n").unwrap().1;
-        let start = body.find('{').unwrap();
-        let json: serde_json::Value = serde_json::from_str(&body[start..=body.rfind('}').unwrap()]).unwrap();
-        let link = |role: &str| InviteLink::parse(json[role]["app"].as_str().unwrap()).unwrap();
-        (link("host"), link("guest"))
+        let room = rooms::create_room(&self.origin(), Some(self.pin), None, false).await.unwrap();
+        (room.host, room.guest)
+    }
+
+    fn origin(&self) -> String {
+        format!("wss://localhost:{}", self.port)
     }
 }
 
@@ -208,6 +205,14 @@ async fn failures_are_told_apart() {
     let err = signaling::join(&forged, JoinOptions::new("A")).await.unwrap_err();
     assert!(matches!(err, JoinError::Refused { code: ErrorCode::TokenInvalid, .. }), "{err}");
 
+    // Creating a room: a wrong pin, a URL that is not a relay's.
+    let err = rooms::create_room(&relay.origin(), Some(Fingerprint([7; 32])), None, false).await.unwrap_err();
+    assert!(matches!(&err, RoomError::Unreachable { reason, .. } if reason.contains("TLS")), "{err}");
+    assert!(matches!(
+        rooms::create_room("https://example.org", None, None, false).await,
+        Err(RoomError::BadUrl(_))
+    ));
+
     // Nothing listening.
     drop(relay);
     let err = signaling::join(&host_link, JoinOptions::new("A")).await.unwrap_err();
@@ -216,4 +221,14 @@ async fn failures_are_told_apart() {
         "{err}"
     );
     eprintln!("{err}");
+}
+
+#[tokio::test]
+async fn a_relay_that_wants_an_api_key_refuses_to_create_rooms_without_one() {
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with(state.path(), "127.0.0.1:0", &["--api-key", "sesame"]);
+    let err = rooms::create_room(&relay.origin(), Some(relay.pin), None, false).await.unwrap_err();
+    assert!(matches!(err, RoomError::Refused { status: 401, .. }), "{err}");
+    let room = rooms::create_room(&relay.origin(), Some(relay.pin), Some("sesame"), true).await.unwrap();
+    assert_eq!(room.host.room, room.guest.room);
 }

@@ -1,0 +1,210 @@
+//! "New meeting": asks a relay to open a room (`POST /rooms`, docs/PROTOCOL.md section 7) and
+//! returns its host and guest invites. One small HTTP/1.1 exchange over the same TLS as
+//! signaling (pinned, or the web's roots); the answer is untrusted input and checked.
+
+use std::time::Duration;
+
+use confer_proto::{Fingerprint, InviteLink, RoomId};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// The largest answer accepted.
+const MAX_RESPONSE: usize = 64 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a room could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// The relay URL is not `wss://host[:port]` or `ws://host[:port]`.
+    #[error("not a relay URL (wss://host:port): {0}")]
+    BadUrl(String),
+    /// No connection (network, TLS, timeout).
+    #[error("the relay at {relay} is unreachable: {reason}")]
+    Unreachable {
+        /// The relay's origin.
+        relay: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The relay said no (an API key is needed, it is busy, ...).
+    #[error("the relay refused to create a room: HTTP {status}: {body}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// What it said.
+        body: String,
+    },
+    /// The answer was not what the protocol specifies.
+    #[error("the relay's answer is not a room: {0}")]
+    BadAnswer(String),
+}
+
+/// A new room's invites.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedRoom {
+    /// The room.
+    pub room: RoomId,
+    /// The host's invite (keep it private).
+    pub host: InviteLink,
+    /// The invite for everyone else.
+    pub guest: InviteLink,
+}
+
+/// Opens a room on the relay at `relay` (`wss://host:port`), trusting its certificate by `pin`
+/// if given; `api_key` if the relay needs one.
+pub async fn create_room(
+    relay: &str,
+    pin: Option<Fingerprint>,
+    api_key: Option<&str>,
+    waiting_room: bool,
+) -> Result<CreatedRoom, RoomError> {
+    let (tls, rest) = match (relay.strip_prefix("wss://"), relay.strip_prefix("ws://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        _ => return Err(RoomError::BadUrl(relay.to_owned())),
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+        return Err(RoomError::BadUrl(relay.to_owned()));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| RoomError::BadUrl(relay.to_owned()))?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse::<u16>().map_err(|_| RoomError::BadUrl(relay.to_owned()))?,
+            None if after.is_empty() => default_port,
+            None => return Err(RoomError::BadUrl(relay.to_owned())),
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => {
+                (host, port.parse::<u16>().map_err(|_| RoomError::BadUrl(relay.to_owned()))?)
+            }
+            None => (authority, default_port),
+        }
+    };
+    let unreachable = |reason: String| RoomError::Unreachable { relay: relay.to_owned(), reason };
+    let body = if waiting_room { r#"{"waiting_room":true}"# } else { "" };
+    let mut request = format!(
+        "POST /rooms HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(key) = api_key {
+        request.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+
+    let exchange = async {
+        let tcp = TcpStream::connect((host, port)).await.map_err(|e| unreachable(format!("network: {e}")))?;
+        if tls {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|_| RoomError::BadUrl(relay.to_owned()))?;
+            let connector = tokio_rustls::TlsConnector::from(crate::tls::client_config(pin));
+            let stream = connector.connect(name, tcp).await.map_err(|e| unreachable(format!("TLS: {e}")))?;
+            round_trip(stream, &request).await.map_err(unreachable)
+        } else {
+            round_trip(tcp, &request).await.map_err(unreachable)
+        }
+    };
+    let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| unreachable("no answer within 10 s".into()))??;
+    if status != 201 {
+        return Err(RoomError::Refused { status, body: body.chars().take(300).collect() });
+    }
+    parse_created(&body)
+}
+
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+) -> Result<(u16, String), String> {
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("network: {e}"))?;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                response.extend_from_slice(&chunk[..n]);
+                if response.len() > MAX_RESPONSE {
+                    return Err("the answer is too large".into());
+                }
+            }
+            // A peer that closes without a TLS close_notify after a complete answer is fine.
+            Err(_) if !response.is_empty() => break,
+            Err(e) => return Err(format!("network: {e}")),
+        }
+    }
+    parse_response(&String::from_utf8_lossy(&response))
+}
+
+/// Status and body of an HTTP/1.1 response (Content-Length or chunked).
+fn parse_response(text: &str) -> Result<(u16, String), String> {
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("the answer is not HTTP")?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.strip_prefix("HTTP/1.1 ").or_else(|| line.strip_prefix("HTTP/1.0 ")))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or("the answer has no HTTP status")?;
+    let chunked = lines.any(|line| {
+        line.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && line.to_ascii_lowercase().contains("chunked")
+    });
+    if !chunked {
+        return Ok((status, body.to_owned()));
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n").ok_or("a chunk is cut off")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "bad chunk size")?;
+        if size == 0 {
+            return Ok((status, out));
+        }
+        let data = after.get(..size).ok_or("a chunk is cut off")?;
+        out.push_str(data);
+        rest = after.get(size..).and_then(|r| r.strip_prefix("\r\n")).ok_or("a chunk is cut off")?;
+    }
+}
+
+fn parse_created(body: &str) -> Result<CreatedRoom, RoomError> {
+    let json: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| RoomError::BadAnswer(e.to_string()))?;
+    let link = |role: &str| -> Result<InviteLink, RoomError> {
+        let text =
+            json[role]["app"].as_str().ok_or_else(|| RoomError::BadAnswer(format!("no {role} link")))?;
+        InviteLink::parse(text).map_err(|e| RoomError::BadAnswer(format!("{role} link: {e}")))
+    };
+    let (host, guest) = (link("host")?, link("guest")?);
+    if host.room != guest.room {
+        return Err(RoomError::BadAnswer("the two links name different rooms".into()));
+    }
+    Ok(CreatedRoom { room: host.room.clone(), host, guest })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_with_length_or_chunks_are_read_and_garbage_is_refused() {
+        assert_eq!(
+            parse_response("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"),
+            Ok((201, "{}".into()))
+        );
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked), Ok((200, "abcde".into())));
+        assert!(parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nab").is_err());
+        assert!(parse_response("SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_response("").is_err());
+        assert!(matches!(parse_created("{\"host\":{}}"), Err(RoomError::BadAnswer(_))));
+        assert!(matches!(parse_created("[1,2"), Err(RoomError::BadAnswer(_))));
+    }
+}
