@@ -341,11 +341,18 @@ impl<K: Clone + Eq + Hash + Ord> Playout<K> {
     /// The next 20 ms for the speakers: every stream's next frame, mixed with a soft limit so
     /// loud voices together do not wrap around.
     pub fn next_frame(&mut self) -> PlayoutFrame<K> {
+        self.next_frame_each(|_, _| {})
+    }
+
+    /// [`Playout::next_frame`], also showing `each` every stream's own frame before mixing (to
+    /// analyse one participant's audio, say).
+    pub fn next_frame_each(&mut self, mut each: impl FnMut(&K, &[i16])) -> PlayoutFrame<K> {
         let mut sum = vec![0i32; FRAME_SAMPLES];
         let mut levels = Vec::with_capacity(self.streams.len());
         for (key, (buffer, meter)) in &mut self.streams {
             let level = match buffer.pop() {
                 Some(frame) => {
+                    each(key, &frame);
                     for (acc, &s) in sum.iter_mut().zip(&frame) {
                         *acc += i32::from(s);
                     }

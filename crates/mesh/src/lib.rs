@@ -3,6 +3,10 @@
 //! IO-free form tested in fake time ([`decide`]). Peer connections come next.
 
 pub mod decide;
+pub mod engine;
+mod peer;
 pub mod rooms;
 pub mod signaling;
 pub mod tls;
+
+pub use peer::CandidateType;

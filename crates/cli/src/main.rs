@@ -1,0 +1,347 @@
+//! `confer`: the headless participant, for tests, demos, bots and diagnosis.
+//!
+//! - `confer host --relay wss://HOST:PORT [--fp HEX] [--json]` opens a room and prints its links.
+//! - `confer join LINK [--name NAME] [--synthetic] [--duration SECONDS] [--report json]` takes
+//!   part in a call with real devices or the synthetic ones, leaves after the duration, and can
+//!   report what it saw and heard of every other participant as one JSON object.
+//!
+//! Progress and failures go to stderr, named by the part that failed; the report goes to
+//! stdout. Exit status: 0 on success, 2 when the relay refused or could not be reached, 1 for
+//! anything else.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use confer_media::{DeviceChoice, ProcessingConfig};
+use confer_mesh::engine::{self, EngineConfig, EngineError, EngineEvent, MediaSource};
+use confer_mesh::rooms;
+use confer_mesh::signaling::JoinError;
+use confer_proto::{Fingerprint, InviteLink};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(name = "confer", version, about = "The headless Confer participant")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Open a room on a relay and print its host and guest links.
+    Host {
+        /// The relay: wss://HOST:PORT (ws:// for a plain relay on loopback).
+        #[arg(long)]
+        relay: String,
+        /// The relay certificate's SHA-256 (for a self-signed relay; see its log or links).
+        #[arg(long)]
+        fp: Option<String>,
+        /// API key, if the relay requires one to create rooms.
+        #[arg(long, env = "CONFER_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Guests knock and wait for a host.
+        #[arg(long)]
+        waiting_room: bool,
+        /// Print one JSON object with room, host_link and invite_link.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join a call by its invite link.
+    Join {
+        /// The invite link (confer://… or https://…).
+        link: String,
+        /// Display name.
+        #[arg(long, default_value = "Confer bot")]
+        name: String,
+        /// Use the synthetic camera and microphone (and a silent speaker).
+        #[arg(long)]
+        synthetic: bool,
+        /// The synthetic media's pattern id (default: from the name).
+        #[arg(long)]
+        pattern_id: Option<u32>,
+        /// Leave after this many seconds (default: stay until interrupted).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Print a report when leaving.
+        #[arg(long, value_enum)]
+        report: Option<ReportFormat>,
+        /// Send this chat message once connected to someone.
+        #[arg(long)]
+        chat: Option<String>,
+        /// Mute the microphone after this many seconds.
+        #[arg(long)]
+        mute_after: Option<f64>,
+        /// Use TURN relay candidates only.
+        #[arg(long)]
+        relay_only: bool,
+        /// Video size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "640x360")]
+        size: String,
+        /// Video frames per second.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Json,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("confer: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match args.command {
+            Command::Host { relay, fp, api_key, waiting_room, json } => {
+                host(&relay, fp.as_deref(), api_key.as_deref(), waiting_room, json).await
+            }
+            Command::Join {
+                link,
+                name,
+                synthetic,
+                pattern_id,
+                duration,
+                report,
+                chat,
+                mute_after,
+                relay_only,
+                size,
+                fps,
+            } => {
+                let Some((width, height)) =
+                    size.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                else {
+                    eprintln!("confer: --size must be WIDTHxHEIGHT, like 640x360");
+                    return ExitCode::FAILURE;
+                };
+                let options = JoinArgs {
+                    name,
+                    synthetic,
+                    pattern_id,
+                    duration,
+                    report,
+                    chat,
+                    mute_after,
+                    relay_only,
+                    width,
+                    height,
+                    fps,
+                };
+                join(&link, options).await
+            }
+        }
+    })
+}
+
+async fn host(
+    relay: &str,
+    fp: Option<&str>,
+    api_key: Option<&str>,
+    waiting_room: bool,
+    as_json: bool,
+) -> ExitCode {
+    let pin = match fp.map(Fingerprint::parse) {
+        Some(None) => {
+            eprintln!("confer: --fp must be 64 hex digits");
+            return ExitCode::FAILURE;
+        }
+        Some(pin) => pin,
+        None => None,
+    };
+    match rooms::create_room(relay, pin, api_key, waiting_room).await {
+        Ok(room) => {
+            if as_json {
+                let out = json!({
+                    "room": room.room.to_string(),
+                    "host_link": room.host.app_link(),
+                    "invite_link": room.guest.app_link(),
+                    "invite_web_link": room.guest.web_link(),
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "Room {} is open.\n\nHost link (keep it to yourself):\n  {}\n\nInvite link:\n  {}\n  {}",
+                    room.room,
+                    room.host.app_link(),
+                    room.guest.app_link(),
+                    room.guest.web_link()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("confer: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct JoinArgs {
+    name: String,
+    synthetic: bool,
+    pattern_id: Option<u32>,
+    duration: Option<f64>,
+    report: Option<ReportFormat>,
+    chat: Option<String>,
+    mute_after: Option<f64>,
+    relay_only: bool,
+    width: u32,
+    height: u32,
+    fps: u32,
+}
+
+/// A pattern id from a name, so bots with different names look and sound different.
+fn pattern_from(name: &str) -> u32 {
+    name.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619)) % 1_000
+}
+
+async fn join(link: &str, args: JoinArgs) -> ExitCode {
+    let link = match InviteLink::parse(link) {
+        Ok(link) => link,
+        Err(err) => {
+            eprintln!("confer: not an invite link: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let media = if args.synthetic {
+        MediaSource::Synthetic { pattern_id: args.pattern_id.unwrap_or_else(|| pattern_from(&args.name)) }
+    } else {
+        let camera = confer_media::cameras()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.id != confer_media::SYNTHETIC_CAMERA)
+            .map(|c| c.id);
+        MediaSource::Devices {
+            camera,
+            microphone: DeviceChoice::SystemDefault,
+            speaker: DeviceChoice::SystemDefault,
+            processing: ProcessingConfig::default(),
+        }
+    };
+    let mut config = EngineConfig::synthetic(&args.name, 0);
+    config.media = media;
+    config.relay_only = args.relay_only;
+    (config.width, config.height, config.fps) = (args.width, args.height, args.fps.clamp(1, 60));
+    let (handle, mut events) = match engine::join(&link, config).await {
+        Ok(joined) => joined,
+        Err(err) => {
+            eprintln!("confer: {err}");
+            return match err {
+                EngineError::Join(JoinError::RelayUnreachable { .. } | JoinError::Refused { .. }) => {
+                    ExitCode::from(2)
+                }
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
+    let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mute_at = args.mute_after.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut chat = args.chat.clone();
+    let mut peer_id = None;
+    let mut chats = Vec::new();
+    let mut left = Vec::new();
+    let mut reconnecting = Vec::new();
+    let mut unreachable = Vec::new();
+    let mut names = BTreeMap::new();
+    let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let mut muted = false;
+    let end = loop {
+        let until = deadline.unwrap_or(far);
+        let mute_deadline = mute_at.filter(|_| !muted).unwrap_or(far);
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(EngineEvent::Joined { peer_id: id, participants }) => {
+                    eprintln!("joined as {id}; {} already here", participants.len());
+                    peer_id = Some(id.to_string());
+                }
+                Some(EngineEvent::Knocking) => eprintln!("knocking: waiting for a host to admit us"),
+                Some(EngineEvent::Participant(p)) => {
+                    names.insert(p.id.to_string(), p.name.clone());
+                }
+                Some(EngineEvent::ParticipantReconnecting(id)) => {
+                    eprintln!("{id} is reconnecting");
+                    reconnecting.push(id.to_string());
+                }
+                Some(EngineEvent::ParticipantLeft { id, reason }) => {
+                    eprintln!("{id} left ({reason:?})");
+                    left.push(id.to_string());
+                }
+                Some(EngineEvent::PeerConnected { id, candidate_type }) => {
+                    eprintln!("connected to {id} via {}", candidate_type.map_or("?", |c| c.as_str()));
+                    if let Some(text) = chat.take() {
+                        handle.chat(&text);
+                    }
+                }
+                Some(EngineEvent::PeerUnreachable { id, detail }) => {
+                    eprintln!("no network path to {id}: {detail}");
+                    unreachable.push(json!({"id": id.to_string(), "detail": detail}));
+                }
+                Some(EngineEvent::Chat { from, text }) => chats.push(json!({"from": from.to_string(), "text": text})),
+                Some(EngineEvent::RelayReconnecting { cause }) => eprintln!("relay connection lost ({cause}); reconnecting"),
+                Some(EngineEvent::RelayResumed) => eprintln!("relay connection back"),
+                Some(EngineEvent::Ended(reason)) => break reason,
+                Some(_) => {}
+                None => break Some("the engine stopped".into()),
+            },
+            _ = tokio::time::sleep_until(mute_deadline) => {
+                muted = true;
+                handle.mute(true);
+            }
+            _ = tokio::time::sleep_until(until) => {
+                break None;
+            }
+        }
+    };
+    let report = handle.report().await;
+    handle.leave();
+    if let Some(reason) = &end {
+        eprintln!("confer: the call ended: {reason}");
+    }
+    if let Some(ReportFormat::Json) = args.report {
+        let peers: Vec<serde_json::Value> = report
+            .iter()
+            .map(|(id, r)| {
+                json!({
+                    "id": id.to_string(),
+                    "name": if r.name.is_empty() { names.get(&id.to_string()).cloned().unwrap_or_default() } else { r.name.clone() },
+                    "first_frame_ms": r.first_frame_ms,
+                    "video_frames_decoded": r.video_frames_decoded,
+                    "pattern_id": r.pattern_id,
+                    "audio_tone_hz": r.audio_tone_hz,
+                    "rtt_ms": r.rtt_ms,
+                    "candidate_type": r.candidate_type.map(|c| c.as_str()),
+                    "muted": r.muted,
+                })
+            })
+            .collect();
+        let out = json!({
+            "peer_id": peer_id,
+            "peers": peers,
+            "chat": chats,
+            "left": left,
+            "reconnecting": reconnecting,
+            "unreachable": unreachable,
+            "ended": end,
+        });
+        println!("{out}");
+    }
+    // Give the leave message a moment to reach the relay.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if end.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}

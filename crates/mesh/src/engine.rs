@@ -1,0 +1,802 @@
+//! The call engine: an invite link becomes a live call with every other participant.
+//!
+//! One task owns the call: it reads signaling events, peer-connection events, commands from the
+//! handle and a 20 ms playout tick, and decides with [`crate::decide`] (who offers, when to
+//! restart ICE). Capture and encoding run on their own threads (one H.264 encode and one Opus
+//! encode, written once to tracks every peer connection shares); remote video is decoded per
+//! peer and handed out as frames, remote audio goes through the playout (jitter buffers, mix,
+//! levels) to the speaker.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use confer_media::synthetic::{FrameStamp, read_stamp, tone_hz, tone_level};
+use confer_media::{
+    AudioProcessor, Camera, CameraChoice, DeviceChoice, FRAME_SAMPLES, H264Config, H264Decoder, H264Encoder,
+    I420Frame, Microphone, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig, Speaker,
+    StreamLevel,
+};
+use confer_proto::{ClientMessage, InviteLink, LeaveReason, Participant, PeerId};
+use tokio::sync::mpsc;
+
+use crate::decide::{IceAction, IcePolicy, IceRecovery, is_offerer};
+use crate::peer::{CandidateType, LocalTracks, Peer, PeerEvent, Stack};
+use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signaling, SignalingEvent};
+
+/// Where the engine's media comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaSource {
+    /// The synthetic camera and microphone of this pattern id (tests, demos, bots), a silent
+    /// synthetic speaker, and no audio processing (a test tone is not a voice).
+    Synthetic {
+        /// Pattern id painted into the video and chosen as the tone.
+        pattern_id: u32,
+    },
+    /// Real devices.
+    Devices {
+        /// Camera id (`None`: no camera).
+        camera: Option<String>,
+        /// Microphone.
+        microphone: DeviceChoice,
+        /// Speaker.
+        speaker: DeviceChoice,
+        /// Echo cancellation, noise suppression, gain.
+        processing: ProcessingConfig,
+    },
+}
+
+/// How to take part in a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Display name.
+    pub name: String,
+    /// Media source.
+    pub media: MediaSource,
+    /// Video size and rate.
+    pub width: u32,
+    /// Video height.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Video bitrate bounds, bits per second: (minimum, start, maximum).
+    pub video_bitrate: (u32, u32, u32),
+    /// Only TURN relay candidates (to test a relay, or to hide addresses).
+    pub relay_only: bool,
+}
+
+impl EngineConfig {
+    /// Synthetic media at 640x360, 30 fps, 300–800–1500 kbit/s.
+    pub fn synthetic(name: &str, pattern_id: u32) -> Self {
+        Self {
+            name: name.to_owned(),
+            media: MediaSource::Synthetic { pattern_id },
+            width: 640,
+            height: 360,
+            fps: 30,
+            video_bitrate: (300_000, 800_000, 1_500_000),
+            relay_only: false,
+        }
+    }
+}
+
+/// What the engine reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// Seated in the room.
+    Joined {
+        /// This participant's id.
+        peer_id: PeerId,
+        /// Everyone else.
+        participants: Vec<Participant>,
+    },
+    /// Waiting for a host to admit us.
+    Knocking,
+    /// Someone joined, or changed their state (mute, camera, hand, reconnecting).
+    Participant(Participant),
+    /// Someone's connection to the relay dropped; their seat (and probably media) remains.
+    ParticipantReconnecting(PeerId),
+    /// Someone left.
+    ParticipantLeft {
+        /// Who.
+        id: PeerId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Media flows with this participant.
+    PeerConnected {
+        /// Who.
+        id: PeerId,
+        /// How the path was made.
+        candidate_type: Option<CandidateType>,
+    },
+    /// No network path to this participant: ICE failed and restarts did not help.
+    PeerUnreachable {
+        /// Who.
+        id: PeerId,
+        /// What was tried.
+        detail: String,
+    },
+    /// A decoded video frame from a participant.
+    VideoFrame {
+        /// From whom.
+        from: PeerId,
+        /// The picture.
+        frame: Arc<I420Frame>,
+        /// The synthetic camera's stamp, if the picture carries one.
+        stamp: Option<FrameStamp>,
+    },
+    /// Audio levels per participant (every 100 ms) and who speaks most.
+    AudioLevels {
+        /// Level per participant.
+        levels: Vec<(PeerId, StreamLevel)>,
+        /// The active speaker.
+        active_speaker: Option<PeerId>,
+    },
+    /// A chat message.
+    Chat {
+        /// From whom.
+        from: PeerId,
+        /// The text.
+        text: String,
+    },
+    /// The relay connection dropped; signaling is coming back (media keeps flowing).
+    RelayReconnecting {
+        /// Why it dropped.
+        cause: String,
+    },
+    /// Signaling is back.
+    RelayResumed,
+    /// The call is over for us: left (`None`) or why not.
+    Ended(Option<String>),
+}
+
+/// What one remote participant looks like to the engine's owner, for reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerReport {
+    /// Display name.
+    pub name: String,
+    /// Milliseconds from join to this peer's first decoded frame.
+    pub first_frame_ms: Option<u64>,
+    /// Frames decoded.
+    pub video_frames_decoded: u64,
+    /// The pattern id read from its synthetic video.
+    pub pattern_id: Option<u32>,
+    /// The synthetic tone last heard from it, Hz.
+    pub audio_tone_hz: Option<f64>,
+    /// Round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// Candidate type of the selected pair.
+    pub candidate_type: Option<CandidateType>,
+    /// Whether it is muted (as it says).
+    pub muted: bool,
+}
+
+#[derive(Debug)]
+enum Command {
+    Leave,
+    Chat(String),
+    Mute(bool),
+    Camera(bool),
+    Host(ClientMessage),
+    Report(tokio::sync::oneshot::Sender<HashMap<PeerId, PeerReport>>),
+}
+
+/// A handle to a running call; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl EngineHandle {
+    /// Leaves the call.
+    pub fn leave(&self) {
+        let _ = self.commands.send(Command::Leave);
+    }
+
+    /// Sends a chat message to everyone (over the peers' data channels, not the relay).
+    pub fn chat(&self, text: &str) {
+        let _ = self.commands.send(Command::Chat(text.to_owned()));
+    }
+
+    /// Mutes or unmutes the microphone (nothing is sent while muted).
+    pub fn mute(&self, muted: bool) {
+        let _ = self.commands.send(Command::Mute(muted));
+    }
+
+    /// Turns the camera on or off (no video is sent while off).
+    pub fn camera(&self, on: bool) {
+        let _ = self.commands.send(Command::Camera(on));
+    }
+
+    /// A host action: lock, unlock, admit, deny, remove.
+    pub fn host(&self, message: ClientMessage) {
+        let _ = self.commands.send(Command::Host(message));
+    }
+
+    /// What the engine knows of each remote participant now.
+    pub async fn report(&self) -> HashMap<PeerId, PeerReport> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.commands.send(Command::Report(tx));
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Joining failed: unreachable relay, refusal, or protocol trouble.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// A device or codec could not be opened.
+    #[error("media: {0}")]
+    Media(String),
+    /// The WebRTC stack could not be set up.
+    #[error("{0}")]
+    WebRtc(String),
+}
+
+/// Joins the call behind `link`.
+pub async fn join(
+    link: &InviteLink,
+    config: EngineConfig,
+) -> Result<(EngineHandle, mpsc::UnboundedReceiver<EngineEvent>), EngineError> {
+    let started = Instant::now();
+    let stack = Stack::new().map_err(|e| EngineError::WebRtc(e.to_string()))?;
+    let tracks = LocalTracks::new();
+    let (signaling, admission, signal_events) = signaling::join(link, JoinOptions::new(&config.name)).await?;
+    let (event_tx, events) = mpsc::unbounded_channel();
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+    let sending = Arc::new(Sending::default());
+    let speaker = start_media(&config, &tracks, &sending, media_tx)?;
+
+    let mut engine = Engine {
+        config,
+        started,
+        stack,
+        tracks,
+        signaling,
+        session: None,
+        peers: HashMap::new(),
+        peer_events: peer_tx,
+        events: event_tx,
+        playout: Playout::new(),
+        speaker,
+        sending,
+        decoders: HashMap::new(),
+        reports: HashMap::new(),
+        tone_windows: HashMap::new(),
+    };
+    match admission {
+        Admission::Joined(session) => engine.seated(session).await,
+        Admission::Knocking { .. } => {
+            let _ = engine.events.send(EngineEvent::Knocking);
+        }
+    }
+    tokio::spawn(engine.run(signal_events, peer_rx, command_rx, media_rx));
+    Ok((EngineHandle { commands }, events))
+}
+
+/// What the media threads are told while they run.
+#[derive(Debug)]
+struct Sending {
+    /// Video is sent (camera on).
+    video: AtomicBool,
+    /// Audio is sent (not muted).
+    audio: AtomicBool,
+    /// A keyframe is wanted (a peer joined or asked).
+    keyframe: AtomicBool,
+    /// The media threads stop.
+    stop: AtomicBool,
+    /// The video bitrate the encoder should aim for.
+    bitrate: std::sync::atomic::AtomicU32,
+}
+
+impl Default for Sending {
+    fn default() -> Self {
+        Self {
+            video: AtomicBool::new(true),
+            audio: AtomicBool::new(true),
+            keyframe: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            bitrate: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+}
+
+enum Encoded {
+    Video(Vec<u8>),
+    Audio(Vec<u8>),
+}
+
+/// Starts capture and encoding; returns the speaker.
+fn start_media(
+    config: &EngineConfig,
+    tracks: &LocalTracks,
+    sending: &Arc<Sending>,
+    out: mpsc::UnboundedSender<Encoded>,
+) -> Result<Arc<Mutex<Speaker>>, EngineError> {
+    let media_error = |e: &dyn std::fmt::Display| EngineError::Media(e.to_string());
+    let _ = tracks;
+    let (camera_choice, mic_choice, speaker_choice, processing) = match &config.media {
+        MediaSource::Synthetic { pattern_id } => (
+            Some(CameraChoice::Synthetic { id: *pattern_id, name: config.name.clone() }),
+            DeviceChoice::Synthetic(*pattern_id),
+            DeviceChoice::Synthetic(*pattern_id),
+            ProcessingConfig::OFF,
+        ),
+        MediaSource::Devices { camera, microphone, speaker, processing } => {
+            (camera.clone().map(CameraChoice::Id), microphone.clone(), speaker.clone(), *processing)
+        }
+    };
+    let speaker = Arc::new(Mutex::new(
+        Speaker::open_checked(speaker_choice, Duration::from_secs(5)).map_err(|e| media_error(&e))?,
+    ));
+    let microphone =
+        Microphone::open_checked(mic_choice, Duration::from_secs(5)).map_err(|e| media_error(&e))?;
+    sending.bitrate.store(config.video_bitrate.1, Ordering::Relaxed);
+
+    if let Some(choice) = camera_choice {
+        let camera = Camera::open(choice, config.width, config.height, config.fps, Duration::from_secs(5))
+            .map_err(|e| media_error(&e))?;
+        let encoder =
+            H264Encoder::new(H264Config { fps: config.fps as f32, bitrate_bps: config.video_bitrate.1 })
+                .map_err(|e| media_error(&e))?;
+        let (sending, out) = (Arc::clone(sending), out.clone());
+        std::thread::Builder::new()
+            .name("confer-video-encode".into())
+            .spawn(move || video_loop(&camera, encoder, &sending, &out))
+            .map_err(|e| media_error(&e))?;
+    }
+    let encoder = OpusEncoder::new(OpusConfig::default()).map_err(|e| media_error(&e))?;
+    let (sending, speaker_for_aec) = (Arc::clone(sending), Arc::clone(&speaker));
+    std::thread::Builder::new()
+        .name("confer-audio-encode".into())
+        .spawn(move || audio_loop(&microphone, encoder, processing, &speaker_for_aec, &sending, &out))
+        .map_err(|e| media_error(&e))?;
+    Ok(speaker)
+}
+
+fn video_loop(
+    camera: &Camera,
+    mut encoder: H264Encoder,
+    sending: &Sending,
+    out: &mpsc::UnboundedSender<Encoded>,
+) {
+    let mut bitrate = sending.bitrate.load(Ordering::Relaxed);
+    while !sending.stop.load(Ordering::Relaxed) {
+        let Some(captured) = camera.recv_timeout(Duration::from_millis(200)) else { continue };
+        if !sending.video.load(Ordering::Relaxed) {
+            continue;
+        }
+        let wanted = sending.bitrate.load(Ordering::Relaxed);
+        if wanted != bitrate && encoder.set_bitrate(wanted).is_ok() {
+            bitrate = wanted;
+        }
+        if sending.keyframe.swap(false, Ordering::Relaxed) {
+            encoder.request_keyframe();
+        }
+        if let Ok(Some(encoded)) = encoder.encode(&captured.frame)
+            && out.send(Encoded::Video(encoded.data)).is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn audio_loop(
+    microphone: &Microphone,
+    mut encoder: OpusEncoder,
+    processing: ProcessingConfig,
+    speaker: &Mutex<Speaker>,
+    sending: &Sending,
+    out: &mpsc::UnboundedSender<Encoded>,
+) {
+    let mut processor = AudioProcessor::new(processing);
+    let mut pending: Vec<i16> = Vec::with_capacity(FRAME_SAMPLES);
+    while !sending.stop.load(Ordering::Relaxed) {
+        let Some(captured) = microphone.recv_timeout(Duration::from_millis(200)) else { continue };
+        let mut frame = captured.samples;
+        if frame.len() != PROCESSING_FRAME {
+            continue;
+        }
+        if !processing.music_mode {
+            let played = speaker.lock().map(|s| s.played_before(captured.at)).unwrap_or_default();
+            for reference in played {
+                let _ = processor.process_render(&reference);
+            }
+            let _ = processor.process_capture(&mut frame);
+        }
+        pending.extend_from_slice(&frame);
+        if pending.len() < FRAME_SAMPLES {
+            continue;
+        }
+        let twenty_ms: Vec<i16> = pending.drain(..FRAME_SAMPLES).collect();
+        if !sending.audio.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Ok(packet) = encoder.encode(&twenty_ms)
+            && out.send(Encoded::Audio(packet)).is_err()
+        {
+            return;
+        }
+    }
+}
+
+struct PeerSlot {
+    peer: Peer,
+    offerer: bool,
+    ice: IceRecovery,
+    connected: bool,
+}
+
+struct Engine {
+    config: EngineConfig,
+    started: Instant,
+    stack: Stack,
+    tracks: LocalTracks,
+    signaling: Signaling,
+    session: Option<Session>,
+    peers: HashMap<PeerId, PeerSlot>,
+    peer_events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    playout: Playout<PeerId>,
+    speaker: Arc<Mutex<Speaker>>,
+    sending: Arc<Sending>,
+    decoders: HashMap<PeerId, H264Decoder>,
+    reports: HashMap<PeerId, PeerReport>,
+    /// Recent decoded audio per peer, for naming its synthetic tone.
+    tone_windows: HashMap<PeerId, Vec<i16>>,
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut signal_events: mpsc::UnboundedReceiver<SignalingEvent>,
+        mut peer_events: mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut media: mpsc::UnboundedReceiver<Encoded>,
+    ) {
+        let mut playout_tick = tokio::time::interval(Duration::from_millis(20));
+        playout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut second = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks: u64 = 0;
+        let frame_duration = Duration::from_secs(1) / self.config.fps.max(1);
+        let end = loop {
+            tokio::select! {
+                event = signal_events.recv() => match event {
+                    Some(SignalingEvent::Ended(reason)) => break reason.map(|r| r.to_string()),
+                    Some(event) => self.on_signaling(event).await,
+                    None => break Some("signaling stopped".into()),
+                },
+                Some((from, event)) = peer_events.recv() => self.on_peer(from, event).await,
+                command = commands.recv() => match command {
+                    Some(Command::Leave) | None => {
+                        self.signaling.leave();
+                        break None;
+                    }
+                    Some(command) => self.on_command(command).await,
+                },
+                Some(encoded) = media.recv() => match encoded {
+                    Encoded::Video(data) => self.tracks.send_video(data, frame_duration).await,
+                    Encoded::Audio(packet) => self.tracks.send_audio(packet).await,
+                },
+                _ = playout_tick.tick() => {
+                    ticks += 1;
+                    self.play(ticks.is_multiple_of(5));
+                }
+                _ = second.tick() => self.every_second().await,
+            }
+        };
+        self.sending.stop.store(true, Ordering::Relaxed);
+        for slot in self.peers.values() {
+            slot.peer.close().await;
+        }
+        let _ = self.events.send(EngineEvent::Ended(end));
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    async fn seated(&mut self, session: Session) {
+        let _ = self.events.send(EngineEvent::Joined {
+            peer_id: session.peer_id.clone(),
+            participants: session.participants.clone(),
+        });
+        let others: Vec<Participant> = session.participants.clone();
+        self.session = Some(session);
+        for participant in others {
+            self.add_participant(participant).await;
+        }
+    }
+
+    async fn add_participant(&mut self, participant: Participant) {
+        let Some(session) = &self.session else { return };
+        let id = participant.id.clone();
+        self.reports.entry(id.clone()).or_default().name.clone_from(&participant.name);
+        let _ = self.events.send(EngineEvent::Participant(participant));
+        if self.peers.contains_key(&id) {
+            return;
+        }
+        let offerer = is_offerer(&session.peer_id, &id);
+        let peer = Peer::new(
+            &self.stack,
+            &session.ice_servers,
+            self.config.relay_only,
+            &self.tracks,
+            id.clone(),
+            offerer,
+            self.peer_events.clone(),
+        )
+        .await;
+        let mut peer = match peer {
+            Ok(peer) => peer,
+            Err(err) => {
+                let _ = self.events.send(EngineEvent::PeerUnreachable { id, detail: err.to_string() });
+                return;
+            }
+        };
+        if offerer {
+            match peer.offer(false).await {
+                Ok(offer) => self.signaling.signal(id.clone(), offer),
+                Err(err) => {
+                    let _ = self.events.send(EngineEvent::PeerUnreachable { id, detail: err.to_string() });
+                    return;
+                }
+            }
+        }
+        let _ = self.playout.add_stream(id.clone());
+        self.peers.insert(
+            id,
+            PeerSlot { peer, offerer, ice: IceRecovery::new(IcePolicy::default()), connected: false },
+        );
+    }
+
+    async fn remove_participant(&mut self, id: &PeerId) {
+        if let Some(slot) = self.peers.remove(id) {
+            slot.peer.close().await;
+        }
+        self.playout.remove_stream(id);
+        self.decoders.remove(id);
+        self.tone_windows.remove(id);
+    }
+
+    async fn on_signaling(&mut self, event: SignalingEvent) {
+        match event {
+            SignalingEvent::Admitted(session) => self.seated(session).await,
+            SignalingEvent::PeerJoined(participant) | SignalingEvent::PeerResumed(participant) => {
+                self.add_participant(participant).await;
+            }
+            SignalingEvent::PeerUpdated(participant) => {
+                if let Some(report) = self.reports.get_mut(&participant.id) {
+                    report.muted = participant.muted;
+                    report.name.clone_from(&participant.name);
+                }
+                let _ = self.events.send(EngineEvent::Participant(participant));
+            }
+            SignalingEvent::PeerReconnecting(id) => {
+                let _ = self.events.send(EngineEvent::ParticipantReconnecting(id));
+            }
+            SignalingEvent::PeerLeft { peer, reason } => {
+                self.remove_participant(&peer).await;
+                let _ = self.events.send(EngineEvent::ParticipantLeft { id: peer, reason });
+            }
+            SignalingEvent::Signal { from, payload } => {
+                let Some(slot) = self.peers.get_mut(&from) else { return };
+                match slot.peer.on_signal(payload).await {
+                    Ok(Some(answer)) => self.signaling.signal(from, answer),
+                    Ok(None) => {}
+                    Err(err) => tracing::warn!(peer = %from, error = %err, "a signal could not be applied"),
+                }
+            }
+            SignalingEvent::Reconnecting { cause, .. } => {
+                let _ = self.events.send(EngineEvent::RelayReconnecting { cause });
+            }
+            SignalingEvent::Resumed { session, gap } => {
+                let _ = self.events.send(EngineEvent::RelayResumed);
+                let known: Vec<PeerId> = self.peers.keys().cloned().collect();
+                for participant in &session.participants {
+                    if !self.peers.contains_key(&participant.id) {
+                        self.add_participant(participant.clone()).await;
+                    }
+                }
+                for id in known {
+                    if !session.participants.iter().any(|p| p.id == id) {
+                        self.remove_participant(&id).await;
+                    }
+                }
+                if gap {
+                    // Signals were lost: renegotiate where we offer.
+                    for (id, slot) in &mut self.peers {
+                        if slot.offerer
+                            && let Ok(offer) = slot.peer.offer(true).await
+                        {
+                            self.signaling.signal(id.clone(), offer);
+                        }
+                    }
+                }
+                self.session = Some(session);
+            }
+            SignalingEvent::Knock(_)
+            | SignalingEvent::KnockEnded(_)
+            | SignalingEvent::RoomLocked { .. }
+            | SignalingEvent::Error { .. }
+            | SignalingEvent::Ended(_) => {}
+        }
+    }
+
+    async fn on_peer(&mut self, from: PeerId, event: PeerEvent) {
+        match event {
+            PeerEvent::Signal(payload) => self.signaling.signal(from, payload),
+            PeerEvent::Ice(ice_event) => {
+                let now = self.now();
+                let Some(slot) = self.peers.get_mut(&from) else { return };
+                let action = slot.ice.on_event(ice_event, now);
+                if ice_event == crate::decide::IceEvent::Connected && !slot.connected {
+                    slot.connected = true;
+                    let candidate_type = slot.peer.candidate_type().await;
+                    self.reports.entry(from.clone()).or_default().candidate_type = candidate_type;
+                    self.sending.keyframe.store(true, Ordering::Relaxed);
+                    let _ = self.events.send(EngineEvent::PeerConnected { id: from.clone(), candidate_type });
+                }
+                self.act(&from, action).await;
+            }
+            PeerEvent::Video { access_unit } => self.on_video(from, &access_unit),
+            PeerEvent::Audio { rtp_timestamp, payload } => {
+                let arrival = self.now().as_micros() as u64;
+                self.playout.push(&from, rtp_timestamp, payload, arrival);
+            }
+            PeerEvent::Data(text) => {
+                if let Some(chat) = text.strip_prefix("chat:") {
+                    let _ = self.events.send(EngineEvent::Chat { from, text: chat.to_owned() });
+                }
+            }
+            PeerEvent::KeyframeRequested => self.sending.keyframe.store(true, Ordering::Relaxed),
+            PeerEvent::SendLoss(loss) => self.follow_loss(loss),
+        }
+    }
+
+    /// Loss-based rate control: above 10% loss back off by a third of the loss, under 2% grow
+    /// by 5%, within the configured bounds (the crate has no delay-based estimator).
+    fn follow_loss(&mut self, loss: f64) {
+        let (min, _, max) = self.config.video_bitrate;
+        let current = f64::from(self.sending.bitrate.load(Ordering::Relaxed));
+        let next = if loss > 0.10 {
+            current * (1.0 - loss / 3.0)
+        } else if loss < 0.02 {
+            current * 1.05
+        } else {
+            current
+        };
+        self.sending.bitrate.store((next as u32).clamp(min, max), Ordering::Relaxed);
+    }
+
+    fn on_video(&mut self, from: PeerId, access_unit: &[u8]) {
+        let decoder = match self.decoders.entry(from.clone()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => match H264Decoder::new() {
+                Ok(decoder) => entry.insert(decoder),
+                Err(_) => return,
+            },
+        };
+        let Ok(Some(frame)) = decoder.decode(access_unit) else { return };
+        let stamp = read_stamp(&frame);
+        let since_start = self.started.elapsed().as_millis() as u64;
+        let report = self.reports.entry(from.clone()).or_default();
+        report.video_frames_decoded += 1;
+        report.first_frame_ms.get_or_insert(since_start);
+        if let Some(stamp) = stamp {
+            report.pattern_id = Some(stamp.id);
+        }
+        let _ = self.events.send(EngineEvent::VideoFrame { from, frame: Arc::new(frame), stamp });
+    }
+
+    fn play(&mut self, report_levels: bool) {
+        let windows = &mut self.tone_windows;
+        let frame = self.playout.next_frame_each(|id, samples| {
+            let window = windows.entry(id.clone()).or_default();
+            window.extend_from_slice(samples);
+            let excess = window.len().saturating_sub(48_000);
+            window.drain(..excess);
+        });
+        if let Ok(speaker) = self.speaker.lock() {
+            speaker.play(&frame.samples);
+        }
+        if report_levels {
+            let _ = self.events.send(EngineEvent::AudioLevels {
+                levels: frame.levels,
+                active_speaker: frame.active_speaker,
+            });
+        }
+    }
+
+    async fn every_second(&mut self) {
+        let now = self.now();
+        let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
+        for id in ids {
+            let action = self.peers.get_mut(&id).and_then(|slot| slot.ice.poll(now));
+            self.act(&id, action).await;
+            if let Some(slot) = self.peers.get(&id) {
+                let rtt = slot.peer.rtt_ms().await;
+                let report = self.reports.entry(id.clone()).or_default();
+                if rtt.is_some() {
+                    report.rtt_ms = rtt;
+                }
+            }
+            if let Some(window) = self.tone_windows.get(&id)
+                && window.len() >= 9_600
+            {
+                let tail = &window[window.len() - 9_600..];
+                let (best, level) = (0..24)
+                    .map(|p| (p, tone_level(tail, tone_hz(p))))
+                    .fold((0, 0.0f64), |a, b| if b.1 > a.1 { b } else { a });
+                // The last tone named stays in the report when the peer falls silent (mutes).
+                if level > 1_000.0 {
+                    self.reports.entry(id.clone()).or_default().audio_tone_hz = Some(tone_hz(best));
+                }
+            }
+        }
+    }
+
+    async fn act(&mut self, id: &PeerId, action: Option<IceAction>) {
+        let Some(slot) = self.peers.get_mut(id) else { return };
+        match action {
+            Some(IceAction::Restart) if slot.offerer => {
+                if let Ok(offer) = slot.peer.offer(true).await {
+                    self.signaling.signal(id.clone(), offer);
+                }
+            }
+            Some(IceAction::GiveUp) => {
+                let detail = format!(
+                    "ICE failed after {} restarts{}",
+                    slot.ice.restarts(),
+                    if self.config.relay_only { " (relay candidates only)" } else { "" }
+                );
+                let _ = self.events.send(EngineEvent::PeerUnreachable { id: id.clone(), detail });
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Chat(text) => {
+                for slot in self.peers.values() {
+                    slot.peer.send_data(&format!("chat:{text}")).await;
+                }
+            }
+            Command::Mute(muted) => {
+                self.sending.audio.store(!muted, Ordering::Relaxed);
+                self.signaling.send(ClientMessage::Update {
+                    name: None,
+                    muted: Some(muted),
+                    camera: None,
+                    hand_raised: None,
+                });
+            }
+            Command::Camera(on) => {
+                self.sending.video.store(on, Ordering::Relaxed);
+                if on {
+                    self.sending.keyframe.store(true, Ordering::Relaxed);
+                }
+                self.signaling.send(ClientMessage::Update {
+                    name: None,
+                    muted: None,
+                    camera: Some(on),
+                    hand_raised: None,
+                });
+            }
+            Command::Host(message) => self.signaling.send(message),
+            Command::Report(reply) => {
+                let _ = reply.send(self.reports.clone());
+            }
+            Command::Leave => {}
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Support for the end-to-end tests: the real `confer-relay` and `confer` binaries (built by
+//! cargo if they are not there yet), started on free loopback ports and stopped when dropped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+
+/// A workspace binary, brought up to date by cargo (once per test process) next to the running
+/// test: `cargo test` builds test harnesses, not these programs.
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let mut built = BUILT.lock().unwrap();
+    if !built.iter().any(|b| b == name) {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "-p", package, "--bin", name]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building {name} failed");
+        built.push(name.to_owned());
+    }
+    path
+}
+
+/// The real relay, on a free loopback port, with a self-signed certificate. Killed when dropped.
+#[derive(Debug)]
+pub struct Relay {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    /// The SHA-256 of its certificate, as hex.
+    pub fingerprint: String,
+    /// Where it keeps its state (restarting with it keeps tokens and certificate valid).
+    pub state_dir: PathBuf,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    /// Starts a relay keeping its state in `state_dir`, listening on `listen`.
+    pub fn start(state_dir: &Path, listen: &str) -> Self {
+        let mut child = Command::new(binary("confer-relay", "confer-relay"))
+            .args(["--listen", listen])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the relay starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("relay listening") {
+                    let listen = line.split("listen=").nth(1).and_then(|v| v.split_whitespace().next());
+                    let _ = tx.send(listen.unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let listen = rx.recv_timeout(Duration::from_secs(20)).expect("the relay reports its address");
+        let port = listen.rsplit(':').next().unwrap().parse().unwrap();
+        let pem = std::fs::read_to_string(state_dir.join("self-signed.crt")).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap();
+        let fingerprint = Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect();
+        Self { child, port, fingerprint, state_dir: state_dir.to_owned() }
+    }
+
+    /// SIGTERM, and wait for the exit.
+    pub fn terminate(&mut self) {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let _ = self.child.wait();
+    }
+
+    /// `wss://localhost:PORT`.
+    pub fn url(&self) -> String {
+        format!("wss://localhost:{}", self.port)
+    }
+
+    /// Opens a room with `confer host --json`; returns (host link, invite link).
+    pub fn host(&self) -> (String, String) {
+        let output = confer(&["host", "--relay", &self.url(), "--fp", &self.fingerprint, "--json"]);
+        assert!(output.status.success(), "confer host: {}", String::from_utf8_lossy(&output.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        (json["host_link"].as_str().unwrap().to_owned(), json["invite_link"].as_str().unwrap().to_owned())
+    }
+}
+
+/// Runs `confer` to completion.
+pub fn confer(args: &[&str]) -> Output {
+    Command::new(binary("confer-cli", "confer")).args(args).output().expect("confer runs")
+}
+
+/// Starts `confer` in the background (stdout and stderr captured).
+pub fn spawn_confer(args: &[&str]) -> Child {
+    Command::new(binary("confer-cli", "confer"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("confer starts")
+}
+
+/// A finished participant's report (stdout's JSON) and its log (stderr).
+pub fn report_of(child: Child) -> (serde_json::Value, String) {
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("no JSON report ({e}); log:\n{log}\nstdout: {}", String::from_utf8_lossy(&output.stdout))
+    });
+    (report, log)
+}
