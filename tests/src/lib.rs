@@ -53,8 +53,14 @@ impl Drop for Relay {
 impl Relay {
     /// Starts a relay keeping its state in `state_dir`, listening on `listen`.
     pub fn start(state_dir: &Path, listen: &str) -> Self {
+        Self::start_with(state_dir, listen, &[])
+    }
+
+    /// [`Relay::start`] with extra flags.
+    pub fn start_with(state_dir: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(binary("confer-relay", "confer-relay"))
             .args(["--listen", listen])
+            .args(extra)
             .arg("--state-dir")
             .arg(state_dir)
             .env("RUST_LOG", "info")

@@ -7,6 +7,13 @@ use std::time::Duration;
 use confer_media::synthetic::tone_hz;
 use confer_tests::{Relay, report_of, spawn_confer};
 
+/// Calls run one at a time: each is several processes encoding video on a 2-core machine.
+static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CALL_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A participant's command line: synthetic media at a size two cores can encode four times.
 fn join_args(link: &str, name: &str, pattern: u32, seconds: f64, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -48,6 +55,7 @@ fn peer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
 
 #[test]
 fn four_participants_see_and_hear_each_other_chat_and_see_mute() {
+    let _serial = one_at_a_time();
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
     let (host_link, invite) = relay.host();
@@ -97,5 +105,83 @@ fn four_participants_see_and_hear_each_other_chat_and_see_mute() {
                 assert_eq!(seen["muted"], true, "{me} does not see Bob muted");
             }
         }
+    }
+}
+
+#[test]
+fn leaving_and_crashing_participants_disappear_from_the_others() {
+    let _serial = one_at_a_time();
+    let state = tempfile::tempdir().unwrap();
+    // A 3 s grace period, so a crashed participant's seat ends quickly.
+    let relay = Relay::start_with(state.path(), "127.0.0.1:0", &["--grace", "3"]);
+    let (host_link, invite) = relay.host();
+    let stayer = spawn(&join_args(&host_link, "Stay", 2, 12.0, &[]));
+    let leaver = spawn(&join_args(&invite, "Leave", 3, 4.0, &[]));
+    let mut crasher = spawn(&join_args(&invite, "Crash", 4, 30.0, &[]));
+    std::thread::sleep(Duration::from_secs(5));
+    crasher.kill().unwrap();
+    let _ = crasher.wait();
+    let (leaver_report, _) = report_of(leaver);
+    let (report, log) = report_of(stayer);
+    eprintln!("{report}\n{log}");
+    let left_at = |name: &str| -> u64 {
+        let id = peer(&report, name)["id"].as_str().unwrap().to_owned();
+        report["left"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{name} never left: {report}"))["at_unix_ms"]
+            .as_u64()
+            .unwrap()
+    };
+    let took = left_at("Leave").saturating_sub(leaver_report["left_at_unix_ms"].as_u64().unwrap());
+    assert!(took <= 2_000, "a participant that left was gone from the others only after {took} ms");
+    // The crashed one: first reconnecting (its seat is kept), then gone after the grace period.
+    let crash_id = peer(&report, "Crash")["id"].as_str().unwrap().to_owned();
+    let reconnecting =
+        report["reconnecting"].as_array().unwrap().iter().find(|r| r["id"] == crash_id.as_str());
+    let reconnecting_at = reconnecting
+        .unwrap_or_else(|| panic!("the crash never showed as reconnecting: {report}"))["at_unix_ms"]
+        .as_u64()
+        .unwrap();
+    let gone_at = left_at("Crash");
+    assert!(gone_at > reconnecting_at, "left before reconnecting");
+    assert!(
+        (2_500..8_000).contains(&(gone_at - reconnecting_at)),
+        "gone {} ms after reconnecting, grace is 3 s",
+        gone_at - reconnecting_at
+    );
+}
+
+#[test]
+fn a_relay_restart_mid_call_keeps_media_flowing_and_nobody_drops() {
+    let _serial = one_at_a_time();
+    let state = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start(state.path(), "127.0.0.1:0");
+    let port = relay.port;
+    let (host_link, invite) = relay.host();
+    // Bob leaves first, at the end; until then nobody may leave.
+    let ann = spawn(&join_args(&host_link, "Ann", 2, 13.0, &[]));
+    let bob = spawn(&join_args(&invite, "Bob", 3, 12.0, &[]));
+    std::thread::sleep(Duration::from_secs(4));
+    relay.terminate();
+    std::thread::sleep(Duration::from_millis(500));
+    let _relay = Relay::start(state.path(), &format!("127.0.0.1:{port}"));
+    let (bob_report, bob_log) = report_of(bob);
+    let (ann_report, ann_log) = report_of(ann);
+    let bob_left = bob_report["left_at_unix_ms"].as_u64().unwrap();
+    for (me, other, report, log) in [("Ann", "Bob", ann_report, ann_log), ("Bob", "Ann", bob_report, bob_log)]
+    {
+        eprintln!("--- {me}: {report}\n{log}");
+        assert!(report["relay_resumes"].as_u64().unwrap() >= 1, "{me} never resumed signaling");
+        let early =
+            report["left"].as_array().unwrap().iter().any(|l| l["at_unix_ms"].as_u64().unwrap() < bob_left);
+        assert!(!early, "{me} saw someone leave during the call: {report}");
+        assert!(report["ended"].is_null(), "{me}'s call ended: {report}");
+        let seen = peer(&report, other);
+        // 15 fps for about 11 s connected: most frames arrived across the restart.
+        let frames = seen["video_frames_decoded"].as_u64().unwrap();
+        assert!(frames >= 120, "{me} decoded only {frames} frames of {other} across the restart");
     }
 }

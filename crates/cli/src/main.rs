@@ -206,6 +206,10 @@ struct JoinArgs {
     fps: u32,
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A pattern id from a name, so bots with different names look and sound different.
 fn pattern_from(name: &str) -> u32 {
     name.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619)) % 1_000
@@ -261,6 +265,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let mut names = BTreeMap::new();
     let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut muted = false;
+    let mut relay_resumes = 0u32;
     let end = loop {
         let until = deadline.unwrap_or(far);
         let mute_deadline = mute_at.filter(|_| !muted).unwrap_or(far);
@@ -276,11 +281,11 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 }
                 Some(EngineEvent::ParticipantReconnecting(id)) => {
                     eprintln!("{id} is reconnecting");
-                    reconnecting.push(id.to_string());
+                    reconnecting.push(json!({"id": id.to_string(), "at_unix_ms": unix_ms()}));
                 }
                 Some(EngineEvent::ParticipantLeft { id, reason }) => {
                     eprintln!("{id} left ({reason:?})");
-                    left.push(id.to_string());
+                    left.push(json!({"id": id.to_string(), "reason": format!("{reason:?}").to_lowercase(), "at_unix_ms": unix_ms()}));
                 }
                 Some(EngineEvent::PeerConnected { id, candidate_type }) => {
                     eprintln!("connected to {id} via {}", candidate_type.map_or("?", |c| c.as_str()));
@@ -293,8 +298,13 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     unreachable.push(json!({"id": id.to_string(), "detail": detail}));
                 }
                 Some(EngineEvent::Chat { from, text }) => chats.push(json!({"from": from.to_string(), "text": text})),
-                Some(EngineEvent::RelayReconnecting { cause }) => eprintln!("relay connection lost ({cause}); reconnecting"),
-                Some(EngineEvent::RelayResumed) => eprintln!("relay connection back"),
+                Some(EngineEvent::RelayReconnecting { cause }) => {
+                    eprintln!("relay connection lost ({cause}); reconnecting");
+                }
+                Some(EngineEvent::RelayResumed) => {
+                    eprintln!("relay connection back");
+                    relay_resumes += 1;
+                }
                 Some(EngineEvent::Ended(reason)) => break reason,
                 Some(_) => {}
                 None => break Some("the engine stopped".into()),
@@ -309,6 +319,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
         }
     };
     let report = handle.report().await;
+    let left_at_unix_ms = unix_ms();
     handle.leave();
     if let Some(reason) = &end {
         eprintln!("confer: the call ended: {reason}");
@@ -337,6 +348,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "left": left,
             "reconnecting": reconnecting,
             "unreachable": unreachable,
+            "relay_resumes": relay_resumes,
+            "left_at_unix_ms": left_at_unix_ms,
             "ended": end,
         });
         println!("{out}");

@@ -271,6 +271,7 @@ pub async fn join(
         decoders: HashMap::new(),
         reports: HashMap::new(),
         tone_windows: HashMap::new(),
+        unconfirmed: HashMap::new(),
     };
     match admission {
         Admission::Joined(session) => engine.seated(session).await,
@@ -428,6 +429,10 @@ fn audio_loop(
     }
 }
 
+/// How long a peer the relay did not list after a resume is kept: twice the default grace
+/// period, the longest a seat can be rebuilt after a relay restart.
+const UNCONFIRMED_LIMIT: Duration = Duration::from_secs(40);
+
 struct PeerSlot {
     peer: Peer,
     offerer: bool,
@@ -452,6 +457,8 @@ struct Engine {
     reports: HashMap<PeerId, PeerReport>,
     /// Recent decoded audio per peer, for naming its synthetic tone.
     tone_windows: HashMap<PeerId, Vec<i16>>,
+    /// Peers the relay did not list when we resumed, and since when.
+    unconfirmed: HashMap<PeerId, Duration>,
 }
 
 impl Engine {
@@ -559,6 +566,7 @@ impl Engine {
     }
 
     async fn remove_participant(&mut self, id: &PeerId) {
+        self.unconfirmed.remove(id);
         if let Some(slot) = self.peers.remove(id) {
             slot.peer.close().await;
         }
@@ -571,6 +579,7 @@ impl Engine {
         match event {
             SignalingEvent::Admitted(session) => self.seated(session).await,
             SignalingEvent::PeerJoined(participant) | SignalingEvent::PeerResumed(participant) => {
+                self.unconfirmed.remove(&participant.id);
                 self.add_participant(participant).await;
             }
             SignalingEvent::PeerUpdated(participant) => {
@@ -600,21 +609,26 @@ impl Engine {
             }
             SignalingEvent::Resumed { session, gap } => {
                 let _ = self.events.send(EngineEvent::RelayResumed);
-                let known: Vec<PeerId> = self.peers.keys().cloned().collect();
                 for participant in &session.participants {
+                    self.unconfirmed.remove(&participant.id);
                     if !self.peers.contains_key(&participant.id) {
                         self.add_participant(participant.clone()).await;
                     }
                 }
-                for id in known {
-                    if !session.participants.iter().any(|p| p.id == id) {
-                        self.remove_participant(&id).await;
+                // After a relay restart the others come back one by one: a peer missing from
+                // the list is kept (its media may well be flowing) until it returns, or until
+                // it could no longer (twice the grace period).
+                let now = self.now();
+                for id in self.peers.keys() {
+                    if !session.participants.iter().any(|p| &p.id == id) {
+                        self.unconfirmed.entry(id.clone()).or_insert(now);
                     }
                 }
                 if gap {
-                    // Signals were lost: renegotiate where we offer.
+                    // Signals were lost: renegotiate where we offer and media is not flowing.
                     for (id, slot) in &mut self.peers {
                         if slot.offerer
+                            && !slot.connected
                             && let Ok(offer) = slot.peer.offer(true).await
                         {
                             self.signaling.signal(id.clone(), offer);
@@ -718,6 +732,17 @@ impl Engine {
 
     async fn every_second(&mut self) {
         let now = self.now();
+        let expired: Vec<PeerId> = self
+            .unconfirmed
+            .iter()
+            .filter(|(_, since)| now.saturating_sub(**since) > UNCONFIRMED_LIMIT)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.unconfirmed.remove(&id);
+            self.remove_participant(&id).await;
+            let _ = self.events.send(EngineEvent::ParticipantLeft { id, reason: LeaveReason::Timeout });
+        }
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
             let action = self.peers.get_mut(&id).and_then(|slot| slot.ice.poll(now));
