@@ -10,23 +10,25 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 
 /// A workspace binary, brought up to date by cargo (once per test process) next to the running
-/// test: `cargo test` builds test harnesses, not these programs.
-pub fn binary(package: &str, name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// test: `cargo test` builds test harnesses, not these programs. All the workspace's binaries
+/// are built together, with the features a plain workspace build has, so this agrees with
+/// `cargo build --workspace --bins` (which `scripts/test` runs first) and rebuilds nothing.
+pub fn binary(_package: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let mut built = BUILT.lock().unwrap();
-    if !built.iter().any(|b| b == name) {
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*built {
         let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", package, "--bin", name]);
+        build.args(["build", "--quiet", "--workspace", "--bins"]);
         if dir.file_name().is_some_and(|p| p == "release") {
             build.arg("--release");
         }
         let status = build.status().expect("cargo runs");
-        assert!(status.success(), "building {name} failed");
-        built.push(name.to_owned());
+        assert!(status.success(), "building the workspace's binaries failed");
+        *built = true;
     }
     path
 }
@@ -130,4 +132,66 @@ pub fn report_of(child: Child) -> (serde_json::Value, String) {
         panic!("no JSON report ({e}); log:\n{log}\nstdout: {}", String::from_utf8_lossy(&output.stdout))
     });
     (report, log)
+}
+
+/// A free UDP port on loopback (bound, then released).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real TURN server (Debian's coturn) on loopback with the TURN REST shared secret. Killed when
+/// dropped.
+#[derive(Debug)]
+pub struct Turn {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// Its listening port.
+    pub port: u16,
+    /// The shared secret.
+    pub secret: String,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Turn {
+    /// Starts coturn; panics with a clear message if it is not installed.
+    pub fn start() -> Self {
+        let port = free_udp_port();
+        let relay_min = 40_000 + (port % 20_000);
+        let secret = format!("turn-secret-{port}");
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("turnserver")
+            .arg(format!("--pidfile={}", dir.path().join("turnserver.pid").display()))
+            .arg(format!("--userdb={}", dir.path().join("turndb").display()))
+            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log", "--log-file=stdout"])
+            .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={relay_min}"))
+            .arg(format!("--max-port={}", relay_min + 200))
+            .args(["--use-auth-secret", "--realm=confer.test"])
+            .arg(format!("--static-auth-secret={secret}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "coturn's turnserver is not installed (scripts/test installs it: apt-get install coturn)",
+            );
+        let mut turn = Self { child, _dir: dir, port, secret };
+        let stdout = turn.child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("Total General servers") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10)).expect("coturn did not start listening");
+        turn
+    }
 }
