@@ -68,9 +68,13 @@ enum Command {
         /// Print a report when leaving.
         #[arg(long, value_enum)]
         report: Option<ReportFormat>,
-        /// Send this chat message once connected to someone.
+        /// Send this chat message to everyone in the call, once connected to someone and
+        /// `--chat-after` seconds have passed.
         #[arg(long)]
         chat: Option<String>,
+        /// When to send `--chat`, seconds after starting.
+        #[arg(long, default_value_t = 0.0)]
+        chat_after: f64,
         /// Mute the microphone after this many seconds.
         #[arg(long)]
         mute_after: Option<f64>,
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
                 duration,
                 report,
                 chat,
+                chat_after,
                 mute_after,
                 relay_only,
                 size,
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
                     duration,
                     report,
                     chat,
+                    chat_after,
                     mute_after,
                     relay_only,
                     width,
@@ -199,6 +205,7 @@ struct JoinArgs {
     duration: Option<f64>,
     report: Option<ReportFormat>,
     chat: Option<String>,
+    chat_after: f64,
     mute_after: Option<f64>,
     relay_only: bool,
     width: u32,
@@ -266,6 +273,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut muted = false;
     let mut relay_resumes = 0u32;
+    let mut connected = false;
+    let chat_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.chat_after.max(0.0));
     let end = loop {
         let until = deadline.unwrap_or(far);
         let mute_deadline = mute_at.filter(|_| !muted).unwrap_or(far);
@@ -289,9 +298,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 }
                 Some(EngineEvent::PeerConnected { id, candidate_type }) => {
                     eprintln!("connected to {id} via {}", candidate_type.map_or("?", |c| c.as_str()));
-                    if let Some(text) = chat.take() {
-                        handle.chat(&text);
-                    }
+                    connected = true;
                 }
                 Some(EngineEvent::PeerUnreachable { id, detail }) => {
                     eprintln!("no network path to {id}: {detail}");
@@ -309,6 +316,11 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 Some(_) => {}
                 None => break Some("the engine stopped".into()),
             },
+            _ = tokio::time::sleep_until(chat_at), if connected && chat.is_some() => {
+                if let Some(text) = chat.take() {
+                    handle.chat(&text);
+                }
+            }
             _ = tokio::time::sleep_until(mute_deadline) => {
                 muted = true;
                 handle.mute(true);
@@ -338,6 +350,16 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "rtt_ms": r.rtt_ms,
                     "candidate_type": r.candidate_type.map(|c| c.as_str()),
                     "muted": r.muted,
+                    "video_latency_ms": {
+                        "p50": engine::quantile(&r.video_latency_ms, 0.5),
+                        "p95": engine::quantile(&r.video_latency_ms, 0.95),
+                        "samples": r.video_latency_ms.len(),
+                    },
+                    "audio_latency_ms": {
+                        "p50": engine::quantile(&r.audio_latency_ms, 0.5),
+                        "p95": engine::quantile(&r.audio_latency_ms, 0.95),
+                        "samples": r.audio_latency_ms.len(),
+                    },
                 })
             })
             .collect();

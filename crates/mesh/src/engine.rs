@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use confer_media::synthetic::{FrameStamp, read_stamp, tone_hz, tone_level};
+use confer_media::synthetic::{FrameStamp, MarkerDetector, read_stamp, tone_hz, tone_level};
 use confer_media::{
     AudioProcessor, Camera, CameraChoice, DeviceChoice, FRAME_SAMPLES, H264Config, H264Decoder, H264Encoder,
     I420Frame, Microphone, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig, Speaker,
@@ -172,6 +172,23 @@ pub struct PeerReport {
     pub candidate_type: Option<CandidateType>,
     /// Whether it is muted (as it says).
     pub muted: bool,
+    /// Glass-to-glass video latency, ms: decode time minus the capture time stamped into each
+    /// synthetic frame (clocks must agree: same machine or NTP), one sample per frame (last 10,000).
+    pub video_latency_ms: Vec<f64>,
+    /// Audio latency to the speaker queue, ms, from the synthetic microphone's markers.
+    pub audio_latency_ms: Vec<f64>,
+}
+
+/// The `q` quantile (0..=1) of `values`, or `None` if empty.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let index = ((sorted.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(index).copied()
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 #[derive(Debug)]
@@ -272,6 +289,7 @@ pub async fn join(
         reports: HashMap::new(),
         tone_windows: HashMap::new(),
         unconfirmed: HashMap::new(),
+        markers: HashMap::new(),
     };
     match admission {
         Admission::Joined(session) => engine.seated(session).await,
@@ -459,6 +477,8 @@ struct Engine {
     tone_windows: HashMap<PeerId, Vec<i16>>,
     /// Peers the relay did not list when we resumed, and since when.
     unconfirmed: HashMap<PeerId, Duration>,
+    /// Latency marker detectors per peer (synthetic microphones).
+    markers: HashMap<PeerId, MarkerDetector>,
 }
 
 impl Engine {
@@ -573,6 +593,7 @@ impl Engine {
         self.playout.remove_stream(id);
         self.decoders.remove(id);
         self.tone_windows.remove(id);
+        self.markers.remove(id);
     }
 
     async fn on_signaling(&mut self, event: SignalingEvent) {
@@ -707,17 +728,25 @@ impl Engine {
         report.first_frame_ms.get_or_insert(since_start);
         if let Some(stamp) = stamp {
             report.pattern_id = Some(stamp.id);
+            let latency = (unix_us() / 1_000) as f64 - stamp.captured_ms as f64;
+            if report.video_latency_ms.len() < 10_000 && (0.0..10_000.0).contains(&latency) {
+                report.video_latency_ms.push(latency);
+            }
         }
         let _ = self.events.send(EngineEvent::VideoFrame { from, frame: Arc::new(frame), stamp });
     }
 
     fn play(&mut self, report_levels: bool) {
-        let windows = &mut self.tone_windows;
+        let (windows, markers, reports) = (&mut self.tone_windows, &mut self.markers, &mut self.reports);
+        let now_us = unix_us();
         let frame = self.playout.next_frame_each(|id, samples| {
             let window = windows.entry(id.clone()).or_default();
             window.extend_from_slice(samples);
             let excess = window.len().saturating_sub(48_000);
             window.drain(..excess);
+            let found = markers.entry(id.clone()).or_default().push(samples, now_us);
+            let latencies = &mut reports.entry(id.clone()).or_default().audio_latency_ms;
+            latencies.extend(found.into_iter().take(10_000usize.saturating_sub(latencies.len())));
         });
         if let Ok(speaker) = self.speaker.lock() {
             speaker.play(&frame.samples);
@@ -748,6 +777,7 @@ impl Engine {
             let action = self.peers.get_mut(&id).and_then(|slot| slot.ice.poll(now));
             self.act(&id, action).await;
             if let Some(slot) = self.peers.get(&id) {
+                slot.peer.flush_data().await;
                 let rtt = slot.peer.rtt_ms().await;
                 let report = self.reports.entry(id.clone()).or_default();
                 if rtt.is_some() {

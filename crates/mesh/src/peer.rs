@@ -422,6 +422,19 @@ impl Peer {
         }
     }
 
+    /// Sends messages that waited for the data channel, if it is open now (a safety net for an
+    /// open notification that came before the handler, or not at all).
+    pub(crate) async fn flush_data(&self) {
+        use webrtc::data_channel::data_channel_state::RTCDataChannelState;
+        if self.data.ready_state() != RTCDataChannelState::Open {
+            return;
+        }
+        let waiting = self.unsent.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
+        for text in waiting {
+            let _ = self.data.send_text(text).await;
+        }
+    }
+
     /// The type of the local candidate of the selected pair, once connected.
     pub(crate) async fn candidate_type(&self) -> Option<CandidateType> {
         let pair = self.pc.dtls_transport().ice_transport().get_selected_candidate_pair().await?;

@@ -1,0 +1,116 @@
+//! A 4-participant call on this machine: the real relay and four `confer` processes with
+//! synthetic 640x360 video at 30 fps. Prints CPU per participant, join-to-first-frame, glass-to-
+//! glass video latency (from the capture time stamped into every frame) and audio latency (from
+//! the synthetic microphone's markers).
+//!
+//! `cargo bench -p confer-tests --bench call` (release build of the binaries it runs).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+
+use std::time::{Duration, Instant};
+
+use confer_mesh::engine::quantile;
+use confer_tests::{Relay, report_of, spawn_confer};
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() {
+    let seconds = 20.0;
+    let (size, fps) = ("640x360", "30");
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    let names = ["Ann", "Bob", "Cid", "Dee"];
+    let start = Instant::now();
+    let mut joined_at = Vec::new();
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let link = if i == 0 { &host_link } else { &invite };
+        let pattern = (i + 2).to_string();
+        let duration = (seconds - 0.3 * i as f64).to_string();
+        joined_at.push(start.elapsed().as_secs_f64() * 1_000.0);
+        children.push(spawn_confer(&[
+            "join",
+            link,
+            "--name",
+            name,
+            "--synthetic",
+            "--pattern-id",
+            &pattern,
+            "--duration",
+            &duration,
+            "--report",
+            "json",
+            "--size",
+            size,
+            "--fps",
+            fps,
+        ]));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // CPU over a steady 10 s window, once everyone is connected.
+    std::thread::sleep(Duration::from_secs(6));
+    let before: Vec<f64> = children.iter().map(|c| cpu_seconds(c.id())).collect();
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    let elapsed = window.elapsed().as_secs_f64();
+    let cpu: Vec<f64> =
+        children.iter().zip(&before).map(|(c, b)| (cpu_seconds(c.id()) - b) / elapsed * 100.0).collect();
+    let reports: Vec<serde_json::Value> = children.into_iter().map(|c| report_of(c).0).collect();
+
+    let mut first_frames = Vec::new();
+    let (mut video, mut audio) = (Vec::new(), Vec::new());
+    println!(
+        "| participant | CPU (% of one core) | frames decoded (3 peers) | video glass-to-glass p50 / p95 (ms) | audio latency p50 / p95 (ms) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (i, report) in reports.iter().enumerate() {
+        let peers = report["peers"].as_array().unwrap();
+        let mut frames = Vec::new();
+        let (mut v50, mut v95, mut a50, mut a95) = (vec![], vec![], vec![], vec![]);
+        for peer in peers {
+            let j = names.iter().position(|n| peer["name"] == *n).unwrap();
+            // Join to first frame, counted from when both were in the call.
+            if let Some(ms) = peer["first_frame_ms"].as_f64() {
+                first_frames.push(ms - (joined_at[j] - joined_at[i]).max(0.0));
+            }
+            frames.push(peer["video_frames_decoded"].as_u64().unwrap_or(0).to_string());
+            let take = |key: &str, q: &str| peer[key][q].as_f64();
+            v50.extend(take("video_latency_ms", "p50"));
+            v95.extend(take("video_latency_ms", "p95"));
+            a50.extend(take("audio_latency_ms", "p50"));
+            a95.extend(take("audio_latency_ms", "p95"));
+        }
+        video.extend(v50.iter().copied());
+        audio.extend(a50.iter().copied());
+        let fmt = |v: &[f64]| quantile(v, 0.5).map_or("–".into(), |x| format!("{x:.0}"));
+        println!(
+            "| {} | {:.0} | {} | {} / {} | {} / {} |",
+            names[i],
+            cpu[i],
+            frames.join(", "),
+            fmt(&v50),
+            fmt(&v95),
+            fmt(&a50),
+            fmt(&a95)
+        );
+    }
+    println!();
+    println!(
+        "join to first frame: p50 {:.0} ms, p95 {:.0} ms over {} pairs; video glass-to-glass p50 {:.0} ms (median of the pairs' medians); audio p50 {:.0} ms",
+        quantile(&first_frames, 0.5).unwrap_or(f64::NAN),
+        quantile(&first_frames, 0.95).unwrap_or(f64::NAN),
+        first_frames.len(),
+        quantile(&video, 0.5).unwrap_or(f64::NAN),
+        quantile(&audio, 0.5).unwrap_or(f64::NAN),
+    );
+    drop(relay);
+}
