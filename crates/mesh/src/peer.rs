@@ -29,7 +29,6 @@ use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
-use webrtc::media::io::sample_builder::SampleBuilder;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
@@ -466,6 +465,95 @@ impl Peer {
     }
 }
 
+/// Reassembles H.264 access units from RTP packets as soon as a frame's last packet (the one
+/// with the marker bit) and every packet before it are in: no waiting for the next frame, as
+/// webrtc's `SampleBuilder` does (a whole frame interval of latency). Packets of one frame may
+/// arrive out of order (a NACK retransmission); a frame with a hole is dropped once a later frame
+/// completes, and reported so the receiver asks for a keyframe.
+#[derive(Debug, Default)]
+struct FrameAssembler {
+    /// Packets not yet assembled: (sequence, timestamp, marker, payload).
+    pending: Vec<(u16, u32, bool, Vec<u8>)>,
+    /// The sequence number of the last packet of the last frame handed out.
+    last_end: Option<u16>,
+}
+
+/// Packets held at most (a few frames' worth).
+const MAX_PENDING: usize = 512;
+
+impl FrameAssembler {
+    /// Takes one packet; returns the access units now complete (Annex B) and whether a frame
+    /// was lost.
+    fn push(
+        &mut self,
+        sequence: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: Vec<u8>,
+    ) -> (Vec<Vec<u8>>, bool) {
+        let stale = self.last_end.is_some_and(|end| (sequence.wrapping_sub(end) as i16) <= 0);
+        if stale || self.pending.iter().any(|p| p.0 == sequence) {
+            return (Vec::new(), false);
+        }
+        self.pending.push((sequence, timestamp, marker, payload));
+        let mut damaged = false;
+        if self.pending.len() > MAX_PENDING {
+            self.pending.clear();
+            return (Vec::new(), true);
+        }
+        let mut out = Vec::new();
+        loop {
+            // The earliest frame whose last packet has arrived (sequence numbers wrap: compare
+            // distances from the last frame handed out, or from the oldest packet held).
+            let oldest = self
+                .pending
+                .iter()
+                .map(|p| p.0)
+                .min_by(|a, b| (a.wrapping_sub(*b) as i16).cmp(&0))
+                .unwrap_or(sequence);
+            let base = self.last_end.unwrap_or_else(|| oldest.wrapping_sub(1));
+            let Some(&(end, ts, _, _)) =
+                self.pending.iter().filter(|p| p.2).min_by_key(|p| p.0.wrapping_sub(base))
+            else {
+                break;
+            };
+            let mut frame: Vec<&(u16, u32, bool, Vec<u8>)> =
+                self.pending.iter().filter(|p| p.1 == ts).collect();
+            frame.sort_by_key(|p| std::cmp::Reverse(end.wrapping_sub(p.0)));
+            let first = frame.first().map_or(end, |p| p.0);
+            let contiguous = frame.windows(2).all(|w| w[1].0 == w[0].0.wrapping_add(1))
+                && frame.last().is_some_and(|p| p.0 == end)
+                && self.last_end.is_none_or(|last| first == last.wrapping_add(1));
+            if contiguous {
+                let mut depacketizer = H264Packet::default();
+                let mut access_unit = Vec::new();
+                let mut ok = true;
+                for packet in &frame {
+                    match depacketizer.depacketize(&Bytes::copy_from_slice(&packet.3)) {
+                        Ok(nal) => access_unit.extend_from_slice(&nal),
+                        Err(_) => ok = false,
+                    }
+                }
+                if ok && !access_unit.is_empty() {
+                    out.push(access_unit);
+                } else {
+                    damaged = true;
+                }
+            } else {
+                // A hole: wait while the frame is the newest, drop it when a later one is done.
+                let later_done = self.pending.iter().any(|p| p.2 && (p.0.wrapping_sub(end) as i16) > 0);
+                if !later_done {
+                    break;
+                }
+                damaged = true;
+            }
+            self.pending.retain(|p| p.1 != ts && (p.0.wrapping_sub(end) as i16) > 0);
+            self.last_end = Some(end);
+        }
+        (out, damaged)
+    }
+}
+
 /// Reads RTCP for one of our senders: keyframe requests and the peer's loss reports. This loop
 /// must run: it also feeds NACKs to the retransmitting interceptor.
 fn watch_rtcp(
@@ -524,18 +612,21 @@ async fn read_track(
         if let Some(pc) = ask_keyframe(&mut last_pli) {
             let _ = pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]).await;
         }
-        let mut builder = SampleBuilder::new(256, H264Packet::default(), 90_000);
+        let mut assembler = FrameAssembler::default();
         while let Ok((packet, _)) = track.read_rtp().await {
-            builder.push(packet);
-            while let Some(sample) = builder.pop() {
-                let damaged = sample.prev_dropped_packets > 0;
-                if damaged && let Some(pc) = ask_keyframe(&mut last_pli) {
-                    let _ = pc
-                        .write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })])
-                        .await;
-                }
-                if events.send((who.clone(), PeerEvent::Video { access_unit: sample.data.to_vec() })).is_err()
-                {
+            let header = &packet.header;
+            let (complete, damaged) = assembler.push(
+                header.sequence_number,
+                header.timestamp,
+                header.marker,
+                packet.payload.to_vec(),
+            );
+            if damaged && let Some(pc) = ask_keyframe(&mut last_pli) {
+                let _ =
+                    pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]).await;
+            }
+            for access_unit in complete {
+                if events.send((who.clone(), PeerEvent::Video { access_unit })).is_err() {
                     return;
                 }
             }
@@ -550,5 +641,49 @@ async fn read_track(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A single-NAL packet (type 1, a P slice) carrying `n`.
+    fn nal(n: u8) -> Vec<u8> {
+        vec![0x41, n, n]
+    }
+
+    #[test]
+    fn a_frame_is_handed_out_on_its_last_packet_even_out_of_order() {
+        let mut assembler = FrameAssembler::default();
+        // Frame at ts 100: packets 10, 11, 12 (marker), arriving 10, 12, 11.
+        assert_eq!(assembler.push(10, 100, false, nal(1)), (vec![], false));
+        assert_eq!(assembler.push(12, 100, true, nal(3)), (vec![], false));
+        let (frames, damaged) = assembler.push(11, 100, false, nal(2));
+        assert!(!damaged);
+        assert_eq!(frames.len(), 1);
+        let start_codes = frames[0].windows(4).filter(|w| *w == [0, 0, 0, 1]).count();
+        assert_eq!(start_codes, 3, "three NAL units in order: {:?}", frames[0]);
+        // The next frame comes out at once on its single marked packet.
+        let (frames, _) = assembler.push(13, 200, true, nal(4));
+        assert_eq!(frames.len(), 1);
+        // A duplicate or a packet from the past is ignored.
+        assert_eq!(assembler.push(12, 100, true, nal(3)), (vec![], false));
+    }
+
+    #[test]
+    fn a_frame_with_a_hole_is_dropped_when_a_later_one_completes_and_reported() {
+        let mut assembler = FrameAssembler::default();
+        assert_eq!(assembler.push(1, 100, true, nal(1)).0.len(), 1);
+        // Frame 200 loses packet 2; 3 is its last.
+        assert_eq!(assembler.push(3, 200, true, nal(3)), (vec![], false), "still waiting for 2");
+        let (frames, damaged) = assembler.push(4, 300, true, nal(4));
+        assert!(damaged, "the loss is reported");
+        assert_eq!(frames.len(), 1, "the later frame still comes out");
+        // Sequence numbers wrap around.
+        let mut assembler = FrameAssembler::default();
+        assert_eq!(assembler.push(65_535, 1, false, nal(1)), (vec![], false));
+        assert_eq!(assembler.push(0, 1, true, nal(2)).0.len(), 1);
+        assert_eq!(assembler.push(1, 2, true, nal(3)).0.len(), 1);
     }
 }
