@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use confer_mesh::engine::quantile;
-use confer_tests::{Relay, report_of, spawn_confer};
+use confer_tests::{Relay, report_of, spawn_synthetic};
 
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -24,7 +24,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn main() {
     let seconds = 20.0;
-    let (size, fps) = ("640x360", "30");
+    let (size, fps) = ("640x360", 30);
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
     let (host_link, invite) = relay.host();
@@ -34,26 +34,9 @@ fn main() {
     let mut children = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let link = if i == 0 { &host_link } else { &invite };
-        let pattern = (i + 2).to_string();
-        let duration = (seconds - 0.3 * i as f64).to_string();
+        let duration = seconds - 0.3 * i as f64;
         joined_at.push(start.elapsed().as_secs_f64() * 1_000.0);
-        children.push(spawn_confer(&[
-            "join",
-            link,
-            "--name",
-            name,
-            "--synthetic",
-            "--pattern-id",
-            &pattern,
-            "--duration",
-            &duration,
-            "--report",
-            "json",
-            "--size",
-            size,
-            "--fps",
-            fps,
-        ]));
+        children.push(spawn_synthetic(link, name, i as u32 + 2, duration, (size, fps), &[]));
         std::thread::sleep(Duration::from_millis(300));
     }
     // CPU over a steady 10 s window, once everyone is connected.

@@ -23,6 +23,26 @@ pub fn binary(_package: &str, name: &str) -> PathBuf {
     if !*built {
         let mut build = Command::new(env!("CARGO"));
         build.args(["build", "--quiet", "--workspace", "--bins"]);
+        // `cargo test` gives a test the package's CARGO_MANIFEST_DIR, CARGO_PKG_* and the like.
+        // Some build scripts (ring's) track exactly those variables, so a cargo started with
+        // them would rebuild those crates and everything above them: remove them.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+                || name == "OUT_DIR"
+            {
+                build.env_remove(&*name);
+            }
+        }
         if dir.file_name().is_some_and(|p| p == "release") {
             build.arg("--release");
         }
@@ -43,6 +63,8 @@ pub struct Relay {
     pub fingerprint: String,
     /// Where it keeps its state (restarting with it keeps tokens and certificate valid).
     pub state_dir: PathBuf,
+    /// The network namespace it runs in, if not the machine's own.
+    netns: Option<String>,
 }
 
 impl Drop for Relay {
@@ -60,7 +82,12 @@ impl Relay {
 
     /// [`Relay::start`] with extra flags.
     pub fn start_with(state_dir: &Path, listen: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(binary("confer-relay", "confer-relay"))
+        Self::start_in(None, state_dir, listen, extra)
+    }
+
+    /// [`Relay::start_with`] inside a network namespace (then `listen` is the namespace's).
+    pub fn start_in(netns: Option<&Netns>, state_dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut child = command_in(netns, &binary("confer-relay", "confer-relay"))
             .args(["--listen", listen])
             .args(extra)
             .arg("--state-dir")
@@ -86,7 +113,13 @@ impl Relay {
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap();
         let fingerprint = Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect();
-        Self { child, port, fingerprint, state_dir: state_dir.to_owned() }
+        Self {
+            child,
+            port,
+            fingerprint,
+            state_dir: state_dir.to_owned(),
+            netns: netns.map(|n| n.name.clone()),
+        }
     }
 
     /// SIGTERM, and wait for the exit.
@@ -102,7 +135,11 @@ impl Relay {
 
     /// Opens a room with `confer host --json`; returns (host link, invite link).
     pub fn host(&self) -> (String, String) {
-        let output = confer(&["host", "--relay", &self.url(), "--fp", &self.fingerprint, "--json"]);
+        let netns = self.netns.as_ref().map(|name| Netns { name: name.clone(), owned: false });
+        let output = command_in(netns.as_ref(), &binary("confer-cli", "confer"))
+            .args(["host", "--relay", &self.url(), "--fp", &self.fingerprint, "--json"])
+            .output()
+            .expect("confer runs");
         assert!(output.status.success(), "confer host: {}", String::from_utf8_lossy(&output.stderr));
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         (json["host_link"].as_str().unwrap().to_owned(), json["invite_link"].as_str().unwrap().to_owned())
@@ -116,13 +153,124 @@ pub fn confer(args: &[&str]) -> Output {
 
 /// Starts `confer` in the background (stdout and stderr captured).
 pub fn spawn_confer(args: &[&str]) -> Child {
-    Command::new(binary("confer-cli", "confer"))
+    spawn_confer_in(None, args)
+}
+
+/// [`spawn_confer`] inside a network namespace.
+pub fn spawn_confer_in(netns: Option<&Netns>, args: &[&str]) -> Child {
+    command_in(netns, &binary("confer-cli", "confer"))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("confer starts")
 }
+
+/// A headless participant with synthetic media: `pattern` marks its video and picks its tone; it
+/// leaves after `seconds` and prints its JSON report.
+pub fn spawn_synthetic(
+    link: &str,
+    name: &str,
+    pattern: u32,
+    seconds: f64,
+    size_and_rate: (&str, u32),
+    extra: &[&str],
+) -> Child {
+    spawn_synthetic_in(None, link, name, pattern, seconds, size_and_rate, extra)
+}
+
+/// [`spawn_synthetic`] inside a network namespace.
+pub fn spawn_synthetic_in(
+    netns: Option<&Netns>,
+    link: &str,
+    name: &str,
+    pattern: u32,
+    seconds: f64,
+    (size, fps): (&str, u32),
+    extra: &[&str],
+) -> Child {
+    let (pattern, seconds, fps) = (pattern.to_string(), seconds.to_string(), fps.to_string());
+    let mut args = vec![
+        "join",
+        link,
+        "--name",
+        name,
+        "--synthetic",
+        "--pattern-id",
+        &pattern,
+        "--duration",
+        &seconds,
+        "--report",
+        "json",
+        "--size",
+        size,
+        "--fps",
+        &fps,
+    ];
+    args.extend_from_slice(extra);
+    spawn_confer_in(netns, &args)
+}
+
+/// `program`, to run in `netns` if one is given.
+fn command_in(netns: Option<&Netns>, program: &Path) -> Command {
+    match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", &netns.name]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A network namespace of its own, with loopback up: a machine whose interfaces a test may
+/// change. Deleted when dropped (stop the processes in it first).
+#[derive(Debug)]
+pub struct Netns {
+    /// Its name (`ip netns`).
+    pub name: String,
+    owned: bool,
+}
+
+impl Netns {
+    /// Makes `confer-TAG-PID` (a leftover of that name from a killed run is replaced).
+    pub fn new(tag: &str) -> Self {
+        let name = format!("confer-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "delete", &name]).stderr(Stdio::null()).status();
+        let netns = Self { name, owned: true };
+        run("ip", &["netns", "add", &netns.name]);
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// `ip -n NAME ARGS…`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The size and rate four participants can encode at once on two cores in a debug build.
+pub const SMALL: (&str, u32) = ("320x180", 15);
 
 /// A finished participant's report (stdout's JSON) and its log (stderr).
 pub fn report_of(child: Child) -> (serde_json::Value, String) {

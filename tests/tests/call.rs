@@ -5,43 +5,13 @@
 use std::time::Duration;
 
 use confer_media::synthetic::tone_hz;
-use confer_tests::{Relay, report_of, spawn_confer};
+use confer_tests::{Relay, SMALL, report_of, spawn_synthetic};
 
 /// Calls run one at a time: each is several processes encoding video on a 2-core machine.
 static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_CALL_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A participant's command line: synthetic media at a size two cores can encode four times.
-fn join_args(link: &str, name: &str, pattern: u32, seconds: f64, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "join",
-        link,
-        "--name",
-        name,
-        "--synthetic",
-        "--pattern-id",
-        &pattern.to_string(),
-        "--duration",
-        &seconds.to_string(),
-        "--report",
-        "json",
-        "--size",
-        "320x180",
-        "--fps",
-        "15",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
-
-fn spawn(args: &[String]) -> std::process::Child {
-    spawn_confer(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn peer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -74,7 +44,7 @@ fn four_participants_see_and_hear_each_other_chat_and_see_mute() {
             std::thread::sleep(Duration::from_secs(3));
         }
         let seconds = if *name == "Dee" { 9.0 } else { 12.0 - 0.2 * i as f64 };
-        children.push(spawn(&join_args(link, name, i as u32 + 2, seconds, &extra)));
+        children.push(spawn_synthetic(link, name, i as u32 + 2, seconds, SMALL, &extra));
     }
     let reports: Vec<(serde_json::Value, String)> = children.into_iter().map(report_of).collect();
     for ((report, log), me) in reports.iter().zip(names) {
@@ -93,6 +63,8 @@ fn four_participants_see_and_hear_each_other_chat_and_see_mute() {
                 "{me} decoded too little of {other}"
             );
             assert_eq!(seen["candidate_type"], "host");
+            let rtt = seen["rtt_ms"].as_f64().unwrap_or_else(|| panic!("{me} has no RTT to {other}"));
+            assert!((0.0..1_000.0).contains(&rtt), "{me}'s RTT to {other} on loopback: {rtt} ms");
             let chats = report["chat"].as_array().unwrap();
             assert!(
                 chats.iter().any(|c| c["text"] == format!("hello from {other}")),
@@ -112,9 +84,9 @@ fn leaving_and_crashing_participants_disappear_from_the_others() {
     // A 3 s grace period, so a crashed participant's seat ends quickly.
     let relay = Relay::start_with(state.path(), "127.0.0.1:0", &["--grace", "3"]);
     let (host_link, invite) = relay.host();
-    let stayer = spawn(&join_args(&host_link, "Stay", 2, 12.0, &[]));
-    let leaver = spawn(&join_args(&invite, "Leave", 3, 4.0, &[]));
-    let mut crasher = spawn(&join_args(&invite, "Crash", 4, 30.0, &[]));
+    let stayer = spawn_synthetic(&host_link, "Stay", 2, 12.0, SMALL, &[]);
+    let leaver = spawn_synthetic(&invite, "Leave", 3, 4.0, SMALL, &[]);
+    let mut crasher = spawn_synthetic(&invite, "Crash", 4, 30.0, SMALL, &[]);
     std::thread::sleep(Duration::from_secs(5));
     crasher.kill().unwrap();
     let _ = crasher.wait();
@@ -159,8 +131,8 @@ fn a_relay_restart_mid_call_keeps_media_flowing_and_nobody_drops() {
     let port = relay.port;
     let (host_link, invite) = relay.host();
     // Bob leaves first, at the end; until then nobody may leave.
-    let ann = spawn(&join_args(&host_link, "Ann", 2, 13.0, &[]));
-    let bob = spawn(&join_args(&invite, "Bob", 3, 12.0, &[]));
+    let ann = spawn_synthetic(&host_link, "Ann", 2, 13.0, SMALL, &[]);
+    let bob = spawn_synthetic(&invite, "Bob", 3, 12.0, SMALL, &[]);
     std::thread::sleep(Duration::from_secs(4));
     relay.terminate();
     std::thread::sleep(Duration::from_millis(500));

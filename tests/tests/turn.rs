@@ -4,7 +4,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use confer_media::synthetic::tone_hz;
-use confer_tests::{Relay, Turn, report_of, spawn_confer};
+use confer_tests::{Relay, SMALL, Turn, report_of, spawn_synthetic};
+
+/// Relay-only with no TURN server: instead of a spinner, each side says there is no path and why.
+#[test]
+fn relay_only_without_a_turn_server_says_why_there_is_no_path() {
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    let ann = spawn_synthetic(&host_link, "Ann", 2, 6.0, SMALL, &["--relay-only"]);
+    let bob = spawn_synthetic(&invite, "Bob", 3, 5.0, SMALL, &["--relay-only"]);
+    for (me, child) in [("Ann", ann), ("Bob", bob)] {
+        let (report, log) = report_of(child);
+        eprintln!("--- {me}: {report}\n{log}");
+        let unreachable = report["unreachable"].as_array().unwrap();
+        assert_eq!(unreachable.len(), 1, "{me} names the one peer it cannot reach");
+        let detail = unreachable[0]["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("no ICE candidates gathered here") && detail.contains("TURN"),
+            "{me}: {detail}"
+        );
+        assert_eq!(report["peers"][0]["video_frames_decoded"], 0);
+    }
+}
 
 #[test]
 fn a_relay_only_call_connects_through_coturn() {
@@ -17,28 +39,8 @@ fn a_relay_only_call_connects_through_coturn() {
         &["--turn-url", &turn_url, "--turn-secret", &turn.secret],
     );
     let (host_link, invite) = relay.host();
-    let args = |link: &str, name: &str, pattern: &str| -> Vec<String> {
-        [
-            "join",
-            link,
-            "--name",
-            name,
-            "--synthetic",
-            "--pattern-id",
-            pattern,
-            "--duration",
-            "10",
-            "--report",
-            "json",
-        ]
-        .iter()
-        .chain(&["--size", "320x180", "--fps", "15", "--relay-only"])
-        .map(|s| (*s).to_owned())
-        .collect()
-    };
-    let spawn = |args: Vec<String>| spawn_confer(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let ann = spawn(args(&host_link, "Ann", "2"));
-    let bob = spawn(args(&invite, "Bob", "3"));
+    let ann = spawn_synthetic(&host_link, "Ann", 2, 10.0, SMALL, &["--relay-only"]);
+    let bob = spawn_synthetic(&invite, "Bob", 3, 10.0, SMALL, &["--relay-only"]);
     for (me, other, pattern, child) in [("Ann", "Bob", 3, ann), ("Bob", "Ann", 2, bob)] {
         let (report, log) = report_of(child);
         eprintln!("--- {me}: {report}\n{log}");

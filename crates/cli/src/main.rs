@@ -273,6 +273,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut muted = false;
     let mut relay_resumes = 0u32;
+    let mut network_changes = 0u32;
     let mut connected = false;
     let chat_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.chat_after.max(0.0));
     let end = loop {
@@ -307,6 +308,10 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 Some(EngineEvent::Chat { from, text }) => chats.push(json!({"from": from.to_string(), "text": text})),
                 Some(EngineEvent::RelayReconnecting { cause }) => {
                     eprintln!("relay connection lost ({cause}); reconnecting");
+                }
+                Some(EngineEvent::NetworkChanged { added, removed }) => {
+                    eprintln!("the network changed (added {added:?}, removed {removed:?}); moving the connections");
+                    network_changes += 1;
                 }
                 Some(EngineEvent::RelayResumed) => {
                     eprintln!("relay connection back");
@@ -350,6 +355,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "rtt_ms": r.rtt_ms,
                     "candidate_type": r.candidate_type.map(|c| c.as_str()),
                     "muted": r.muted,
+                    "hand_raised": r.hand_raised,
+                    "ice_restarts": r.ice_restarts,
                     "video_latency_ms": {
                         "p50": engine::quantile(&r.video_latency_ms, 0.5),
                         "p95": engine::quantile(&r.video_latency_ms, 0.95),
@@ -371,6 +378,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "reconnecting": reconnecting,
             "unreachable": unreachable,
             "relay_resumes": relay_resumes,
+            "network_changes": network_changes,
             "left_at_unix_ms": left_at_unix_ms,
             "ended": end,
         });

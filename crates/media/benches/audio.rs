@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use confer_media::synthetic::SyntheticMic;
+use confer_media::synthetic::{SpeechLike, SyntheticMic};
 use confer_media::{
     AudioProcessor, FRAME_SAMPLES, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig,
     StreamResampler,
@@ -26,17 +26,9 @@ fn micros_per_call(budget: Duration, mut step: impl FnMut(usize)) -> f64 {
 /// Speech-like noise with a syllable envelope, and its echo 40 ms later, 12 dB down, with
 /// a near-end tone on top: a realistic load for the canceller (it adapts all the time).
 fn scenario(seconds: usize) -> (Vec<Vec<i16>>, Vec<Vec<i16>>) {
-    let mut state = 7u64;
-    let mut low = 0.0f64;
     let total = seconds * 48_000;
-    let far: Vec<f64> = (0..total)
-        .map(|n| {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            let white = ((state >> 33) as f64 / f64::from(1u32 << 31)) * 2.0 - 1.0;
-            low = 0.6 * low + 0.4 * white;
-            low * (std::f64::consts::PI * 4.0 * n as f64 / 48_000.0).sin().abs() * 12_000.0
-        })
-        .collect();
+    let mut speech = SpeechLike::new(7);
+    let far: Vec<f64> = (0..total).map(|_| speech.sample()).collect();
     let mut near = SyntheticMic::new(5);
     let near = near.next_samples(total);
     let render: Vec<i16> = far.iter().map(|&s| s as i16).collect();

@@ -488,6 +488,8 @@ struct CaptureChunker {
     resamplers: Vec<StreamResampler>,
     frame: Vec<i16>,
     frame_len: usize,
+    /// Resampled output per channel, reused from callback to callback.
+    taken: Vec<Vec<f32>>,
     frames: SyncSender<AudioFrame>,
     counters: Arc<Counters>,
 }
@@ -509,6 +511,7 @@ impl CaptureChunker {
                 .collect::<Result<_, _>>()?,
             frame: Vec::with_capacity(frame_len),
             frame_len,
+            taken: vec![Vec::with_capacity(PROCESSING_FRAME); outputs],
             frames,
             counters,
         })
@@ -541,9 +544,12 @@ impl CaptureChunker {
             if n == 0 {
                 break;
             }
-            let taken: Vec<Vec<f32>> = self.resamplers.iter_mut().map(|r| r.take(n).collect()).collect();
+            for (side, resampler) in self.taken.iter_mut().zip(&mut self.resamplers) {
+                side.clear();
+                side.extend(resampler.take(n));
+            }
             for i in 0..n {
-                for side in &taken {
+                for side in &self.taken {
                     self.frame.push((side[i] * 32_767.0).clamp(-32_768.0, 32_767.0) as i16);
                 }
             }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use confer_media::synthetic::{SyntheticMic, tone_hz, tone_level};
+use confer_media::synthetic::{SpeechLike, SyntheticMic, tone_hz, tone_level};
 use confer_media::{
     AudioError, AudioEvent, AudioProcessor, Channels, DeviceChoice, DeviceWatcher, Microphone,
     ProcessingConfig, SYNTHETIC_DEVICE, Speaker, input_devices, output_devices,
@@ -185,31 +185,6 @@ fn tone_through_a_null_sink(_pulse: &PulseServer) {
     assert!(other < own / 20.0, "another tone is there too: {other:.0}");
 }
 
-/// Speech-like noise (a syllable envelope over low-passed noise), 10 ms at a time.
-struct Speech {
-    state: u64,
-    low: f64,
-    n: u64,
-}
-
-impl Speech {
-    fn next_frame(&mut self) -> Vec<i16> {
-        (0..480)
-            .map(|_| {
-                self.state = self
-                    .state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let white = ((self.state >> 33) as f64 / f64::from(1u32 << 31)) * 2.0 - 1.0;
-                self.low = 0.6 * self.low + 0.4 * white;
-                let envelope = (std::f64::consts::PI * 4.0 * self.n as f64 / 48_000.0).sin().abs();
-                self.n += 1;
-                (self.low * envelope * 12_000.0) as i16
-            })
-            .collect()
-    }
-}
-
 fn power(frame: &[i16]) -> f64 {
     frame.iter().map(|&s| f64::from(s).powi(2)).sum()
 }
@@ -230,14 +205,14 @@ fn measure_echo_through_the_sound_system(pulse: &PulseServer, total_seconds: u64
         auto_gain: false,
         music_mode: false,
     });
-    let mut speech = Speech { state: 11, low: 0.0, n: 0 };
+    let mut speech = SpeechLike::new(11);
     // Echo and residual power per second, from 4 s (after convergence) on.
     let mut seconds = vec![(0.0f64, 0.0f64); total_seconds.saturating_sub(4) as usize];
     let start = Instant::now();
     let mut sent = 0u32;
     while start.elapsed() < Duration::from_secs(total_seconds) {
         while f64::from(sent) * 0.01 < start.elapsed().as_secs_f64() + 0.06 {
-            speaker.play(&speech.next_frame());
+            speaker.play(&speech.next_samples(480));
             sent += 1;
         }
         if let Some(captured) = mic.recv_timeout(Duration::from_millis(20)) {

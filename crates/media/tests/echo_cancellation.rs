@@ -4,33 +4,10 @@
 //! come through.
 #![allow(clippy::expect_used)]
 
-use confer_media::synthetic::{SyntheticMic, tone_hz, tone_level};
+use confer_media::synthetic::{SpeechLike, SyntheticMic, tone_hz, tone_level};
 use confer_media::{AudioProcessor, PROCESSING_FRAME, ProcessingConfig};
 
 const FRAMES_PER_SECOND: usize = 100;
-
-/// Speech-like far-end audio: noise shaped by a syllable envelope (about 4 per second), with
-/// pauses, deterministic.
-struct FarEnd {
-    state: u64,
-    n: usize,
-    low: f64,
-}
-
-impl FarEnd {
-    fn sample(&mut self) -> f64 {
-        self.state =
-            self.state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        let white = ((self.state >> 33) as f64 / f64::from(1u32 << 31)) * 2.0 - 1.0;
-        // A gentle low-pass makes it voice-coloured rather than hiss.
-        self.low = 0.6 * self.low + 0.4 * white;
-        let t = self.n as f64 / 48_000.0;
-        self.n += 1;
-        let syllable = (std::f64::consts::PI * 4.0 * t).sin().abs();
-        let phrase = if (t % 2.5) < 2.1 { 1.0 } else { 0.1 };
-        self.low * syllable * phrase * 12_000.0
-    }
-}
 
 /// The room: 40 ms of delay, then three reflections, about 12 dB down overall.
 struct Room {
@@ -70,10 +47,10 @@ struct Run {
 /// 12 s: far end alone (0–6 s), near end alone (6–8 s), both (8–10 s), far end alone (10–12 s).
 fn run(config: ProcessingConfig) -> (Run, AudioProcessor) {
     let mut processor = AudioProcessor::new(config);
-    let mut far = FarEnd { state: 7, n: 0, low: 0.0 };
+    let mut far = SpeechLike::new(7).with_pauses();
     let mut room = Room::new();
     let mut near = SyntheticMic::new(5);
-    let mut noise = FarEnd { state: 99, n: 0, low: 0.0 };
+    let mut noise = SpeechLike::new(99).with_pauses();
     let mut run = Run { echo_in: vec![], out: vec![], near_in: vec![], near_out: vec![] };
     for frame_index in 0..12 * FRAMES_PER_SECOND {
         let second = frame_index / FRAMES_PER_SECOND;

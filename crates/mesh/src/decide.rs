@@ -83,6 +83,9 @@ pub struct IcePolicy {
     pub max_restarts: u32,
     /// How long one restart may take to connect before the next.
     pub restart_timeout: Duration,
+    /// How long a new connection may take to connect before the first restart (ICE may never
+    /// report failure when it has no candidate pair to check).
+    pub connect_timeout: Duration,
 }
 
 impl Default for IcePolicy {
@@ -91,13 +94,16 @@ impl Default for IcePolicy {
             disconnected_grace: Duration::from_secs(2),
             max_restarts: 4,
             restart_timeout: Duration::from_secs(8),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IceState {
-    /// Never connected yet, or connected.
+    /// Not connected yet, since this time.
+    Connecting(Duration),
+    /// Connected.
     Steady,
     /// Disconnected since this time.
     Disconnected(Duration),
@@ -117,9 +123,9 @@ pub struct IceRecovery {
 }
 
 impl IceRecovery {
-    /// A connection that has not connected yet.
-    pub fn new(policy: IcePolicy) -> Self {
-        Self { policy, state: IceState::Steady, restarts: 0 }
+    /// A connection created at `now`, not connected yet.
+    pub fn new(policy: IcePolicy, now: Duration) -> Self {
+        Self { policy, state: IceState::Connecting(now), restarts: 0 }
     }
 
     /// Restarts since the connection was last connected.
@@ -139,7 +145,7 @@ impl IceRecovery {
                 None
             }
             IceEvent::Disconnected => {
-                if matches!(self.state, IceState::Steady) {
+                if matches!(self.state, IceState::Steady | IceState::Connecting(_)) {
                     self.state = IceState::Disconnected(now);
                 }
                 None
@@ -159,6 +165,9 @@ impl IceRecovery {
                 Some(self.restart(now))
             }
             IceState::Restarting(since) if now.saturating_sub(since) >= self.policy.restart_timeout => {
+                Some(self.restart(now))
+            }
+            IceState::Connecting(since) if now.saturating_sub(since) >= self.policy.connect_timeout => {
                 Some(self.restart(now))
             }
             _ => None,
@@ -217,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_brief_disconnection_recovers_without_a_restart() {
-        let mut ice = IceRecovery::new(IcePolicy::default());
+        let mut ice = IceRecovery::new(IcePolicy::default(), Duration::ZERO);
         let s = Duration::from_secs;
         assert_eq!(ice.on_event(IceEvent::Connected, s(1)), None);
         assert_eq!(ice.on_event(IceEvent::Disconnected, s(10)), None);
@@ -228,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_lasting_disconnection_restarts_ice_after_the_grace_period() {
-        let mut ice = IceRecovery::new(IcePolicy::default());
+        let mut ice = IceRecovery::new(IcePolicy::default(), Duration::ZERO);
         let s = Duration::from_secs;
         ice.on_event(IceEvent::Connected, s(1));
         ice.on_event(IceEvent::Disconnected, s(10));
@@ -242,7 +251,7 @@ mod tests {
     #[test]
     fn failure_and_network_change_restart_at_once_and_repeated_failure_gives_up() {
         let policy = IcePolicy::default();
-        let mut ice = IceRecovery::new(policy);
+        let mut ice = IceRecovery::new(policy, Duration::ZERO);
         let s = Duration::from_secs;
         assert_eq!(ice.on_event(IceEvent::NetworkChanged, s(0)), Some(IceAction::Restart));
         // A failure report during a restart does not start another; the restart's timeout does.
@@ -261,5 +270,25 @@ mod tests {
             "four restarts in all, then give up"
         );
         assert_eq!(ice.on_event(IceEvent::Failed, now), None, "given up stays given up");
+    }
+
+    #[test]
+    fn a_connection_that_never_connects_is_restarted_and_then_given_up() {
+        // No candidate pair at all: ICE itself may never say "failed".
+        let policy = IcePolicy::default();
+        let mut ice = IceRecovery::new(policy, Duration::from_secs(5));
+        assert_eq!(ice.poll(Duration::from_secs(5) + policy.connect_timeout / 2), None);
+        let mut now = Duration::from_secs(5) + policy.connect_timeout;
+        assert_eq!(ice.poll(now), Some(IceAction::Restart));
+        let mut actions = vec![];
+        for _ in 0..10 {
+            now += policy.restart_timeout;
+            actions.extend(ice.poll(now));
+        }
+        assert_eq!(actions, [IceAction::Restart, IceAction::Restart, IceAction::Restart, IceAction::GiveUp]);
+        // Connecting in time needs nothing.
+        let mut ice = IceRecovery::new(policy, Duration::ZERO);
+        ice.on_event(IceEvent::Connected, Duration::from_secs(1));
+        assert_eq!(ice.poll(Duration::from_secs(60)), None);
     }
 }

@@ -21,7 +21,8 @@ use confer_media::{
 use confer_proto::{ClientMessage, InviteLink, LeaveReason, Participant, PeerId};
 use tokio::sync::mpsc;
 
-use crate::decide::{IceAction, IcePolicy, IceRecovery, is_offerer};
+use crate::data::PeerMessage;
+use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, is_offerer};
 use crate::peer::{CandidateType, LocalTracks, Peer, PeerEvent, Stack};
 use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signaling, SignalingEvent};
 
@@ -142,6 +143,13 @@ pub enum EngineEvent {
         /// The text.
         text: String,
     },
+    /// The machine's addresses changed; connections are being moved (ICE restarts).
+    NetworkChanged {
+        /// Addresses that appeared.
+        added: Vec<std::net::IpAddr>,
+        /// Addresses that went away.
+        removed: Vec<std::net::IpAddr>,
+    },
     /// The relay connection dropped; signaling is coming back (media keeps flowing).
     RelayReconnecting {
         /// Why it dropped.
@@ -172,6 +180,10 @@ pub struct PeerReport {
     pub candidate_type: Option<CandidateType>,
     /// Whether it is muted (as it says).
     pub muted: bool,
+    /// Whether its hand is raised (as it says).
+    pub hand_raised: bool,
+    /// ICE restarts this side made (as the offerer).
+    pub ice_restarts: u32,
     /// Glass-to-glass video latency, ms: decode time minus the capture time stamped into each
     /// synthetic frame (clocks must agree: same machine or NTP), one sample per frame (last 10,000).
     pub video_latency_ms: Vec<f64>,
@@ -197,6 +209,7 @@ enum Command {
     Chat(String),
     Mute(bool),
     Camera(bool),
+    Hand(bool),
     Host(ClientMessage),
     Report(tokio::sync::oneshot::Sender<HashMap<PeerId, PeerReport>>),
 }
@@ -226,6 +239,11 @@ impl EngineHandle {
     /// Turns the camera on or off (no video is sent while off).
     pub fn camera(&self, on: bool) {
         let _ = self.commands.send(Command::Camera(on));
+    }
+
+    /// Raises or lowers this participant's hand.
+    pub fn raise_hand(&self, raised: bool) {
+        let _ = self.commands.send(Command::Hand(raised));
     }
 
     /// A host action: lock, unlock, admit, deny, remove.
@@ -270,7 +288,7 @@ pub async fn join(
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = mpsc::unbounded_channel();
     let sending = Arc::new(Sending::default());
-    let speaker = start_media(&config, &tracks, &sending, media_tx)?;
+    let speaker = start_media(&config, &sending, media_tx)?;
 
     let mut engine = Engine {
         config,
@@ -287,6 +305,9 @@ pub async fn join(
         sending,
         decoders: HashMap::new(),
         reports: HashMap::new(),
+        participants: HashMap::new(),
+        hand_raised: false,
+        addresses: crate::peer::local_addresses(),
         tone_windows: HashMap::new(),
         unconfirmed: HashMap::new(),
         markers: HashMap::new(),
@@ -336,12 +357,10 @@ enum Encoded {
 /// Starts capture and encoding; returns the speaker.
 fn start_media(
     config: &EngineConfig,
-    tracks: &LocalTracks,
     sending: &Arc<Sending>,
     out: mpsc::UnboundedSender<Encoded>,
 ) -> Result<Arc<Mutex<Speaker>>, EngineError> {
     let media_error = |e: &dyn std::fmt::Display| EngineError::Media(e.to_string());
-    let _ = tracks;
     let (camera_choice, mic_choice, speaker_choice, processing) = match &config.media {
         MediaSource::Synthetic { pattern_id } => (
             Some(CameraChoice::Synthetic { id: *pattern_id, name: config.name.clone() }),
@@ -473,6 +492,12 @@ struct Engine {
     sending: Arc<Sending>,
     decoders: HashMap<PeerId, H264Decoder>,
     reports: HashMap<PeerId, PeerReport>,
+    /// Everyone else, as the relay and their own data channel last described them.
+    participants: HashMap<PeerId, Participant>,
+    /// Our hand is raised.
+    hand_raised: bool,
+    /// The machine's interface addresses at the last look.
+    addresses: std::collections::BTreeSet<std::net::IpAddr>,
     /// Recent decoded audio per peer, for naming its synthetic tone.
     tone_windows: HashMap<PeerId, Vec<i16>>,
     /// Peers the relay did not list when we resumed, and since when.
@@ -547,6 +572,7 @@ impl Engine {
         let Some(session) = &self.session else { return };
         let id = participant.id.clone();
         self.reports.entry(id.clone()).or_default().name.clone_from(&participant.name);
+        self.participants.insert(id.clone(), participant.clone());
         let _ = self.events.send(EngineEvent::Participant(participant));
         if self.peers.contains_key(&id) {
             return;
@@ -578,15 +604,23 @@ impl Engine {
                 }
             }
         }
+        // Said as soon as the channel opens (it waits until then), before the relay's word arrives.
+        peer.send_data(&self.my_state().encode()).await;
         let _ = self.playout.add_stream(id.clone());
         self.peers.insert(
             id,
-            PeerSlot { peer, offerer, ice: IceRecovery::new(IcePolicy::default()), connected: false },
+            PeerSlot {
+                peer,
+                offerer,
+                ice: IceRecovery::new(IcePolicy::default(), self.now()),
+                connected: false,
+            },
         );
     }
 
     async fn remove_participant(&mut self, id: &PeerId) {
         self.unconfirmed.remove(id);
+        self.participants.remove(id);
         if let Some(slot) = self.peers.remove(id) {
             slot.peer.close().await;
         }
@@ -606,8 +640,10 @@ impl Engine {
             SignalingEvent::PeerUpdated(participant) => {
                 if let Some(report) = self.reports.get_mut(&participant.id) {
                     report.muted = participant.muted;
+                    report.hand_raised = participant.hand_raised;
                     report.name.clone_from(&participant.name);
                 }
+                self.participants.insert(participant.id.clone(), participant.clone());
                 let _ = self.events.send(EngineEvent::Participant(participant));
             }
             SignalingEvent::PeerReconnecting(id) => {
@@ -673,7 +709,7 @@ impl Engine {
                 let now = self.now();
                 let Some(slot) = self.peers.get_mut(&from) else { return };
                 let action = slot.ice.on_event(ice_event, now);
-                if ice_event == crate::decide::IceEvent::Connected && !slot.connected {
+                if ice_event == IceEvent::Connected && !slot.connected {
                     slot.connected = true;
                     let candidate_type = slot.peer.candidate_type().await;
                     self.reports.entry(from.clone()).or_default().candidate_type = candidate_type;
@@ -687,13 +723,36 @@ impl Engine {
                 let arrival = self.now().as_micros() as u64;
                 self.playout.push(&from, rtp_timestamp, payload, arrival);
             }
-            PeerEvent::Data(text) => {
-                if let Some(chat) = text.strip_prefix("chat:") {
-                    let _ = self.events.send(EngineEvent::Chat { from, text: chat.to_owned() });
+            PeerEvent::Data(text) => match PeerMessage::decode(&text) {
+                Ok(PeerMessage::Chat { text }) => {
+                    let _ = self.events.send(EngineEvent::Chat { from, text });
                 }
-            }
+                Ok(PeerMessage::State { muted, camera, hand_raised }) => {
+                    let report = self.reports.entry(from.clone()).or_default();
+                    (report.muted, report.hand_raised) = (muted, hand_raised);
+                    if let Some(participant) = self.participants.get_mut(&from) {
+                        (participant.muted, participant.camera, participant.hand_raised) =
+                            (muted, camera, hand_raised);
+                        let _ = self.events.send(EngineEvent::Participant(participant.clone()));
+                    }
+                }
+                Err(err) => tracing::debug!(peer = %from, error = %err, "a data-channel message was refused"),
+            },
             PeerEvent::KeyframeRequested => self.sending.keyframe.store(true, Ordering::Relaxed),
             PeerEvent::SendLoss(loss) => self.follow_loss(loss),
+            PeerEvent::NothingGathered => {
+                let detail = if self.config.relay_only {
+                    "no ICE candidates gathered here: relay candidates only, and no TURN server \
+                     answered (or the relay offers none)"
+                } else {
+                    "no ICE candidates gathered here: no usable network interface"
+                };
+                let _ =
+                    self.events.send(EngineEvent::PeerUnreachable { id: from, detail: detail.to_owned() });
+            }
+            PeerEvent::RoundTrip(rtt) => {
+                self.reports.entry(from.clone()).or_default().rtt_ms = Some(rtt.as_secs_f64() * 1_000.0);
+            }
         }
     }
 
@@ -772,17 +831,25 @@ impl Engine {
             self.remove_participant(&id).await;
             let _ = self.events.send(EngineEvent::ParticipantLeft { id, reason: LeaveReason::Timeout });
         }
+        let addresses = crate::peer::local_addresses();
+        let network_changed = addresses != self.addresses;
+        if network_changed {
+            let added = addresses.difference(&self.addresses).copied().collect();
+            let removed = self.addresses.difference(&addresses).copied().collect();
+            tracing::info!(?added, ?removed, "the network changed");
+            let _ = self.events.send(EngineEvent::NetworkChanged { added, removed });
+            self.addresses = addresses;
+        }
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
-            let action = self.peers.get_mut(&id).and_then(|slot| slot.ice.poll(now));
+            let action = self.peers.get_mut(&id).and_then(|slot| {
+                let changed =
+                    network_changed.then(|| slot.ice.on_event(IceEvent::NetworkChanged, now)).flatten();
+                changed.or_else(|| slot.ice.poll(now))
+            });
             self.act(&id, action).await;
             if let Some(slot) = self.peers.get(&id) {
                 slot.peer.flush_data().await;
-                let rtt = slot.peer.rtt_ms().await;
-                let report = self.reports.entry(id.clone()).or_default();
-                if rtt.is_some() {
-                    report.rtt_ms = rtt;
-                }
             }
             if let Some(window) = self.tone_windows.get(&id)
                 && window.len() >= 9_600
@@ -803,14 +870,16 @@ impl Engine {
         let Some(slot) = self.peers.get_mut(id) else { return };
         match action {
             Some(IceAction::Restart) if slot.offerer => {
+                self.reports.entry(id.clone()).or_default().ice_restarts += 1;
                 if let Ok(offer) = slot.peer.offer(true).await {
                     self.signaling.signal(id.clone(), offer);
                 }
             }
             Some(IceAction::GiveUp) => {
                 let detail = format!(
-                    "ICE failed after {} restarts{}",
+                    "no connection after {} ICE restarts; {}{}",
                     slot.ice.restarts(),
+                    slot.peer.candidate_summary(),
                     if self.config.relay_only { " (relay candidates only)" } else { "" }
                 );
                 let _ = self.events.send(EngineEvent::PeerUnreachable { id: id.clone(), detail });
@@ -819,15 +888,30 @@ impl Engine {
         }
     }
 
+    /// Our state as said on the data channels.
+    fn my_state(&self) -> PeerMessage {
+        PeerMessage::State {
+            muted: !self.sending.audio.load(Ordering::Relaxed),
+            camera: self.sending.video.load(Ordering::Relaxed),
+            hand_raised: self.hand_raised,
+        }
+    }
+
+    /// Sends a message on every peer's data channel (waiting there until it opens).
+    async fn tell_everyone(&mut self, message: &PeerMessage) {
+        let text = message.encode();
+        for slot in self.peers.values() {
+            slot.peer.send_data(&text).await;
+        }
+    }
+
     async fn on_command(&mut self, command: Command) {
         match command {
-            Command::Chat(text) => {
-                for slot in self.peers.values() {
-                    slot.peer.send_data(&format!("chat:{text}")).await;
-                }
-            }
+            Command::Chat(text) => self.tell_everyone(&PeerMessage::Chat { text }).await,
             Command::Mute(muted) => {
                 self.sending.audio.store(!muted, Ordering::Relaxed);
+                let state = self.my_state();
+                self.tell_everyone(&state).await;
                 self.signaling.send(ClientMessage::Update {
                     name: None,
                     muted: Some(muted),
@@ -837,6 +921,8 @@ impl Engine {
             }
             Command::Camera(on) => {
                 self.sending.video.store(on, Ordering::Relaxed);
+                let state = self.my_state();
+                self.tell_everyone(&state).await;
                 if on {
                     self.sending.keyframe.store(true, Ordering::Relaxed);
                 }
@@ -845,6 +931,17 @@ impl Engine {
                     muted: None,
                     camera: Some(on),
                     hand_raised: None,
+                });
+            }
+            Command::Hand(raised) => {
+                self.hand_raised = raised;
+                let state = self.my_state();
+                self.tell_everyone(&state).await;
+                self.signaling.send(ClientMessage::Update {
+                    name: None,
+                    muted: None,
+                    camera: None,
+                    hand_raised: Some(raised),
                 });
             }
             Command::Host(message) => self.signaling.send(message),

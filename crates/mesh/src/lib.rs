@@ -1,7 +1,9 @@
-//! Confer's call engine. So far: the signaling client ([`signaling`]), the certificate pinning
-//! it shares with everything that talks to a relay ([`tls`]), and the engine's decisions in an
-//! IO-free form tested in fake time ([`decide`]). Peer connections come next.
+//! Confer's call engine ([`engine`]): the signaling client ([`signaling`]), the certificate
+//! pinning it shares with everything that talks to a relay ([`tls`]), what peers say on their
+//! data channels ([`data`]), the engine's decisions in an IO-free form tested in fake time
+//! ([`decide`]), and one WebRTC peer connection per remote participant (behind one module).
 
+pub mod data;
 pub mod decide;
 pub mod engine;
 mod peer;

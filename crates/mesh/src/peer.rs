@@ -7,10 +7,11 @@
 //! retransmission (the crate's default interceptors), PLI both ways (the receiver asks on the
 //! first packet and after loss; the sender reports requests so the encoder makes a keyframe),
 //! trickle ICE with candidates held until the remote description is set, ICE restart, one
-//! ordered data channel (negotiated, id 0) for chat and state, and the selected candidate pair.
+//! ordered data channel (announced by the offerer) for chat and state, and the selected candidate
+//! pair.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use confer_proto::{IceServer, PeerId, SignalPayload};
@@ -39,11 +40,12 @@ use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndicat
 use webrtc::rtcp::receiver_report::ReceiverReport;
 use webrtc::rtp::codecs::h264::H264Packet;
 use webrtc::rtp::codecs::opus::OpusPacket;
+use webrtc::rtp::extension::abs_send_time_extension::unix2ntp;
 use webrtc::rtp::packetizer::Depacketizer as _;
 use webrtc::rtp_transceiver::RTCPFeedback;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType};
+use webrtc::rtp_transceiver::rtp_receiver::RTCRtpReceiver;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
-use webrtc::stats::StatsReportType;
 use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 use webrtc::track::track_remote::TrackRemote;
@@ -204,18 +206,38 @@ pub(crate) enum PeerEvent {
     KeyframeRequested,
     /// Loss the peer reports for what we send (0..1), from its receiver reports.
     SendLoss(f64),
+    /// Round-trip time to the peer, from its receiver report on one of our senders.
+    RoundTrip(Duration),
+    /// Gathering ended without a single local candidate: no path can exist.
+    NothingGathered,
+}
+
+/// The candidate types seen on one connection, to say why it found no path.
+#[derive(Debug, Default)]
+struct CandidateLog {
+    gathered: std::collections::BTreeSet<&'static str>,
+    received: std::collections::BTreeSet<&'static str>,
+}
+
+/// The type a candidate line names (`typ host`, …), if it is one ICE knows.
+fn candidate_type_of(line: &str) -> Option<&'static str> {
+    let mut words = line.split_ascii_whitespace();
+    words.find(|w| *w == "typ")?;
+    ["host", "srflx", "prflx", "relay"].into_iter().find(|t| words.next() == Some(*t))
 }
 
 /// One peer connection.
 pub(crate) struct Peer {
     pc: Arc<RTCPeerConnection>,
-    data: Arc<RTCDataChannel>,
+    /// The data channel, once there is one (the offerer makes it; the answerer gets it).
+    data: DataSlot,
     /// Messages sent before the data channel opened, sent when it does.
     unsent: Arc<std::sync::Mutex<Vec<String>>>,
     offerer: bool,
     /// Remote candidates that came before the remote description.
     held: Vec<RTCIceCandidateInit>,
     has_remote: bool,
+    candidates: Arc<std::sync::Mutex<CandidateLog>>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -270,17 +292,61 @@ impl Peer {
             pc.add_track(Arc::clone(&tracks.audio) as Arc<dyn TrackLocal + Send + Sync>).await?;
         watch_rtcp(video_sender, remote.clone(), events.clone(), true);
         watch_rtcp(audio_sender, remote.clone(), events.clone(), false);
-        let data = pc
-            .create_data_channel(
-                "confer",
-                Some(RTCDataChannelInit { ordered: Some(true), negotiated: Some(0), ..Default::default() }),
-            )
-            .await?;
+        // The data channel is announced in band (DCEP) by the offerer. (Negotiated channels race
+        // in webrtc 0.17: a message that arrives before the crate has set up its own side of the
+        // stream is taken for an announcement, fails, and the stream is closed.)
+        let data: DataSlot = Arc::default();
+        let unsent: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let wiring = DataWiring {
+            slot: Arc::clone(&data),
+            unsent: Arc::clone(&unsent),
+            events: events.clone(),
+            who: remote.clone(),
+        };
+        if offerer {
+            let channel = pc
+                .create_data_channel(
+                    DATA_LABEL,
+                    Some(RTCDataChannelInit { ordered: Some(true), ..Default::default() }),
+                )
+                .await?;
+            wiring.take(&channel);
+        } else {
+            pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
+                let wiring = wiring.clone();
+                Box::pin(async move {
+                    if channel.label() == DATA_LABEL && wiring.slot.lock().is_ok_and(|s| s.is_none()) {
+                        wiring.take(&channel);
+                    } else {
+                        // One channel per peer: anything else a peer opens is closed.
+                        let _ = channel.close().await;
+                    }
+                })
+            }));
+        }
 
         let tx = events.clone();
         let who = remote.clone();
+        let candidates: Arc<std::sync::Mutex<CandidateLog>> = Arc::default();
+        let log = Arc::clone(&candidates);
         pc.on_ice_candidate(Box::new(move |candidate: Option<RTCIceCandidate>| {
             let (tx, who) = (tx.clone(), who.clone());
+            if let Ok(mut log) = log.lock() {
+                match &candidate {
+                    Some(c) => {
+                        log.gathered.insert(match c.typ {
+                            RTCIceCandidateType::Srflx => "srflx",
+                            RTCIceCandidateType::Prflx => "prflx",
+                            RTCIceCandidateType::Relay => "relay",
+                            _ => "host",
+                        });
+                    }
+                    None if log.gathered.is_empty() => {
+                        let _ = tx.send((who.clone(), PeerEvent::NothingGathered));
+                    }
+                    None => {}
+                }
+            }
             Box::pin(async move {
                 let payload = match candidate.map(|c| c.to_json()) {
                     Some(Ok(init)) => SignalPayload::Candidate {
@@ -313,38 +379,21 @@ impl Peer {
             Box::pin(async {})
         }));
 
-        let unsent: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-        let (channel, queue) = (Arc::clone(&data), Arc::clone(&unsent));
-        data.on_open(Box::new(move || {
-            Box::pin(async move {
-                let waiting = queue.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
-                for text in waiting {
-                    let _ = channel.send_text(text).await;
-                }
-            })
-        }));
-
-        let tx = events.clone();
-        let who = remote.clone();
-        data.on_message(Box::new(move |message: DataChannelMessage| {
-            if message.is_string {
-                let text = String::from_utf8_lossy(&message.data).into_owned();
-                let _ = tx.send((who.clone(), PeerEvent::Data(text)));
-            }
-            Box::pin(async {})
-        }));
-
         let tx = events;
         let who = remote;
         let weak = Arc::downgrade(&pc);
-        pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
+        pc.on_track(Box::new(move |track: Arc<TrackRemote>, receiver: Arc<RTCRtpReceiver>, _| {
             let (tx, who, weak) = (tx.clone(), who.clone(), weak.clone());
             // Reading runs in its own task: a handler's future holds the connection's lock.
             tokio::spawn(read_track(track, weak, who, tx));
+            // The crate's interceptors see incoming RTCP only as it is read. The peer's sender
+            // reports must pass them, or our receiver reports cannot say when the last one came,
+            // and the peer gets no round-trip time.
+            tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });
             Box::pin(async {})
         }));
 
-        Ok(Self { pc, data, unsent, offerer, held: Vec::new(), has_remote: false })
+        Ok(Self { pc, data, unsent, offerer, held: Vec::new(), has_remote: false, candidates })
     }
 
     /// The offerer's first offer (or a restart's, with fresh ICE credentials).
@@ -374,6 +423,9 @@ impl Peer {
                 Ok(None)
             }
             SignalPayload::Candidate { candidate, sdp_mid, sdp_m_line_index, username_fragment } => {
+                if let (Some(typ), Ok(mut log)) = (candidate_type_of(&candidate), self.candidates.lock()) {
+                    log.received.insert(typ);
+                }
                 let init = RTCIceCandidateInit {
                     candidate,
                     sdp_mid,
@@ -402,9 +454,8 @@ impl Peer {
 
     /// Sends a text message on the data channel; before it opens, the message waits (up to 64).
     pub(crate) async fn send_data(&self, text: &str) {
-        use webrtc::data_channel::data_channel_state::RTCDataChannelState;
-        if self.data.ready_state() == RTCDataChannelState::Open {
-            let _ = self.data.send_text(text.to_owned()).await;
+        if let Some(channel) = open_channel(&self.data) {
+            let _ = channel.send_text(text.to_owned()).await;
             return;
         }
         if let Ok(mut unsent) = self.unsent.lock()
@@ -413,24 +464,14 @@ impl Peer {
             unsent.push(text.to_owned());
         }
         // The channel may have opened (and flushed) between the check and the push.
-        if self.data.ready_state() == RTCDataChannelState::Open {
-            let waiting = self.unsent.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
-            for text in waiting {
-                let _ = self.data.send_text(text).await;
-            }
-        }
+        self.flush_data().await;
     }
 
     /// Sends messages that waited for the data channel, if it is open now (a safety net for an
     /// open notification that came before the handler, or not at all).
     pub(crate) async fn flush_data(&self) {
-        use webrtc::data_channel::data_channel_state::RTCDataChannelState;
-        if self.data.ready_state() != RTCDataChannelState::Open {
-            return;
-        }
-        let waiting = self.unsent.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
-        for text in waiting {
-            let _ = self.data.send_text(text).await;
+        if let Some(channel) = open_channel(&self.data) {
+            flush(&channel, &self.unsent).await;
         }
     }
 
@@ -446,17 +487,26 @@ impl Peer {
         }
     }
 
-    /// Round-trip time from the peer's receiver reports, ms.
-    pub(crate) async fn rtt_ms(&self) -> Option<f64> {
-        let report = self.pc.get_stats().await;
-        report
-            .reports
-            .values()
-            .filter_map(|r| match r {
-                StatsReportType::RemoteInboundRTP(s) => s.round_trip_time,
-                _ => None,
-            })
-            .reduce(f64::min)
+    /// The candidate types gathered here and received from the peer, for a failure's detail:
+    /// "gathered here: host, srflx; from the peer: host".
+    pub(crate) fn candidate_summary(&self) -> String {
+        let list = |set: &std::collections::BTreeSet<&str>| {
+            if set.is_empty() {
+                "none".to_owned()
+            } else {
+                set.iter().copied().collect::<Vec<_>>().join(", ")
+            }
+        };
+        self.candidates.lock().map_or_else(
+            |_| String::new(),
+            |log| {
+                format!(
+                    "candidates gathered here: {}; from the peer: {}",
+                    list(&log.gathered),
+                    list(&log.received)
+                )
+            },
+        )
     }
 
     /// Closes the connection.
@@ -465,17 +515,97 @@ impl Peer {
     }
 }
 
+/// The machine's interface addresses, as ICE sees them when it gathers host candidates: a change
+/// means the network changed (Wi-Fi to Ethernet, a VPN up, a new address).
+pub(crate) fn local_addresses() -> std::collections::BTreeSet<std::net::IpAddr> {
+    webrtc::util::ifaces::ifaces()
+        .map(|list| list.into_iter().filter_map(|i| i.addr.map(|a| a.ip())).collect())
+        .unwrap_or_default()
+}
+
+/// The data channel's label (docs/PROTOCOL.md section 10).
+const DATA_LABEL: &str = "confer";
+
+type DataSlot = Arc<std::sync::Mutex<Option<Arc<RTCDataChannel>>>>;
+
+/// The data channel, if it is there and open.
+fn open_channel(slot: &DataSlot) -> Option<Arc<RTCDataChannel>> {
+    use webrtc::data_channel::data_channel_state::RTCDataChannelState;
+    let channel = slot.lock().ok()?.clone()?;
+    (channel.ready_state() == RTCDataChannelState::Open).then_some(channel)
+}
+
+/// Sends what waited.
+async fn flush(channel: &RTCDataChannel, unsent: &std::sync::Mutex<Vec<String>>) {
+    let waiting = unsent.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
+    for text in waiting {
+        let _ = channel.send_text(text).await;
+    }
+}
+
+/// What a data channel is connected to once there is one.
+#[derive(Clone)]
+struct DataWiring {
+    slot: DataSlot,
+    unsent: Arc<std::sync::Mutex<Vec<String>>>,
+    events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
+    who: PeerId,
+}
+
+impl DataWiring {
+    /// Makes `channel` the peer's data channel: what waited goes out when it opens, and what
+    /// arrives is handed to the engine.
+    fn take(&self, channel: &Arc<RTCDataChannel>) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(Arc::clone(channel));
+        }
+        let (opened, unsent) = (Arc::clone(channel), Arc::clone(&self.unsent));
+        channel.on_open(Box::new(move || Box::pin(async move { flush(&opened, &unsent).await })));
+        let (tx, who) = (self.events.clone(), self.who.clone());
+        channel.on_message(Box::new(move |message: DataChannelMessage| {
+            if message.is_string {
+                let text = String::from_utf8_lossy(&message.data).into_owned();
+                let _ = tx.send((who.clone(), PeerEvent::Data(text)));
+            }
+            Box::pin(async {})
+        }));
+    }
+}
+
 /// Reassembles H.264 access units from RTP packets as soon as a frame's last packet (the one
 /// with the marker bit) and every packet before it are in: no waiting for the next frame, as
 /// webrtc's `SampleBuilder` does (a whole frame interval of latency). Packets of one frame may
 /// arrive out of order (a NACK retransmission); a frame with a hole is dropped once a later frame
 /// completes, and reported so the receiver asks for a keyframe.
+///
+/// Padding-only packets (no payload: browsers send them between frames to probe bandwidth, with
+/// the timestamp of the frame before) take sequence numbers but belong to no frame: each counts
+/// as an empty frame of its own, so it neither breaks the frame after it nor joins the one before.
 #[derive(Debug, Default)]
 struct FrameAssembler {
-    /// Packets not yet assembled: (sequence, timestamp, marker, payload).
-    pending: Vec<(u16, u32, bool, Vec<u8>)>,
-    /// The sequence number of the last packet of the last frame handed out.
+    /// Packets not yet assembled.
+    pending: Vec<Held>,
+    /// The sequence number of the last packet handed out (or passed over, for padding).
     last_end: Option<u16>,
+}
+
+#[derive(Debug)]
+struct Held {
+    sequence: u16,
+    timestamp: u32,
+    marker: bool,
+    payload: Vec<u8>,
+}
+
+impl Held {
+    fn is_padding(&self) -> bool {
+        self.payload.is_empty()
+    }
+
+    /// The last packet of a frame, or padding (its own empty frame).
+    fn ends_frame(&self) -> bool {
+        self.marker || self.is_padding()
+    }
 }
 
 /// Packets held at most (a few frames' worth).
@@ -492,10 +622,10 @@ impl FrameAssembler {
         payload: Vec<u8>,
     ) -> (Vec<Vec<u8>>, bool) {
         let stale = self.last_end.is_some_and(|end| (sequence.wrapping_sub(end) as i16) <= 0);
-        if stale || self.pending.iter().any(|p| p.0 == sequence) {
+        if stale || self.pending.iter().any(|p| p.sequence == sequence) {
             return (Vec::new(), false);
         }
-        self.pending.push((sequence, timestamp, marker, payload));
+        self.pending.push(Held { sequence, timestamp, marker, payload });
         let mut damaged = false;
         if self.pending.len() > MAX_PENDING {
             self.pending.clear();
@@ -508,28 +638,32 @@ impl FrameAssembler {
             let oldest = self
                 .pending
                 .iter()
-                .map(|p| p.0)
+                .map(|p| p.sequence)
                 .min_by(|a, b| (a.wrapping_sub(*b) as i16).cmp(&0))
                 .unwrap_or(sequence);
             let base = self.last_end.unwrap_or_else(|| oldest.wrapping_sub(1));
-            let Some(&(end, ts, _, _)) =
-                self.pending.iter().filter(|p| p.2).min_by_key(|p| p.0.wrapping_sub(base))
+            let Some(last) =
+                self.pending.iter().filter(|p| p.ends_frame()).min_by_key(|p| p.sequence.wrapping_sub(base))
             else {
                 break;
             };
-            let mut frame: Vec<&(u16, u32, bool, Vec<u8>)> =
-                self.pending.iter().filter(|p| p.1 == ts).collect();
-            frame.sort_by_key(|p| std::cmp::Reverse(end.wrapping_sub(p.0)));
-            let first = frame.first().map_or(end, |p| p.0);
-            let contiguous = frame.windows(2).all(|w| w[1].0 == w[0].0.wrapping_add(1))
-                && frame.last().is_some_and(|p| p.0 == end)
+            let (end, ts, padding) = (last.sequence, last.timestamp, last.is_padding());
+            let mut frame: Vec<&Held> = if padding {
+                vec![last]
+            } else {
+                self.pending.iter().filter(|p| p.timestamp == ts && !p.is_padding()).collect()
+            };
+            frame.sort_by_key(|p| std::cmp::Reverse(end.wrapping_sub(p.sequence)));
+            let first = frame.first().map_or(end, |p| p.sequence);
+            let contiguous = frame.windows(2).all(|w| w[1].sequence == w[0].sequence.wrapping_add(1))
+                && frame.last().is_some_and(|p| p.sequence == end)
                 && self.last_end.is_none_or(|last| first == last.wrapping_add(1));
-            if contiguous {
+            if contiguous && !padding {
                 let mut depacketizer = H264Packet::default();
                 let mut access_unit = Vec::new();
                 let mut ok = true;
                 for packet in &frame {
-                    match depacketizer.depacketize(&Bytes::copy_from_slice(&packet.3)) {
+                    match depacketizer.depacketize(&Bytes::copy_from_slice(&packet.payload)) {
                         Ok(nal) => access_unit.extend_from_slice(&nal),
                         Err(_) => ok = false,
                     }
@@ -539,15 +673,20 @@ impl FrameAssembler {
                 } else {
                     damaged = true;
                 }
-            } else {
+            } else if !contiguous {
                 // A hole: wait while the frame is the newest, drop it when a later one is done.
-                let later_done = self.pending.iter().any(|p| p.2 && (p.0.wrapping_sub(end) as i16) > 0);
+                let later_done = self
+                    .pending
+                    .iter()
+                    .any(|p| p.marker && !p.is_padding() && (p.sequence.wrapping_sub(end) as i16) > 0);
                 if !later_done {
                     break;
                 }
                 damaged = true;
             }
-            self.pending.retain(|p| p.1 != ts && (p.0.wrapping_sub(end) as i16) > 0);
+            self.pending.retain(|p| {
+                (p.timestamp != ts || p.is_padding()) && (p.sequence.wrapping_sub(end) as i16) > 0
+            });
             self.last_end = Some(end);
         }
         (out, damaged)
@@ -576,6 +715,10 @@ fn watch_rtcp(
                     let _ = events.send((who.clone(), PeerEvent::KeyframeRequested));
                 } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
                     for block in report.reports.iter().filter(|b| Some(b.ssrc) == ssrc) {
+                        let now = unix2ntp(SystemTime::now());
+                        if let Some(rtt) = round_trip(now, block.last_sender_report, block.delay) {
+                            let _ = events.send((who.clone(), PeerEvent::RoundTrip(rtt)));
+                        }
                         if video {
                             let _ = events.send((
                                 who.clone(),
@@ -587,6 +730,19 @@ fn watch_rtcp(
             }
         }
     });
+}
+
+/// Round-trip time from a receiver report block (RFC 3550 §6.4.1): now, minus when our sender
+/// report it answers left (`lsr`, the middle 32 bits of its NTP time), minus how long the peer
+/// held it (`dlsr`), all in 1/65536 s. `None` before the peer has had a sender report from us, or
+/// when the clock arithmetic makes no sense (more than a minute, or negative).
+fn round_trip(now_ntp: u64, lsr: u32, dlsr: u32) -> Option<Duration> {
+    if lsr == 0 {
+        return None;
+    }
+    let now = (now_ntp >> 16) as u32;
+    let rtt = now.wrapping_sub(lsr).wrapping_sub(dlsr);
+    (rtt < 60 << 16).then(|| Duration::from_secs_f64(f64::from(rtt) / 65_536.0))
 }
 
 /// Reads one remote track until it ends: H.264 access units (asking for a keyframe first and
@@ -654,6 +810,22 @@ mod tests {
     }
 
     #[test]
+    fn round_trip_time_comes_from_the_report_timestamps() {
+        // Our sender report left at NTP 1000.5 s; the peer held it 0.25 s; now it is 1000.8 s.
+        let ntp = |secs: f64| ((secs * 65_536.0) as u64) << 16;
+        let lsr = (ntp(1_000.5) >> 16) as u32;
+        let rtt = round_trip(ntp(1_000.8), lsr, 65_536 / 4).unwrap();
+        assert!((rtt.as_secs_f64() - 0.05).abs() < 0.001, "{rtt:?}");
+        // No sender report received yet: no figure rather than a wrong one.
+        assert_eq!(round_trip(ntp(1_000.8), 0, 0), None);
+        // A report that claims to have been held longer than it has been out: nonsense.
+        assert_eq!(round_trip(ntp(1_000.8), lsr, 65_536), None);
+        // The 32-bit middle of NTP time wraps every 18 hours; the difference still holds.
+        let before_wrap = (u32::MAX - 65_536 / 10) as u64;
+        assert!(round_trip((before_wrap + 65_536 / 5) << 16, before_wrap as u32, 0).is_some());
+    }
+
+    #[test]
     fn a_frame_is_handed_out_on_its_last_packet_even_out_of_order() {
         let mut assembler = FrameAssembler::default();
         // Frame at ts 100: packets 10, 11, 12 (marker), arriving 10, 12, 11.
@@ -685,5 +857,39 @@ mod tests {
         assert_eq!(assembler.push(65_535, 1, false, nal(1)), (vec![], false));
         assert_eq!(assembler.push(0, 1, true, nal(2)).0.len(), 1);
         assert_eq!(assembler.push(1, 2, true, nal(3)).0.len(), 1);
+    }
+
+    #[test]
+    fn candidate_types_are_read_from_candidate_lines() {
+        assert_eq!(candidate_type_of("candidate:1 1 udp 2130706431 192.0.2.10 50000 typ host"), Some("host"));
+        let srflx = "candidate:2 1 udp 1694498815 198.51.100.7 40000 typ srflx raddr 0.0.0.0 rport 0";
+        assert_eq!(candidate_type_of(srflx), Some("srflx"));
+        assert_eq!(candidate_type_of("candidate:3 1 udp 1 203.0.113.1 3478 typ relay"), Some("relay"));
+        assert_eq!(candidate_type_of("candidate:4 1 udp 1 203.0.113.1 3478 typ"), None);
+        assert_eq!(candidate_type_of("candidate:5 1 udp 1 203.0.113.1 3478 typ wormhole"), None);
+        assert_eq!(candidate_type_of("garbage"), None);
+    }
+
+    #[test]
+    fn padding_between_frames_breaks_nothing() {
+        let mut assembler = FrameAssembler::default();
+        assert_eq!(assembler.push(1, 100, true, nal(1)).0.len(), 1);
+        // Padding after frame 100, carrying its timestamp, as browsers send it.
+        assert_eq!(assembler.push(2, 100, false, vec![]), (vec![], false));
+        assert_eq!(assembler.push(3, 100, false, vec![]), (vec![], false));
+        let (frames, damaged) = assembler.push(4, 200, true, nal(4));
+        assert_eq!((frames.len(), damaged), (1, false), "the frame after padding is whole");
+        // Padding that arrives before the end of the frame it follows.
+        assert_eq!(assembler.push(5, 300, false, nal(5)), (vec![], false));
+        assert_eq!(assembler.push(7, 300, false, vec![]), (vec![], false));
+        let (frames, damaged) = assembler.push(6, 300, true, nal(6));
+        assert_eq!((frames.len(), damaged), (1, false));
+        let (frames, damaged) = assembler.push(8, 400, true, nal(8));
+        assert_eq!((frames.len(), damaged), (1, false));
+        // A frame lost next to padding is still reported.
+        assert_eq!(assembler.push(9, 400, false, vec![]), (vec![], false));
+        assert_eq!(assembler.push(12, 500, true, nal(12)), (vec![], false), "10 and 11 may come yet");
+        let (frames, damaged) = assembler.push(13, 600, true, nal(13));
+        assert_eq!((frames.len(), damaged), (1, true), "frame 500 lost 10 and 11; 600 comes out");
     }
 }

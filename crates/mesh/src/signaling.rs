@@ -223,23 +223,15 @@ pub async fn join(
         camera: options.camera,
     };
     send(&mut socket, &join).await.map_err(|reason| unreachable_error(link, reason))?;
-    let (admission, resume_token) = match first_answer(&mut socket).await? {
-        ServerMessage::Joined {
-            peer_id,
-            room,
-            role,
-            participants,
-            ice_servers,
-            resume_token,
-            locked,
-            knocking,
-            ..
-        } => (
-            Admission::Joined(Session { peer_id, room, role, participants, ice_servers, locked, knocking }),
-            Some(resume_token),
-        ),
-        ServerMessage::Knocking { peer_id } => (Admission::Knocking { peer_id }, None),
-        other => return Err(JoinError::Protocol(format!("expected joined or knocking, got {other:?}"))),
+    let (admission, resume_token) = match session_of(first_answer(&mut socket).await?) {
+        Ok(Admitted { session, resume_token, resumed: false, .. }) => {
+            (Admission::Joined(session), Some(resume_token))
+        }
+        Ok(Admitted { .. }) => {
+            return Err(JoinError::Protocol("expected joined or knocking, got resumed".into()));
+        }
+        Err(ServerMessage::Knocking { peer_id }) => (Admission::Knocking { peer_id }, None),
+        Err(other) => return Err(JoinError::Protocol(format!("expected joined or knocking, got {other:?}"))),
     };
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (event_tx, events) = mpsc::unbounded_channel();
@@ -435,27 +427,19 @@ impl Client {
                 last_reason = reason;
                 continue;
             }
-            match first_answer(&mut socket).await {
-                Ok(ServerMessage::Resumed {
-                    peer_id,
-                    room,
-                    role,
-                    participants,
-                    ice_servers,
-                    resume_token,
-                    locked,
-                    knocking,
-                    gap,
-                    ..
-                }) => {
+            match first_answer(&mut socket).await.map(session_of) {
+                Ok(Ok(Admitted { session, resume_token, gap, resumed: true })) => {
                     self.resume_token = Some(resume_token);
                     self.backoff.reset();
-                    let session =
-                        Session { peer_id, room, role, participants, ice_servers, locked, knocking };
                     let _ = self.events.send(SignalingEvent::Resumed { session, gap });
                     return Ok(socket);
                 }
-                Ok(other) => return Err(JoinError::Protocol(format!("expected resumed, got {other:?}"))),
+                Ok(Ok(Admitted { .. })) => {
+                    return Err(JoinError::Protocol("expected resumed, got joined".into()));
+                }
+                Ok(Err(other)) => {
+                    return Err(JoinError::Protocol(format!("expected resumed, got {other:?}")));
+                }
                 // The relay is there but still starting or shutting down: try again.
                 Err(JoinError::Refused { code: ErrorCode::ShuttingDown, message }) => last_reason = message,
                 Err(JoinError::Protocol(reason)) => last_reason = reason,
@@ -522,6 +506,16 @@ impl Client {
 
     /// Turns one relay message into events; returns how the connection ends, if it does.
     fn handle(&mut self, message: ServerMessage) -> Option<Drop> {
+        // `joined` arrives here when a host admits a knocker; `resumed` only answers a resume.
+        let message = match session_of(message) {
+            Ok(Admitted { session, resume_token, resumed: false, .. }) => {
+                self.resume_token = Some(resume_token);
+                let _ = self.events.send(SignalingEvent::Admitted(session));
+                return None;
+            }
+            Ok(Admitted { resumed: true, .. }) => return None,
+            Err(message) => message,
+        };
         let event = match message {
             ServerMessage::Signal { from, seq, payload } => {
                 // A resume replays what came after last_seq; anything older is a duplicate.
@@ -530,28 +524,6 @@ impl Client {
                 }
                 self.last_seq = seq;
                 SignalingEvent::Signal { from, payload }
-            }
-            ServerMessage::Joined {
-                peer_id,
-                room,
-                role,
-                participants,
-                ice_servers,
-                resume_token,
-                locked,
-                knocking,
-                ..
-            } => {
-                self.resume_token = Some(resume_token);
-                SignalingEvent::Admitted(Session {
-                    peer_id,
-                    room,
-                    role,
-                    participants,
-                    ice_servers,
-                    locked,
-                    knocking,
-                })
             }
             ServerMessage::PeerJoined { peer } => SignalingEvent::PeerJoined(peer),
             ServerMessage::PeerLeft { peer, reason } => SignalingEvent::PeerLeft { peer, reason },
@@ -576,12 +548,67 @@ impl Client {
                 }
                 SignalingEvent::Error { code, message }
             }
-            ServerMessage::Pong { .. } | ServerMessage::Knocking { .. } | ServerMessage::Resumed { .. } => {
+            // (`joined` and `resumed` were taken above.)
+            ServerMessage::Pong { .. }
+            | ServerMessage::Knocking { .. }
+            | ServerMessage::Joined { .. }
+            | ServerMessage::Resumed { .. } => {
                 return None;
             }
         };
         let _ = self.events.send(event);
         None
+    }
+}
+
+/// A seat given by `joined` or `resumed`.
+struct Admitted {
+    session: Session,
+    resume_token: String,
+    /// Whether this answers a resume.
+    resumed: bool,
+    /// Signals were lost while away (resumes only).
+    gap: bool,
+}
+
+/// The session in a `joined` or `resumed` message; any other message is handed back.
+#[expect(clippy::result_large_err, reason = "the message is handed back by value once; boxing buys nothing")]
+fn session_of(message: ServerMessage) -> Result<Admitted, ServerMessage> {
+    match message {
+        ServerMessage::Joined {
+            peer_id,
+            room,
+            role,
+            participants,
+            ice_servers,
+            resume_token,
+            locked,
+            knocking,
+            ..
+        } => Ok(Admitted {
+            session: Session { peer_id, room, role, participants, ice_servers, locked, knocking },
+            resume_token,
+            resumed: false,
+            gap: false,
+        }),
+        ServerMessage::Resumed {
+            peer_id,
+            room,
+            role,
+            participants,
+            ice_servers,
+            resume_token,
+            locked,
+            knocking,
+            gap,
+            ..
+        } => Ok(Admitted {
+            session: Session { peer_id, room, role, participants, ice_servers, locked, knocking },
+            resume_token,
+            resumed: true,
+            gap,
+        }),
+        other => Err(other),
     }
 }
 

@@ -4,6 +4,8 @@
 mod camera;
 mod font;
 mod mic;
+mod speech;
 
 pub use camera::{FrameStamp, SyntheticCamera, read_stamp};
 pub use mic::{MARKER_HZ, MarkerDetector, SAMPLE_RATE, SyntheticMic, tone_hz, tone_level};
+pub use speech::SpeechLike;

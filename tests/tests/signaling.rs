@@ -4,98 +4,24 @@
 //! kind of failure comes back as its own error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use confer_mesh::rooms::{self, RoomError};
 use confer_mesh::signaling::{self, Admission, JoinError, JoinOptions, SignalingEvent};
 use confer_proto::{ErrorCode, Fingerprint, InviteLink, SignalPayload};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject as _;
-use sha2::{Digest as _, Sha256};
+use confer_tests::Relay;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// The relay binary, built by cargo next to this test if it is not there yet.
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/signaling-… → target/<profile>/confer-relay
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    let binary = profile_dir.join(format!("confer-relay{}", std::env::consts::EXE_SUFFIX));
-    if !binary.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "confer-relay", "--bin", "confer-relay"])
-            .status()
-            .expect("cargo builds the relay");
-        assert!(status.success(), "building confer-relay failed");
-    }
-    binary
+/// Creates a room the way "New meeting" does; returns the host and guest links.
+async fn create_room(relay: &Relay) -> (InviteLink, InviteLink) {
+    let room = rooms::create_room(&relay.url(), Some(pin(relay)), None, false).await.unwrap();
+    (room.host, room.guest)
 }
 
-struct Relay {
-    child: Child,
-    port: u16,
-    pin: Fingerprint,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Relay {
-    fn start(state_dir: &Path, listen: &str) -> Self {
-        Self::start_with(state_dir, listen, &[])
-    }
-
-    fn start_with(state_dir: &Path, listen: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(relay_binary())
-            .args(["--listen", listen])
-            .args(extra)
-            .arg("--state-dir")
-            .arg(state_dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the relay starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("relay listening") {
-                    let listen = line.split("listen=").nth(1).and_then(|v| v.split_whitespace().next());
-                    let _ = tx.send(listen.unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let listen = rx.recv_timeout(PATIENCE).expect("the relay reports its address");
-        let port = listen.rsplit(':').next().unwrap().parse().unwrap();
-        let pem = std::fs::read_to_string(state_dir.join("self-signed.crt")).unwrap();
-        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
-        Self { child, port, pin: Fingerprint(Sha256::digest(&der).into()) }
-    }
-
-    /// SIGTERM: the relay tells every client to reconnect, then exits.
-    fn terminate(&mut self) {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        let _ = self.child.wait();
-    }
-
-    /// Creates a room the way "New meeting" does; returns the host and guest links.
-    async fn create_room(&self) -> (InviteLink, InviteLink) {
-        let room = rooms::create_room(&self.origin(), Some(self.pin), None, false).await.unwrap();
-        (room.host, room.guest)
-    }
-
-    fn origin(&self) -> String {
-        format!("wss://localhost:{}", self.port)
-    }
+fn pin(relay: &Relay) -> Fingerprint {
+    Fingerprint::parse(&relay.fingerprint).unwrap()
 }
 
 async fn next_matching(
@@ -122,7 +48,7 @@ fn offer(text: &str) -> SignalPayload {
 async fn members_see_each_other_and_exchange_signals_over_pinned_wss() {
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
-    let (host_link, guest_link) = relay.create_room().await;
+    let (host_link, guest_link) = create_room(&relay).await;
     assert!(host_link.fingerprint.is_some(), "the link pins the relay");
 
     let (host, admission, mut host_events) =
@@ -157,7 +83,7 @@ async fn a_relay_restart_is_survived_and_signals_flow_again() {
     let state = tempfile::tempdir().unwrap();
     let mut relay = Relay::start(state.path(), "127.0.0.1:0");
     let port = relay.port;
-    let (host_link, guest_link) = relay.create_room().await;
+    let (host_link, guest_link) = create_room(&relay).await;
     let (_host, admission, mut host_events) =
         signaling::join(&host_link, JoinOptions::new("Host")).await.unwrap();
     let Admission::Joined(host_session) = admission else { panic!("the host knocked") };
@@ -191,7 +117,7 @@ async fn a_relay_restart_is_survived_and_signals_flow_again() {
 async fn failures_are_told_apart() {
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
-    let (host_link, _) = relay.create_room().await;
+    let (host_link, _) = create_room(&relay).await;
 
     // A wrong pin: the relay is there but is not the one the link names.
     let mut wrong_pin = host_link.clone();
@@ -206,7 +132,7 @@ async fn failures_are_told_apart() {
     assert!(matches!(err, JoinError::Refused { code: ErrorCode::TokenInvalid, .. }), "{err}");
 
     // Creating a room: a wrong pin, a URL that is not a relay's.
-    let err = rooms::create_room(&relay.origin(), Some(Fingerprint([7; 32])), None, false).await.unwrap_err();
+    let err = rooms::create_room(&relay.url(), Some(Fingerprint([7; 32])), None, false).await.unwrap_err();
     assert!(matches!(&err, RoomError::Unreachable { reason, .. } if reason.contains("TLS")), "{err}");
     assert!(matches!(
         rooms::create_room("https://example.org", None, None, false).await,
@@ -227,8 +153,8 @@ async fn failures_are_told_apart() {
 async fn a_relay_that_wants_an_api_key_refuses_to_create_rooms_without_one() {
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start_with(state.path(), "127.0.0.1:0", &["--api-key", "sesame"]);
-    let err = rooms::create_room(&relay.origin(), Some(relay.pin), None, false).await.unwrap_err();
+    let err = rooms::create_room(&relay.url(), Some(pin(&relay)), None, false).await.unwrap_err();
     assert!(matches!(err, RoomError::Refused { status: 401, .. }), "{err}");
-    let room = rooms::create_room(&relay.origin(), Some(relay.pin), Some("sesame"), true).await.unwrap();
+    let room = rooms::create_room(&relay.url(), Some(pin(&relay)), Some("sesame"), true).await.unwrap();
     assert_eq!(room.host.room, room.guest.room);
 }

@@ -1,0 +1,112 @@
+//! What peers say to each other on their data channel (docs/PROTOCOL.md, section 10): chat, and
+//! their own state (mute, camera, hand), which must not wait on the relay. One JSON object per
+//! text message. What arrives is untrusted: it is size-checked, and anything that is not a
+//! message of this version is refused with a reason and changes nothing.
+
+use serde::{Deserialize, Serialize};
+
+/// The largest data-channel message taken, in bytes.
+pub const MAX_MESSAGE: usize = 16 * 1024;
+/// The longest chat message, in characters.
+pub const MAX_CHAT: usize = 4_000;
+
+/// One data-channel message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PeerMessage {
+    /// A chat message to this peer (sent to each peer for a message to everyone).
+    Chat {
+        /// The text, 1 to 4,000 characters.
+        text: String,
+    },
+    /// The sender's own state as it is now (sent when the channel opens and on every change).
+    State {
+        /// Microphone off.
+        muted: bool,
+        /// Camera on.
+        camera: bool,
+        /// Hand raised.
+        hand_raised: bool,
+    },
+}
+
+/// Why a data-channel message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// Longer than [`MAX_MESSAGE`].
+    #[error("message of {0} bytes is over the {MAX_MESSAGE}-byte limit")]
+    TooLarge(usize),
+    /// Not a message of this version (bad JSON, unknown type, missing field).
+    #[error("not a peer message: {0}")]
+    Invalid(String),
+    /// A chat message that is empty or longer than [`MAX_CHAT`] characters.
+    #[error("chat text must be 1 to {MAX_CHAT} characters")]
+    ChatLength,
+}
+
+impl PeerMessage {
+    /// Reads one data-channel message.
+    pub fn decode(text: &str) -> Result<Self, DataError> {
+        if text.len() > MAX_MESSAGE {
+            return Err(DataError::TooLarge(text.len()));
+        }
+        let message: Self = serde_json::from_str(text).map_err(|e| DataError::Invalid(e.to_string()))?;
+        if let Self::Chat { text } = &message
+            && (text.trim().is_empty() || text.chars().count() > MAX_CHAT)
+        {
+            return Err(DataError::ChatLength);
+        }
+        Ok(message)
+    }
+
+    /// The message as sent.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn messages_read_back_as_sent() {
+        for message in [
+            PeerMessage::Chat { text: "héllo \"there\"\n".into() },
+            PeerMessage::State { muted: true, camera: false, hand_raised: true },
+        ] {
+            assert_eq!(PeerMessage::decode(&message.encode()), Ok(message));
+        }
+        // The documented form (what a browser sends).
+        assert_eq!(
+            PeerMessage::decode(
+                r#"{"type":"state","muted":false,"camera":true,"hand_raised":false,"extra":1}"#
+            ),
+            Ok(PeerMessage::State { muted: false, camera: true, hand_raised: false })
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_refused_with_a_reason() {
+        assert!(matches!(PeerMessage::decode("chat:hi"), Err(DataError::Invalid(_))));
+        assert!(matches!(PeerMessage::decode(r#"{"type":"dance"}"#), Err(DataError::Invalid(_))));
+        assert!(matches!(
+            PeerMessage::decode(r#"{"type":"state","muted":true}"#),
+            Err(DataError::Invalid(_))
+        ));
+        assert_eq!(PeerMessage::decode(r#"{"type":"chat","text":"  "}"#), Err(DataError::ChatLength));
+        let long = PeerMessage::Chat { text: "é".repeat(MAX_CHAT + 1) }.encode();
+        assert_eq!(PeerMessage::decode(&long), Err(DataError::ChatLength));
+        let huge = format!(r#"{{"type":"chat","text":"{}"}}"#, "a".repeat(MAX_MESSAGE));
+        assert!(matches!(PeerMessage::decode(&huge), Err(DataError::TooLarge(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_read_or_refused_never_a_panic(text in ".{0,200}") {
+            let _ = PeerMessage::decode(&text);
+        }
+    }
+}
