@@ -50,5 +50,17 @@ fn a_relay_only_call_connects_through_coturn() {
         assert_eq!(seen["pattern_id"], pattern, "{me} saw {other}'s video through the relay");
         assert_eq!(seen["audio_tone_hz"], tone_hz(pattern), "{me} heard {other} through the relay");
         assert!(seen["video_frames_decoded"].as_u64().unwrap() >= 60);
+        // The last second's statistics: 15 fps of video and a voice's worth of audio arriving,
+        // nothing lost on loopback, a round trip measured.
+        let stats = &seen["stats"];
+        let number = |key: &str| stats[key].as_f64().unwrap_or_else(|| panic!("{me}: no {key} in {stats}"));
+        assert!(number("frame_rate") >= 8.0, "{me}: {stats}");
+        assert!(number("receive_video_kbps") > 30.0, "{me}: {stats}");
+        assert!((10.0..200.0).contains(&number("receive_audio_kbps")), "{me}: {stats}");
+        assert!(number("send_kbps") > 30.0, "{me}: {stats}");
+        assert!(number("receive_loss") < 0.05, "{me}: {stats}");
+        assert!(number("rtt_ms") < 1_000.0, "{me}: {stats}");
+        assert!(number("send_loss") < 0.05, "{me}: {stats}");
+        assert_eq!(stats["candidate_type"], "relay");
     }
 }

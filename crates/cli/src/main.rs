@@ -357,6 +357,17 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "muted": r.muted,
                     "hand_raised": r.hand_raised,
                     "ice_restarts": r.ice_restarts,
+                    "stats": {
+                        "rtt_ms": r.stats.rtt_ms,
+                        "receive_loss": r.stats.receive_loss,
+                        "send_loss": r.stats.send_loss,
+                        "send_jitter_ms": r.stats.send_jitter_ms,
+                        "receive_video_kbps": r.stats.receive_video_kbps,
+                        "receive_audio_kbps": r.stats.receive_audio_kbps,
+                        "send_kbps": r.stats.send_kbps,
+                        "frame_rate": r.stats.frame_rate,
+                        "candidate_type": r.stats.candidate_type.map(|c| c.as_str()),
+                    },
                     "video_latency_ms": {
                         "p50": engine::quantile(&r.video_latency_ms, 0.5),
                         "p95": engine::quantile(&r.video_latency_ms, 0.95),

@@ -143,6 +143,8 @@ pub enum EngineEvent {
         /// The text.
         text: String,
     },
+    /// Each connected participant's statistics, once a second.
+    Stats(Vec<(PeerId, PeerStats)>),
     /// The machine's addresses changed; connections are being moved (ICE restarts).
     NetworkChanged {
         /// Addresses that appeared.
@@ -159,6 +161,29 @@ pub enum EngineEvent {
     RelayResumed,
     /// The call is over for us: left (`None`) or why not.
     Ended(Option<String>),
+}
+
+/// One participant's connection over the last second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerStats {
+    /// Round-trip time, ms (from RTCP receiver reports).
+    pub rtt_ms: Option<f64>,
+    /// Packets lost of what it sent us (0..1), from sequence numbers.
+    pub receive_loss: f64,
+    /// Packets lost of the video we send it (0..1), as it reports.
+    pub send_loss: Option<f64>,
+    /// Interarrival jitter of the video we send it, ms, as it reports.
+    pub send_jitter_ms: Option<f64>,
+    /// Video received, kbit/s.
+    pub receive_video_kbps: f64,
+    /// Audio received, kbit/s.
+    pub receive_audio_kbps: f64,
+    /// What we send it (the shared encode: video and audio), kbit/s.
+    pub send_kbps: f64,
+    /// Video frames decoded per second.
+    pub frame_rate: f64,
+    /// The selected candidate pair's local type.
+    pub candidate_type: Option<CandidateType>,
 }
 
 /// What one remote participant looks like to the engine's owner, for reports.
@@ -184,6 +209,8 @@ pub struct PeerReport {
     pub hand_raised: bool,
     /// ICE restarts this side made (as the offerer).
     pub ice_restarts: u32,
+    /// The connection over the last second.
+    pub stats: PeerStats,
     /// Glass-to-glass video latency, ms: decode time minus the capture time stamped into each
     /// synthetic frame (clocks must agree: same machine or NTP), one sample per frame (last 10,000).
     pub video_latency_ms: Vec<f64>,
@@ -308,6 +335,8 @@ pub async fn join(
         participants: HashMap::new(),
         hand_raised: false,
         addresses: crate::peer::local_addresses(),
+        sent_bytes: 0,
+        last_counts: HashMap::new(),
         tone_windows: HashMap::new(),
         unconfirmed: HashMap::new(),
         markers: HashMap::new(),
@@ -498,6 +527,11 @@ struct Engine {
     hand_raised: bool,
     /// The machine's interface addresses at the last look.
     addresses: std::collections::BTreeSet<std::net::IpAddr>,
+    /// Bytes encoded (video and audio) since the last statistics.
+    sent_bytes: u64,
+    /// Per peer, the counters at the last statistics: video bytes, audio bytes, packets,
+    /// packets expected, frames decoded.
+    last_counts: HashMap<PeerId, [u64; 5]>,
     /// Recent decoded audio per peer, for naming its synthetic tone.
     tone_windows: HashMap<PeerId, Vec<i16>>,
     /// Peers the relay did not list when we resumed, and since when.
@@ -535,8 +569,14 @@ impl Engine {
                     Some(command) => self.on_command(command).await,
                 },
                 Some(encoded) = media.recv() => match encoded {
-                    Encoded::Video(data) => self.tracks.send_video(data, frame_duration).await,
-                    Encoded::Audio(packet) => self.tracks.send_audio(packet).await,
+                    Encoded::Video(data) => {
+                        self.sent_bytes += data.len() as u64;
+                        self.tracks.send_video(data, frame_duration).await;
+                    }
+                    Encoded::Audio(packet) => {
+                        self.sent_bytes += packet.len() as u64;
+                        self.tracks.send_audio(packet).await;
+                    }
                 },
                 _ = playout_tick.tick() => {
                     ticks += 1;
@@ -621,6 +661,7 @@ impl Engine {
     async fn remove_participant(&mut self, id: &PeerId) {
         self.unconfirmed.remove(id);
         self.participants.remove(id);
+        self.last_counts.remove(id);
         if let Some(slot) = self.peers.remove(id) {
             slot.peer.close().await;
         }
@@ -739,7 +780,11 @@ impl Engine {
                 Err(err) => tracing::debug!(peer = %from, error = %err, "a data-channel message was refused"),
             },
             PeerEvent::KeyframeRequested => self.sending.keyframe.store(true, Ordering::Relaxed),
-            PeerEvent::SendLoss(loss) => self.follow_loss(loss),
+            PeerEvent::SendReport { loss, jitter_ms } => {
+                let stats = &mut self.reports.entry(from.clone()).or_default().stats;
+                (stats.send_loss, stats.send_jitter_ms) = (Some(loss), Some(jitter_ms));
+                self.follow_loss(loss);
+            }
             PeerEvent::NothingGathered => {
                 let detail = if self.config.relay_only {
                     "no ICE candidates gathered here: relay candidates only, and no TURN server \
@@ -751,7 +796,9 @@ impl Engine {
                     self.events.send(EngineEvent::PeerUnreachable { id: from, detail: detail.to_owned() });
             }
             PeerEvent::RoundTrip(rtt) => {
-                self.reports.entry(from.clone()).or_default().rtt_ms = Some(rtt.as_secs_f64() * 1_000.0);
+                let report = self.reports.entry(from.clone()).or_default();
+                report.rtt_ms = Some(rtt.as_secs_f64() * 1_000.0);
+                report.stats.rtt_ms = report.rtt_ms;
             }
         }
     }
@@ -840,6 +887,7 @@ impl Engine {
             let _ = self.events.send(EngineEvent::NetworkChanged { added, removed });
             self.addresses = addresses;
         }
+        self.update_stats();
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
             let action = self.peers.get_mut(&id).and_then(|slot| {
@@ -885,6 +933,40 @@ impl Engine {
                 let _ = self.events.send(EngineEvent::PeerUnreachable { id: id.clone(), detail });
             }
             _ => {}
+        }
+    }
+
+    /// Turns the last second's counters into each connected peer's statistics, and says them.
+    fn update_stats(&mut self) {
+        let send_kbps = std::mem::take(&mut self.sent_bytes) as f64 * 8.0 / 1_000.0;
+        let mut all = Vec::new();
+        for (id, slot) in &self.peers {
+            let received = &slot.peer.received;
+            let report = self.reports.entry(id.clone()).or_default();
+            let now = [
+                received.video_bytes.load(Ordering::Relaxed),
+                received.audio_bytes.load(Ordering::Relaxed),
+                received.packets.load(Ordering::Relaxed),
+                received.expected.load(Ordering::Relaxed),
+                report.video_frames_decoded,
+            ];
+            let before = self.last_counts.insert(id.clone(), now).unwrap_or_default();
+            if !slot.connected {
+                continue;
+            }
+            let delta: Vec<f64> = now.iter().zip(before).map(|(n, b)| n.saturating_sub(b) as f64).collect();
+            let stats = &mut report.stats;
+            stats.receive_video_kbps = delta[0] * 8.0 / 1_000.0;
+            stats.receive_audio_kbps = delta[1] * 8.0 / 1_000.0;
+            stats.receive_loss =
+                if delta[3] > 0.0 { (1.0 - delta[2] / delta[3]).clamp(0.0, 1.0) } else { 0.0 };
+            stats.frame_rate = delta[4];
+            stats.send_kbps = send_kbps;
+            stats.candidate_type = report.candidate_type;
+            all.push((id.clone(), *stats));
+        }
+        if !all.is_empty() {
+            let _ = self.events.send(EngineEvent::Stats(all));
         }
     }
 

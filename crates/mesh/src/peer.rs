@@ -11,6 +11,7 @@
 //! pair.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -204,8 +205,14 @@ pub(crate) enum PeerEvent {
     Data(String),
     /// The peer asked for a keyframe.
     KeyframeRequested,
-    /// Loss the peer reports for what we send (0..1), from its receiver reports.
-    SendLoss(f64),
+    /// What the peer reports of the video we send, from its receiver reports: loss (0..1) and
+    /// interarrival jitter.
+    SendReport {
+        /// Fraction lost since its last report.
+        loss: f64,
+        /// Jitter, ms.
+        jitter_ms: f64,
+    },
     /// Round-trip time to the peer, from its receiver report on one of our senders.
     RoundTrip(Duration),
     /// Gathering ended without a single local candidate: no path can exist.
@@ -226,6 +233,51 @@ fn candidate_type_of(line: &str) -> Option<&'static str> {
     ["host", "srflx", "prflx", "relay"].into_iter().find(|t| words.next() == Some(*t))
 }
 
+/// What has arrived from a peer so far, counted as it is read.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// RTP bytes (header and payload) of video.
+    pub video_bytes: AtomicU64,
+    /// RTP bytes of audio.
+    pub audio_bytes: AtomicU64,
+    /// Packets received (both streams).
+    pub packets: AtomicU64,
+    /// Packets expected (both streams), from the sequence numbers: received + lost.
+    pub expected: AtomicU64,
+}
+
+/// Counts one stream's packets against its sequence numbers (RFC 3550 A.3, simplified: no
+/// probation, a jump of more than 3,000 is a restart, late packets are not un-lost).
+#[derive(Debug, Default)]
+struct SequenceCounter {
+    highest: Option<u16>,
+}
+
+impl SequenceCounter {
+    /// How many packets this one says were expected since the last: 1 in order, more after a
+    /// gap, 0 for a late or repeated one.
+    fn expected(&mut self, sequence: u16) -> u64 {
+        let Some(highest) = self.highest else {
+            self.highest = Some(sequence);
+            return 1;
+        };
+        let ahead = sequence.wrapping_sub(highest);
+        match ahead {
+            0 => 0,
+            1..=3_000 => {
+                self.highest = Some(sequence);
+                u64::from(ahead)
+            }
+            // Far behind: late or duplicate. Far ahead: the stream restarted.
+            _ if (ahead as i16) < 0 => 0,
+            _ => {
+                self.highest = Some(sequence);
+                1
+            }
+        }
+    }
+}
+
 /// One peer connection.
 pub(crate) struct Peer {
     pc: Arc<RTCPeerConnection>,
@@ -238,6 +290,8 @@ pub(crate) struct Peer {
     held: Vec<RTCIceCandidateInit>,
     has_remote: bool,
     candidates: Arc<std::sync::Mutex<CandidateLog>>,
+    /// What has arrived.
+    pub(crate) received: Arc<Received>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -382,10 +436,12 @@ impl Peer {
         let tx = events;
         let who = remote;
         let weak = Arc::downgrade(&pc);
+        let received: Arc<Received> = Arc::default();
+        let counters = Arc::clone(&received);
         pc.on_track(Box::new(move |track: Arc<TrackRemote>, receiver: Arc<RTCRtpReceiver>, _| {
-            let (tx, who, weak) = (tx.clone(), who.clone(), weak.clone());
+            let (tx, who, weak, counters) = (tx.clone(), who.clone(), weak.clone(), Arc::clone(&counters));
             // Reading runs in its own task: a handler's future holds the connection's lock.
-            tokio::spawn(read_track(track, weak, who, tx));
+            tokio::spawn(read_track(track, weak, who, tx, counters));
             // The crate's interceptors see incoming RTCP only as it is read. The peer's sender
             // reports must pass them, or our receiver reports cannot say when the last one came,
             // and the peer gets no round-trip time.
@@ -393,7 +449,7 @@ impl Peer {
             Box::pin(async {})
         }));
 
-        Ok(Self { pc, data, unsent, offerer, held: Vec::new(), has_remote: false, candidates })
+        Ok(Self { pc, data, unsent, offerer, held: Vec::new(), has_remote: false, candidates, received })
     }
 
     /// The offerer's first offer (or a restart's, with fresh ICE credentials).
@@ -720,10 +776,12 @@ fn watch_rtcp(
                             let _ = events.send((who.clone(), PeerEvent::RoundTrip(rtt)));
                         }
                         if video {
-                            let _ = events.send((
-                                who.clone(),
-                                PeerEvent::SendLoss(f64::from(block.fraction_lost) / 256.0),
-                            ));
+                            let report = PeerEvent::SendReport {
+                                loss: f64::from(block.fraction_lost) / 256.0,
+                                // In RTP timestamp units: 90 kHz for video.
+                                jitter_ms: f64::from(block.jitter) / 90.0,
+                            };
+                            let _ = events.send((who.clone(), report));
                         }
                     }
                 }
@@ -752,8 +810,15 @@ async fn read_track(
     pc: std::sync::Weak<RTCPeerConnection>,
     who: PeerId,
     events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
+    received: Arc<Received>,
 ) {
     let mime = track.codec().capability.mime_type.to_ascii_lowercase();
+    let mut sequence = SequenceCounter::default();
+    let mut count = |packet: &webrtc::rtp::packet::Packet, bytes: &AtomicU64| {
+        bytes.fetch_add(12 + packet.payload.len() as u64, Ordering::Relaxed);
+        received.packets.fetch_add(1, Ordering::Relaxed);
+        received.expected.fetch_add(sequence.expected(packet.header.sequence_number), Ordering::Relaxed);
+    };
     if mime == MIME_TYPE_H264.to_ascii_lowercase() {
         let media_ssrc = track.ssrc();
         let mut last_pli: Option<tokio::time::Instant> = None;
@@ -770,6 +835,7 @@ async fn read_track(
         }
         let mut assembler = FrameAssembler::default();
         while let Ok((packet, _)) = track.read_rtp().await {
+            count(&packet, &received.video_bytes);
             let header = &packet.header;
             let (complete, damaged) = assembler.push(
                 header.sequence_number,
@@ -790,6 +856,7 @@ async fn read_track(
     } else {
         let mut depacketizer = OpusPacket;
         while let Ok((packet, _)) = track.read_rtp().await {
+            count(&packet, &received.audio_bytes);
             let Ok(payload) = depacketizer.depacketize(&packet.payload) else { continue };
             let event =
                 PeerEvent::Audio { rtp_timestamp: packet.header.timestamp, payload: payload.to_vec() };
@@ -857,6 +924,19 @@ mod tests {
         assert_eq!(assembler.push(65_535, 1, false, nal(1)), (vec![], false));
         assert_eq!(assembler.push(0, 1, true, nal(2)).0.len(), 1);
         assert_eq!(assembler.push(1, 2, true, nal(3)).0.len(), 1);
+    }
+
+    #[test]
+    fn loss_is_counted_from_sequence_numbers() {
+        let mut counter = SequenceCounter::default();
+        let expected: Vec<u64> =
+            [100, 101, 104, 103, 104, 105].iter().map(|&s| counter.expected(s)).collect();
+        // 102 and 103 missing at 104 (3 expected); 103 late, 104 repeated: nothing more.
+        assert_eq!(expected, [1, 1, 3, 0, 0, 1]);
+        // Wrapping, and a restart far ahead that is not counted as a huge loss.
+        let mut counter = SequenceCounter::default();
+        assert_eq!([65_534u16, 65_535, 1].map(|s| counter.expected(s)), [1, 1, 2]);
+        assert_eq!(counter.expected(30_000), 1);
     }
 
     #[test]
