@@ -22,7 +22,7 @@ use confer_proto::{ClientMessage, InviteLink, LeaveReason, Participant, PeerId};
 use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
-use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, is_offerer};
+use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, bitrate_ceiling, is_offerer, next_bitrate};
 use crate::peer::{CandidateType, LocalTracks, Peer, PeerEvent, Stack};
 use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signaling, SignalingEvent};
 
@@ -336,6 +336,7 @@ pub async fn join(
         hand_raised: false,
         addresses: crate::peer::local_addresses(),
         sent_bytes: 0,
+        worst_loss: None,
         last_counts: HashMap::new(),
         tone_windows: HashMap::new(),
         unconfirmed: HashMap::new(),
@@ -406,14 +407,15 @@ fn start_media(
     ));
     let microphone =
         Microphone::open_checked(mic_choice, Duration::from_secs(5)).map_err(|e| media_error(&e))?;
-    sending.bitrate.store(config.video_bitrate.1, Ordering::Relaxed);
+    let (min, start, max) = config.video_bitrate;
+    let start = start.min(bitrate_ceiling(config.width, config.height, config.fps, (min, max)));
+    sending.bitrate.store(start, Ordering::Relaxed);
 
     if let Some(choice) = camera_choice {
         let camera = Camera::open(choice, config.width, config.height, config.fps, Duration::from_secs(5))
             .map_err(|e| media_error(&e))?;
-        let encoder =
-            H264Encoder::new(H264Config { fps: config.fps as f32, bitrate_bps: config.video_bitrate.1 })
-                .map_err(|e| media_error(&e))?;
+        let encoder = H264Encoder::new(H264Config { fps: config.fps as f32, bitrate_bps: start })
+            .map_err(|e| media_error(&e))?;
         let (sending, out) = (Arc::clone(sending), out.clone());
         std::thread::Builder::new()
             .name("confer-video-encode".into())
@@ -529,6 +531,8 @@ struct Engine {
     addresses: std::collections::BTreeSet<std::net::IpAddr>,
     /// Bytes encoded (video and audio) since the last statistics.
     sent_bytes: u64,
+    /// The worst loss a peer reported for our video since the last bitrate decision.
+    worst_loss: Option<f64>,
     /// Per peer, the counters at the last statistics: video bytes, audio bytes, packets,
     /// packets expected, frames decoded.
     last_counts: HashMap<PeerId, [u64; 5]>,
@@ -783,7 +787,7 @@ impl Engine {
             PeerEvent::SendReport { loss, jitter_ms } => {
                 let stats = &mut self.reports.entry(from.clone()).or_default().stats;
                 (stats.send_loss, stats.send_jitter_ms) = (Some(loss), Some(jitter_ms));
-                self.follow_loss(loss);
+                self.worst_loss = Some(self.worst_loss.map_or(loss, |worst| worst.max(loss)));
             }
             PeerEvent::NothingGathered => {
                 let detail = if self.config.relay_only {
@@ -801,21 +805,6 @@ impl Engine {
                 report.stats.rtt_ms = report.rtt_ms;
             }
         }
-    }
-
-    /// Loss-based rate control: above 10% loss back off by a third of the loss, under 2% grow
-    /// by 5%, within the configured bounds (the crate has no delay-based estimator).
-    fn follow_loss(&mut self, loss: f64) {
-        let (min, _, max) = self.config.video_bitrate;
-        let current = f64::from(self.sending.bitrate.load(Ordering::Relaxed));
-        let next = if loss > 0.10 {
-            current * (1.0 - loss / 3.0)
-        } else if loss < 0.02 {
-            current * 1.05
-        } else {
-            current
-        };
-        self.sending.bitrate.store((next as u32).clamp(min, max), Ordering::Relaxed);
     }
 
     fn on_video(&mut self, from: PeerId, access_unit: &[u8]) {
@@ -888,6 +877,14 @@ impl Engine {
             self.addresses = addresses;
         }
         self.update_stats();
+        // One encode goes to everyone: it follows the peer that loses most (webrtc 0.17 has no
+        // delay-based estimator; loss is what there is).
+        if let Some(loss) = self.worst_loss.take() {
+            let (min, _, max) = self.config.video_bitrate;
+            let ceiling = bitrate_ceiling(self.config.width, self.config.height, self.config.fps, (min, max));
+            let current = self.sending.bitrate.load(Ordering::Relaxed);
+            self.sending.bitrate.store(next_bitrate(current, loss, (min, ceiling)), Ordering::Relaxed);
+        }
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
             let action = self.peers.get_mut(&id).and_then(|slot| {

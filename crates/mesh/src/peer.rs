@@ -230,7 +230,8 @@ struct CandidateLog {
 fn candidate_type_of(line: &str) -> Option<&'static str> {
     let mut words = line.split_ascii_whitespace();
     words.find(|w| *w == "typ")?;
-    ["host", "srflx", "prflx", "relay"].into_iter().find(|t| words.next() == Some(*t))
+    let typ = words.next()?;
+    ["host", "srflx", "prflx", "relay"].into_iter().find(|t| *t == typ)
 }
 
 /// What has arrived from a peer so far, counted as it is read.
