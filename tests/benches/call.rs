@@ -50,6 +50,7 @@ fn main() {
     let reports: Vec<serde_json::Value> = children.into_iter().map(|c| report_of(c).0).collect();
 
     let mut first_frames = Vec::new();
+    let mut pairs = Vec::new();
     let (mut video, mut audio) = (Vec::new(), Vec::new());
     println!(
         "| participant | CPU (% of one core) | frames decoded (3 peers) | video glass-to-glass p50 / p95 (ms) | audio latency p50 / p95 (ms) |"
@@ -63,7 +64,15 @@ fn main() {
             let j = names.iter().position(|n| peer["name"] == *n).unwrap();
             // Join to first frame, counted from when both were in the call.
             if let Some(ms) = peer["first_frame_ms"].as_f64() {
-                first_frames.push(ms - (joined_at[j] - joined_at[i]).max(0.0));
+                let since_both = (joined_at[j] - joined_at[i]).max(0.0);
+                first_frames.push(ms - since_both);
+                pairs.push(format!(
+                    "{}←{}: connected {:.0} ms, first frame {:.0} ms",
+                    names[i],
+                    names[j],
+                    peer["connected_ms"].as_f64().unwrap_or(f64::NAN) - since_both,
+                    ms - since_both
+                ));
             }
             frames.push(peer["video_frames_decoded"].as_u64().unwrap_or(0).to_string());
             let take = |key: &str, q: &str| peer[key][q].as_f64();
@@ -86,6 +95,8 @@ fn main() {
             fmt(&a95)
         );
     }
+    println!();
+    println!("{}", pairs.join("\n"));
     println!();
     println!(
         "join to first frame: p50 {:.0} ms, p95 {:.0} ms over {} pairs; video glass-to-glass p50 {:.0} ms (median of the pairs' medians); audio p50 {:.0} ms",

@@ -85,13 +85,17 @@ fn spki_pin(certificate: &Path) -> String {
 struct Chromium {
     child: Child,
     _profile: tempfile::TempDir,
+    /// What the page logged, read as it comes (a full pipe would stall the browser).
+    page_log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Says when the reader has seen the end of the pipe.
+    log_done: mpsc::Receiver<()>,
 }
 
 impl Chromium {
     fn start(url: &str, pin: &str) -> Self {
         let profile = tempfile::tempdir().unwrap();
         let browser = std::env::var("CONFER_CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
-        let child = Command::new(browser)
+        let mut child = Command::new(browser)
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -112,23 +116,30 @@ impl Chromium {
             .stderr(Stdio::piped())
             .spawn()
             .expect("chromium starts (scripts/test installs Debian's; or set CONFER_CHROMIUM)");
-        Self { child, _profile: profile }
+        let stderr = child.stderr.take().unwrap();
+        let page_log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (done, log_done) = mpsc::channel();
+        let lines = std::sync::Arc::clone(&page_log);
+        std::thread::spawn(move || {
+            // Console lines look like `[…:INFO:CONSOLE:26] "[page] text", source: URL (26)`.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some((_, rest)) = line.split_once("\"[page] ") {
+                    let text = rest.split_once("\", source:").map_or(rest, |(text, _)| text);
+                    lines.lock().unwrap().push(text.to_owned());
+                }
+            }
+            let _ = done.send(());
+        });
+        Self { child, _profile: profile, page_log, log_done }
     }
 
     /// Stops the browser; returns what its page logged.
     fn stop(mut self) -> String {
         let _ = self.child.kill();
-        let mut log = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _ = stderr.read_to_string(&mut log);
-        }
         let _ = self.child.wait();
-        // Console lines look like `[…:INFO:CONSOLE:26] "[page] text", source: URL (26)`.
-        log.lines()
-            .filter_map(|l| l.split_once("\"[page] ").map(|(_, rest)| rest))
-            .map(|rest| rest.split_once("\", source:").map_or(rest, |(text, _)| text))
-            .collect::<Vec<_>>()
-            .join("\n")
+        // Children of the browser may hold the pipe a moment longer.
+        let _ = self.log_done.recv_timeout(Duration::from_secs(3));
+        self.page_log.lock().unwrap().join("\n")
     }
 }
 

@@ -349,6 +349,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "id": id.to_string(),
                     "name": if r.name.is_empty() { names.get(&id.to_string()).cloned().unwrap_or_default() } else { r.name.clone() },
                     "first_frame_ms": r.first_frame_ms,
+                    "connected_ms": r.connected_ms,
                     "video_frames_decoded": r.video_frames_decoded,
                     "pattern_id": r.pattern_id,
                     "audio_tone_hz": r.audio_tone_hz,

@@ -193,6 +193,8 @@ pub struct PeerReport {
     pub name: String,
     /// Milliseconds from join to this peer's first decoded frame.
     pub first_frame_ms: Option<u64>,
+    /// Milliseconds from join to the first ICE connection with this peer.
+    pub connected_ms: Option<u64>,
     /// Frames decoded.
     pub video_frames_decoded: u64,
     /// The pattern id read from its synthetic video.
@@ -757,7 +759,9 @@ impl Engine {
                 if ice_event == IceEvent::Connected && !slot.connected {
                     slot.connected = true;
                     let candidate_type = slot.peer.candidate_type().await;
-                    self.reports.entry(from.clone()).or_default().candidate_type = candidate_type;
+                    let report = self.reports.entry(from.clone()).or_default();
+                    report.candidate_type = candidate_type;
+                    report.connected_ms.get_or_insert(self.started.elapsed().as_millis() as u64);
                     self.sending.keyframe.store(true, Ordering::Relaxed);
                     let _ = self.events.send(EngineEvent::PeerConnected { id: from.clone(), candidate_type });
                 }
