@@ -154,3 +154,33 @@ fn a_relay_restart_mid_call_keeps_media_flowing_and_nobody_drops() {
         assert!(frames >= 120, "{me} decoded only {frames} frames of {other} across the restart");
     }
 }
+
+#[test]
+fn devices_are_switched_in_the_call_and_a_missing_one_changes_nothing() {
+    let _serial = one_at_a_time();
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    // At 4 s Ann first asks for a camera that is not there, then switches to pattern 9's
+    // synthetic camera and microphone.
+    let switch = ["--switch-after", "4", "--try-camera", "/dev/video-nowhere", "--switch-pattern", "9"];
+    let ann = spawn_synthetic(&host_link, "Ann", 2, 10.0, SMALL, &switch);
+    let bob = spawn_synthetic(&invite, "Bob", 3, 9.5, SMALL, &[]);
+    let (ann_report, ann_log) = report_of(ann);
+    let (bob_report, bob_log) = report_of(bob);
+    eprintln!("--- Ann: {ann_report}\n{ann_log}\n--- Bob: {bob_report}\n{bob_log}");
+    let errors = ann_report["device_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "the missing camera is reported once: {errors:?}");
+    assert_eq!(errors[0]["device"], "camera");
+    assert!(errors[0]["reason"].as_str().unwrap().contains("video-nowhere"), "{errors:?}");
+    let mut switched: Vec<&str> =
+        ann_report["device_switches"].as_array().unwrap().iter().filter_map(|d| d.as_str()).collect();
+    switched.sort_unstable();
+    assert_eq!(switched, ["camera", "microphone"]);
+    let seen = peer(&bob_report, "Ann");
+    assert_eq!(seen["pattern_id"], 9, "Bob sees Ann's new camera");
+    assert_eq!(seen["audio_tone_hz"], tone_hz(9), "Bob hears Ann's new microphone");
+    // About 9 s at 15 fps: the switch costs a frame or two, not seconds.
+    let frames = seen["video_frames_decoded"].as_u64().unwrap();
+    assert!(frames >= 110, "Bob decoded only {frames} frames of Ann across the switch");
+}

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use confer_media::{DeviceChoice, ProcessingConfig};
+use confer_media::{CameraChoice, DeviceChoice, ProcessingConfig};
 use confer_mesh::engine::{self, EngineConfig, EngineError, EngineEvent, MediaSource};
 use confer_mesh::rooms;
 use confer_mesh::signaling::JoinError;
@@ -87,6 +87,17 @@ enum Command {
         /// Video frames per second.
         #[arg(long, default_value_t = 30)]
         fps: u32,
+        /// Switch devices in the call after this many seconds (with `--try-camera` and/or
+        /// `--switch-pattern`).
+        #[arg(long)]
+        switch_after: Option<f64>,
+        /// At `--switch-after`, first try this camera id (a missing one shows the error path:
+        /// the current camera stays).
+        #[arg(long)]
+        try_camera: Option<String>,
+        /// At `--switch-after`, switch to the synthetic camera and microphone of this pattern.
+        #[arg(long)]
+        switch_pattern: Option<u32>,
     },
 }
 
@@ -128,6 +139,9 @@ fn main() -> ExitCode {
                 relay_only,
                 size,
                 fps,
+                switch_after,
+                try_camera,
+                switch_pattern,
             } => {
                 let Some((width, height)) =
                     size.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
@@ -148,6 +162,7 @@ fn main() -> ExitCode {
                     width,
                     height,
                     fps,
+                    switch: switch_after.map(|after| (after, try_camera, switch_pattern)),
                 };
                 join(&link, options).await
             }
@@ -211,6 +226,8 @@ struct JoinArgs {
     width: u32,
     height: u32,
     fps: u32,
+    /// When to switch devices, the camera to try first, the synthetic pattern to switch to.
+    switch: Option<(f64, Option<String>, Option<u32>)>,
 }
 
 fn unix_ms() -> u64 {
@@ -274,6 +291,12 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let mut muted = false;
     let mut relay_resumes = 0u32;
     let mut network_changes = 0u32;
+    let mut device_switches = Vec::new();
+    let mut device_errors = Vec::new();
+    let mut switch = args.switch.clone();
+    let switch_at = switch
+        .as_ref()
+        .map_or(far, |(after, _, _)| tokio::time::Instant::now() + Duration::from_secs_f64(after.max(0.0)));
     let mut connected = false;
     let chat_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.chat_after.max(0.0));
     let end = loop {
@@ -313,6 +336,14 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     eprintln!("the network changed (added {added:?}, removed {removed:?}); moving the connections");
                     network_changes += 1;
                 }
+                Some(EngineEvent::DeviceSwitched { device }) => {
+                    eprintln!("now using the new {device}");
+                    device_switches.push(device);
+                }
+                Some(EngineEvent::DeviceFailed { device, reason }) => {
+                    eprintln!("could not switch the {device}: {reason}");
+                    device_errors.push(json!({"device": device, "reason": reason}));
+                }
                 Some(EngineEvent::RelayResumed) => {
                     eprintln!("relay connection back");
                     relay_resumes += 1;
@@ -324,6 +355,17 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             _ = tokio::time::sleep_until(chat_at), if connected && chat.is_some() => {
                 if let Some(text) = chat.take() {
                     handle.chat(&text);
+                }
+            }
+            _ = tokio::time::sleep_until(switch_at), if switch.is_some() => {
+                if let Some((_, try_camera, pattern)) = switch.take() {
+                    if let Some(id) = try_camera {
+                        handle.set_camera(CameraChoice::Id(id));
+                    }
+                    if let Some(id) = pattern {
+                        handle.set_camera(CameraChoice::Synthetic { id, name: args.name.clone() });
+                        handle.set_microphone(DeviceChoice::Synthetic(id));
+                    }
                 }
             }
             _ = tokio::time::sleep_until(mute_deadline) => {
@@ -391,6 +433,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "unreachable": unreachable,
             "relay_resumes": relay_resumes,
             "network_changes": network_changes,
+            "device_switches": device_switches,
+            "device_errors": device_errors,
             "left_at_unix_ms": left_at_unix_ms,
             "ended": end,
         });

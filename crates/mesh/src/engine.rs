@@ -143,6 +143,18 @@ pub enum EngineEvent {
         /// The text.
         text: String,
     },
+    /// A device switch took effect.
+    DeviceSwitched {
+        /// Which: `camera`, `microphone` or `speaker`.
+        device: &'static str,
+    },
+    /// A device could not be opened; the one before it stays in use.
+    DeviceFailed {
+        /// Which: `camera`, `microphone` or `speaker`.
+        device: &'static str,
+        /// Why, in the system's words.
+        reason: String,
+    },
     /// Each connected participant's statistics, once a second.
     Stats(Vec<(PeerId, PeerStats)>),
     /// The machine's addresses changed; connections are being moved (ICE restarts).
@@ -239,6 +251,9 @@ enum Command {
     Mute(bool),
     Camera(bool),
     Hand(bool),
+    SetCamera(CameraChoice),
+    Microphone(DeviceChoice),
+    Speaker(DeviceChoice),
     Host(ClientMessage),
     Report(tokio::sync::oneshot::Sender<HashMap<PeerId, PeerReport>>),
 }
@@ -268,6 +283,22 @@ impl EngineHandle {
     /// Turns the camera on or off (no video is sent while off).
     pub fn camera(&self, on: bool) {
         let _ = self.commands.send(Command::Camera(on));
+    }
+
+    /// Switches to another camera in the call. The old one keeps sending until the new one is
+    /// open; if it cannot be opened, [`EngineEvent::DeviceFailed`] says why and nothing changes.
+    pub fn set_camera(&self, choice: CameraChoice) {
+        let _ = self.commands.send(Command::SetCamera(choice));
+    }
+
+    /// Switches to another microphone in the call (as [`EngineHandle::set_camera`]).
+    pub fn set_microphone(&self, choice: DeviceChoice) {
+        let _ = self.commands.send(Command::Microphone(choice));
+    }
+
+    /// Switches to another speaker in the call (as [`EngineHandle::set_camera`]).
+    pub fn set_speaker(&self, choice: DeviceChoice) {
+        let _ = self.commands.send(Command::Speaker(choice));
     }
 
     /// Raises or lowers this participant's hand.
@@ -317,7 +348,7 @@ pub async fn join(
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = mpsc::unbounded_channel();
     let sending = Arc::new(Sending::default());
-    let speaker = start_media(&config, &sending, media_tx)?;
+    let (speaker, swaps) = start_media(&config, &sending, media_tx)?;
 
     let mut engine = Engine {
         config,
@@ -331,6 +362,8 @@ pub async fn join(
         events: event_tx,
         playout: Playout::new(),
         speaker,
+        swaps,
+        device_jobs: DeviceJobs::start(),
         sending,
         decoders: HashMap::new(),
         reports: HashMap::new(),
@@ -386,12 +419,53 @@ enum Encoded {
     Audio(Vec<u8>),
 }
 
-/// Starts capture and encoding; returns the speaker.
+/// Says how a device switch went.
+fn switched<E: std::fmt::Display>(
+    events: &mpsc::UnboundedSender<EngineEvent>,
+    device: &'static str,
+    result: Result<bool, E>,
+) {
+    let event = match result {
+        Ok(true) => EngineEvent::DeviceSwitched { device },
+        Ok(false) => EngineEvent::DeviceFailed { device, reason: "the call is ending".into() },
+        Err(err) => EngineEvent::DeviceFailed { device, reason: err.to_string() },
+    };
+    let _ = events.send(event);
+}
+
+/// Opens devices one at a time, in the order asked, off the engine task: a later switch always
+/// wins over an earlier one that is slower to open.
+struct DeviceJobs(std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>);
+
+impl DeviceJobs {
+    fn start() -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        // The thread ends when the engine (the only sender) is gone.
+        let _ = std::thread::Builder::new().name("confer-devices".into()).spawn(move || {
+            for job in queue {
+                job();
+            }
+        });
+        Self(jobs)
+    }
+
+    fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let _ = self.0.send(Box::new(job));
+    }
+}
+
+/// Where a newly opened device goes: the capture threads take it in place of the one they have.
+struct Swaps {
+    camera: std::sync::mpsc::Sender<Camera>,
+    microphone: std::sync::mpsc::Sender<Microphone>,
+}
+
+/// Starts capture and encoding; returns the speaker and where new devices go.
 fn start_media(
     config: &EngineConfig,
     sending: &Arc<Sending>,
     out: mpsc::UnboundedSender<Encoded>,
-) -> Result<Arc<Mutex<Speaker>>, EngineError> {
+) -> Result<(Arc<Mutex<Speaker>>, Swaps), EngineError> {
     let media_error = |e: &dyn std::fmt::Display| EngineError::Media(e.to_string());
     let (camera_choice, mic_choice, speaker_choice, processing) = match &config.media {
         MediaSource::Synthetic { pattern_id } => (
@@ -413,34 +487,59 @@ fn start_media(
     let start = start.min(bitrate_ceiling(config.width, config.height, config.fps, (min, max)));
     sending.bitrate.store(start, Ordering::Relaxed);
 
-    if let Some(choice) = camera_choice {
-        let camera = Camera::open(choice, config.width, config.height, config.fps, Duration::from_secs(5))
-            .map_err(|e| media_error(&e))?;
-        let encoder = H264Encoder::new(H264Config { fps: config.fps as f32, bitrate_bps: start })
-            .map_err(|e| media_error(&e))?;
-        let (sending, out) = (Arc::clone(sending), out.clone());
-        std::thread::Builder::new()
-            .name("confer-video-encode".into())
-            .spawn(move || video_loop(&camera, encoder, &sending, &out))
-            .map_err(|e| media_error(&e))?;
-    }
+    let camera = match camera_choice {
+        Some(choice) => Some(
+            Camera::open(choice, config.width, config.height, config.fps, Duration::from_secs(5))
+                .map_err(|e| media_error(&e))?,
+        ),
+        None => None,
+    };
+    // Checked here, so a codec that cannot start fails the join rather than the thread.
+    H264Encoder::new(H264Config { fps: config.fps as f32, bitrate_bps: start })
+        .map_err(|e| media_error(&e))?;
+    let (camera_swap, new_cameras) = std::sync::mpsc::channel();
+    let (video_sending, video_out, fps) = (Arc::clone(sending), out.clone(), config.fps);
+    std::thread::Builder::new()
+        .name("confer-video-encode".into())
+        .spawn(move || video_loop(camera, &new_cameras, fps, &video_sending, &video_out))
+        .map_err(|e| media_error(&e))?;
     let encoder = OpusEncoder::new(OpusConfig::default()).map_err(|e| media_error(&e))?;
+    let (microphone_swap, new_microphones) = std::sync::mpsc::channel();
     let (sending, speaker_for_aec) = (Arc::clone(sending), Arc::clone(&speaker));
     std::thread::Builder::new()
         .name("confer-audio-encode".into())
-        .spawn(move || audio_loop(&microphone, encoder, processing, &speaker_for_aec, &sending, &out))
+        .spawn(move || {
+            audio_loop(microphone, &new_microphones, encoder, processing, &speaker_for_aec, &sending, &out);
+        })
         .map_err(|e| media_error(&e))?;
-    Ok(speaker)
+    Ok((speaker, Swaps { camera: camera_swap, microphone: microphone_swap }))
 }
 
+/// Encodes what the camera captures; takes a new camera (and starts a new stream with a
+/// keyframe) when one arrives.
 fn video_loop(
-    camera: &Camera,
-    mut encoder: H264Encoder,
+    mut camera: Option<Camera>,
+    new_cameras: &std::sync::mpsc::Receiver<Camera>,
+    fps: u32,
     sending: &Sending,
     out: &mpsc::UnboundedSender<Encoded>,
 ) {
+    let new_encoder = |bitrate_bps| H264Encoder::new(H264Config { fps: fps as f32, bitrate_bps }).ok();
     let mut bitrate = sending.bitrate.load(Ordering::Relaxed);
+    let Some(mut encoder) = new_encoder(bitrate) else { return };
     while !sending.stop.load(Ordering::Relaxed) {
+        if let Ok(next) = new_cameras.try_recv() {
+            // The old camera closes as it is dropped; the new picture may differ in size.
+            camera = Some(next);
+            bitrate = sending.bitrate.load(Ordering::Relaxed);
+            if let Some(fresh) = new_encoder(bitrate) {
+                encoder = fresh;
+            }
+        }
+        let Some(camera) = &camera else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
         let Some(captured) = camera.recv_timeout(Duration::from_millis(200)) else { continue };
         if !sending.video.load(Ordering::Relaxed) {
             continue;
@@ -461,7 +560,8 @@ fn video_loop(
 }
 
 fn audio_loop(
-    microphone: &Microphone,
+    mut microphone: Microphone,
+    new_microphones: &std::sync::mpsc::Receiver<Microphone>,
     mut encoder: OpusEncoder,
     processing: ProcessingConfig,
     speaker: &Mutex<Speaker>,
@@ -471,6 +571,9 @@ fn audio_loop(
     let mut processor = AudioProcessor::new(processing);
     let mut pending: Vec<i16> = Vec::with_capacity(FRAME_SAMPLES);
     while !sending.stop.load(Ordering::Relaxed) {
+        if let Ok(next) = new_microphones.try_recv() {
+            microphone = next;
+        }
         let Some(captured) = microphone.recv_timeout(Duration::from_millis(200)) else { continue };
         let mut frame = captured.samples;
         if frame.len() != PROCESSING_FRAME {
@@ -522,6 +625,8 @@ struct Engine {
     events: mpsc::UnboundedSender<EngineEvent>,
     playout: Playout<PeerId>,
     speaker: Arc<Mutex<Speaker>>,
+    swaps: Swaps,
+    device_jobs: DeviceJobs,
     sending: Arc<Sending>,
     decoders: HashMap<PeerId, H264Decoder>,
     reports: HashMap<PeerId, PeerReport>,
@@ -1030,6 +1135,33 @@ impl Engine {
             Command::Host(message) => self.signaling.send(message),
             Command::Report(reply) => {
                 let _ = reply.send(self.reports.clone());
+            }
+            Command::SetCamera(choice) => {
+                let (width, height, fps) = (self.config.width, self.config.height, self.config.fps);
+                let (swap, events) = (self.swaps.camera.clone(), self.events.clone());
+                self.sending.keyframe.store(true, Ordering::Relaxed);
+                self.device_jobs.run(move || {
+                    let opened = Camera::open(choice, width, height, fps, Duration::from_secs(5));
+                    switched(&events, "camera", opened.map(|camera| swap.send(camera).is_ok()));
+                });
+            }
+            Command::Microphone(choice) => {
+                let (swap, events) = (self.swaps.microphone.clone(), self.events.clone());
+                self.device_jobs.run(move || {
+                    let opened = Microphone::open_checked(choice, Duration::from_secs(5));
+                    switched(&events, "microphone", opened.map(|microphone| swap.send(microphone).is_ok()));
+                });
+            }
+            Command::Speaker(choice) => {
+                let (speaker, events) = (Arc::clone(&self.speaker), self.events.clone());
+                self.device_jobs.run(move || {
+                    let opened = Speaker::open_checked(choice, Duration::from_secs(5));
+                    switched(
+                        &events,
+                        "speaker",
+                        opened.map(|new| speaker.lock().map(|mut old| *old = new).is_ok()),
+                    );
+                });
             }
             Command::Leave => {}
         }
