@@ -233,10 +233,23 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Makes `confer-TAG-PID` (a leftover of that name from a killed run is replaced).
+    /// Makes `confer-TAG-PID`. Namespaces of this tag left by runs that were killed (their
+    /// process is gone) are deleted first.
     pub fn new(tag: &str) -> Self {
-        let name = format!("confer-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "delete", &name]).stderr(Stdio::null()).status();
+        let prefix = format!("confer-{tag}-");
+        let listed =
+            Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+        for line in String::from_utf8_lossy(&listed).lines() {
+            let Some(old) = line.split_whitespace().next() else { continue };
+            let gone = old
+                .strip_prefix(&prefix)
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if gone || old == format!("{prefix}{}", std::process::id()) {
+                let _ = Command::new("ip").args(["netns", "delete", old]).stderr(Stdio::null()).status();
+            }
+        }
+        let name = format!("{prefix}{}", std::process::id());
         let netns = Self { name, owned: true };
         run("ip", &["netns", "add", &netns.name]);
         netns.ip(&["link", "set", "lo", "up"]);

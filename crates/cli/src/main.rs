@@ -353,8 +353,10 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 None => break Some("the engine stopped".into()),
             },
             _ = tokio::time::sleep_until(chat_at), if connected && chat.is_some() => {
-                if let Some(text) = chat.take() {
-                    handle.chat(&text);
+                if let Some(text) = chat.take()
+                    && let Err(err) = handle.chat(&text)
+                {
+                    eprintln!("confer: chat not sent: {err}");
                 }
             }
             _ = tokio::time::sleep_until(switch_at), if switch.is_some() => {

@@ -5,8 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The largest data-channel message taken, in bytes.
-pub const MAX_MESSAGE: usize = 16 * 1024;
+/// The largest data-channel message taken, in bytes: room for the longest chat even when every
+/// character needs escaping (6 bytes), and well under the 64 KiB that stacks assume when the SDP
+/// names no `max-message-size` (a larger message may close the channel in some of them).
+pub const MAX_MESSAGE: usize = 32 * 1024;
 /// The longest chat message, in characters.
 pub const MAX_CHAT: usize = 4_000;
 
@@ -39,9 +41,17 @@ pub enum DataError {
     /// Not a message of this version (bad JSON, unknown type, missing field).
     #[error("not a peer message: {0}")]
     Invalid(String),
-    /// A chat message that is empty or longer than [`MAX_CHAT`] characters.
-    #[error("chat text must be 1 to {MAX_CHAT} characters")]
+    /// A chat message that is empty, only white space, or longer than [`MAX_CHAT`] characters.
+    #[error("chat text must be 1 to {MAX_CHAT} characters, not only white space")]
     ChatLength,
+}
+
+/// A chat text is 1 to [`MAX_CHAT`] characters and not only white space.
+pub fn check_chat(text: &str) -> Result<(), DataError> {
+    if text.trim().is_empty() || text.chars().count() > MAX_CHAT {
+        return Err(DataError::ChatLength);
+    }
+    Ok(())
 }
 
 impl PeerMessage {
@@ -51,10 +61,8 @@ impl PeerMessage {
             return Err(DataError::TooLarge(text.len()));
         }
         let message: Self = serde_json::from_str(text).map_err(|e| DataError::Invalid(e.to_string()))?;
-        if let Self::Chat { text } = &message
-            && (text.trim().is_empty() || text.chars().count() > MAX_CHAT)
-        {
-            return Err(DataError::ChatLength);
+        if let Self::Chat { text } = &message {
+            check_chat(text)?;
         }
         Ok(message)
     }
@@ -101,6 +109,10 @@ mod tests {
         assert_eq!(PeerMessage::decode(&long), Err(DataError::ChatLength));
         let huge = format!(r#"{{"type":"chat","text":"{}"}}"#, "a".repeat(MAX_MESSAGE));
         assert!(matches!(PeerMessage::decode(&huge), Err(DataError::TooLarge(_))));
+        // The longest chat fits the limit even when every character is escaped.
+        let escaped = PeerMessage::Chat { text: "\u{1}".repeat(MAX_CHAT) }.encode();
+        assert!(escaped.len() <= MAX_MESSAGE, "{} bytes", escaped.len());
+        assert!(PeerMessage::decode(&escaped).is_ok());
     }
 
     proptest! {

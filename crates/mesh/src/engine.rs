@@ -270,9 +270,13 @@ impl EngineHandle {
         let _ = self.commands.send(Command::Leave);
     }
 
-    /// Sends a chat message to everyone (over the peers' data channels, not the relay).
-    pub fn chat(&self, text: &str) {
+    /// Sends a chat message to everyone (over the peers' data channels, not the relay). A text
+    /// the others would refuse (empty, or over 4,000 characters) is refused here, with the
+    /// reason, and nothing is sent.
+    pub fn chat(&self, text: &str) -> Result<(), crate::data::DataError> {
+        crate::data::check_chat(text)?;
         let _ = self.commands.send(Command::Chat(text.to_owned()));
+        Ok(())
     }
 
     /// Mutes or unmutes the microphone (nothing is sent while muted).
@@ -531,9 +535,9 @@ fn video_loop(
         if let Ok(next) = new_cameras.try_recv() {
             // The old camera closes as it is dropped; the new picture may differ in size.
             camera = Some(next);
-            bitrate = sending.bitrate.load(Ordering::Relaxed);
-            if let Some(fresh) = new_encoder(bitrate) {
-                encoder = fresh;
+            let wanted = sending.bitrate.load(Ordering::Relaxed);
+            if let Some(fresh) = new_encoder(wanted) {
+                (encoder, bitrate) = (fresh, wanted);
             }
         }
         let Some(camera) = &camera else {
@@ -861,6 +865,11 @@ impl Engine {
                 let now = self.now();
                 let Some(slot) = self.peers.get_mut(&from) else { return };
                 let action = slot.ice.on_event(ice_event, now);
+                if matches!(ice_event, IceEvent::Disconnected | IceEvent::Failed) {
+                    // Media is not flowing: a resume with lost signals renegotiates (see the
+                    // gap handling), and the next connection asks for a keyframe again.
+                    slot.connected = false;
+                }
                 if ice_event == IceEvent::Connected && !slot.connected {
                     slot.connected = true;
                     let candidate_type = slot.peer.candidate_type().await;
@@ -997,8 +1006,12 @@ impl Engine {
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
             let action = self.peers.get_mut(&id).and_then(|slot| {
-                let changed =
-                    network_changed.then(|| slot.ice.on_event(IceEvent::NetworkChanged, now)).flatten();
+                // Only the offerer restarts ICE: an answerer that counted the change as a restart
+                // of its own would wait for a reconnection that need not come, and give up on a
+                // working path.
+                let changed = (network_changed && slot.offerer)
+                    .then(|| slot.ice.on_event(IceEvent::NetworkChanged, now))
+                    .flatten();
                 changed.or_else(|| slot.ice.poll(now))
             });
             self.act(&id, action).await;

@@ -231,6 +231,8 @@ pub(crate) enum PeerEvent {
 struct CandidateLog {
     gathered: std::collections::BTreeSet<&'static str>,
     received: std::collections::BTreeSet<&'static str>,
+    /// "Nothing gathered" was said (once is enough: restarts gather nothing again).
+    nothing_reported: bool,
 }
 
 /// The type a candidate line names (`typ host`, …), if it is one ICE knows.
@@ -292,7 +294,7 @@ pub(crate) struct Peer {
     /// The data channel, once there is one (the offerer makes it; the answerer gets it).
     data: DataSlot,
     /// Messages sent before the data channel opened, sent when it does.
-    unsent: Arc<std::sync::Mutex<Vec<String>>>,
+    unsent: Outbox,
     offerer: bool,
     /// Remote candidates that came before the remote description.
     held: Vec<RTCIceCandidateInit>,
@@ -358,7 +360,7 @@ impl Peer {
         // in webrtc 0.17: a message that arrives before the crate has set up its own side of the
         // stream is taken for an announcement, fails, and the stream is closed.)
         let data: DataSlot = Arc::default();
-        let unsent: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let unsent: Outbox = Arc::default();
         let wiring = DataWiring {
             slot: Arc::clone(&data),
             unsent: Arc::clone(&unsent),
@@ -380,8 +382,14 @@ impl Peer {
                     if channel.label() == DATA_LABEL && wiring.slot.lock().is_ok_and(|s| s.is_none()) {
                         wiring.take(&channel);
                     } else {
-                        // One channel per peer: anything else a peer opens is closed.
-                        let _ = channel.close().await;
+                        // One channel per peer: anything else a peer opens is closed once open
+                        // (closing it here, before the crate has opened it, would not stick).
+                        let closing = Arc::clone(&channel);
+                        channel.on_open(Box::new(move || {
+                            Box::pin(async move {
+                                let _ = closing.close().await;
+                            })
+                        }));
                     }
                 })
             }));
@@ -403,7 +411,8 @@ impl Peer {
                             _ => "host",
                         });
                     }
-                    None if log.gathered.is_empty() => {
+                    None if log.gathered.is_empty() && !log.nothing_reported => {
+                        log.nothing_reported = true;
                         let _ = tx.send((who.clone(), PeerEvent::NothingGathered));
                     }
                     None => {}
@@ -517,17 +526,14 @@ impl Peer {
     }
 
     /// Sends a text message on the data channel; before it opens, the message waits (up to 64).
+    /// Everything goes through the queue, so messages leave in the order they were given.
     pub(crate) async fn send_data(&self, text: &str) {
-        if let Some(channel) = open_channel(&self.data) {
-            let _ = channel.send_text(text.to_owned()).await;
-            return;
-        }
-        if let Ok(mut unsent) = self.unsent.lock()
-            && unsent.len() < 64
         {
-            unsent.push(text.to_owned());
+            let mut unsent = self.unsent.lock().await;
+            if unsent.len() < 64 {
+                unsent.push(text.to_owned());
+            }
         }
-        // The channel may have opened (and flushed) between the check and the push.
         self.flush_data().await;
     }
 
@@ -600,9 +606,15 @@ fn open_channel(slot: &DataSlot) -> Option<Arc<RTCDataChannel>> {
 }
 
 /// Sends what waited.
-async fn flush(channel: &RTCDataChannel, unsent: &std::sync::Mutex<Vec<String>>) {
-    let waiting = unsent.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
-    for text in waiting {
+/// Messages for the data channel, in order. Held while sending, so a message given later never
+/// overtakes one that waited (the crate runs the open handler as a task of its own, so a direct
+/// send could otherwise slip in before the queue is flushed).
+type Outbox = Arc<tokio::sync::Mutex<Vec<String>>>;
+
+/// Sends what waited, in order.
+async fn flush(channel: &RTCDataChannel, unsent: &tokio::sync::Mutex<Vec<String>>) {
+    let mut waiting = unsent.lock().await;
+    for text in waiting.drain(..) {
         let _ = channel.send_text(text).await;
     }
 }
@@ -611,7 +623,7 @@ async fn flush(channel: &RTCDataChannel, unsent: &std::sync::Mutex<Vec<String>>)
 #[derive(Clone)]
 struct DataWiring {
     slot: DataSlot,
-    unsent: Arc<std::sync::Mutex<Vec<String>>>,
+    unsent: Outbox,
     events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
     who: PeerId,
 }
