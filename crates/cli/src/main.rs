@@ -53,51 +53,8 @@ enum Command {
     Join {
         /// The invite link (confer://… or https://…).
         link: String,
-        /// Display name.
-        #[arg(long, default_value = "Confer bot")]
-        name: String,
-        /// Use the synthetic camera and microphone (and a silent speaker).
-        #[arg(long)]
-        synthetic: bool,
-        /// The synthetic media's pattern id (default: from the name).
-        #[arg(long)]
-        pattern_id: Option<u32>,
-        /// Leave after this many seconds (default: stay until interrupted).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Print a report when leaving.
-        #[arg(long, value_enum)]
-        report: Option<ReportFormat>,
-        /// Send this chat message to everyone in the call, once connected to someone and
-        /// `--chat-after` seconds have passed.
-        #[arg(long)]
-        chat: Option<String>,
-        /// When to send `--chat`, seconds after starting.
-        #[arg(long, default_value_t = 0.0)]
-        chat_after: f64,
-        /// Mute the microphone after this many seconds.
-        #[arg(long)]
-        mute_after: Option<f64>,
-        /// Use TURN relay candidates only.
-        #[arg(long)]
-        relay_only: bool,
-        /// Video size, WIDTHxHEIGHT.
-        #[arg(long, default_value = "640x360")]
-        size: String,
-        /// Video frames per second.
-        #[arg(long, default_value_t = 30)]
-        fps: u32,
-        /// Switch devices in the call after this many seconds (with `--try-camera` and/or
-        /// `--switch-pattern`).
-        #[arg(long)]
-        switch_after: Option<f64>,
-        /// At `--switch-after`, first try this camera id (a missing one shows the error path:
-        /// the current camera stays).
-        #[arg(long)]
-        try_camera: Option<String>,
-        /// At `--switch-after`, switch to the synthetic camera and microphone of this pattern.
-        #[arg(long)]
-        switch_pattern: Option<u32>,
+        #[command(flatten)]
+        args: JoinArgs,
     },
 }
 
@@ -126,46 +83,7 @@ fn main() -> ExitCode {
             Command::Host { relay, fp, api_key, waiting_room, json } => {
                 host(&relay, fp.as_deref(), api_key.as_deref(), waiting_room, json).await
             }
-            Command::Join {
-                link,
-                name,
-                synthetic,
-                pattern_id,
-                duration,
-                report,
-                chat,
-                chat_after,
-                mute_after,
-                relay_only,
-                size,
-                fps,
-                switch_after,
-                try_camera,
-                switch_pattern,
-            } => {
-                let Some((width, height)) =
-                    size.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-                else {
-                    eprintln!("confer: --size must be WIDTHxHEIGHT, like 640x360");
-                    return ExitCode::FAILURE;
-                };
-                let options = JoinArgs {
-                    name,
-                    synthetic,
-                    pattern_id,
-                    duration,
-                    report,
-                    chat,
-                    chat_after,
-                    mute_after,
-                    relay_only,
-                    width,
-                    height,
-                    fps,
-                    switch: switch_after.map(|after| (after, try_camera, switch_pattern)),
-                };
-                join(&link, options).await
-            }
+            Command::Join { link, args } => join(&link, args).await,
         }
     })
 }
@@ -213,21 +131,54 @@ async fn host(
     }
 }
 
+/// `confer join`'s flags.
+#[derive(clap::Args, Debug)]
 struct JoinArgs {
+    /// Display name.
+    #[arg(long, default_value = "Confer bot")]
     name: String,
+    /// Use the synthetic camera and microphone (and a silent speaker).
+    #[arg(long)]
     synthetic: bool,
+    /// The synthetic media's pattern id (default: from the name).
+    #[arg(long)]
     pattern_id: Option<u32>,
+    /// Leave after this many seconds (default: stay until interrupted).
+    #[arg(long)]
     duration: Option<f64>,
+    /// Print a report when leaving.
+    #[arg(long, value_enum)]
     report: Option<ReportFormat>,
+    /// Send this chat message to everyone in the call, once connected to someone and
+    /// `--chat-after` seconds have passed.
+    #[arg(long)]
     chat: Option<String>,
+    /// When to send `--chat`, seconds after starting.
+    #[arg(long, default_value_t = 0.0)]
     chat_after: f64,
+    /// Mute the microphone after this many seconds.
+    #[arg(long)]
     mute_after: Option<f64>,
+    /// Use TURN relay candidates only.
+    #[arg(long)]
     relay_only: bool,
-    width: u32,
-    height: u32,
+    /// Video size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x360")]
+    size: String,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
     fps: u32,
-    /// When to switch devices, the camera to try first, the synthetic pattern to switch to.
-    switch: Option<(f64, Option<String>, Option<u32>)>,
+    /// Switch devices in the call after this many seconds (with `--try-camera` and/or
+    /// `--switch-pattern`).
+    #[arg(long)]
+    switch_after: Option<f64>,
+    /// At `--switch-after`, first try this camera id (a missing one shows the error path:
+    /// the current camera stays).
+    #[arg(long)]
+    try_camera: Option<String>,
+    /// At `--switch-after`, switch to the synthetic camera and microphone of this pattern.
+    #[arg(long)]
+    switch_pattern: Option<u32>,
 }
 
 fn unix_ms() -> u64 {
@@ -265,7 +216,13 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let mut config = EngineConfig::synthetic(&args.name, 0);
     config.media = media;
     config.relay_only = args.relay_only;
-    (config.width, config.height, config.fps) = (args.width, args.height, args.fps.clamp(1, 60));
+    let Some((width, height)) =
+        args.size.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+    else {
+        eprintln!("confer: --size must be WIDTHxHEIGHT, like 640x360");
+        return ExitCode::FAILURE;
+    };
+    (config.width, config.height, config.fps) = (width, height, args.fps.clamp(1, 60));
     let (handle, mut events) = match engine::join(&link, config).await {
         Ok(joined) => joined,
         Err(err) => {
@@ -293,7 +250,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let mut network_changes = 0u32;
     let mut device_switches = Vec::new();
     let mut device_errors = Vec::new();
-    let mut switch = args.switch.clone();
+    // When to switch devices, the camera to try first, the synthetic pattern to switch to.
+    let mut switch = args.switch_after.map(|after| (after, args.try_camera.clone(), args.switch_pattern));
     let switch_at = switch
         .as_ref()
         .map_or(far, |(after, _, _)| tokio::time::Instant::now() + Duration::from_secs_f64(after.max(0.0)));
@@ -397,7 +355,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "video_frames_decoded": r.video_frames_decoded,
                     "pattern_id": r.pattern_id,
                     "audio_tone_hz": r.audio_tone_hz,
-                    "rtt_ms": r.rtt_ms,
+                    "rtt_ms": r.stats.rtt_ms,
                     "candidate_type": r.candidate_type.map(|c| c.as_str()),
                     "muted": r.muted,
                     "hand_raised": r.hand_raised,

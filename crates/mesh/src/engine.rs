@@ -213,8 +213,6 @@ pub struct PeerReport {
     pub pattern_id: Option<u32>,
     /// The synthetic tone last heard from it, Hz.
     pub audio_tone_hz: Option<f64>,
-    /// Round-trip time, ms.
-    pub rtt_ms: Option<f64>,
     /// Candidate type of the selected pair.
     pub candidate_type: Option<CandidateType>,
     /// Whether it is muted (as it says).
@@ -918,9 +916,8 @@ impl Engine {
                     self.events.send(EngineEvent::PeerUnreachable { id: from, detail: detail.to_owned() });
             }
             PeerEvent::RoundTrip(rtt) => {
-                let report = self.reports.entry(from.clone()).or_default();
-                report.rtt_ms = Some(rtt.as_secs_f64() * 1_000.0);
-                report.stats.rtt_ms = report.rtt_ms;
+                self.reports.entry(from.clone()).or_default().stats.rtt_ms =
+                    Some(rtt.as_secs_f64() * 1_000.0);
             }
         }
     }
