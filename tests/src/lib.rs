@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
+pub mod desktop;
+
 /// A workspace binary, brought up to date by cargo (once per test process) next to the running
 /// test: `cargo test` builds test harnesses, not these programs. All the workspace's binaries
-/// are built together, with the features a plain workspace build has, so this agrees with
-/// `cargo build --workspace --bins` (which `scripts/test` runs first) and rebuilds nothing.
+/// are built together, with the features `scripts/test` builds them with first
+/// (`cargo build --workspace --bins --features confer-desktop/custom-protocol`), so this
+/// rebuilds nothing.
 pub fn binary(_package: &str, name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let exe = std::env::current_exe().unwrap();
@@ -22,7 +25,15 @@ pub fn binary(_package: &str, name: &str) -> PathBuf {
     let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !*built {
         let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "--workspace", "--bins"]);
+        // The desktop app with its page embedded (ui/dist must be built: scripts/test does).
+        build.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--features",
+            "confer-desktop/custom-protocol",
+        ]);
         // `cargo test` gives a test the package's CARGO_MANIFEST_DIR, CARGO_PKG_* and the like.
         // Some build scripts (ring's) track exactly those variables, so a cargo started with
         // them would rebuild those crates and everything above them: remove them.

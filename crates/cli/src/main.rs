@@ -205,7 +205,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             .unwrap_or_default()
             .into_iter()
             .find(|c| c.id != confer_media::SYNTHETIC_CAMERA)
-            .map(|c| c.id);
+            .map(|c| CameraChoice::Id(c.id));
         MediaSource::Devices {
             camera,
             microphone: DeviceChoice::SystemDefault,
@@ -262,7 +262,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
         let mute_deadline = mute_at.filter(|_| !muted).unwrap_or(far);
         tokio::select! {
             event = events.recv() => match event {
-                Some(EngineEvent::Joined { peer_id: id, participants }) => {
+                Some(EngineEvent::Joined { peer_id: id, participants, .. }) => {
                     eprintln!("joined as {id}; {} already here", participants.len());
                     peer_id = Some(id.to_string());
                 }

@@ -18,7 +18,7 @@ use confer_media::{
     I420Frame, Microphone, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig, Speaker,
     StreamLevel,
 };
-use confer_proto::{ClientMessage, InviteLink, LeaveReason, Participant, PeerId};
+use confer_proto::{ClientMessage, InviteLink, Knocker, LeaveReason, Participant, PeerId};
 use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
@@ -37,8 +37,8 @@ pub enum MediaSource {
     },
     /// Real devices.
     Devices {
-        /// Camera id (`None`: no camera).
-        camera: Option<String>,
+        /// Camera (`None`: no camera).
+        camera: Option<CameraChoice>,
         /// Microphone.
         microphone: DeviceChoice,
         /// Speaker.
@@ -92,6 +92,28 @@ pub enum EngineEvent {
         peer_id: PeerId,
         /// Everyone else.
         participants: Vec<Participant>,
+        /// Whether this participant is a host (may lock, admit, deny, remove).
+        host: bool,
+        /// Whether guests must knock.
+        locked: bool,
+        /// Who waits to be let in (hosts only).
+        knocking: Vec<Knocker>,
+    },
+    /// Someone knocks (hosts only).
+    Knock(Knocker),
+    /// A knock ended: admitted, denied, gave up or timed out (hosts only).
+    KnockEnded(PeerId),
+    /// The room was locked or unlocked.
+    RoomLocked {
+        /// Locked now.
+        locked: bool,
+    },
+    /// The relay refused something without ending the call (`rate_limited`, `not_host`, ...).
+    RelayError {
+        /// Its code.
+        code: confer_proto::ErrorCode,
+        /// Its explanation.
+        message: String,
     },
     /// Waiting for a host to admit us.
     Knocking,
@@ -129,6 +151,8 @@ pub enum EngineEvent {
         /// The synthetic camera's stamp, if the picture carries one.
         stamp: Option<FrameStamp>,
     },
+    /// What this participant's camera sends (each frame sent), for the self view.
+    SelfView(Arc<I420Frame>),
     /// Audio levels per participant (every 100 ms) and who speaks most.
     AudioLevels {
         /// Level per participant.
@@ -419,6 +443,8 @@ impl Default for Sending {
 enum Encoded {
     Video(Vec<u8>),
     Audio(Vec<u8>),
+    /// What the camera captured, for the self view.
+    Preview(Arc<I420Frame>),
 }
 
 /// Says how a device switch went.
@@ -477,7 +503,7 @@ fn start_media(
             ProcessingConfig::OFF,
         ),
         MediaSource::Devices { camera, microphone, speaker, processing } => {
-            (camera.clone().map(CameraChoice::Id), microphone.clone(), speaker.clone(), *processing)
+            (camera.clone(), microphone.clone(), speaker.clone(), *processing)
         }
     };
     let speaker = Arc::new(Mutex::new(
@@ -553,9 +579,13 @@ fn video_loop(
         if sending.keyframe.swap(false, Ordering::Relaxed) {
             encoder.request_keyframe();
         }
-        if let Ok(Some(encoded)) = encoder.encode(&captured.frame)
+        let frame = Arc::new(captured.frame);
+        if let Ok(Some(encoded)) = encoder.encode(&frame)
             && out.send(Encoded::Video(encoded.data)).is_err()
         {
+            return;
+        }
+        if out.send(Encoded::Preview(frame)).is_err() {
             return;
         }
     }
@@ -690,6 +720,9 @@ impl Engine {
                         self.sent_bytes += packet.len() as u64;
                         self.tracks.send_audio(packet).await;
                     }
+                    Encoded::Preview(frame) => {
+                        let _ = self.events.send(EngineEvent::SelfView(frame));
+                    }
                 },
                 _ = playout_tick.tick() => {
                     ticks += 1;
@@ -713,6 +746,9 @@ impl Engine {
         let _ = self.events.send(EngineEvent::Joined {
             peer_id: session.peer_id.clone(),
             participants: session.participants.clone(),
+            host: session.role == confer_proto::Role::Host,
+            locked: session.locked,
+            knocking: session.knocking.clone(),
         });
         let others: Vec<Participant> = session.participants.clone();
         self.session = Some(session);
@@ -792,6 +828,10 @@ impl Engine {
                 self.add_participant(participant).await;
             }
             SignalingEvent::PeerUpdated(participant) => {
+                // The relay tells everyone, this participant too, of its own changes.
+                if self.session.as_ref().is_some_and(|s| s.peer_id == participant.id) {
+                    return;
+                }
                 if let Some(report) = self.reports.get_mut(&participant.id) {
                     report.muted = participant.muted;
                     report.hand_raised = participant.hand_raised;
@@ -848,11 +888,19 @@ impl Engine {
                 }
                 self.session = Some(session);
             }
-            SignalingEvent::Knock(_)
-            | SignalingEvent::KnockEnded(_)
-            | SignalingEvent::RoomLocked { .. }
-            | SignalingEvent::Error { .. }
-            | SignalingEvent::Ended(_) => {}
+            SignalingEvent::Knock(knocker) => {
+                let _ = self.events.send(EngineEvent::Knock(knocker));
+            }
+            SignalingEvent::KnockEnded(id) => {
+                let _ = self.events.send(EngineEvent::KnockEnded(id));
+            }
+            SignalingEvent::RoomLocked { locked, .. } => {
+                let _ = self.events.send(EngineEvent::RoomLocked { locked });
+            }
+            SignalingEvent::Error { code, message } => {
+                let _ = self.events.send(EngineEvent::RelayError { code, message });
+            }
+            SignalingEvent::Ended(_) => {}
         }
     }
 

@@ -1,0 +1,349 @@
+//! The commands the page invokes. Each one calls the engine's handle (or the settings store, or
+//! the relay) and fails with a [`UiError`]; none holds call logic.
+
+// Tauri hands managed state to commands by value (`State` is a cheap reference).
+#![allow(clippy::needless_pass_by_value)]
+
+use std::sync::Arc;
+
+use confer_media::{CameraChoice, DeviceChoice, ProcessingConfig, SYNTHETIC_CAMERA, SYNTHETIC_DEVICE};
+use confer_mesh::engine::{self, EngineConfig, EngineEvent, EngineHandle, MediaSource};
+use confer_proto::{ClientMessage, InviteLink, PeerId};
+use serde::Serialize;
+use tauri::{AppHandle, Emitter as _, State};
+
+use crate::dto::{ErrorCode, FrameSocket, JoinRequest, UiDevice, UiDevices, UiError, UiEvent, UiMeeting};
+use crate::settings::{RecentMeeting, Settings};
+use crate::{Shell, embedded};
+
+/// The event every call event goes out as.
+pub const CALL_EVENT: &str = "call";
+
+fn not_in_call() -> UiError {
+    UiError::new(ErrorCode::NotInCall, "there is no call")
+}
+
+/// The call in progress.
+#[derive(Debug)]
+pub struct Call {
+    handle: EngineHandle,
+}
+
+/// Settings as saved, and what went wrong reading them (if anything).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SettingsState {
+    /// The settings in use.
+    pub settings: Settings,
+    /// Why the saved ones could not be used.
+    pub problem: Option<UiError>,
+}
+
+/// Where the page opens the frame socket.
+#[tauri::command]
+pub fn frame_socket(shell: State<'_, Shell>) -> FrameSocket {
+    FrameSocket { url: shell.frames.url() }
+}
+
+/// The settings in use.
+#[tauri::command]
+pub fn settings(shell: State<'_, Shell>) -> SettingsState {
+    let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    SettingsState { settings, problem: shell.settings_problem.clone() }
+}
+
+/// Validates and saves `settings`; the ones saved before stay if they are refused.
+#[tauri::command]
+pub fn save_settings(settings: Settings, shell: State<'_, Shell>) -> Result<(), UiError> {
+    shell.store.save(&settings)?;
+    *shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
+    Ok(())
+}
+
+/// The invite link the app was started with (a `confer://` deep link), once.
+#[tauri::command]
+pub fn launch_link(shell: State<'_, Shell>) -> Option<String> {
+    shell.launch_link.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+}
+
+/// Every camera, microphone and speaker, the synthetic ones included.
+#[tauri::command]
+pub async fn devices() -> Result<UiDevices, UiError> {
+    let media = |e: &dyn std::fmt::Display| UiError::new(ErrorCode::Media, e.to_string());
+    tauri::async_runtime::spawn_blocking(move || {
+        let cameras = confer_media::cameras().map_err(|e| media(&e))?;
+        let audio = |list: Vec<confer_media::AudioDeviceInfo>| {
+            list.into_iter().map(|d| UiDevice { id: d.id, name: d.name, is_default: d.is_default }).collect()
+        };
+        Ok(UiDevices {
+            cameras: cameras
+                .into_iter()
+                .map(|c| UiDevice { id: c.id, name: c.name, is_default: false })
+                .collect(),
+            microphones: audio(confer_media::input_devices().map_err(|e| media(&e))?),
+            speakers: audio(confer_media::output_devices().map_err(|e| media(&e))?),
+        })
+    })
+    .await
+    .map_err(|e| media(&e))?
+}
+
+fn audio_choice(id: &str, pattern: u32) -> DeviceChoice {
+    match id {
+        "" | "default" => DeviceChoice::SystemDefault,
+        SYNTHETIC_DEVICE => DeviceChoice::Synthetic(pattern),
+        id => DeviceChoice::Id(id.to_owned()),
+    }
+}
+
+fn camera_choice(id: &str, pattern: u32, name: &str) -> Option<CameraChoice> {
+    match id {
+        "" => None,
+        SYNTHETIC_CAMERA => Some(CameraChoice::Synthetic { id: pattern, name: name.to_owned() }),
+        id => Some(CameraChoice::Id(id.to_owned())),
+    }
+}
+
+/// The engine's configuration from the user's settings.
+pub fn engine_config(settings: &Settings, name: &str) -> EngineConfig {
+    let pattern = settings.synthetic_pattern;
+    let (width, height, fps) = settings.video_quality.format();
+    let processing = ProcessingConfig {
+        echo_cancellation: settings.echo_cancellation && !settings.music_mode,
+        noise_suppression: settings.noise_suppression && !settings.music_mode,
+        music_mode: settings.music_mode,
+        ..ProcessingConfig::default()
+    };
+    let mut config = EngineConfig::synthetic(name, pattern);
+    config.media = MediaSource::Devices {
+        camera: camera_choice(&settings.camera, pattern, name),
+        microphone: audio_choice(&settings.microphone, pattern),
+        speaker: audio_choice(&settings.speaker, pattern),
+        processing,
+    };
+    (config.width, config.height, config.fps) = (width, height, fps);
+    config
+}
+
+/// Joins the call behind the link. Events follow as `call` events; frames on the frame socket.
+#[tauri::command]
+pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>) -> Result<(), UiError> {
+    let link = InviteLink::parse(request.link.trim())
+        .map_err(|e| UiError::new(ErrorCode::BadLink, e.to_string()))?;
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > crate::settings::MAX_NAME {
+        return Err(UiError::new(ErrorCode::Settings, "a name of 1 to 64 characters is needed"));
+    }
+    let mut call = shell.call.lock().await;
+    if call.is_some() {
+        return Err(UiError::new(ErrorCode::InCall, "already in a call: leave it first"));
+    }
+    let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let config = engine_config(&settings, name);
+    let (handle, events) = engine::join(&link, config).await?;
+    handle.mute(request.muted);
+    handle.camera(request.camera);
+    {
+        let mut settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        settings.remember(RecentMeeting {
+            link: request.link.trim().to_owned(),
+            invite_link: None,
+            at_ms: now_ms(),
+            host: false,
+        });
+        if let Err(err) = shell.store.save(&settings) {
+            tracing::warn!("recent meetings not saved: {err}");
+        }
+    }
+    *call = Some(Call { handle });
+    drop(call);
+    let frames = shell.frames.clone();
+    let shell_call = Arc::clone(&shell.call);
+    tauri::async_runtime::spawn(forward(events, frames, app, shell_call));
+    Ok(())
+}
+
+/// Hands the engine's events on: frames to the frame socket, the rest to the page.
+async fn forward(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
+    frames: crate::video::FrameServer,
+    app: AppHandle,
+    call: Arc<tokio::sync::Mutex<Option<Call>>>,
+) {
+    let mut ended = false;
+    while let Some(event) = events.recv().await {
+        match &event {
+            EngineEvent::VideoFrame { from, frame, stamp } => {
+                let captured_us = stamp.map_or(0, |s| s.captured_ms * 1000);
+                frames.publish(from.as_str(), Arc::clone(frame), captured_us);
+                continue;
+            }
+            EngineEvent::SelfView(frame) => {
+                frames.publish("self", Arc::clone(frame), 0);
+                continue;
+            }
+            EngineEvent::ParticipantLeft { id, .. } => frames.forget(id.as_str()),
+            EngineEvent::Ended(_) => ended = true,
+            _ => {}
+        }
+        if let Some(ui) = UiEvent::from_engine(&event)
+            && let Err(err) = app.emit(CALL_EVENT, ui)
+        {
+            tracing::warn!("event not delivered to the page: {err}");
+        }
+        if ended {
+            break;
+        }
+    }
+    if !ended {
+        let _ = app.emit(CALL_EVENT, UiEvent::Ended { reason: Some("the call engine stopped".into()) });
+    }
+    frames.forget("self");
+    *call.lock().await = None;
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn with_call<T>(
+    shell: &Shell,
+    f: impl FnOnce(&EngineHandle) -> Result<T, UiError>,
+) -> Result<T, UiError> {
+    let call = shell.call.lock().await;
+    let call = call.as_ref().ok_or_else(not_in_call)?;
+    f(&call.handle)
+}
+
+/// Leaves the call (an `ended` event follows).
+#[tauri::command]
+pub async fn leave(shell: State<'_, Shell>) -> Result<(), UiError> {
+    with_call(&shell, |h| {
+        h.leave();
+        Ok(())
+    })
+    .await
+}
+
+/// Mutes or unmutes the microphone.
+#[tauri::command]
+pub async fn set_muted(muted: bool, shell: State<'_, Shell>) -> Result<(), UiError> {
+    with_call(&shell, |h| {
+        h.mute(muted);
+        Ok(())
+    })
+    .await
+}
+
+/// Turns the camera on or off.
+#[tauri::command]
+pub async fn set_camera(on: bool, shell: State<'_, Shell>) -> Result<(), UiError> {
+    with_call(&shell, |h| {
+        h.camera(on);
+        Ok(())
+    })
+    .await
+}
+
+/// Raises or lowers the hand.
+#[tauri::command]
+pub async fn raise_hand(raised: bool, shell: State<'_, Shell>) -> Result<(), UiError> {
+    with_call(&shell, |h| {
+        h.raise_hand(raised);
+        Ok(())
+    })
+    .await
+}
+
+/// Sends a chat message to everyone.
+#[tauri::command]
+pub async fn send_chat(text: String, shell: State<'_, Shell>) -> Result<(), UiError> {
+    with_call(&shell, |h| h.chat(&text).map_err(|e| UiError::new(ErrorCode::Chat, e.to_string()))).await
+}
+
+/// Switches a device in the call: `camera`, `microphone` or `speaker`, by id.
+#[tauri::command]
+pub async fn choose_device(kind: String, id: String, shell: State<'_, Shell>) -> Result<(), UiError> {
+    let (pattern, name) = {
+        let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (settings.synthetic_pattern, settings.name.clone())
+    };
+    with_call(&shell, |h| {
+        match kind.as_str() {
+            "camera" => match camera_choice(&id, pattern, &name) {
+                Some(choice) => h.set_camera(choice),
+                None => h.camera(false),
+            },
+            "microphone" => h.set_microphone(audio_choice(&id, pattern)),
+            "speaker" => h.set_speaker(audio_choice(&id, pattern)),
+            other => return Err(UiError::new(ErrorCode::Media, format!("no such device kind: {other}"))),
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A host action: `lock`, `unlock`, or `admit`, `deny`, `remove` with a participant id.
+#[tauri::command]
+pub async fn host_action(
+    action: String,
+    peer: Option<String>,
+    shell: State<'_, Shell>,
+) -> Result<(), UiError> {
+    let peer = || {
+        let id = peer.as_deref().unwrap_or("");
+        PeerId::parse(id).map_err(|e| UiError::new(ErrorCode::NotInCall, format!("no such participant: {e}")))
+    };
+    let message = match action.as_str() {
+        "lock" => ClientMessage::Lock,
+        "unlock" => ClientMessage::Unlock,
+        "admit" => ClientMessage::Admit { peer: peer()? },
+        "deny" => ClientMessage::Deny { peer: peer()? },
+        "remove" => ClientMessage::Remove { peer: peer()? },
+        other => return Err(UiError::new(ErrorCode::NotInCall, format!("no such host action: {other}"))),
+    };
+    with_call(&shell, |h| {
+        h.host(message);
+        Ok(())
+    })
+    .await
+}
+
+/// Makes a new meeting: on the configured relay, or on the one built into the app when none is
+/// set (people on the same network can join by its link).
+#[tauri::command]
+pub async fn new_meeting(shell: State<'_, Shell>) -> Result<UiMeeting, UiError> {
+    let relay_url =
+        shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).relay_url.trim().to_owned();
+    let meeting = if relay_url.is_empty() {
+        let relay = embedded::relay(&shell.embedded).await?;
+        let links = relay.create_room(false);
+        UiMeeting {
+            host_link: links.host.app,
+            invite_link: links.guest.app,
+            web_link: links.guest.web,
+            embedded: true,
+        }
+    } else {
+        let room = confer_mesh::rooms::create_room(&relay_url, None, None, false)
+            .await
+            .map_err(|e| UiError::new(ErrorCode::RoomCreation, e.to_string()))?;
+        UiMeeting {
+            host_link: room.host.app_link(),
+            invite_link: room.guest.app_link(),
+            web_link: room.guest.web_link(),
+            embedded: false,
+        }
+    };
+    let mut settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    settings.remember(RecentMeeting {
+        link: meeting.host_link.clone(),
+        invite_link: Some(meeting.invite_link.clone()),
+        at_ms: now_ms(),
+        host: true,
+    });
+    if let Err(err) = shell.store.save(&settings) {
+        tracing::warn!("recent meetings not saved: {err}");
+    }
+    Ok(meeting)
+}

@@ -1,0 +1,513 @@
+//! What crosses between the shell and the page, as JSON: the events the page listens to
+//! (`call` events carry a [`UiEvent`]), what commands take and return, and the one error shape
+//! every command fails with ([`UiError`]: a stable code plus a message). The TypeScript side of
+//! these types is generated into `ui/src/lib/bindings.ts`; a test fails when it drifts.
+//!
+//! Video frames are not here: they go over the frame socket ([`crate::video`]).
+
+use confer_mesh::CandidateType;
+use confer_mesh::engine::{EngineError, EngineEvent, PeerStats};
+use confer_mesh::signaling::JoinError;
+use confer_proto::{Knocker, LeaveReason, Participant, PeerState, Role};
+use serde::{Deserialize, Serialize};
+
+/// A participant as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiParticipant {
+    /// Its id in the room (tiles and frames are keyed by it).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Whether it is a host.
+    pub host: bool,
+    /// Whether its microphone is muted.
+    pub muted: bool,
+    /// Whether its camera is on.
+    pub camera: bool,
+    /// Whether its hand is raised.
+    pub hand_raised: bool,
+    /// Whether its connection to the relay dropped (it may come back).
+    pub reconnecting: bool,
+}
+
+impl From<&Participant> for UiParticipant {
+    fn from(p: &Participant) -> Self {
+        Self {
+            id: p.id.to_string(),
+            name: p.name.clone(),
+            host: p.role == Role::Host,
+            muted: p.muted,
+            camera: p.camera,
+            hand_raised: p.hand_raised,
+            reconnecting: p.state == PeerState::Reconnecting,
+        }
+    }
+}
+
+/// Someone waiting to be let in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiKnocker {
+    /// Its id.
+    pub id: String,
+    /// The name it gave.
+    pub name: String,
+}
+
+impl From<&Knocker> for UiKnocker {
+    fn from(k: &Knocker) -> Self {
+        Self { id: k.id.to_string(), name: k.name.clone() }
+    }
+}
+
+/// One participant's audio level.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiLevel {
+    /// Who.
+    pub id: String,
+    /// Smoothed level, dBFS (-100 for silence).
+    pub dbfs: f64,
+    /// Whether it is speaking now.
+    pub speaking: bool,
+}
+
+/// One participant's connection over the last second.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiPeerStats {
+    /// Who.
+    pub id: String,
+    /// Round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// Share of its packets lost on the way to us (0..1).
+    pub receive_loss: f64,
+    /// Share of our video lost on the way to it (0..1), as it reports.
+    pub send_loss: Option<f64>,
+    /// Video received, kbit/s.
+    pub receive_video_kbps: f64,
+    /// What we send it, kbit/s.
+    pub send_kbps: f64,
+    /// Its video frames decoded per second.
+    pub frame_rate: f64,
+    /// How the path was made: `host`, `srflx`, `prflx` or `relay`.
+    pub candidate_type: Option<String>,
+    /// A one-word verdict for the tile: `good`, `fair` or `poor`.
+    pub quality: Quality,
+}
+
+/// How a connection is doing, for a tile's signal icon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// Under 2% loss and under 250 ms round trip.
+    Good,
+    /// Under 8% loss and under 500 ms.
+    Fair,
+    /// Worse.
+    Poor,
+}
+
+impl Quality {
+    /// The verdict on a second's statistics: the worse of loss (either way) and round trip.
+    pub fn of(stats: &PeerStats) -> Self {
+        let loss = stats.receive_loss.max(stats.send_loss.unwrap_or(0.0));
+        let rtt = stats.rtt_ms.unwrap_or(0.0);
+        if loss < 0.02 && rtt < 250.0 {
+            Self::Good
+        } else if loss < 0.08 && rtt < 500.0 {
+            Self::Fair
+        } else {
+            Self::Poor
+        }
+    }
+}
+
+/// Why a participant left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum UiLeaveReason {
+    /// It left.
+    Left,
+    /// A host removed it.
+    Removed,
+    /// Its connection dropped and did not come back.
+    Timeout,
+}
+
+impl From<LeaveReason> for UiLeaveReason {
+    fn from(reason: LeaveReason) -> Self {
+        match reason {
+            LeaveReason::Left => Self::Left,
+            LeaveReason::Removed => Self::Removed,
+            LeaveReason::Timeout => Self::Timeout,
+        }
+    }
+}
+
+/// What the call says, as `call` events to the page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UiEvent {
+    /// Seated in the room.
+    Joined {
+        /// This participant's id.
+        self_id: String,
+        /// Everyone else.
+        participants: Vec<UiParticipant>,
+        /// Whether this participant is a host.
+        host: bool,
+        /// Whether guests must knock.
+        locked: bool,
+        /// Who waits to be let in (hosts only).
+        knocking: Vec<UiKnocker>,
+    },
+    /// Waiting for a host to admit us.
+    Knocking,
+    /// Someone knocks (hosts only).
+    Knock {
+        /// Who.
+        knocker: UiKnocker,
+    },
+    /// A knock ended (hosts only).
+    KnockEnded {
+        /// Who knocked.
+        id: String,
+    },
+    /// The room was locked or unlocked.
+    RoomLocked {
+        /// Locked now.
+        locked: bool,
+    },
+    /// The relay refused something without ending the call.
+    RelayError {
+        /// Its code (docs/PROTOCOL.md section 9).
+        code: String,
+        /// Its explanation.
+        message: String,
+    },
+    /// Someone joined or changed their state.
+    Participant {
+        /// Who, as they are now.
+        participant: UiParticipant,
+    },
+    /// Someone's connection to the relay dropped; their seat remains.
+    ParticipantReconnecting {
+        /// Who.
+        id: String,
+    },
+    /// Someone left.
+    ParticipantLeft {
+        /// Who.
+        id: String,
+        /// Why.
+        reason: UiLeaveReason,
+    },
+    /// Media flows with this participant.
+    PeerConnected {
+        /// Who.
+        id: String,
+        /// How the path was made.
+        candidate_type: Option<String>,
+    },
+    /// No network path to this participant.
+    PeerUnreachable {
+        /// Who.
+        id: String,
+        /// What was tried (candidate types gathered and received).
+        detail: String,
+    },
+    /// Audio levels (every 100 ms).
+    Levels {
+        /// Per participant.
+        levels: Vec<UiLevel>,
+        /// Who speaks most.
+        active_speaker: Option<String>,
+    },
+    /// A chat message.
+    Chat {
+        /// From whom.
+        from: String,
+        /// The text.
+        text: String,
+    },
+    /// A device switch took effect.
+    DeviceSwitched {
+        /// `camera`, `microphone` or `speaker`.
+        device: String,
+    },
+    /// A device could not be opened; the previous one stays.
+    DeviceFailed {
+        /// `camera`, `microphone` or `speaker`.
+        device: String,
+        /// Why.
+        reason: String,
+    },
+    /// Every connected participant's statistics, once a second.
+    Stats {
+        /// Per participant.
+        peers: Vec<UiPeerStats>,
+    },
+    /// The machine's network changed; connections are being moved.
+    NetworkChanged,
+    /// The relay connection dropped; it is coming back (media keeps flowing).
+    RelayReconnecting {
+        /// Why it dropped.
+        cause: String,
+    },
+    /// Signaling is back.
+    RelayResumed,
+    /// The call is over: left (`reason` is null) or why not.
+    Ended {
+        /// Why, if not by leaving.
+        reason: Option<String>,
+    },
+}
+
+fn candidate(c: Option<CandidateType>) -> Option<String> {
+    c.map(|c| c.as_str().to_owned())
+}
+
+impl UiEvent {
+    /// The page's form of an engine event; `None` for what is not for the page as an event
+    /// (video frames go over the frame socket).
+    pub fn from_engine(event: &EngineEvent) -> Option<Self> {
+        Some(match event {
+            EngineEvent::Joined { peer_id, participants, host, locked, knocking } => Self::Joined {
+                self_id: peer_id.to_string(),
+                participants: participants.iter().map(UiParticipant::from).collect(),
+                host: *host,
+                locked: *locked,
+                knocking: knocking.iter().map(UiKnocker::from).collect(),
+            },
+            EngineEvent::Knocking => Self::Knocking,
+            EngineEvent::Knock(knocker) => Self::Knock { knocker: knocker.into() },
+            EngineEvent::KnockEnded(id) => Self::KnockEnded { id: id.to_string() },
+            EngineEvent::RoomLocked { locked } => Self::RoomLocked { locked: *locked },
+            EngineEvent::RelayError { code, message } => {
+                Self::RelayError { code: code.as_str().to_owned(), message: message.clone() }
+            }
+            EngineEvent::Participant(p) => Self::Participant { participant: p.into() },
+            EngineEvent::ParticipantReconnecting(id) => Self::ParticipantReconnecting { id: id.to_string() },
+            EngineEvent::ParticipantLeft { id, reason } => {
+                Self::ParticipantLeft { id: id.to_string(), reason: (*reason).into() }
+            }
+            EngineEvent::PeerConnected { id, candidate_type } => {
+                Self::PeerConnected { id: id.to_string(), candidate_type: candidate(*candidate_type) }
+            }
+            EngineEvent::PeerUnreachable { id, detail } => {
+                Self::PeerUnreachable { id: id.to_string(), detail: detail.clone() }
+            }
+            EngineEvent::AudioLevels { levels, active_speaker } => Self::Levels {
+                levels: levels
+                    .iter()
+                    .map(|(id, level)| UiLevel {
+                        id: id.to_string(),
+                        dbfs: level.dbfs,
+                        speaking: level.speaking,
+                    })
+                    .collect(),
+                active_speaker: active_speaker.as_ref().map(ToString::to_string),
+            },
+            EngineEvent::Chat { from, text } => Self::Chat { from: from.to_string(), text: text.clone() },
+            EngineEvent::DeviceSwitched { device } => Self::DeviceSwitched { device: (*device).to_owned() },
+            EngineEvent::DeviceFailed { device, reason } => {
+                Self::DeviceFailed { device: (*device).to_owned(), reason: reason.clone() }
+            }
+            EngineEvent::Stats(peers) => Self::Stats {
+                peers: peers
+                    .iter()
+                    .map(|(id, s)| UiPeerStats {
+                        id: id.to_string(),
+                        rtt_ms: s.rtt_ms,
+                        receive_loss: s.receive_loss,
+                        send_loss: s.send_loss,
+                        receive_video_kbps: s.receive_video_kbps,
+                        send_kbps: s.send_kbps,
+                        frame_rate: s.frame_rate,
+                        candidate_type: candidate(s.candidate_type),
+                        quality: Quality::of(s),
+                    })
+                    .collect(),
+            },
+            EngineEvent::NetworkChanged { .. } => Self::NetworkChanged,
+            EngineEvent::RelayReconnecting { cause } => Self::RelayReconnecting { cause: cause.clone() },
+            EngineEvent::RelayResumed => Self::RelayResumed,
+            EngineEvent::Ended(reason) => Self::Ended { reason: reason.clone() },
+            EngineEvent::VideoFrame { .. } | EngineEvent::SelfView(_) => return None,
+            _ => return None,
+        })
+    }
+}
+
+/// Which part failed, as a stable code the page translates (see the locale files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// What was pasted is not an invite link.
+    BadLink,
+    /// The relay (meeting server) could not be reached.
+    RelayUnreachable,
+    /// The relay refused; the message names its code.
+    Refused,
+    /// The relay's answers made no sense.
+    RelayProtocol,
+    /// A camera, microphone, speaker or codec could not be opened.
+    Media,
+    /// The WebRTC stack could not start.
+    Webrtc,
+    /// There is no call to do that in.
+    NotInCall,
+    /// Already in a call.
+    InCall,
+    /// A chat message was refused (empty or too long).
+    Chat,
+    /// Settings could not be read or written, or are invalid.
+    Settings,
+    /// The relay could not create a room.
+    RoomCreation,
+    /// The meeting server built into the app could not start.
+    EmbeddedRelay,
+}
+
+/// How every command fails: a stable code for the page to translate and the detail in the
+/// system's words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[error("{message}")]
+pub struct UiError {
+    /// Which part failed.
+    pub code: ErrorCode,
+    /// What happened.
+    pub message: String,
+}
+
+impl UiError {
+    /// An error of this code.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<EngineError> for UiError {
+    fn from(err: EngineError) -> Self {
+        let code = match &err {
+            EngineError::Join(JoinError::RelayUnreachable { .. }) => ErrorCode::RelayUnreachable,
+            EngineError::Join(JoinError::Refused { .. }) => ErrorCode::Refused,
+            EngineError::Join(_) => ErrorCode::RelayProtocol,
+            EngineError::Media(_) => ErrorCode::Media,
+            _ => ErrorCode::Webrtc,
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
+/// A camera, microphone or speaker the user can pick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiDevice {
+    /// Id to choose it by (`synthetic` for the synthetic one).
+    pub id: String,
+    /// Name to show.
+    pub name: String,
+    /// Whether it is the system default.
+    pub is_default: bool,
+}
+
+/// Every device the machine has, for the pickers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiDevices {
+    /// Cameras (the synthetic one last).
+    pub cameras: Vec<UiDevice>,
+    /// Microphones.
+    pub microphones: Vec<UiDevice>,
+    /// Speakers.
+    pub speakers: Vec<UiDevice>,
+}
+
+/// Where the page opens the frame socket, and the token it must present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct FrameSocket {
+    /// `ws://127.0.0.1:PORT/?token=...`
+    pub url: String,
+}
+
+/// A new meeting's links.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiMeeting {
+    /// The host's link (keep it: it lets its holder run the meeting).
+    pub host_link: String,
+    /// The link to send to others (`confer://`).
+    pub invite_link: String,
+    /// The same invite as an `https://` page on the relay, which opens the app.
+    pub web_link: String,
+    /// Whether the meeting runs on the meeting server built into this app.
+    pub embedded: bool,
+}
+
+/// What a join asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct JoinRequest {
+    /// The invite link.
+    pub link: String,
+    /// Display name.
+    pub name: String,
+    /// Join muted.
+    pub muted: bool,
+    /// Join with the camera on.
+    pub camera: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confer_proto::PeerId;
+
+    #[test]
+    fn a_connection_is_judged_by_its_worst_side() {
+        let good = PeerStats { rtt_ms: Some(40.0), ..PeerStats::default() };
+        assert_eq!(Quality::of(&good), Quality::Good);
+        let lossy_outbound = PeerStats { send_loss: Some(0.05), ..good };
+        assert_eq!(Quality::of(&lossy_outbound), Quality::Fair);
+        let far = PeerStats { rtt_ms: Some(700.0), ..good };
+        assert_eq!(Quality::of(&far), Quality::Poor);
+    }
+
+    #[test]
+    fn engine_events_become_tagged_json_for_the_page() {
+        let id = PeerId::parse(&"A".repeat(PeerId::CHARS)).expect("a valid id");
+        let event = EngineEvent::Chat { from: id.clone(), text: "hi".into() };
+        let json = serde_json::to_value(UiEvent::from_engine(&event)).unwrap_or_default();
+        assert_eq!(json["type"], "chat");
+        assert_eq!(json["from"], id.to_string());
+        assert_eq!(json["text"], "hi");
+        let ended = serde_json::to_value(UiEvent::from_engine(&EngineEvent::Ended(None))).unwrap_or_default();
+        assert_eq!(ended, serde_json::json!({ "type": "ended", "reason": null }));
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_code_apart_from_an_unreachable_relay() {
+        let refused = UiError::from(EngineError::Join(JoinError::Refused {
+            code: confer_proto::ErrorCode::RoomFull,
+            message: "full".into(),
+        }));
+        assert_eq!(refused.code, ErrorCode::Refused);
+        assert!(refused.message.contains("room_full"), "{}", refused.message);
+        let unreachable = UiError::from(EngineError::Join(JoinError::RelayUnreachable {
+            relay: "wss://127.0.0.1:9".into(),
+            reason: "connection refused".into(),
+        }));
+        assert_eq!(unreachable.code, ErrorCode::RelayUnreachable);
+        let json = serde_json::to_value(&unreachable).unwrap_or_default();
+        assert_eq!(json["code"], "relay_unreachable");
+    }
+}

@@ -1,0 +1,283 @@
+//! The desktop app in a real window: an Xvfb display of its own, Debian's WebKitWebDriver (the
+//! driver `tauri-driver` forwards to, spoken to directly), the app built with its page embedded,
+//! and a small W3C WebDriver client over plain HTTP/1.1.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The key under which W3C WebDriver names an element.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A virtual X display, stopped when dropped.
+#[derive(Debug)]
+pub struct Xvfb {
+    child: Child,
+    /// `:N`
+    pub display: String,
+}
+
+impl Xvfb {
+    /// Starts Xvfb on a free display number (it picks one and says which).
+    pub fn start() -> Self {
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb starts (apt install xvfb)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let number: u32 = line.trim().parse().expect("Xvfb names its display");
+        Self { child, display: format!(":{number}") }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The desktop app with its page embedded, built by cargo like the other binaries.
+pub fn desktop_app() -> PathBuf {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/dist/index.html");
+    assert!(
+        dist.exists(),
+        "the UI is not built: run `npm --prefix ui ci && npm --prefix ui run build` (scripts/test does)"
+    );
+    crate::binary("confer-desktop", "confer-desktop")
+}
+
+/// Where one app instance keeps its settings, data and logs (XDG directories of its own).
+#[derive(Debug)]
+pub struct AppHome {
+    dir: tempfile::TempDir,
+}
+
+impl AppHome {
+    /// Empty directories.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["config", "data", "cache", "runtime"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir.path().join("runtime"), std::fs::Permissions::from_mode(0o700))
+                .unwrap();
+        }
+        Self { dir }
+    }
+
+    /// Writes the app's settings file before it starts.
+    pub fn settings(&self, settings: &Value) {
+        let dir = self.dir.path().join("config/org.confer.desktop");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("settings.json"), settings.to_string()).unwrap();
+    }
+
+    /// The app's log file.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/org.confer.desktop/logs/confer.log"))
+            .unwrap_or_default()
+    }
+
+    fn env(&self, command: &mut Command, display: &str) {
+        let path = |sub: &str| self.dir.path().join(sub);
+        command
+            .env("DISPLAY", display)
+            .env("GDK_BACKEND", "x11")
+            .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .env("NO_AT_BRIDGE", "1")
+            .env("XDG_CONFIG_HOME", path("config"))
+            .env("XDG_DATA_HOME", path("data"))
+            .env("XDG_CACHE_HOME", path("cache"))
+            .env("XDG_RUNTIME_DIR", path("runtime"))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("WAYLAND_DISPLAY");
+    }
+}
+
+impl Default for AppHome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// WebKitWebDriver on a free port, driving one app instance; both stop when dropped.
+#[derive(Debug)]
+pub struct Driver {
+    child: Child,
+    port: u16,
+    session: String,
+}
+
+impl Driver {
+    /// Starts the driver and, through it, the app (`binary` with `args`) on `display`.
+    pub fn start(binary: &Path, args: &[&str], display: &str, home: &AppHome) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut command = Command::new("WebKitWebDriver");
+        command.arg(format!("--port={port}")).arg("--host=127.0.0.1");
+        home.env(&mut command, display);
+        // tauri-runtime-wry lets a driver in only with this set (the app inherits it).
+        command.env("TAURI_WEBVIEW_AUTOMATION", "true").stdout(Stdio::null()).stderr(Stdio::null());
+        let child = command.spawn().expect("WebKitWebDriver starts (apt install webkit2gtk-driver)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "WebKitWebDriver did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut driver = Self { child, port, session: String::new() };
+        let capabilities = json!({ "capabilities": { "alwaysMatch": { "webkitgtk:browserOptions": {
+            "binary": binary, "args": args,
+        }}}});
+        let reply = driver.request("POST", "/session", Some(&capabilities));
+        driver.session =
+            reply["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {reply}")).to_owned();
+        driver
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let text = String::from_utf8_lossy(&response);
+        let json = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        // The driver may answer chunked; its JSON is one chunk.
+        let json = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            json.split_once("\r\n").map_or("", |(_, rest)| rest).rsplitn(2, "\r\n0").last().unwrap_or("")
+        } else {
+            json
+        };
+        let value: Value = serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        value["value"].clone()
+    }
+
+    fn session_path(&self, rest: &str) -> String {
+        format!("/session/{}{rest}", self.session)
+    }
+
+    /// Runs `script` in the page (a function body; `arguments` holds `args`) and returns its value.
+    pub fn execute(&self, script: &str, args: &[Value]) -> Value {
+        self.request(
+            "POST",
+            &self.session_path("/execute/sync"),
+            Some(&json!({ "script": script, "args": args })),
+        )
+    }
+
+    /// The first element matching `css`, waiting up to `timeout` for it.
+    pub fn find(&self, css: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reply = self.request(
+                "POST",
+                &self.session_path("/element"),
+                Some(&json!({ "using": "css selector", "value": css })),
+            );
+            if let Some(id) = reply[ELEMENT].as_str() {
+                return id.to_owned();
+            }
+            if Instant::now() >= deadline {
+                let page = self.execute("return document.body.innerText", &[]);
+                panic!(
+                    "no element {css} in {timeout:?}: {reply}; the page says:\n{}",
+                    page.as_str().unwrap_or("")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Clicks the element matching `css` once it is enabled (a DOM click: WebKitWebDriver's
+    /// pointer clicks were lost now and then under Xvfb, with no window manager).
+    pub fn click(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let element = self.find(css, Duration::from_secs(30));
+            let reply = self.execute(
+                "if (arguments[0].disabled) return 'disabled'; arguments[0].click(); return null;",
+                &[json!({ ELEMENT: element })],
+            );
+            if reply.is_null() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "click on {css}: {reply}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Types `text` into the element matching `css` (after clearing it).
+    pub fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css, Duration::from_secs(30));
+        self.request("POST", &self.session_path(&format!("/element/{element}/clear")), Some(&json!({})));
+        let reply = self.request(
+            "POST",
+            &self.session_path(&format!("/element/{element}/value")),
+            Some(&json!({ "text": text })),
+        );
+        assert!(reply.is_null(), "typing into {css}: {reply}");
+    }
+
+    /// The visible text of the element matching `css`.
+    pub fn text(&self, css: &str) -> String {
+        let element = self.find(css, Duration::from_secs(30));
+        self.request("GET", &self.session_path(&format!("/element/{element}/text")), None)
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// Waits until `script` returns something truthy, and returns it.
+    pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.execute(script, &[]);
+            if !(value.is_null() || value == false || value == 0 || value == "") {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                let page = self.execute("return document.body.innerText", &[]);
+                let probe = self.execute(
+                    "return window.__confer && [window.__confer.feed(), window.__confer.tiles()]",
+                    &[],
+                );
+                panic!(
+                    "{what}: not within {timeout:?} (last: {value}); probe: {probe}; the page says:\n{}",
+                    page.as_str().unwrap_or("")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            // Ends the session, which closes the app.
+            let path = format!("/session/{}", self.session);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.request("DELETE", &path, None)
+            }));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,85 @@
+// The one module that talks to the Rust shell. Screens call `backend()`; tests install a mock
+// with `setBackend`. Every command fails with a `UiError` (a stable code plus a message).
+import type {
+  FrameSocket,
+  JoinRequest,
+  Settings,
+  SettingsState,
+  UiDevices,
+  UiError,
+  UiEvent,
+  UiMeeting,
+} from "./bindings";
+
+export type DeviceKind = "camera" | "microphone" | "speaker";
+export type HostAction = "lock" | "unlock" | "admit" | "deny" | "remove";
+
+export interface Backend {
+  frameSocket(): Promise<FrameSocket>;
+  settings(): Promise<SettingsState>;
+  saveSettings(settings: Settings): Promise<void>;
+  launchLink(): Promise<string | null>;
+  devices(): Promise<UiDevices>;
+  newMeeting(): Promise<UiMeeting>;
+  join(request: JoinRequest): Promise<void>;
+  leave(): Promise<void>;
+  setMuted(muted: boolean): Promise<void>;
+  setCamera(on: boolean): Promise<void>;
+  raiseHand(raised: boolean): Promise<void>;
+  sendChat(text: string): Promise<void>;
+  chooseDevice(kind: DeviceKind, id: string): Promise<void>;
+  hostAction(action: HostAction, peer?: string): Promise<void>;
+  /** Calls `handler` for every call event until the returned function is called. */
+  onCallEvent(handler: (event: UiEvent) => void): Promise<() => void>;
+}
+
+/** Whether `value` is the shell's error shape. */
+export function isUiError(value: unknown): value is UiError {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as UiError).code === "string" &&
+    typeof (value as UiError).message === "string"
+  );
+}
+
+/** Any failure as a `UiError` (a plain exception becomes the `webrtc`-free code `media`). */
+export function asUiError(value: unknown): UiError {
+  if (isUiError(value)) return value;
+  return { code: "relay_protocol", message: String(value) };
+}
+
+async function tauriBackend(): Promise<Backend> {
+  const { invoke } = await import("@tauri-apps/api/core");
+  const { listen } = await import("@tauri-apps/api/event");
+  return {
+    frameSocket: () => invoke("frame_socket"),
+    settings: () => invoke("settings"),
+    saveSettings: (settings) => invoke("save_settings", { settings }),
+    launchLink: () => invoke("launch_link"),
+    devices: () => invoke("devices"),
+    newMeeting: () => invoke("new_meeting"),
+    join: (request) => invoke("join", { request }),
+    leave: () => invoke("leave"),
+    setMuted: (muted) => invoke("set_muted", { muted }),
+    setCamera: (on) => invoke("set_camera", { on }),
+    raiseHand: (raised) => invoke("raise_hand", { raised }),
+    sendChat: (text) => invoke("send_chat", { text }),
+    chooseDevice: (kind, id) => invoke("choose_device", { kind, id }),
+    hostAction: (action, peer) => invoke("host_action", { action, peer: peer ?? null }),
+    onCallEvent: async (handler) => listen<UiEvent>("call", (e) => handler(e.payload)),
+  };
+}
+
+let current: Promise<Backend> | null = null;
+
+/** The backend: the Tauri shell unless a test installed another. */
+export function backend(): Promise<Backend> {
+  current ??= tauriBackend();
+  return current;
+}
+
+/** Installs a backend (tests). */
+export function setBackend(b: Backend): void {
+  current = Promise.resolve(b);
+}

@@ -1,0 +1,370 @@
+// Generated from src-tauri's types by `UPDATE_BINDINGS=1 cargo test --workspace --lib bindings`.
+// Do not edit: a test fails when this file and the Rust types disagree.
+
+export type UiEvent = { "type": "joined", 
+/**
+ * This participant's id.
+ */
+self_id: string, 
+/**
+ * Everyone else.
+ */
+participants: Array<UiParticipant>, 
+/**
+ * Whether this participant is a host.
+ */
+host: boolean, 
+/**
+ * Whether guests must knock.
+ */
+locked: boolean, 
+/**
+ * Who waits to be let in (hosts only).
+ */
+knocking: Array<UiKnocker>, } | { "type": "knocking" } | { "type": "knock", 
+/**
+ * Who.
+ */
+knocker: UiKnocker, } | { "type": "knock_ended", 
+/**
+ * Who knocked.
+ */
+id: string, } | { "type": "room_locked", 
+/**
+ * Locked now.
+ */
+locked: boolean, } | { "type": "relay_error", 
+/**
+ * Its code (docs/PROTOCOL.md section 9).
+ */
+code: string, 
+/**
+ * Its explanation.
+ */
+message: string, } | { "type": "participant", 
+/**
+ * Who, as they are now.
+ */
+participant: UiParticipant, } | { "type": "participant_reconnecting", 
+/**
+ * Who.
+ */
+id: string, } | { "type": "participant_left", 
+/**
+ * Who.
+ */
+id: string, 
+/**
+ * Why.
+ */
+reason: UiLeaveReason, } | { "type": "peer_connected", 
+/**
+ * Who.
+ */
+id: string, 
+/**
+ * How the path was made.
+ */
+candidate_type: string | null, } | { "type": "peer_unreachable", 
+/**
+ * Who.
+ */
+id: string, 
+/**
+ * What was tried (candidate types gathered and received).
+ */
+detail: string, } | { "type": "levels", 
+/**
+ * Per participant.
+ */
+levels: Array<UiLevel>, 
+/**
+ * Who speaks most.
+ */
+active_speaker: string | null, } | { "type": "chat", 
+/**
+ * From whom.
+ */
+from: string, 
+/**
+ * The text.
+ */
+text: string, } | { "type": "device_switched", 
+/**
+ * `camera`, `microphone` or `speaker`.
+ */
+device: string, } | { "type": "device_failed", 
+/**
+ * `camera`, `microphone` or `speaker`.
+ */
+device: string, 
+/**
+ * Why.
+ */
+reason: string, } | { "type": "stats", 
+/**
+ * Per participant.
+ */
+peers: Array<UiPeerStats>, } | { "type": "network_changed" } | { "type": "relay_reconnecting", 
+/**
+ * Why it dropped.
+ */
+cause: string, } | { "type": "relay_resumed" } | { "type": "ended", 
+/**
+ * Why, if not by leaving.
+ */
+reason: string | null, };
+
+export type UiParticipant = { 
+/**
+ * Its id in the room (tiles and frames are keyed by it).
+ */
+id: string, 
+/**
+ * Display name.
+ */
+name: string, 
+/**
+ * Whether it is a host.
+ */
+host: boolean, 
+/**
+ * Whether its microphone is muted.
+ */
+muted: boolean, 
+/**
+ * Whether its camera is on.
+ */
+camera: boolean, 
+/**
+ * Whether its hand is raised.
+ */
+hand_raised: boolean, 
+/**
+ * Whether its connection to the relay dropped (it may come back).
+ */
+reconnecting: boolean, };
+
+export type UiKnocker = { 
+/**
+ * Its id.
+ */
+id: string, 
+/**
+ * The name it gave.
+ */
+name: string, };
+
+export type UiLevel = { 
+/**
+ * Who.
+ */
+id: string, 
+/**
+ * Smoothed level, dBFS (-100 for silence).
+ */
+dbfs: number, 
+/**
+ * Whether it is speaking now.
+ */
+speaking: boolean, };
+
+export type UiPeerStats = { 
+/**
+ * Who.
+ */
+id: string, 
+/**
+ * Round-trip time, ms.
+ */
+rtt_ms: number | null, 
+/**
+ * Share of its packets lost on the way to us (0..1).
+ */
+receive_loss: number, 
+/**
+ * Share of our video lost on the way to it (0..1), as it reports.
+ */
+send_loss: number | null, 
+/**
+ * Video received, kbit/s.
+ */
+receive_video_kbps: number, 
+/**
+ * What we send it, kbit/s.
+ */
+send_kbps: number, 
+/**
+ * Its video frames decoded per second.
+ */
+frame_rate: number, 
+/**
+ * How the path was made: `host`, `srflx`, `prflx` or `relay`.
+ */
+candidate_type: string | null, 
+/**
+ * A one-word verdict for the tile: `good`, `fair` or `poor`.
+ */
+quality: Quality, };
+
+export type Quality = "good" | "fair" | "poor";
+
+export type UiLeaveReason = "left" | "removed" | "timeout";
+
+export type ErrorCode = "bad_link" | "relay_unreachable" | "refused" | "relay_protocol" | "media" | "webrtc" | "not_in_call" | "in_call" | "chat" | "settings" | "room_creation" | "embedded_relay";
+
+export type UiError = { 
+/**
+ * Which part failed.
+ */
+code: ErrorCode, 
+/**
+ * What happened.
+ */
+message: string, };
+
+export type UiDevice = { 
+/**
+ * Id to choose it by (`synthetic` for the synthetic one).
+ */
+id: string, 
+/**
+ * Name to show.
+ */
+name: string, 
+/**
+ * Whether it is the system default.
+ */
+is_default: boolean, };
+
+export type UiDevices = { 
+/**
+ * Cameras (the synthetic one last).
+ */
+cameras: Array<UiDevice>, 
+/**
+ * Microphones.
+ */
+microphones: Array<UiDevice>, 
+/**
+ * Speakers.
+ */
+speakers: Array<UiDevice>, };
+
+export type FrameSocket = { 
+/**
+ * `ws://127.0.0.1:PORT/?token=...`
+ */
+url: string, };
+
+export type UiMeeting = { 
+/**
+ * The host's link (keep it: it lets its holder run the meeting).
+ */
+host_link: string, 
+/**
+ * The link to send to others (`confer://`).
+ */
+invite_link: string, 
+/**
+ * The same invite as an `https://` page on the relay, which opens the app.
+ */
+web_link: string, 
+/**
+ * Whether the meeting runs on the meeting server built into this app.
+ */
+embedded: boolean, };
+
+export type JoinRequest = { 
+/**
+ * The invite link.
+ */
+link: string, 
+/**
+ * Display name.
+ */
+name: string, 
+/**
+ * Join muted.
+ */
+muted: boolean, 
+/**
+ * Join with the camera on.
+ */
+camera: boolean, };
+
+export type Settings = { 
+/**
+ * Display name.
+ */
+name: string, 
+/**
+ * The relay for new meetings (`wss://host:port`); empty: the one built into the app.
+ */
+relay_url: string, 
+/**
+ * Camera id, `synthetic`, or empty for none.
+ */
+camera: string, 
+/**
+ * Microphone id, `default` or `synthetic`.
+ */
+microphone: string, 
+/**
+ * Speaker id, `default` or `synthetic`.
+ */
+speaker: string, 
+/**
+ * Video sent.
+ */
+video_quality: VideoQuality, 
+/**
+ * Echo cancellation.
+ */
+echo_cancellation: boolean, 
+/**
+ * Noise suppression.
+ */
+noise_suppression: boolean, 
+/**
+ * Music mode: no processing, full band.
+ */
+music_mode: boolean, 
+/**
+ * The synthetic camera's and microphone's pattern id (what tests read back).
+ */
+synthetic_pattern: number, 
+/**
+ * Recent meetings, newest first.
+ */
+recent: Array<RecentMeeting>, };
+
+export type VideoQuality = "low" | "standard" | "high";
+
+export type RecentMeeting = { 
+/**
+ * The link joined with.
+ */
+link: string, 
+/**
+ * The invite for others, if known (a meeting made here).
+ */
+invite_link: string | null, 
+/**
+ * When, Unix milliseconds.
+ */
+at_ms: number, 
+/**
+ * Whether it was joined as host.
+ */
+host: boolean, };
+
+export type SettingsState = { 
+/**
+ * The settings in use.
+ */
+settings: Settings, 
+/**
+ * Why the saved ones could not be used.
+ */
+problem: UiError | null, };

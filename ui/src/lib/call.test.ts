@@ -1,0 +1,83 @@
+import { describe, expect, it } from "vitest";
+import { initialCall, MAX_CHAT_LINES, ownChat, reduce } from "./call";
+import type { UiEvent, UiParticipant } from "./bindings";
+
+const alice: UiParticipant = {
+  id: "a",
+  name: "Alice",
+  host: true,
+  muted: false,
+  camera: true,
+  hand_raised: false,
+  reconnecting: false,
+};
+const bob: UiParticipant = { ...alice, id: "b", name: "Bob", host: false };
+
+function play(...events: UiEvent[]) {
+  return events.reduce(reduce, initialCall());
+}
+
+describe("the call state", () => {
+  it("starts connecting, then seats us with everyone already there", () => {
+    expect(initialCall().phase.kind).toBe("connecting");
+    const s = play({ type: "joined", self_id: "me", participants: [alice], host: false, locked: false, knocking: [] });
+    expect(s.phase.kind).toBe("in_call");
+    expect(s.peers.map((p) => p.name)).toEqual(["Alice"]);
+    expect(s.peers[0]?.connected).toBe(false);
+  });
+
+  it("tracks joins, state changes, connections and departures", () => {
+    const s = play(
+      { type: "joined", self_id: "me", participants: [alice], host: false, locked: false, knocking: [] },
+      { type: "participant", participant: bob },
+      { type: "peer_connected", id: "b", candidate_type: "host" },
+      { type: "participant", participant: { ...bob, muted: true } },
+      { type: "participant_left", id: "a", reason: "left" },
+    );
+    expect(s.peers).toHaveLength(1);
+    expect(s.peers[0]).toMatchObject({ id: "b", muted: true, connected: true });
+    expect(s.notice).toEqual({ key: "left.left", params: { name: "Alice" } });
+  });
+
+  it("names the peer it has no path to, and what was tried", () => {
+    const s = play(
+      { type: "joined", self_id: "me", participants: [alice], host: false, locked: false, knocking: [] },
+      { type: "peer_unreachable", id: "a", detail: "relay candidates only" },
+    );
+    expect(s.peers[0]?.unreachable).toBe("relay candidates only");
+  });
+
+  it("keeps knockers for the host until their knock ends", () => {
+    const s = play(
+      { type: "joined", self_id: "me", participants: [], host: true, locked: true, knocking: [] },
+      { type: "knock", knocker: { id: "k", name: "Kim" } },
+      { type: "knock", knocker: { id: "k", name: "Kim" } },
+    );
+    expect(s.knocking).toEqual([{ id: "k", name: "Kim" }]);
+    expect(reduce(s, { type: "knock_ended", id: "k" }).knocking).toEqual([]);
+  });
+
+  it("shows who speaks and keeps chat bounded", () => {
+    let s = play(
+      { type: "joined", self_id: "me", participants: [alice, bob], host: false, locked: false, knocking: [] },
+      { type: "levels", levels: [{ id: "b", dbfs: -20, speaking: true }], active_speaker: "b" },
+    );
+    expect(s.peers.find((p) => p.id === "b")?.speaking).toBe(true);
+    expect(s.peers.find((p) => p.id === "a")?.speaking).toBe(false);
+    for (let i = 0; i < MAX_CHAT_LINES + 5; i++) s = reduce(s, { type: "chat", from: "a", text: `m${i}` });
+    s = ownChat(s, "mine", "Me");
+    expect(s.chat).toHaveLength(MAX_CHAT_LINES);
+    expect(s.chat.at(-1)).toMatchObject({ text: "mine", mine: true });
+    expect(s.chat.at(-2)).toMatchObject({ name: "Alice", text: `m${MAX_CHAT_LINES + 4}` });
+  });
+
+  it("says the relay is coming back, then carries on, and ends with the reason", () => {
+    let s = play({ type: "joined", self_id: "me", participants: [], host: false, locked: false, knocking: [] });
+    s = reduce(s, { type: "relay_reconnecting", cause: "connection reset" });
+    expect(s.phase).toEqual({ kind: "relay_reconnecting", cause: "connection reset" });
+    s = reduce(s, { type: "relay_resumed" });
+    expect(s.phase.kind).toBe("in_call");
+    s = reduce(s, { type: "ended", reason: "removed by a host" });
+    expect(s.phase).toEqual({ kind: "ended", reason: "removed by a host" });
+  });
+});

@@ -1,0 +1,160 @@
+// The call as the page sees it, built from `call` events by a pure reducer (unit-tested).
+import type { UiEvent, UiKnocker, UiParticipant, UiPeerStats } from "./bindings";
+
+export type Phase =
+  | { kind: "connecting" } // to the relay
+  | { kind: "knocking" } // waiting for the host
+  | { kind: "in_call" }
+  | { kind: "relay_reconnecting"; cause: string }
+  | { kind: "ended"; reason: string | null };
+
+export interface Peer extends UiParticipant {
+  /** Media flows with it. */
+  connected: boolean;
+  /** No network path: what was tried. */
+  unreachable: string | null;
+  speaking: boolean;
+  stats: UiPeerStats | null;
+}
+
+export interface ChatLine {
+  from: string;
+  name: string;
+  text: string;
+  mine: boolean;
+}
+
+export interface CallState {
+  phase: Phase;
+  selfId: string | null;
+  host: boolean;
+  locked: boolean;
+  peers: Peer[];
+  knocking: UiKnocker[];
+  chat: ChatLine[];
+  activeSpeaker: string | null;
+  /** The latest notice worth a toast (device failed, relay error, someone left). */
+  notice: { key: string; params: Record<string, string> } | null;
+}
+
+export function initialCall(): CallState {
+  return {
+    phase: { kind: "connecting" },
+    selfId: null,
+    host: false,
+    locked: false,
+    peers: [],
+    knocking: [],
+    chat: [],
+    activeSpeaker: null,
+    notice: null,
+  };
+}
+
+function peerFrom(p: UiParticipant, old?: Peer): Peer {
+  return {
+    ...p,
+    connected: old?.connected ?? false,
+    unreachable: old?.unreachable ?? null,
+    speaking: old?.speaking ?? false,
+    stats: old?.stats ?? null,
+  };
+}
+
+function updatePeer(state: CallState, id: string, change: (p: Peer) => Peer): Peer[] {
+  return state.peers.map((p) => (p.id === id ? change(p) : p));
+}
+
+export const MAX_CHAT_LINES = 500;
+
+export function reduce(state: CallState, event: UiEvent): CallState {
+  switch (event.type) {
+    case "joined":
+      return {
+        ...state,
+        phase: { kind: "in_call" },
+        selfId: event.self_id,
+        host: event.host,
+        locked: event.locked,
+        knocking: event.knocking,
+        peers: event.participants.map((p) => peerFrom(p, state.peers.find((o) => o.id === p.id))),
+      };
+    case "knocking":
+      return { ...state, phase: { kind: "knocking" } };
+    case "knock":
+      return { ...state, knocking: [...state.knocking.filter((k) => k.id !== event.knocker.id), event.knocker] };
+    case "knock_ended":
+      return { ...state, knocking: state.knocking.filter((k) => k.id !== event.id) };
+    case "room_locked":
+      return { ...state, locked: event.locked };
+    case "participant": {
+      if (event.participant.id === state.selfId) return state;
+      const old = state.peers.find((p) => p.id === event.participant.id);
+      const peer = peerFrom(event.participant, old);
+      return {
+        ...state,
+        peers: old ? state.peers.map((p) => (p.id === peer.id ? peer : p)) : [...state.peers, peer],
+      };
+    }
+    case "participant_reconnecting":
+      return { ...state, peers: updatePeer(state, event.id, (p) => ({ ...p, reconnecting: true })) };
+    case "participant_left": {
+      const who = state.peers.find((p) => p.id === event.id);
+      return {
+        ...state,
+        peers: state.peers.filter((p) => p.id !== event.id),
+        notice: who ? { key: `left.${event.reason}`, params: { name: who.name } } : state.notice,
+      };
+    }
+    case "peer_connected":
+      return {
+        ...state,
+        peers: updatePeer(state, event.id, (p) => ({ ...p, connected: true, unreachable: null })),
+      };
+    case "peer_unreachable":
+      return {
+        ...state,
+        peers: updatePeer(state, event.id, (p) => ({ ...p, connected: false, unreachable: event.detail })),
+      };
+    case "levels": {
+      const speaking = new Set(event.levels.filter((l) => l.speaking).map((l) => l.id));
+      return {
+        ...state,
+        activeSpeaker: event.active_speaker,
+        peers: state.peers.map((p) => (p.speaking === speaking.has(p.id) ? p : { ...p, speaking: speaking.has(p.id) })),
+      };
+    }
+    case "chat": {
+      const name = state.peers.find((p) => p.id === event.from)?.name ?? "?";
+      const line = { from: event.from, name, text: event.text, mine: false };
+      return { ...state, chat: [...state.chat, line].slice(-MAX_CHAT_LINES) };
+    }
+    case "stats": {
+      const byId = new Map(event.peers.map((s) => [s.id, s]));
+      return { ...state, peers: state.peers.map((p) => ({ ...p, stats: byId.get(p.id) ?? p.stats })) };
+    }
+    case "device_switched":
+      return { ...state, notice: { key: "device.switched", params: { device: event.device } } };
+    case "device_failed":
+      return {
+        ...state,
+        notice: { key: "device.failed", params: { device: event.device, reason: event.reason } },
+      };
+    case "relay_error":
+      return { ...state, notice: { key: "relay.error", params: { code: event.code, message: event.message } } };
+    case "network_changed":
+      return { ...state, notice: { key: "network.changed", params: {} } };
+    case "relay_reconnecting":
+      return { ...state, phase: { kind: "relay_reconnecting", cause: event.cause } };
+    case "relay_resumed":
+      return { ...state, phase: { kind: "in_call" } };
+    case "ended":
+      return { ...state, phase: { kind: "ended", reason: event.reason } };
+  }
+}
+
+/** Adds a message this participant sent. */
+export function ownChat(state: CallState, text: string, name: string): CallState {
+  const line = { from: state.selfId ?? "self", name, text, mine: true };
+  return { ...state, chat: [...state.chat, line].slice(-MAX_CHAT_LINES) };
+}

@@ -1,0 +1,53 @@
+import { describe, expect, it } from "vitest";
+import { HEADER, parseFrame } from "./frames";
+import { i420ToRgba } from "./renderer";
+
+function message(tile: string, width: number, height: number, luma: number, extra = 0): ArrayBuffer {
+  const id = new TextEncoder().encode(tile);
+  const size = HEADER + id.length + (width * height * 3) / 2 + extra;
+  const buffer = new ArrayBuffer(size);
+  const view = new DataView(buffer);
+  new Uint8Array(buffer).set(new TextEncoder().encode("CFV1"), 0);
+  view.setUint16(4, width, true);
+  view.setUint16(6, height, true);
+  view.setBigUint64(8, 1_700_000_000_000_000n, true);
+  view.setUint32(16, 7, true);
+  view.setUint8(20, id.length);
+  new Uint8Array(buffer).set(id, HEADER);
+  const planes = new Uint8Array(buffer, HEADER + id.length);
+  planes.fill(128);
+  planes.fill(luma, 0, width * height);
+  return buffer;
+}
+
+describe("frame socket messages", () => {
+  it("are read into a tile id, a time and three planes", () => {
+    const f = parseFrame(message("peer-1", 4, 2, 235));
+    expect(f).not.toBeNull();
+    expect(f).toMatchObject({ tile: "peer-1", width: 4, height: 2, seq: 7, capturedUs: 1_700_000_000_000_000 });
+    expect([...(f?.y ?? [])]).toEqual(Array(8).fill(235));
+    expect(f?.u.length).toBe(2);
+    expect(f?.v.length).toBe(2);
+  });
+
+  it("are refused when truncated, padded, odd-sized or not frames", () => {
+    expect(parseFrame(new ArrayBuffer(10))).toBeNull();
+    expect(parseFrame(message("x", 4, 2, 0, 1))).toBeNull();
+    expect(parseFrame(message("x", 4, 2, 0).slice(0, 30))).toBeNull();
+    expect(parseFrame(message("x", 3, 2, 0))).toBeNull();
+    const bad = message("x", 4, 2, 0);
+    new Uint8Array(bad)[0] = 0x58;
+    expect(parseFrame(bad)).toBeNull();
+  });
+
+  it("convert to the colours they encode (BT.601, limited range)", () => {
+    const white = parseFrame(message("w", 2, 2, 235));
+    const black = parseFrame(message("b", 2, 2, 16));
+    const out = new Uint8ClampedArray(16);
+    if (!white || !black) throw new Error("frames");
+    i420ToRgba(white, out);
+    expect([...out.subarray(0, 4)]).toEqual([255, 255, 255, 255]);
+    i420ToRgba(black, out);
+    expect([...out.subarray(0, 4)]).toEqual([0, 0, 0, 255]);
+  });
+});

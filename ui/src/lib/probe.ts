@@ -1,0 +1,41 @@
+// What tests and the benchmark read from the running page (through WebDriver): per tile, the
+// frames drawn and the pixels last drawn. Nothing here changes what the user sees.
+import type { Renderer } from "./renderer";
+import { feedStatus } from "./frames";
+
+export interface TileProbe {
+  drawn: number;
+  renderer: Renderer;
+  lastSeq: number;
+}
+
+export const tiles = new Map<string, TileProbe>();
+
+declare global {
+  interface Window {
+    __confer?: {
+      tiles: () => { id: string; drawn: number; kind: string }[];
+      feed: () => typeof feedStatus;
+      snapshot: (id: string) => { width: number; height: number; rgba: string } | null;
+    };
+  }
+}
+
+function base64(bytes: Uint8Array): string {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+}
+
+export function installProbe(): void {
+  window.__confer = {
+    feed: () => ({ ...feedStatus }),
+    tiles: () => [...tiles].map(([id, t]) => ({ id, drawn: t.drawn, kind: t.renderer.kind })),
+    snapshot: (id) => {
+      const shot = tiles.get(id)?.renderer.snapshot();
+      return shot ? { width: shot.width, height: shot.height, rgba: base64(shot.rgba) } : null;
+    },
+  };
+}

@@ -1,0 +1,107 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/svelte";
+import { setBackend } from "../lib/backend";
+import { setLocale } from "../lib/i18n";
+import App from "../App.svelte";
+import { mockBackend } from "./mock";
+
+afterEach(cleanup);
+
+async function toCall(mock: ReturnType<typeof mockBackend>) {
+  setBackend(mock);
+  setLocale("en");
+  render(App);
+  const link = await screen.findByTestId("link");
+  await fireEvent.input(link, { target: { value: "confer://join?relay=wss://x&room=r&token=t" } });
+  await fireEvent.click(screen.getByTestId("join"));
+  await fireEvent.click(await screen.findByTestId("join-now"));
+  await screen.findByTestId("mute");
+}
+
+describe("the app against a mock backend", () => {
+  it("joins by a pasted link with the lobby's name and devices", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    const join = mock.calls.find(([name]) => name === "join");
+    expect(join?.[1]).toEqual({
+      link: "confer://join?relay=wss://x&room=r&token=t",
+      name: "Ada",
+      muted: false,
+      camera: true,
+    });
+    expect(screen.getByTestId("phase").textContent).toContain("Connecting to the meeting server");
+  });
+
+  it("shows a tile per participant, with state from events, and says who it is connecting to", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    mock.emit({
+      type: "joined",
+      self_id: "me",
+      host: false,
+      locked: false,
+      knocking: [],
+      participants: [
+        { id: "a", name: "Alice", host: true, muted: true, camera: true, hand_raised: false, reconnecting: false },
+        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, reconnecting: false },
+      ],
+    });
+    await waitFor(() => expect(screen.getAllByTestId("tile")).toHaveLength(3));
+    const alice = screen.getAllByTestId("tile").find((t) => t.dataset.tile === "a");
+    expect(alice?.querySelector("[data-testid=muted]")).not.toBeNull();
+    expect(alice?.textContent).toContain("Connecting to Alice");
+    mock.emit({ type: "peer_connected", id: "a", candidate_type: "host" });
+    mock.emit({ type: "participant_left", id: "b", reason: "left" });
+    await waitFor(() => expect(screen.getAllByTestId("tile")).toHaveLength(2));
+    expect(screen.getByText("Bob left")).toBeTruthy();
+  });
+
+  it("misses no event sent before the call screen is up", async () => {
+    const mock = mockBackend();
+    mock.duringJoin = [
+      {
+        type: "joined",
+        self_id: "me",
+        host: false,
+        locked: false,
+        knocking: [],
+        participants: [
+          { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, reconnecting: false },
+        ],
+      },
+    ];
+    await toCall(mock);
+    await waitFor(() => expect(screen.getAllByTestId("tile")).toHaveLength(2));
+    expect(screen.queryByTestId("phase")).toBeNull();
+  });
+
+  it("mutes with the button and with M, and leaves", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    await fireEvent.click(screen.getByTestId("mute"));
+    await fireEvent.keyDown(window, { key: "m" });
+    await fireEvent.click(screen.getByTestId("leave"));
+    const actions = mock.calls.filter(([n]) => n === "set_muted" || n === "leave");
+    expect(actions).toEqual([
+      ["set_muted", true],
+      ["set_muted", false],
+      ["leave", undefined],
+    ]);
+    mock.emit({ type: "ended", reason: null });
+    expect(await screen.findByTestId("ended")).toBeTruthy();
+  });
+
+  it("names the part that failed when the join is refused", async () => {
+    const mock = mockBackend();
+    mock.failJoinWith = { code: "relay_unreachable", message: "wss://x: connection refused" };
+    setBackend(mock);
+    setLocale("en");
+    render(App);
+    await fireEvent.input(await screen.findByTestId("link"), { target: { value: "confer://join?x" } });
+    await fireEvent.click(screen.getByTestId("join"));
+    await fireEvent.click(await screen.findByTestId("join-now"));
+    const error = await screen.findByTestId("error");
+    expect(error.dataset.code).toBe("relay_unreachable");
+    expect(error.textContent).toContain("Can't reach the meeting server: wss://x: connection refused");
+  });
+});
