@@ -48,10 +48,12 @@ confer_setup() {
     fi
 }
 
-# The UI's packages, exactly as package-lock.json says (again only when the lock file changed).
+# The UI's packages, at the versions package-lock.json names (again only when the lock file
+# changed). `npm install --no-save` rather than `npm ci`: npm 11 writes lock files without other
+# platforms' optional packages (rollup's, esbuild's) and then `npm ci` refuses them as out of sync.
 confer_ui_packages() {
     if [[ ! -f ui/node_modules/.package-lock.json ]] || ! cmp -s ui/package-lock.json ui/node_modules/.confer-lock; then
-        (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+        (cd ui && npm install --no-save --no-audit --no-fund --loglevel=error)
         cp ui/package-lock.json ui/node_modules/.confer-lock
     fi
 }

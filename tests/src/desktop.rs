@@ -49,7 +49,7 @@ pub fn desktop_app() -> PathBuf {
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/dist/index.html");
     assert!(
         dist.exists(),
-        "the UI is not built: run `npm --prefix ui ci && npm --prefix ui run build` (scripts/test does)"
+        "the UI is not built: run `npm --prefix ui install && npm --prefix ui run build` (scripts/test does)"
     );
     crate::binary("confer-desktop", "confer-desktop")
 }
