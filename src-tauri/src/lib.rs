@@ -18,7 +18,11 @@ mod bindings;
 
 use std::sync::{Arc, Mutex};
 
-use tauri::Manager as _;
+use tauri::{Emitter as _, Manager as _};
+
+/// The event a link opened while the app runs goes out as (a `confer://` or relay `https://`
+/// invite): from a second launch (single instance) or the system's URL handler.
+pub const INVITE_EVENT: &str = "invite";
 
 /// What the commands share.
 #[derive(Debug)]
@@ -69,6 +73,18 @@ fn start_logging(dir: &std::path::Path) {
 pub fn run() {
     let launch_link = link_in_args(std::env::args());
     let result = tauri::Builder::default()
+        // First: a second launch (a clicked invite link) hands its arguments to this instance and
+        // exits before anything else of it starts (D-Bus on Linux).
+        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+            if let Some(link) = link_in_args(argv) {
+                let _ = app.emit(INVITE_EVENT, link);
+            }
+            if let Some(window) = app.get_webview_window("main") {
+                let _ = window.unminimize();
+                let _ = window.set_focus();
+            }
+        }))
+        .plugin(tauri_plugin_deep_link::init())
         .invoke_handler(tauri::generate_handler![
             commands::frame_socket,
             commands::settings,
@@ -94,6 +110,25 @@ pub fn run() {
             let (settings, settings_problem) = store.load();
             if let Some(problem) = &settings_problem {
                 tracing::warn!("{problem}");
+            }
+            {
+                use tauri_plugin_deep_link::DeepLinkExt as _;
+                // macOS hands links to the running app as events (Linux and Windows start a
+                // process with the link as its argument: the single-instance path above).
+                let handle = app.handle().clone();
+                app.deep_link().on_open_url(move |event| {
+                    for url in event.urls() {
+                        let _ = handle.emit(INVITE_EVENT, url.to_string());
+                    }
+                });
+                // An AppImage is not installed, so it registers the scheme itself; the .deb's
+                // desktop file does it for an installed app.
+                #[cfg(target_os = "linux")]
+                if std::env::var_os("APPIMAGE").is_some()
+                    && let Err(err) = app.deep_link().register_all()
+                {
+                    tracing::warn!("confer:// links not registered: {err}");
+                }
             }
             let frames = tauri::async_runtime::block_on(video::FrameServer::start(page_origins()))?;
             app.manage(Shell {

@@ -37,6 +37,30 @@ impl Xvfb {
     }
 }
 
+impl Xvfb {
+    /// With `CONFER_SCREENSHOTS=DIR` set, saves the screen's top-left `width`x`height` (where the
+    /// app's window opens: there is no window manager) as `DIR/NAME.png` (xwd from x11-apps, and
+    /// tools/xwd2png.py). How the README's screenshots are made.
+    pub fn screenshot(&self, name: &str, (width, height): (u32, u32)) {
+        let Some(dir) = std::env::var_os("CONFER_SCREENSHOTS") else { return };
+        let dump = Command::new("xwd")
+            .args(["-root", "-silent", "-display", &self.display])
+            .output()
+            .expect("xwd runs");
+        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/xwd2png.py");
+        let out = Path::new(&dir).join(format!("{name}.png"));
+        let mut convert = Command::new("python3")
+            .arg(tool)
+            .arg(&out)
+            .args(["0", "0", &width.to_string(), &height.to_string()])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        convert.stdin.take().unwrap().write_all(&dump.stdout).unwrap();
+        assert!(convert.wait().unwrap().success(), "screenshot {name}");
+    }
+}
+
 impl Drop for Xvfb {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -54,10 +78,43 @@ pub fn desktop_app() -> PathBuf {
     crate::binary("confer-desktop", "confer-desktop")
 }
 
-/// Where one app instance keeps its settings, data and logs (XDG directories of its own).
+/// A D-Bus session bus of its own (the single-instance handover goes over it), stopped when
+/// dropped.
+#[derive(Debug)]
+pub struct SessionBus {
+    child: Child,
+    /// `unix:path=...`
+    pub address: String,
+}
+
+impl SessionBus {
+    /// Starts `dbus-daemon --session`.
+    pub fn start() -> Self {
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        Self { child, address: line.trim().to_owned() }
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where one app instance keeps its settings, data and logs (XDG directories of its own), and
+/// the session bus it sees (none: no single-instance handover).
 #[derive(Debug)]
 pub struct AppHome {
     dir: tempfile::TempDir,
+    bus: Option<String>,
 }
 
 impl AppHome {
@@ -73,7 +130,20 @@ impl AppHome {
             std::fs::set_permissions(dir.path().join("runtime"), std::fs::Permissions::from_mode(0o700))
                 .unwrap();
         }
-        Self { dir }
+        Self { dir, bus: None }
+    }
+
+    /// The app sees this session bus.
+    pub fn with_bus(mut self, bus: &SessionBus) -> Self {
+        self.bus = Some(bus.address.clone());
+        self
+    }
+
+    /// The app, started directly (as a launcher starts it) with this home and display.
+    pub fn command(&self, binary: &Path, display: &str) -> Command {
+        let mut command = Command::new(binary);
+        self.env(&mut command, display);
+        command
     }
 
     /// Writes the app's settings file before it starts.
@@ -101,8 +171,11 @@ impl AppHome {
             .env("XDG_DATA_HOME", path("data"))
             .env("XDG_CACHE_HOME", path("cache"))
             .env("XDG_RUNTIME_DIR", path("runtime"))
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env_remove("WAYLAND_DISPLAY");
+        match &self.bus {
+            Some(bus) => command.env("DBUS_SESSION_BUS_ADDRESS", bus),
+            None => command.env_remove("DBUS_SESSION_BUS_ADDRESS"),
+        };
     }
 }
 
@@ -143,6 +216,11 @@ impl Driver {
         driver.session =
             reply["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {reply}")).to_owned();
         driver
+    }
+
+    /// The driver's process id (the app is its child, WebKit's processes the app's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Value {

@@ -7,9 +7,20 @@ use std::time::Duration;
 
 use confer_media::I420Frame;
 use confer_media::synthetic::read_stamp;
-use confer_tests::desktop::{AppHome, Driver, Xvfb, desktop_app};
+use confer_tests::desktop::{AppHome, Driver, SessionBus, Xvfb, desktop_app};
 use confer_tests::{Relay, SMALL, report_of, spawn_synthetic};
 use serde_json::{Value, json};
+
+/// The app tests run one at a time: each is a WebKit window and, for the call, three video
+/// encoders on a 2-core machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The app window's size (tauri.conf.json).
+const WINDOW: (u32, u32) = (1200, 760);
 
 fn settings(pattern: u32) -> Value {
     json!({
@@ -67,6 +78,7 @@ fn peer<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
+    let _serial = one_at_a_time();
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
     let (host_link, invite) = relay.host();
@@ -88,6 +100,13 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         "return document.querySelector('[data-testid=name]')?.value === 'Desk' && !document.querySelector('[data-testid=join-now]').disabled",
         Duration::from_secs(10),
     );
+    let camera = driver.wait_for(
+        "the camera picker lists the synthetic camera, chosen in the settings",
+        "const s = document.querySelector('[data-testid=camera]'); return s.selectedIndex >= 0 && s.options[s.selectedIndex].text",
+        Duration::from_secs(20),
+    );
+    assert_eq!(camera, "Synthetic camera");
+    xvfb.screenshot("lobby", WINDOW);
     driver.click("[data-testid=join-now]");
     driver.wait_for(
         "three tiles (self, Alice, Bob)",
@@ -100,6 +119,7 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         Duration::from_secs(30),
     );
     eprintln!("tiles: {tiles}");
+    xvfb.screenshot("call", WINDOW);
     for tile in tiles.as_array().unwrap() {
         let id = tile["id"].as_str().unwrap();
         let name = driver.execute(
@@ -161,4 +181,70 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     let message = driver.text("[data-testid=error]");
     assert!(message.contains("Can't reach the meeting server"), "{message}");
     eprintln!("app log:\n{}", home.log());
+}
+
+#[test]
+fn an_invite_link_starts_the_app_in_its_lobby_and_a_second_launch_hands_its_link_over() {
+    let _serial = one_at_a_time();
+    let app = desktop_app();
+    let xvfb = Xvfb::start();
+    let bus = SessionBus::start();
+    let home = AppHome::new().with_bus(&bus);
+    home.settings(&settings(6));
+    let first = "confer://join?relay=wss%3A%2F%2F127.0.0.1%3A1111&room=AAAAAAAAAAAAAAAAAAAAAA&token=t";
+    let second = "confer://join?relay=wss%3A%2F%2F127.0.0.1%3A2222&room=BBBBBBBBBBBBBBBBBBBBBB&token=t";
+    // Started by the system with the link as its argument (what a click on it does).
+    let driver = Driver::start(&app, &[first], &xvfb.display, &home);
+    driver.wait_for(
+        "the lobby of the first link",
+        "return document.querySelector('[data-testid=lobby-server]')?.textContent.includes('127.0.0.1:1111')",
+        Duration::from_secs(20),
+    );
+    // A second launch with another link hands it to the running app and exits.
+    let started = std::time::Instant::now();
+    let status = home
+        .command(&app, &xvfb.display)
+        .arg(second)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the second instance exits cleanly: {status}");
+    eprintln!("second launch handed over and exited in {:?}", started.elapsed());
+    driver.wait_for(
+        "the running app shows the second link's lobby",
+        "return document.querySelector('[data-testid=lobby-server]')?.textContent.includes('127.0.0.1:2222')",
+        Duration::from_secs(10),
+    );
+    let windows = driver.execute("return 1", &[]);
+    assert_eq!(windows, 1, "the first instance still answers");
+
+    // "New meeting" with no meeting server configured: the app runs one itself.
+    driver.click("[data-testid=back]");
+    driver.click("[data-testid=new-meeting]");
+    let invite = driver.wait_for(
+        "the new meeting's links",
+        "return document.querySelector('[data-testid=invite-link]')?.value",
+        Duration::from_secs(20),
+    );
+    let invite = invite.as_str().unwrap();
+    assert!(invite.starts_with("confer://join?relay=wss%3A%2F%2F"), "{invite}");
+    assert!(invite.contains("&fp="), "the embedded server's certificate is pinned in the link: {invite}");
+    driver.click("[data-testid=start]");
+    driver.click("[data-testid=join-now]");
+    driver.wait_for(
+        "in the meeting, alone",
+        "return !document.querySelector('[data-testid=phase]') && document.querySelectorAll('[data-testid=tile]').length === 1 && document.body.innerText.includes('only one here')",
+        Duration::from_secs(30),
+    );
+    // Someone else joins by the invite link, through the embedded server.
+    let guest = spawn_synthetic(invite, "Gus", 7, 12.0, SMALL, &[]);
+    driver.wait_for(
+        "the guest's tile drawing",
+        "return window.__confer.tiles().some(t => t.id !== 'self' && t.drawn > 10)",
+        Duration::from_secs(30),
+    );
+    let (report, log) = report_of(guest);
+    let desk = peer(&report, "Desk");
+    assert_eq!(desk["pattern_id"], 6, "the guest sees the app's camera: {desk}\n{log}");
 }

@@ -31,6 +31,8 @@ export interface Backend {
   hostAction(action: HostAction, peer?: string): Promise<void>;
   /** Calls `handler` for every call event until the returned function is called. */
   onCallEvent(handler: (event: UiEvent) => void): Promise<() => void>;
+  /** Calls `handler` with each invite link opened while the app runs (a second launch). */
+  onInvite(handler: (link: string) => void): Promise<() => void>;
 }
 
 /** Whether `value` is the shell's error shape. */
@@ -68,6 +70,7 @@ async function tauriBackend(): Promise<Backend> {
     chooseDevice: (kind, id) => invoke("choose_device", { kind, id }),
     hostAction: (action, peer) => invoke("host_action", { action, peer: peer ?? null }),
     onCallEvent: async (handler) => listen<UiEvent>("call", (e) => handler(e.payload)),
+    onInvite: async (handler) => listen<string>("invite", (e) => handler(e.payload)),
   };
 }
 

@@ -91,6 +91,20 @@ describe("the app against a mock backend", () => {
     expect(await screen.findByTestId("ended")).toBeTruthy();
   });
 
+  it("opens the lobby of a link clicked while the app runs", async () => {
+    const mock = mockBackend();
+    setBackend(mock);
+    setLocale("en");
+    render(App);
+    await screen.findByTestId("link");
+    mock.invite("confer://join?relay=wss://y&room=r2&token=t2");
+    await fireEvent.click(await screen.findByTestId("join-now"));
+    await screen.findByTestId("mute");
+    expect(mock.calls.find(([n]) => n === "join")?.[1]).toMatchObject({
+      link: "confer://join?relay=wss://y&room=r2&token=t2",
+    });
+  });
+
   it("names the part that failed when the join is refused", async () => {
     const mock = mockBackend();
     mock.failJoinWith = { code: "relay_unreachable", message: "wss://x: connection refused" };

@@ -19,6 +19,7 @@ export const defaultSettings: Settings = {
 export interface Mock extends Backend {
   calls: [string, unknown][];
   emit(event: UiEvent): void;
+  invite(link: string): void;
   failJoinWith: UiError | null;
   /** Events the engine sends while the join command is still running. */
   duringJoin: UiEvent[];
@@ -26,6 +27,7 @@ export interface Mock extends Backend {
 
 export function mockBackend(settings: Settings = defaultSettings): Mock {
   const handlers = new Set<(e: UiEvent) => void>();
+  const invites = new Set<(link: string) => void>();
   const calls: [string, unknown][] = [];
   const record = (name: string, args?: unknown) => {
     calls.push([name, args]);
@@ -36,6 +38,7 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
     failJoinWith: null,
     duringJoin: [],
     emit: (event) => handlers.forEach((h) => h(event)),
+    invite: (link) => invites.forEach((h) => h(link)),
     frameSocket: async () => ({ url: "ws://127.0.0.1:1/?token=x" }),
     settings: async () => ({ settings, problem: null }),
     saveSettings: (s) => record("save_settings", s),
@@ -66,6 +69,10 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
     onCallEvent: async (handler) => {
       handlers.add(handler);
       return () => handlers.delete(handler);
+    },
+    onInvite: async (handler) => {
+      invites.add(handler);
+      return () => invites.delete(handler);
     },
   };
   return mock;

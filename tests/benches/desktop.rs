@@ -1,0 +1,149 @@
+//! The desktop app in a 4-participant call on this machine: the real relay, three `confer`
+//! processes with synthetic 640x360 video at 30 fps, and the app (release build, its own
+//! synthetic camera at the same size) in a window on Xvfb, driven through WebDriver. Prints the
+//! app's CPU and memory, all its processes included (the app, WebKit's web and network
+//! processes), and the frame rate each tile actually draws.
+//!
+//! `cargo bench -p confer-tests --bench desktop`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use confer_tests::desktop::{AppHome, Driver, Xvfb, desktop_app};
+use confer_tests::{Relay, report_of, spawn_synthetic};
+use serde_json::json;
+
+/// Every process and its parent.
+fn parents() -> HashMap<u32, u32> {
+    let mut map = HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            map.insert(pid, ppid);
+        }
+    }
+    map
+}
+
+/// `root`'s descendants (not `root`).
+fn descendants(root: u32) -> Vec<u32> {
+    let parents = parents();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, p)| **p == parent).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Proportional set size, MiB (shared pages divided among the processes sharing them, so the
+/// sum over processes is the memory they use together).
+fn pss_mib(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kib: f64 = text
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn drawn(driver: &Driver) -> HashMap<String, f64> {
+    let tiles = driver.execute("return window.__confer.tiles()", &[]);
+    tiles
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap().to_owned(), t["drawn"].as_f64().unwrap()))
+        .collect()
+}
+
+fn main() {
+    let seconds = 45.0;
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    let app = desktop_app();
+    let mut children = Vec::new();
+    for (i, who) in ["Ann", "Bob", "Cid"].iter().enumerate() {
+        let link = if i == 0 { &host_link } else { &invite };
+        children.push(spawn_synthetic(link, who, i as u32 + 2, seconds, ("640x360", 30), &[]));
+    }
+    let xvfb = Xvfb::start();
+    let home = AppHome::new();
+    home.settings(&json!({
+        "name": "Desk", "camera": "synthetic", "microphone": "synthetic", "speaker": "synthetic",
+        "video_quality": "standard", "synthetic_pattern": 5,
+    }));
+    let driver = Driver::start(&app, &["--automation"], &xvfb.display, &home);
+    driver.type_into("[data-testid=link]", &invite);
+    driver.click("[data-testid=join]");
+    driver.wait_for(
+        "the lobby",
+        "return document.querySelector('[data-testid=name]')?.value === 'Desk'",
+        Duration::from_secs(10),
+    );
+    driver.click("[data-testid=join-now]");
+    driver.wait_for(
+        "three remote tiles drawing",
+        "return window.__confer.tiles().filter(t => t.id !== 'self' && t.drawn > 30).length === 3",
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+
+    let processes = descendants(driver.pid());
+    let cpu_before: Vec<f64> = processes.iter().map(|p| cpu_seconds(*p)).collect();
+    let drawn_before = drawn(&driver);
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(15));
+    let elapsed = window.elapsed().as_secs_f64();
+    let drawn_after = drawn(&driver);
+    let cpu: Vec<f64> =
+        processes.iter().zip(&cpu_before).map(|(p, b)| (cpu_seconds(*p) - b) / elapsed * 100.0).collect();
+    let pss: Vec<f64> = processes.iter().map(|p| pss_mib(*p)).collect();
+
+    println!("| process | CPU (% of one core) | memory (PSS, MiB) |");
+    println!("| --- | ---: | ---: |");
+    for ((pid, cpu), pss) in processes.iter().zip(&cpu).zip(&pss) {
+        println!("| {} | {cpu:.1} | {pss:.0} |", name(*pid));
+    }
+    println!(
+        "| **all of the app** | **{:.1}** | **{:.0}** |",
+        cpu.iter().sum::<f64>(),
+        pss.iter().sum::<f64>()
+    );
+    println!();
+    println!("| tile | frames drawn per second |");
+    println!("| --- | ---: |");
+    let mut tiles: Vec<_> = drawn_after.iter().collect();
+    tiles.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, after) in tiles {
+        let rate = (after - drawn_before.get(id).copied().unwrap_or(0.0)) / elapsed;
+        let who = if id == "self" { "self view".to_owned() } else { format!("remote {id}") };
+        println!("| {who} | {rate:.1} |");
+    }
+    drop(driver);
+    for child in children {
+        let _ = report_of(child);
+    }
+}
