@@ -347,3 +347,78 @@ pub async fn new_meeting(shell: State<'_, Shell>) -> Result<UiMeeting, UiError> 
     }
     Ok(meeting)
 }
+
+/// For the benchmark of the path from decoded frame to drawn tile: with `CONFER_BENCH_TILES=1`
+/// in the environment (refused otherwise), shows `count` participants whose synthetic cameras
+/// publish `width`x`height` frames at `fps` to the frame socket for `seconds`, as a call's
+/// decoded video would arrive. No network, no codec: only the path to the page is measured.
+#[tauri::command]
+pub async fn bench_tiles(
+    count: u32,
+    fps: u32,
+    width: u32,
+    height: u32,
+    seconds: u32,
+    app: AppHandle,
+    shell: State<'_, Shell>,
+) -> Result<(), UiError> {
+    if std::env::var_os("CONFER_BENCH_TILES").is_none() {
+        return Err(UiError::new(ErrorCode::NotInCall, "the tile benchmark is off (CONFER_BENCH_TILES)"));
+    }
+    if shell.call.lock().await.is_some() {
+        return Err(UiError::new(ErrorCode::InCall, "leave the call first"));
+    }
+    let media = |e: &dyn std::fmt::Display| UiError::new(ErrorCode::Media, e.to_string());
+    let mut cameras = (1..=count.clamp(1, 16))
+        .map(|i| {
+            confer_media::synthetic::SyntheticCamera::new(i, width as usize, height as usize)
+                .map(|c| (format!("bench-{i}"), c.with_name(&format!("Tile {i}"))))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| media(&e))?;
+    let participants = cameras
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| crate::dto::UiParticipant {
+            id: id.clone(),
+            name: format!("Tile {}", i + 1),
+            host: false,
+            muted: true,
+            camera: true,
+            hand_raised: false,
+            reconnecting: false,
+        })
+        .collect::<Vec<_>>();
+    let joined = UiEvent::Joined {
+        self_id: "bench".into(),
+        participants,
+        host: false,
+        locked: false,
+        knocking: Vec::new(),
+    };
+    let _ = app.emit(CALL_EVENT, joined);
+    for (id, _) in &cameras {
+        let _ = app
+            .emit(CALL_EVENT, UiEvent::PeerConnected { id: id.clone(), candidate_type: Some("host".into()) });
+    }
+    let frames = shell.frames.clone();
+    let period = std::time::Duration::from_secs_f64(1.0 / f64::from(fps.clamp(1, 120)));
+    std::thread::Builder::new()
+        .name("confer-bench-tiles".into())
+        .spawn(move || {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(u64::from(seconds));
+            let mut next = std::time::Instant::now();
+            while std::time::Instant::now() < end {
+                for (id, camera) in &mut cameras {
+                    let now_us = now_ms() * 1000;
+                    let (frame, _) = camera.next_frame(now_us / 1000);
+                    frames.publish(id, Arc::new(frame), now_us);
+                }
+                next += period;
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            }
+            let _ = app.emit(CALL_EVENT, UiEvent::Ended { reason: Some("the tile benchmark ended".into()) });
+        })
+        .map_err(|e| media(&e))?;
+    Ok(())
+}

@@ -100,6 +100,7 @@ pub fn run() {
             commands::choose_device,
             commands::host_action,
             commands::new_meeting,
+            commands::bench_tiles,
         ])
         .setup(move |app| {
             if let Ok(dir) = app.path().app_log_dir() {

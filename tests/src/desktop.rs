@@ -115,6 +115,7 @@ impl Drop for SessionBus {
 pub struct AppHome {
     dir: tempfile::TempDir,
     bus: Option<String>,
+    extra: Vec<(String, String)>,
 }
 
 impl AppHome {
@@ -130,7 +131,13 @@ impl AppHome {
             std::fs::set_permissions(dir.path().join("runtime"), std::fs::Permissions::from_mode(0o700))
                 .unwrap();
         }
-        Self { dir, bus: None }
+        Self { dir, bus: None, extra: Vec::new() }
+    }
+
+    /// The app sees this variable in its environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.extra.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// The app sees this session bus.
@@ -176,6 +183,7 @@ impl AppHome {
             Some(bus) => command.env("DBUS_SESSION_BUS_ADDRESS", bus),
             None => command.env_remove("DBUS_SESSION_BUS_ADDRESS"),
         };
+        command.envs(self.extra.iter().map(|(k, v)| (k, v)));
     }
 }
 

@@ -31,6 +31,8 @@ export interface Backend {
   hostAction(action: HostAction, peer?: string): Promise<void>;
   /** Calls `handler` for every call event until the returned function is called. */
   onCallEvent(handler: (event: UiEvent) => void): Promise<() => void>;
+  /** The tile benchmark (only with CONFER_BENCH_TILES set in the app's environment). */
+  benchTiles(count: number, fps: number, width: number, height: number, seconds: number): Promise<void>;
   /** Calls `handler` with each invite link opened while the app runs (a second launch). */
   onInvite(handler: (link: string) => void): Promise<() => void>;
 }
@@ -70,6 +72,8 @@ async function tauriBackend(): Promise<Backend> {
     chooseDevice: (kind, id) => invoke("choose_device", { kind, id }),
     hostAction: (action, peer) => invoke("host_action", { action, peer: peer ?? null }),
     onCallEvent: async (handler) => listen<UiEvent>("call", (e) => handler(e.payload)),
+    benchTiles: (count, fps, width, height, seconds) =>
+      invoke("bench_tiles", { count, fps, width, height, seconds }),
     onInvite: async (handler) => listen<string>("invite", (e) => handler(e.payload)),
   };
 }

@@ -68,12 +68,15 @@ export class FrameFeed {
       const frame = parseFrame(message.data);
       if (!frame) {
         feedStatus.bad += 1;
+        socket.send("1");
         return;
       }
       feedStatus.frames += 1;
       const listener = this.listeners.get(frame.tile);
       if (listener) listener(frame);
       else this.latest.set(frame.tile, frame);
+      // Taken (drawn, for a tile on screen): the shell may send another.
+      socket.send("1");
     };
     socket.onopen = () => {
       feedStatus.opened += 1;

@@ -5,6 +5,8 @@ import { feedStatus } from "./frames";
 
 export interface TileProbe {
   drawn: number;
+  /** Capture (or arrival at the shell) to drawn, ms, for the last frames drawn. */
+  latencies: number[];
   renderer: Renderer;
   lastSeq: number;
 }
@@ -16,6 +18,8 @@ declare global {
     __confer?: {
       tiles: () => { id: string; drawn: number; kind: string }[];
       feed: () => typeof feedStatus;
+      latencies: (id: string) => number[];
+      bench?: (count: number, fps: number, width: number, height: number, seconds: number) => Promise<void>;
       snapshot: (id: string) => { width: number; height: number; rgba: string } | null;
     };
   }
@@ -32,10 +36,18 @@ function base64(bytes: Uint8Array): string {
 export function installProbe(): void {
   window.__confer = {
     feed: () => ({ ...feedStatus }),
+    latencies: (id) => [...(tiles.get(id)?.latencies ?? [])],
     tiles: () => [...tiles].map(([id, t]) => ({ id, drawn: t.drawn, kind: t.renderer.kind })),
     snapshot: (id) => {
       const shot = tiles.get(id)?.renderer.snapshot();
       return shot ? { width: shot.width, height: shot.height, rgba: base64(shot.rgba) } : null;
     },
   };
+}
+
+/** Keeps the last 3000 latency samples of a tile. */
+export function recordLatency(probe: TileProbe, capturedUs: number): void {
+  if (capturedUs <= 0) return;
+  probe.latencies.push(Date.now() - capturedUs / 1000);
+  if (probe.latencies.length > 3000) probe.latencies.splice(0, probe.latencies.length - 3000);
 }

@@ -70,6 +70,7 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
       handlers.add(handler);
       return () => handlers.delete(handler);
     },
+    benchTiles: (count) => record("bench_tiles", count),
     onInvite: async (handler) => {
       invites.add(handler);
       return () => invites.delete(handler);

@@ -10,6 +10,7 @@ class QuietSocket extends EventTarget {
   binaryType = "arraybuffer";
   onmessage: ((e: MessageEvent) => void) | null = null;
   onclose: (() => void) | null = null;
+  send() {}
   close() {}
 }
 globalThis.WebSocket = QuietSocket as unknown as typeof WebSocket;
