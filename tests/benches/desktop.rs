@@ -35,13 +35,7 @@ fn main() {
         "video_quality": "standard", "synthetic_pattern": 5,
     }));
     let driver = Driver::start(&app, &["--automation"], &xvfb.display, &home);
-    driver.type_into("[data-testid=link]", &invite);
-    driver.click("[data-testid=join]");
-    driver.wait_for(
-        "the lobby",
-        "return document.querySelector('[data-testid=name]')?.value === 'Desk'",
-        Duration::from_secs(10),
-    );
+    driver.open_lobby(&invite, "Desk");
     driver.click("[data-testid=join-now]");
     driver.wait_for(
         "three remote tiles drawing",

@@ -330,6 +330,26 @@ impl Driver {
             .to_owned()
     }
 
+    /// From the home screen, opens the lobby of `link` and waits until it shows the saved name
+    /// and the device lists; returns the chosen camera's name as the picker shows it.
+    pub fn open_lobby(&self, link: &str, name: &str) -> Value {
+        self.type_into("[data-testid=link]", link);
+        self.click("[data-testid=join]");
+        self.wait_for(
+            "the lobby shows the saved name",
+            &format!(
+                "return document.querySelector('[data-testid=name]')?.value === {} && !document.querySelector('[data-testid=join-now]').disabled",
+                json!(name)
+            ),
+            Duration::from_secs(10),
+        );
+        self.wait_for(
+            "the camera picker shows the camera chosen in the settings",
+            "const s = document.querySelector('[data-testid=camera]'); return s.selectedIndex >= 0 && s.options[s.selectedIndex].text",
+            Duration::from_secs(20),
+        )
+    }
+
     /// Waits until `script` returns something truthy, and returns it.
     pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;

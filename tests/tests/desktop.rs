@@ -91,20 +91,9 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     home.settings(&settings(4));
     let driver = Driver::start(&app, &["--automation"], &xvfb.display, &home);
 
-    // Home → lobby → call, by the invite link.
-    driver.type_into("[data-testid=link]", &invite);
-    driver.click("[data-testid=join]");
-    // The lobby fills in the name and devices from the saved settings.
-    driver.wait_for(
-        "the lobby shows the saved name",
-        "return document.querySelector('[data-testid=name]')?.value === 'Desk' && !document.querySelector('[data-testid=join-now]').disabled",
-        Duration::from_secs(10),
-    );
-    let camera = driver.wait_for(
-        "the camera picker lists the synthetic camera, chosen in the settings",
-        "const s = document.querySelector('[data-testid=camera]'); return s.selectedIndex >= 0 && s.options[s.selectedIndex].text",
-        Duration::from_secs(20),
-    );
+    // Home → lobby → call, by the invite link. The lobby fills in the name and devices from the
+    // saved settings.
+    let camera = driver.open_lobby(&invite, "Desk");
     assert_eq!(camera, "Synthetic camera");
     xvfb.screenshot("lobby", WINDOW);
     driver.click("[data-testid=join-now]");

@@ -119,3 +119,28 @@ describe("the app against a mock backend", () => {
     expect(error.textContent).toContain("Can't reach the meeting server: wss://x: connection refused");
   });
 });
+
+describe("the settings screen", () => {
+  it("saves what was changed and keeps the rest", async () => {
+    const mock = mockBackend();
+    setBackend(mock);
+    setLocale("en");
+    render(App);
+    await fireEvent.click(await screen.findByText("Settings"));
+    await fireEvent.click(await screen.findByLabelText(/Music mode/));
+    await fireEvent.click(screen.getByLabelText(/Low \(320/));
+    const microphone = await screen.findByTestId("microphone");
+    await waitFor(() => expect(microphone.querySelectorAll("option")).toHaveLength(2));
+    await fireEvent.change(microphone, { target: { value: "default" } });
+    await fireEvent.click(screen.getByText("Save"));
+    await screen.findByText("Saved");
+    const saved = mock.calls.find(([n]) => n === "save_settings")?.[1];
+    expect(saved).toMatchObject({
+      name: "Ada",
+      music_mode: true,
+      video_quality: "low",
+      microphone: "default",
+      camera: "synthetic",
+    });
+  });
+});
