@@ -7,7 +7,8 @@ use ts_rs::{Config, TS};
 use crate::commands::SettingsState;
 use crate::dto::{
     ErrorCode, FrameSocket, JoinRequest, Quality, UiDevice, UiDevices, UiError, UiEvent, UiKnocker,
-    UiLeaveReason, UiLevel, UiMeeting, UiParticipant, UiPeerStats,
+    UiLeaveReason, UiLevel, UiMeeting, UiNetworkReport, UiParticipant, UiPeerStats, UiPreviewEvent,
+    UiServerCheck, UiSoundCheck,
 };
 use crate::settings::{RecentMeeting, Settings, VideoQuality};
 
@@ -28,6 +29,10 @@ fn generated() -> String {
         FrameSocket::decl(&config),
         UiMeeting::decl(&config),
         JoinRequest::decl(&config),
+        UiPreviewEvent::decl(&config),
+        UiSoundCheck::decl(&config),
+        UiNetworkReport::decl(&config),
+        UiServerCheck::decl(&config),
         Settings::decl(&config),
         VideoQuality::decl(&config),
         RecentMeeting::decl(&config),

@@ -18,6 +18,8 @@ use crate::{Shell, embedded};
 
 /// The event every call event goes out as.
 pub const CALL_EVENT: &str = "call";
+/// The event the lobby's preview reports go out as.
+pub const PREVIEW_EVENT: &str = "preview";
 
 fn not_in_call() -> UiError {
     UiError::new(ErrorCode::NotInCall, "there is no call")
@@ -138,6 +140,8 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
     if call.is_some() {
         return Err(UiError::new(ErrorCode::InCall, "already in a call: leave it first"));
     }
+    // The call opens the devices the lobby showed: they must be free.
+    close_preview(&shell).await;
     let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let config = engine_config(&settings, name);
     let (handle, events) = engine::join(&link, config).await?;
@@ -307,6 +311,85 @@ pub async fn host_action(
         Ok(())
     })
     .await
+}
+
+/// Shows `camera`'s picture (as tile `self` on the frame socket) and `microphone`'s level (as
+/// `preview` events) until [`stop_preview`] or a join; replaces a preview already showing.
+/// Devices that cannot be opened are reported as `preview` events, not as this command's error.
+#[tauri::command]
+pub async fn start_preview(
+    camera: String,
+    microphone: String,
+    app: AppHandle,
+    shell: State<'_, Shell>,
+) -> Result<(), UiError> {
+    if shell.call.lock().await.is_some() {
+        return Err(UiError::new(ErrorCode::InCall, "the call is using the devices"));
+    }
+    close_preview(&shell).await;
+    let (pattern, name, (width, height, fps)) = {
+        let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (settings.synthetic_pattern, settings.name.clone(), settings.video_quality.format())
+    };
+    let camera = camera_choice(&camera, pattern, &name).map(|choice| confer_media::preview::CameraRequest {
+        choice,
+        width,
+        height,
+        fps,
+    });
+    let microphone = Some(audio_choice(&microphone, pattern));
+    let frames = shell.frames.clone();
+    let preview = confer_media::preview::Preview::start(camera, microphone, move |event| {
+        if let confer_media::preview::PreviewEvent::Frame(frame) = &event {
+            frames.publish("self", Arc::clone(frame), now_ms() * 1000);
+        } else if let Some(ui) = crate::dto::UiPreviewEvent::from_preview(event)
+            && let Err(err) = app.emit(PREVIEW_EVENT, ui)
+        {
+            tracing::warn!("preview event not delivered to the page: {err}");
+        }
+    });
+    *shell.preview.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(preview);
+    Ok(())
+}
+
+/// Closes the lobby's devices.
+#[tauri::command]
+pub async fn stop_preview(shell: State<'_, Shell>) -> Result<(), UiError> {
+    close_preview(&shell).await;
+    Ok(())
+}
+
+/// Closes the preview's devices (waiting for them to close) and takes its picture away.
+async fn close_preview(shell: &Shell) {
+    let preview = shell.preview.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    if let Some(preview) = preview {
+        let _ = tauri::async_runtime::spawn_blocking(move || drop(preview)).await;
+        shell.frames.forget("self");
+    }
+}
+
+/// Plays a short chime on `speaker` and says how much of it the device played.
+#[tauri::command]
+pub async fn test_speaker(
+    speaker: String,
+    shell: State<'_, Shell>,
+) -> Result<crate::dto::UiSoundCheck, UiError> {
+    let pattern = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).synthetic_pattern;
+    let choice = audio_choice(&speaker, pattern);
+    let media = |e: &dyn std::fmt::Display| UiError::new(ErrorCode::Media, e.to_string());
+    let sound_ms = (confer_media::preview::test_sound().len() * 1000 / 48_000) as u32;
+    let check = tauri::async_runtime::spawn_blocking(move || confer_media::preview::play_test_sound(choice))
+        .await
+        .map_err(|e| media(&e))?
+        .map_err(|e| media(&e))?;
+    Ok(crate::dto::UiSoundCheck { played_ms: check.played_ms, sound_ms, peak_dbfs: check.peak_dbfs })
+}
+
+/// Checks the meeting's relay and its STUN and TURN servers, without joining.
+#[tauri::command]
+pub async fn network_check(link: String) -> Result<crate::dto::UiNetworkReport, UiError> {
+    let link = InviteLink::parse(link.trim()).map_err(|e| UiError::new(ErrorCode::BadLink, e.to_string()))?;
+    Ok(confer_mesh::netcheck::check(&link).await.into())
 }
 
 /// Makes a new meeting: on the configured relay, or on the one built into the app when none is

@@ -453,6 +453,104 @@ pub struct UiMeeting {
     pub embedded: bool,
 }
 
+/// What the lobby's preview reports, as `preview` events (its picture goes to the frame socket
+/// as tile `self`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UiPreviewEvent {
+    /// The microphone's level, every 50 ms.
+    Level {
+        /// Smoothed level, dBFS (-100 for silence).
+        dbfs: f64,
+        /// Whether it hears speech now.
+        speaking: bool,
+    },
+    /// A device could not be opened, or stopped.
+    Failed {
+        /// `camera` or `microphone`.
+        device: String,
+        /// Why, in the system's words.
+        message: String,
+    },
+}
+
+impl UiPreviewEvent {
+    /// The page's form of a preview event (pictures go to the frame socket instead).
+    pub fn from_preview(event: confer_media::preview::PreviewEvent) -> Option<Self> {
+        use confer_media::preview::PreviewEvent;
+        match event {
+            PreviewEvent::Frame(_) => None,
+            PreviewEvent::Level(level) => Some(Self::Level { dbfs: level.dbfs, speaking: level.speaking }),
+            PreviewEvent::Failed { device, reason } => {
+                Some(Self::Failed { device: device.to_owned(), message: reason })
+            }
+        }
+    }
+}
+
+/// What the speaker played of the test sound.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiSoundCheck {
+    /// Milliseconds of the sound the device took.
+    pub played_ms: u32,
+    /// Milliseconds the sound lasts.
+    pub sound_ms: u32,
+    /// Its loudest 10 ms, dBFS.
+    pub peak_dbfs: f64,
+}
+
+/// The lobby's network check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiNetworkReport {
+    /// The relay's round trip, milliseconds, if it answered.
+    pub relay_ms: Option<u32>,
+    /// Why the relay could not be checked.
+    pub relay_error: Option<String>,
+    /// Each STUN and TURN URL the meeting offers.
+    pub servers: Vec<UiServerCheck>,
+}
+
+/// One STUN or TURN URL's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiServerCheck {
+    /// The URL.
+    pub url: String,
+    /// A TURN server (a relay for media), not STUN.
+    pub turn: bool,
+    /// How long it took to answer, milliseconds.
+    pub ms: Option<u32>,
+    /// This machine's public address (STUN) or the relayed address (TURN).
+    pub address: Option<String>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
+    fn from(report: confer_mesh::netcheck::NetworkReport) -> Self {
+        let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let (relay_ms, relay_error) = match report.relay {
+            Ok(rtt) => (Some(ms(rtt)), None),
+            Err(why) => (None, Some(why)),
+        };
+        let servers = report
+            .servers
+            .into_iter()
+            .map(|check| {
+                let (time, address, error) = match check.result {
+                    Ok((address, after)) => (Some(ms(after)), Some(address), None),
+                    Err(why) => (None, None, Some(why)),
+                };
+                UiServerCheck { url: check.url, turn: check.turn, ms: time, address, error }
+            })
+            .collect();
+        Self { relay_ms, relay_error, servers }
+    }
+}
+
 /// What a join asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]

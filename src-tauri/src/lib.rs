@@ -41,6 +41,8 @@ pub struct Shell {
     pub launch_link: Mutex<Option<String>>,
     /// The embedded relay, once started.
     pub embedded: embedded::Slot,
+    /// The lobby's camera picture and microphone level, while the lobby shows them.
+    pub preview: Mutex<Option<confer_media::preview::Preview>>,
 }
 
 /// The page origins the frame socket lets in: the bundled page on each platform, and the Vite
@@ -101,6 +103,10 @@ pub fn run() {
             commands::host_action,
             commands::new_meeting,
             commands::bench_tiles,
+            commands::start_preview,
+            commands::stop_preview,
+            commands::test_speaker,
+            commands::network_check,
         ])
         .setup(move |app| {
             if let Ok(dir) = app.path().app_log_dir() {
@@ -140,6 +146,7 @@ pub fn run() {
                 settings_problem,
                 launch_link: Mutex::new(launch_link),
                 embedded: embedded::Slot::default(),
+                preview: Mutex::new(None),
             });
             Ok(())
         })

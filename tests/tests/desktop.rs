@@ -95,6 +95,34 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     // saved settings.
     let camera = driver.open_lobby(&invite, "Desk");
     assert_eq!(camera, "Synthetic camera");
+    // The lobby checks the devices before joining: the camera's picture (this app's pattern,
+    // readable in what the preview drew), the microphone's level, a test sound on the speaker.
+    driver.wait_for(
+        "the lobby previews the camera",
+        "return window.__confer.tiles().some(t => t.id === 'self' && t.drawn >= 10)",
+        Duration::from_secs(20),
+    );
+    assert_eq!(pattern_in(&snapshot(&driver, "self")), Some(4), "the preview shows this app's camera");
+    driver.wait_for(
+        "the meter hears the synthetic microphone's speech",
+        "return Number(document.querySelector('[data-testid=mic-level]').dataset.dbfs) > -40",
+        Duration::from_secs(10),
+    );
+    driver.click("[data-testid=test-speaker]");
+    let played = driver.wait_for(
+        "the test sound played",
+        "return document.querySelector('[data-testid=speaker-result]')?.textContent",
+        Duration::from_secs(10),
+    );
+    assert!(played.as_str().unwrap().contains("Played 0.7 s"), "{played}");
+    // ...and the network: the relay answers; it offers no STUN/TURN server, and the lobby says
+    // what that means.
+    let relay_line = driver.wait_for(
+        "the network check's answer",
+        "const r = document.querySelector('[data-testid=net-relay]'); return r && r.dataset.ok === 'true' && document.querySelector('[data-testid=net-none]') && r.textContent",
+        Duration::from_secs(15),
+    );
+    assert!(relay_line.as_str().unwrap().contains("Meeting server reachable"), "{relay_line}");
     xvfb.screenshot("lobby", WINDOW);
     driver.click("[data-testid=join-now]");
     driver.wait_for(
@@ -165,6 +193,14 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     assert_ne!(unreachable, invite, "the link names the relay's port");
     driver.type_into("[data-testid=link]", &unreachable);
     driver.click("[data-testid=join]");
+    // The lobby's network check says so before anyone tries to join...
+    let checked = driver.wait_for(
+        "the network check names the unreachable relay",
+        "const r = document.querySelector('[data-testid=net-relay]'); return r && r.dataset.ok === 'false' && r.textContent",
+        Duration::from_secs(30),
+    );
+    assert!(checked.as_str().unwrap().contains("unreachable"), "{checked}");
+    // ...and joining anyway names it too.
     driver.click("[data-testid=join-now]");
     driver.find("[data-testid=error][data-code=relay_unreachable]", Duration::from_secs(30));
     let message = driver.text("[data-testid=error]");

@@ -4,7 +4,88 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use confer_media::synthetic::tone_hz;
-use confer_tests::{Relay, SMALL, Turn, report_of, spawn_synthetic};
+use confer_tests::{Relay, SMALL, Turn, binary, report_of, spawn_synthetic};
+use serde_json::Value;
+
+/// `confer check LINK --json`: its exit code and report.
+fn check(link: &str) -> (i32, Value) {
+    let output = std::process::Command::new(binary("confer-cli", "confer"))
+        .args(["check", link, "--json"])
+        .output()
+        .expect("confer runs");
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code().unwrap_or(-1), report)
+}
+
+/// The lobby's network check, as `confer check` runs it: before joining, the relay answers, coturn
+/// gives this machine's address over STUN and a relayed address over TURN; a TURN server that
+/// does not answer, or refuses the credentials, is named with the reason; nobody in the room
+/// hears of any of it.
+#[test]
+fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
+    let turn = Turn::start();
+    let state = tempfile::tempdir().unwrap();
+    let (stun_url, turn_url) =
+        (format!("stun:127.0.0.1:{}", turn.port), format!("turn:127.0.0.1:{}", turn.port));
+    let silent = format!("turn:127.0.0.1:{}", confer_tests::free_udp_port());
+    let relay = Relay::start_with(
+        state.path(),
+        "127.0.0.1:0",
+        &[
+            "--stun-url",
+            &stun_url,
+            "--turn-url",
+            &turn_url,
+            "--turn-url",
+            &silent,
+            "--turn-secret",
+            &turn.secret,
+        ],
+    );
+    let (host_link, invite) = relay.host();
+    let (code, report) = check(&invite);
+    eprintln!("{report}");
+    assert!(report["relay"]["ok"].as_bool().unwrap(), "{report}");
+    let servers = report["servers"].as_array().unwrap();
+    let by_url =
+        |url: &str| servers.iter().find(|s| s["url"] == url).unwrap_or_else(|| panic!("{url} in {report}"));
+    let stun = by_url(&stun_url);
+    assert_eq!(stun["ok"], true, "{stun}");
+    assert!(stun["address"].as_str().unwrap().contains(':'), "STUN gave an address: {stun}");
+    let relayed = by_url(&turn_url);
+    assert_eq!(relayed["ok"], true, "coturn allocated a relay: {relayed}");
+    assert!(relayed["address"].as_str().unwrap().starts_with("127.0.0.1:"), "{relayed}");
+    let dead = by_url(&silent);
+    assert_eq!(dead["ok"], false);
+    assert!(dead["error"].as_str().unwrap().contains("no relay allocated within 5 s"), "{dead}");
+    assert_eq!(code, 1, "one server did not answer: the check fails");
+
+    // Credentials coturn refuses (another secret) are a failed TURN check, not a pass.
+    let state2 = tempfile::tempdir().unwrap();
+    let wrong = Relay::start_with(
+        state2.path(),
+        "127.0.0.1:0",
+        &["--turn-url", &turn_url, "--turn-secret", "not-coturns-secret"],
+    );
+    let (_, wrong_invite) = wrong.host();
+    let (code, report) = check(&wrong_invite);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["servers"][0]["ok"], false, "{report}");
+
+    // A check is not a join: the host who joins now is alone, and the link still works.
+    let host = spawn_synthetic(&host_link, "Ann", 2, 2.0, SMALL, &[]);
+    let (host_report, _) = report_of(host);
+    assert_eq!(host_report["peers"].as_array().unwrap().len(), 0, "{host_report}");
+
+    // A relay that is not there: named, and no servers are tried.
+    drop(relay);
+    let (code, report) = check(&invite);
+    assert_eq!(code, 1);
+    assert_eq!(report["relay"]["ok"], false);
+    assert!(report["relay"]["error"].as_str().unwrap().contains("unreachable"), "{report}");
+    assert!(report["servers"].as_array().unwrap().is_empty());
+}
 
 /// Relay-only with no TURN server: instead of a spinner, each side says there is no path and why.
 #[test]

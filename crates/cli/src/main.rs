@@ -49,6 +49,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check, without joining, that the meeting's relay and its STUN/TURN servers answer.
+    Check {
+        /// The invite link (confer://… or https://…).
+        link: String,
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Join a call by its invite link.
     Join {
         /// The invite link (confer://… or https://…).
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
             Command::Host { relay, fp, api_key, waiting_room, json } => {
                 host(&relay, fp.as_deref(), api_key.as_deref(), waiting_room, json).await
             }
+            Command::Check { link, json } => check(&link, json).await,
             Command::Join { link, args } => join(&link, args).await,
         }
     })
@@ -129,6 +138,55 @@ async fn host(
             ExitCode::from(2)
         }
     }
+}
+
+/// `confer check`: exit 0 if the relay and every server answered, 1 if some did not, 2 for a
+/// link that is not one.
+async fn check(link: &str, as_json: bool) -> ExitCode {
+    let link = match InviteLink::parse(link.trim()) {
+        Ok(link) => link,
+        Err(err) => {
+            eprintln!("confer: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = confer_mesh::netcheck::check(&link).await;
+    let all_ok = report.relay.is_ok() && report.servers.iter().all(|s| s.result.is_ok());
+    if as_json {
+        let servers: Vec<_> = report
+            .servers
+            .iter()
+            .map(|s| match &s.result {
+                Ok((address, after)) => json!({
+                    "url": s.url, "turn": s.turn, "ok": true, "address": address, "ms": after.as_millis() as u64,
+                }),
+                Err(why) => json!({ "url": s.url, "turn": s.turn, "ok": false, "error": why }),
+            })
+            .collect();
+        let relay = match &report.relay {
+            Ok(rtt) => json!({ "ok": true, "ms": rtt.as_millis() as u64 }),
+            Err(why) => json!({ "ok": false, "error": why }),
+        };
+        println!("{}", json!({ "relay": relay, "servers": servers }));
+    } else {
+        match &report.relay {
+            Ok(rtt) => println!("ok    relay {} ({} ms)", link.relay, rtt.as_millis()),
+            Err(why) => println!("FAIL  relay {}: {why}", link.relay),
+        }
+        for server in &report.servers {
+            match &server.result {
+                Ok((address, after)) => {
+                    let what = if server.turn { "relayed address" } else { "public address" };
+                    println!("ok    {} ({} ms): {what} {address}", server.url, after.as_millis());
+                }
+                Err(why) => println!("FAIL  {}: {why}", server.url),
+            }
+        }
+        if report.relay.is_ok() && report.servers.is_empty() {
+            println!("note  no STUN or TURN servers: calls connect only where a direct path exists");
+        }
+    }
+    if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// `confer join`'s flags.

@@ -12,6 +12,7 @@ mod frame;
 mod h264;
 mod opus_codec;
 mod playout;
+pub mod preview;
 mod processing;
 mod resample;
 pub mod synthetic;

@@ -6,6 +6,7 @@
 pub mod data;
 pub mod decide;
 pub mod engine;
+pub mod netcheck;
 mod peer;
 pub mod rooms;
 pub mod signaling;

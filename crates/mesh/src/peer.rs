@@ -328,6 +328,57 @@ fn ice_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
         .collect()
 }
 
+/// What a probe of one STUN or TURN URL found: the first server-reflexive (STUN) or relayed
+/// (TURN) candidate's address, and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Probed {
+    pub(crate) address: String,
+    pub(crate) after: Duration,
+}
+
+/// Gathers ICE candidates with only `url` (and the server's credentials) configured, as a call
+/// would: `Ok(None)` if gathering ended, or `within` passed, with no candidate from that server.
+pub(crate) async fn probe_ice_server(
+    stack: &Stack,
+    server: &IceServer,
+    url: &str,
+    within: Duration,
+) -> Result<Option<Probed>, PeerError> {
+    let turn = url.starts_with("turn:");
+    let config = RTCConfiguration {
+        ice_servers: vec![RTCIceServer {
+            urls: vec![url.to_owned()],
+            username: server.username.clone().unwrap_or_default(),
+            credential: server.credential.clone().unwrap_or_default(),
+        }],
+        ice_transport_policy: if turn { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All },
+        ..Default::default()
+    };
+    let pc = stack.api.new_peer_connection(config).await?;
+    let wanted = if turn { RTCIceCandidateType::Relay } else { RTCIceCandidateType::Srflx };
+    let (found, mut candidates) = mpsc::unbounded_channel();
+    pc.on_ice_candidate(Box::new(move |candidate: Option<RTCIceCandidate>| {
+        let _ = found.send(candidate.map(|c| (c.typ, format!("{}:{}", c.address, c.port))));
+        Box::pin(async {})
+    }));
+    // Something to negotiate, so that gathering starts.
+    pc.create_data_channel("probe", None).await?;
+    let started = std::time::Instant::now();
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    let wait = async {
+        while let Some(Some((typ, address))) = candidates.recv().await {
+            if typ == wanted {
+                return Some(Probed { address, after: started.elapsed() });
+            }
+        }
+        None
+    };
+    let probed = tokio::time::timeout(within, wait).await.unwrap_or(None);
+    let _ = pc.close().await;
+    Ok(probed)
+}
+
 impl Peer {
     /// A peer connection to `remote` sending `tracks`, reporting on `events` (tagged with the
     /// remote's id). `relay_only` restricts ICE to TURN candidates.

@@ -59,6 +59,24 @@ pub async fn create_room(
     api_key: Option<&str>,
     waiting_room: bool,
 ) -> Result<CreatedRoom, RoomError> {
+    let body = if waiting_room { r#"{"waiting_room":true}"# } else { "" };
+    let (status, body) = exchange(relay, pin, "POST", "/rooms", api_key, body).await?;
+    if status != 201 {
+        return Err(RoomError::Refused { status, body: body.chars().take(300).collect() });
+    }
+    parse_created(&body)
+}
+
+/// One HTTP/1.1 request to the relay at `relay` (`wss://host:port` or `ws://host:port`), over
+/// TLS pinned to `pin` (or the web's roots) for `wss`: its status and body.
+pub(crate) async fn exchange(
+    relay: &str,
+    pin: Option<Fingerprint>,
+    method: &str,
+    path: &str,
+    api_key: Option<&str>,
+    body: &str,
+) -> Result<(u16, String), RoomError> {
     let (tls, rest) = match (relay.strip_prefix("wss://"), relay.strip_prefix("ws://")) {
         (Some(rest), _) => (true, rest),
         (None, Some(rest)) => (false, rest),
@@ -86,11 +104,12 @@ pub async fn create_room(
         }
     };
     let unreachable = |reason: String| RoomError::Unreachable { relay: relay.to_owned(), reason };
-    let body = if waiting_room { r#"{"waiting_room":true}"# } else { "" };
-    let mut request = format!(
-        "POST /rooms HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    } else if method == "POST" {
+        request.push_str("Content-Length: 0\r\n");
+    }
     if let Some(key) = api_key {
         request.push_str(&format!("Authorization: Bearer {key}\r\n"));
     }
@@ -109,13 +128,7 @@ pub async fn create_room(
             round_trip(tcp, &request).await.map_err(unreachable)
         }
     };
-    let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| unreachable("no answer within 10 s".into()))??;
-    if status != 201 {
-        return Err(RoomError::Refused { status, body: body.chars().take(300).collect() });
-    }
-    parse_created(&body)
+    tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| unreachable("no answer within 10 s".into()))?
 }
 
 async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(

@@ -51,6 +51,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/rooms", post(create_room))
         .route("/j/{room}/{token}", get(invite_page))
+        .route("/check/{room}/{token}", get(network_check))
         .route(WS_PATH, get(signaling_upgrade));
     if shared.config.echo_endpoint {
         router = router.route("/echo", get(echo_upgrade));
@@ -125,6 +126,35 @@ async fn create_room(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
     };
     let links = shared.create_room(request.waiting_room);
     (StatusCode::CREATED, axum::Json(links)).into_response()
+}
+
+/// For the lobby's network check: the ICE servers a participant of this room would get (TURN
+/// credentials for a throwaway id), so the app can try them before it joins. Needs a valid
+/// invite token for the room, like a join; nobody in the room hears of it.
+async fn network_check(
+    State(shared): State<Arc<Shared>>,
+    Path((room, token)): Path<(String, String)>,
+) -> Response {
+    let refused = |status, code, message| {
+        let mut response = http_error(status, code, message);
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    };
+    let Ok(room) = RoomId::try_from(room) else {
+        return refused(StatusCode::NOT_FOUND, "token_invalid", "not a room id");
+    };
+    match InviteClaims::verify(&shared.config.token_key, &token, unix_now()) {
+        Ok(claims) if claims.room == room => {}
+        Err(TokenError::Expired) => {
+            return refused(StatusCode::GONE, "token_expired", "the invite expired: get a new link");
+        }
+        Ok(_) => return refused(StatusCode::NOT_FOUND, "token_wrong_room", "the token is for another room"),
+        Err(_) => return refused(StatusCode::NOT_FOUND, "token_invalid", "not an invite this relay signed"),
+    }
+    let ice_servers = shared.ice_servers(&crate::token::new_peer_id(), unix_now());
+    let mut response = axum::Json(serde_json::json!({ "ice_servers": ice_servers })).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The page behind an `https://` invite link: opens the app, says how to get it.

@@ -95,10 +95,8 @@ impl Shared {
         self.next_conn.fetch_add(1, Relaxed)
     }
 
-    /// ICE servers and a resume token for a seat.
-    pub(crate) fn welcome(&self, room: &RoomId, peer: &PeerId, role: Role) -> Welcome {
-        let now_ms = unix_now_ms();
-        let now = now_ms / 1000;
+    /// The STUN servers, and TURN credentials for `peer` valid from `now` (Unix seconds).
+    pub(crate) fn ice_servers(&self, peer: &PeerId, now: u64) -> Vec<IceServer> {
         let mut ice_servers = Vec::new();
         if !self.config.stun_urls.is_empty() {
             ice_servers.push(IceServer {
@@ -110,6 +108,13 @@ impl Shared {
         if let Some(turn) = &self.config.turn {
             ice_servers.push(turn::credentials(turn, peer, now));
         }
+        ice_servers
+    }
+
+    /// ICE servers and a resume token for a seat.
+    pub(crate) fn welcome(&self, room: &RoomId, peer: &PeerId, role: Role) -> Welcome {
+        let now_ms = unix_now_ms();
+        let ice_servers = self.ice_servers(peer, now_ms / 1000);
         let claims = ResumeClaims::new(room.clone(), peer.clone(), role, now_ms, self.config.resume_ttl);
         Welcome { ice_servers, resume_token: claims.sign(&self.config.token_key), resume_issued_ms: now_ms }
     }

@@ -9,6 +9,9 @@ import type {
   UiError,
   UiEvent,
   UiMeeting,
+  UiNetworkReport,
+  UiPreviewEvent,
+  UiSoundCheck,
 } from "./bindings";
 
 export type DeviceKind = "camera" | "microphone" | "speaker";
@@ -35,6 +38,15 @@ export interface Backend {
   benchTiles(count: number, fps: number, width: number, height: number, seconds: number): Promise<void>;
   /** Calls `handler` with each invite link opened while the app runs (a second launch). */
   onInvite(handler: (link: string) => void): Promise<() => void>;
+  /** Shows the camera (frame-socket tile `self`) and the microphone's level until stopped. */
+  startPreview(camera: string, microphone: string): Promise<void>;
+  stopPreview(): Promise<void>;
+  /** Calls `handler` for every preview event until the returned function is called. */
+  onPreviewEvent(handler: (event: UiPreviewEvent) => void): Promise<() => void>;
+  /** Plays a chime on the speaker; resolves once it has played. */
+  testSpeaker(speaker: string): Promise<UiSoundCheck>;
+  /** Checks the link's relay and its STUN/TURN servers without joining. */
+  networkCheck(link: string): Promise<UiNetworkReport>;
 }
 
 /** Whether `value` is the shell's error shape. */
@@ -75,6 +87,11 @@ async function tauriBackend(): Promise<Backend> {
     benchTiles: (count, fps, width, height, seconds) =>
       invoke("bench_tiles", { count, fps, width, height, seconds }),
     onInvite: async (handler) => listen<string>("invite", (e) => handler(e.payload)),
+    startPreview: (camera, microphone) => invoke("start_preview", { camera, microphone }),
+    stopPreview: () => invoke("stop_preview"),
+    onPreviewEvent: async (handler) => listen<UiPreviewEvent>("preview", (e) => handler(e.payload)),
+    testSpeaker: (speaker) => invoke("test_speaker", { speaker }),
+    networkCheck: (link) => invoke("network_check", { link }),
   };
 }
 

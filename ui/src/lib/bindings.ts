@@ -293,6 +293,74 @@ muted: boolean,
  */
 camera: boolean, };
 
+export type UiPreviewEvent = { "type": "level", 
+/**
+ * Smoothed level, dBFS (-100 for silence).
+ */
+dbfs: number, 
+/**
+ * Whether it hears speech now.
+ */
+speaking: boolean, } | { "type": "failed", 
+/**
+ * `camera` or `microphone`.
+ */
+device: string, 
+/**
+ * Why, in the system's words.
+ */
+message: string, };
+
+export type UiSoundCheck = { 
+/**
+ * Milliseconds of the sound the device took.
+ */
+played_ms: number, 
+/**
+ * Milliseconds the sound lasts.
+ */
+sound_ms: number, 
+/**
+ * Its loudest 10 ms, dBFS.
+ */
+peak_dbfs: number, };
+
+export type UiNetworkReport = { 
+/**
+ * The relay's round trip, milliseconds, if it answered.
+ */
+relay_ms: number | null, 
+/**
+ * Why the relay could not be checked.
+ */
+relay_error: string | null, 
+/**
+ * Each STUN and TURN URL the meeting offers.
+ */
+servers: Array<UiServerCheck>, };
+
+export type UiServerCheck = { 
+/**
+ * The URL.
+ */
+url: string, 
+/**
+ * A TURN server (a relay for media), not STUN.
+ */
+turn: boolean, 
+/**
+ * How long it took to answer, milliseconds.
+ */
+ms: number | null, 
+/**
+ * This machine's public address (STUN) or the relayed address (TURN).
+ */
+address: string | null, 
+/**
+ * Why it did not answer.
+ */
+error: string | null, };
+
 export type Settings = { 
 /**
  * Display name.

@@ -19,6 +19,50 @@ async function toCall(mock: ReturnType<typeof mockBackend>) {
 }
 
 describe("the app against a mock backend", () => {
+  it("checks devices and network in the lobby, and frees the devices on the way back", async () => {
+    const mock = mockBackend();
+    setBackend(mock);
+    setLocale("en");
+    render(App);
+    const link = "confer://join?relay=wss://x&room=r&token=t";
+    await fireEvent.input(await screen.findByTestId("link"), { target: { value: link } });
+    await fireEvent.click(screen.getByTestId("join"));
+    // The saved devices are previewed, and the link's servers are checked without joining.
+    await waitFor(() =>
+      expect(mock.calls).toContainEqual(["start_preview", { camera: "synthetic", microphone: "synthetic" }]),
+    );
+    expect(mock.calls).toContainEqual(["network_check", link]);
+    expect(mock.calls.some(([name]) => name === "join")).toBe(false);
+    const network = await screen.findByTestId("net-relay");
+    expect(network.textContent).toContain("Meeting server reachable (12 ms)");
+    const [stun, turn] = screen.getAllByTestId("net-server");
+    expect(stun?.textContent).toContain("you are 203.0.113.7:40000");
+    expect(turn?.dataset.ok).toBe("false");
+    expect(turn?.textContent).toContain("no relay allocated within 5 s");
+
+    // The meter follows the microphone; a device that fails is named.
+    const meter = screen.getByTestId("mic-level");
+    mock.preview({ type: "level", dbfs: -18, speaking: true });
+    await waitFor(() => expect(meter.getAttribute("aria-valuenow")).toBe("-18"));
+    expect(meter.getAttribute("aria-valuetext")).toBe("Your microphone hears you");
+    mock.preview({ type: "failed", device: "camera", message: "the camera is busy" });
+    expect((await screen.findByTestId("device-problem")).textContent).toContain("Camera: the camera is busy");
+
+    // Choosing another microphone restarts the preview with it.
+    await fireEvent.change(screen.getByTestId("microphone"), { target: { value: "default" } });
+    await waitFor(() =>
+      expect(mock.calls).toContainEqual(["start_preview", { camera: "synthetic", microphone: "default" }]),
+    );
+
+    await fireEvent.click(screen.getByTestId("test-speaker"));
+    expect((await screen.findByTestId("speaker-result")).textContent).toContain("Played 0.7 s");
+    expect(mock.calls).toContainEqual(["test_speaker", "synthetic"]);
+
+    await fireEvent.click(screen.getByTestId("back"));
+    await waitFor(() => expect(mock.calls.map(([name]) => name)).toContain("stop_preview"));
+  });
+
+
   it("joins by a pasted link with the lobby's name and devices", async () => {
     const mock = mockBackend();
     await toCall(mock);

@@ -1,6 +1,6 @@
 // A backend that records what the page asked for and lets a test play call events.
 import type { Backend } from "../lib/backend";
-import type { Settings, UiError, UiEvent } from "../lib/bindings";
+import type { Settings, UiError, UiEvent, UiNetworkReport, UiPreviewEvent } from "../lib/bindings";
 
 export const defaultSettings: Settings = {
   name: "Ada",
@@ -23,11 +23,15 @@ export interface Mock extends Backend {
   failJoinWith: UiError | null;
   /** Events the engine sends while the join command is still running. */
   duringJoin: UiEvent[];
+  preview(event: UiPreviewEvent): void;
+  /** What the network check answers. */
+  network: UiNetworkReport;
 }
 
 export function mockBackend(settings: Settings = defaultSettings): Mock {
   const handlers = new Set<(e: UiEvent) => void>();
   const invites = new Set<(link: string) => void>();
+  const previews = new Set<(e: UiPreviewEvent) => void>();
   const calls: [string, unknown][] = [];
   const record = (name: string, args?: unknown) => {
     calls.push([name, args]);
@@ -37,6 +41,15 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
     calls,
     failJoinWith: null,
     duringJoin: [],
+    network: {
+      relay_ms: 12,
+      relay_error: null,
+      servers: [
+        { url: "stun:stun.example.org:3478", turn: false, ms: 20, address: "203.0.113.7:40000", error: null },
+        { url: "turn:turn.example.org:3478", turn: true, ms: null, address: null, error: "no relay allocated within 5 s" },
+      ],
+    },
+    preview: (event) => previews.forEach((h) => h(event)),
     emit: (event) => handlers.forEach((h) => h(event)),
     invite: (link) => invites.forEach((h) => h(link)),
     frameSocket: async () => ({ url: "ws://127.0.0.1:1/?token=x" }),
@@ -74,6 +87,20 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
     onInvite: async (handler) => {
       invites.add(handler);
       return () => invites.delete(handler);
+    },
+    startPreview: (camera, microphone) => record("start_preview", { camera, microphone }),
+    stopPreview: () => record("stop_preview"),
+    onPreviewEvent: async (handler) => {
+      previews.add(handler);
+      return () => previews.delete(handler);
+    },
+    testSpeaker: async (speaker) => {
+      calls.push(["test_speaker", speaker]);
+      return { played_ms: 700, sound_ms: 700, peak_dbfs: -12.5 };
+    },
+    networkCheck: async (link) => {
+      calls.push(["network_check", link]);
+      return mock.network;
     },
   };
   return mock;

@@ -82,6 +82,54 @@ async fn the_invite_page_opens_the_app_and_explains_expired_or_broken_links() {
 }
 
 #[tokio::test]
+async fn the_network_check_gives_ice_servers_to_invite_holders_only() {
+    let relay = TestRelay::start(&[
+        "--stun-url",
+        "stun:127.0.0.1:3478",
+        "--turn-url",
+        "turn:127.0.0.1:3478?transport=udp",
+        "--turn-secret",
+        "shared-with-coturn",
+    ])
+    .await;
+    let links = relay.create_room(false).await;
+    let mut host = relay.join(&links.host, "Host").await;
+    let path = format!("/check/{}/{}", links.guest.room, links.guest.token);
+    let check = relay.http("GET", &path, &[], "").await;
+    assert_eq!(check.status, 200, "{}", check.body);
+    assert_eq!(check.header("cache-control"), Some("no-store"), "TURN credentials must not be cached");
+    let json: serde_json::Value = serde_json::from_str(&check.body).unwrap();
+    let servers = json["ice_servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2, "{json}");
+    assert_eq!(servers[0]["urls"][0], "stun:127.0.0.1:3478");
+    let username = servers[1]["username"].as_str().unwrap();
+    assert!(username.split_once(':').is_some_and(|(_, peer)| confer_proto::PeerId::parse(peer).is_ok()));
+    // Nobody in the room hears of a check.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), host.client.recv()).await.is_err(),
+        "the host heard of a network check"
+    );
+
+    let other = relay.create_room(false).await;
+    let wrong_room =
+        relay.http("GET", &format!("/check/{}/{}", links.guest.room, other.guest.token), &[], "").await;
+    assert_eq!(wrong_room.status, 404);
+    assert!(wrong_room.body.contains("token_wrong_room"), "{}", wrong_room.body);
+    let forged = relay.http("GET", &format!("/check/{}/garbage", links.guest.room), &[], "").await;
+    assert_eq!(forged.status, 404);
+    assert!(forged.body.contains("token_invalid"));
+    let expired = confer_relay::token::InviteClaims {
+        room: links.guest.room.clone(),
+        role: confer_proto::Role::Guest,
+        waiting_room: false,
+        expires: confer_relay::token::unix_now() - 5,
+    }
+    .sign(&crate::support::token_key());
+    let gone = relay.http("GET", &format!("/check/{}/{expired}", links.guest.room), &[], "").await;
+    assert_eq!(gone.status, 410);
+}
+
+#[tokio::test]
 async fn joined_carries_turn_credentials_coturn_accepts() {
     let relay = TestRelay::start(&[
         "--stun-url",
