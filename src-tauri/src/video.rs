@@ -27,6 +27,12 @@
 //! at once (the page acknowledges each one it has taken with a text message `"1"`); the rest
 //! wait here, where a tile's newer frame replaces its older one. A slow page sees a lower frame
 //! rate, never a growing delay.
+//!
+//! The page also says how large it draws each tile, in device pixels, as a text message
+//! `{"sizes":{"<tile>":[width,height],…}}` (all tiles at once, whenever the layout changes). A
+//! frame at least a quarter larger than its tile is scaled down to fit before it is sent: eight
+//! 640x360 participants in a 1200x760 window need a quarter of the bytes, and the page's
+//! uploads and WebKit's network process shrink with them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,6 +73,8 @@ struct Shared {
     generation: AtomicU32,
     /// Counts tiles starting to wait.
     queued: std::sync::atomic::AtomicU64,
+    /// How large the page draws each tile (device pixels), as it last said.
+    sizes: Mutex<HashMap<String, (usize, usize)>>,
 }
 
 /// The frame socket: publish frames to it, tell the page its URL.
@@ -95,6 +103,7 @@ impl FrameServer {
             wake: watch::Sender::new(0),
             generation: AtomicU32::new(0),
             queued: std::sync::atomic::AtomicU64::new(0),
+            sizes: Mutex::default(),
         });
         let server = Self { addr, token: token.clone(), shared: Arc::clone(&shared) };
         let origins = Arc::new(origins);
@@ -200,7 +209,13 @@ async fn serve(stream: TcpStream, shared: &Shared, origins: &[String], token: &s
             changed = wake.changed() => if changed.is_err() { return Ok(()) },
             message = incoming.next() => match message {
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return Ok(()),
-                Some(Ok(Message::Text(acks))) => in_flight = in_flight.saturating_sub(ack_count(&acks)),
+                Some(Ok(Message::Text(text))) => match page_message(&text) {
+                    PageMessage::Taken(n) => in_flight = in_flight.saturating_sub(n),
+                    PageMessage::Sizes(sizes) => {
+                        *shared.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = sizes;
+                    }
+                    PageMessage::Unknown => tracing::debug!("frame socket: a message from the page that is not one"),
+                },
                 Some(Ok(_)) => {}
             },
         }
@@ -221,22 +236,53 @@ async fn serve(stream: TcpStream, shared: &Shared, origins: &[String], token: &s
         };
         for (tile, pending) in batch {
             in_flight += 1;
-            sink.feed(Message::Binary(
-                encode(&tile, &pending.frame, pending.captured_us, pending.seq).into(),
-            ))
-            .await
-            .map_err(|e| e.to_string())?;
+            let size =
+                shared.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&tile).copied();
+            let scaled = size.and_then(|(w, h)| pending.frame.scaled_to_fit(w, h));
+            let frame = scaled.as_ref().unwrap_or(&pending.frame);
+            sink.feed(Message::Binary(encode(&tile, frame, pending.captured_us, pending.seq).into()))
+                .await
+                .map_err(|e| e.to_string())?;
         }
         sink.flush().await.map_err(|e| e.to_string())?;
     }
 }
 
 /// Frames the page may hold unacknowledged.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 8;
 
-/// The page acknowledges frames with a text message holding how many it has taken (`"1"`).
-fn ack_count(text: &str) -> usize {
-    text.trim().parse::<usize>().map_or(0, |n| n.min(MAX_IN_FLIGHT))
+/// The most tiles a sizes message may name.
+const MAX_SIZED_TILES: usize = 64;
+
+/// What the page says on the frame socket.
+#[derive(Debug, PartialEq, Eq)]
+enum PageMessage {
+    /// It has taken this many frames (`"1"`).
+    Taken(usize),
+    /// How large it draws each tile (`{"sizes":{"tile":[w,h]}}`).
+    Sizes(HashMap<String, (usize, usize)>),
+    /// Anything else (ignored).
+    Unknown,
+}
+
+fn page_message(text: &str) -> PageMessage {
+    #[derive(serde::Deserialize)]
+    struct Sizes {
+        sizes: HashMap<String, (u16, u16)>,
+    }
+    if let Ok(n) = text.trim().parse::<usize>() {
+        return PageMessage::Taken(n.min(MAX_IN_FLIGHT));
+    }
+    match serde_json::from_str::<Sizes>(text) {
+        Ok(Sizes { sizes }) if sizes.len() <= MAX_SIZED_TILES => PageMessage::Sizes(
+            sizes
+                .into_iter()
+                .filter(|(tile, (w, h))| tile.len() <= 255 && *w > 0 && *h > 0)
+                .map(|(tile, (w, h))| (tile, (usize::from(w), usize::from(h))))
+                .collect(),
+        ),
+        _ => PageMessage::Unknown,
+    }
 }
 
 /// One frame as the page reads it (see the module's header table).
@@ -319,6 +365,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn frames_are_scaled_to_the_size_the_page_draws_their_tile() {
+        let server = FrameServer::start(vec![ORIGIN.into()]).await.expect("start");
+        let mut page = connect(&server, &server.url(), ORIGIN).await.expect("connect");
+        let big = || Arc::new(I420Frame::filled(640, 360, (90, 60, 200)).expect("frame"));
+        let size_of = |message: Message| {
+            let data = message.into_data();
+            let n = usize::from(data[20]);
+            let tile = String::from_utf8(data[HEADER..HEADER + n].to_vec()).expect("utf-8");
+            (tile, u16::from_le_bytes([data[4], data[5]]), u16::from_le_bytes([data[6], data[7]]))
+        };
+        page.send(Message::text(r#"{"sizes":{"alice":[320,180],"bob":[620,350]}}"#)).await.expect("send");
+        // Let the sizes arrive before the frames (they travel on the same connection, but the
+        // server reads them in its own loop).
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        server.publish("alice", big(), 0);
+        server.publish("bob", big(), 0);
+        server.publish("carol", big(), 0);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(size_of(next(&mut page).await.expect("a frame")));
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [("alice".into(), 320, 180), ("bob".into(), 640, 360), ("carol".into(), 640, 360)],
+            "alice's tile is half the frame's size; bob's is nearly the frame's; carol's is unknown"
+        );
+        // Garbage is ignored; the sizes stay.
+        page.send(Message::text(r#"{"sizes":{"alice":[-1,"x"]}}"#)).await.expect("send");
+        page.send(Message::text("3")).await.expect("acks");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        server.publish("alice", big(), 0);
+        assert_eq!(size_of(next(&mut page).await.expect("a frame")), ("alice".into(), 320, 180));
+        assert_eq!(page_message("1"), PageMessage::Taken(1));
+        assert_eq!(page_message("{\"sizes\":{}}"), PageMessage::Sizes(HashMap::new()));
+        assert_eq!(page_message("hello"), PageMessage::Unknown);
+        let many = (0..65).map(|i| format!("\"t{i}\":[1,1]")).collect::<Vec<_>>().join(",");
+        assert_eq!(page_message(&format!("{{\"sizes\":{{{many}}}}}")), PageMessage::Unknown);
+    }
+
+    #[tokio::test]
     async fn a_wrong_token_or_a_foreign_origin_is_refused() {
         let server = FrameServer::start(vec![ORIGIN.into()]).await.expect("start");
         let url = server.url();
@@ -363,9 +450,9 @@ mod tests {
     async fn unacknowledged_frames_are_bounded_and_the_longest_waiting_tiles_go_first() {
         let server = FrameServer::start(vec![ORIGIN.into()]).await.expect("start");
         let mut page = connect(&server, &server.url(), ORIGIN).await.expect("connect");
-        // Ten tiles publish; only MAX_IN_FLIGHT frames go until the page acknowledges.
-        for i in 0..10u8 {
-            server.publish(&format!("t{i}"), frame(i), 0);
+        // Twenty tiles publish; only MAX_IN_FLIGHT frames go until the page acknowledges.
+        for i in 0..20u8 {
+            server.publish(&format!("t{i:02}"), frame(i), 0);
         }
         let mut got = 0;
         while next(&mut page).await.is_some() {
@@ -374,9 +461,9 @@ mod tests {
         assert_eq!(got, MAX_IN_FLIGHT, "unacknowledged frames are bounded");
         // Meanwhile a tile still waiting gets newer frames: only the newest goes.
         for luma in [100, 101, 102] {
-            server.publish("t9", frame(luma), 0);
+            server.publish("t19", frame(luma), 0);
         }
-        page.send(Message::Text("4".into())).await.expect("ack");
+        page.send(Message::Text(MAX_IN_FLIGHT.to_string().into())).await.expect("ack");
         let mut lumas = HashMap::new();
         while let Some(message) = next(&mut page).await {
             let data = message.into_data();
@@ -384,21 +471,21 @@ mod tests {
             let tile = String::from_utf8_lossy(&data[HEADER..HEADER + n]).into_owned();
             lumas.insert(tile, data[HEADER + n]);
         }
-        assert_eq!(lumas.len(), MAX_IN_FLIGHT, "four more after four acknowledgements: {lumas:?}");
-        // The tiles that waited longest went first: t4..t7 (t0..t3 went before), not t9, which
-        // waited too but started last.
+        assert_eq!(lumas.len(), MAX_IN_FLIGHT, "as many more after as many acknowledgements: {lumas:?}");
+        // The tiles that waited longest went first: t08..t15 (t00..t07 went before), not t19,
+        // which waited too but started last.
         let mut tiles: Vec<&String> = lumas.keys().collect();
         tiles.sort();
-        assert_eq!(tiles, ["t4", "t5", "t6", "t7"], "oldest waiting first");
-        page.send(Message::Text("4".into())).await.expect("ack");
+        assert_eq!(tiles, ["t08", "t09", "t10", "t11", "t12", "t13", "t14", "t15"], "oldest waiting first");
+        page.send(Message::Text(MAX_IN_FLIGHT.to_string().into())).await.expect("ack");
         let mut rest = HashMap::new();
         while let Some(message) = next(&mut page).await {
             let data = message.into_data();
             let n = usize::from(data[20]);
             rest.insert(String::from_utf8_lossy(&data[HEADER..HEADER + n]).into_owned(), data[HEADER + n]);
         }
-        assert_eq!(rest.get("t9"), Some(&102), "the newest frame of a tile that waited: {rest:?}");
-        assert_eq!(rest.len(), 2, "t8 and t9 were left: {rest:?}");
+        assert_eq!(rest.get("t19"), Some(&102), "the newest frame of a tile that waited: {rest:?}");
+        assert_eq!(rest.len(), 4, "t16 to t19 were left: {rest:?}");
     }
 
     #[tokio::test]

@@ -48,7 +48,8 @@ impl Xvfb {
             .output()
             .expect("xwd runs");
         let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/xwd2png.py");
-        let out = Path::new(&dir).join(format!("{name}.png"));
+        // A relative DIR is the repository's (tests run in the tests/ folder).
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir).join(format!("{name}.png"));
         let mut convert = Command::new("python3")
             .arg(tool)
             .arg(&out)

@@ -24,7 +24,7 @@ pub fn binary(_package: &str, name: &str) -> PathBuf {
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !*built {
-        let mut build = Command::new(env!("CARGO"));
+        let mut build = without_cargo_test_env(Command::new(env!("CARGO")));
         // The desktop app with its page embedded (ui/dist must be built: scripts/test does).
         build.args([
             "build",
@@ -34,26 +34,6 @@ pub fn binary(_package: &str, name: &str) -> PathBuf {
             "--features",
             "confer-desktop/custom-protocol",
         ]);
-        // `cargo test` gives a test the package's CARGO_MANIFEST_DIR, CARGO_PKG_* and the like.
-        // Some build scripts (ring's) track exactly those variables, so a cargo started with
-        // them would rebuild those crates and everything above them: remove them.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_",
-                "CARGO_TARGET_TMPDIR",
-            ]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-                || name == "OUT_DIR"
-            {
-                build.env_remove(&*name);
-            }
-        }
         if dir.file_name().is_some_and(|p| p == "release") {
             build.arg("--release");
         }
@@ -62,6 +42,31 @@ pub fn binary(_package: &str, name: &str) -> PathBuf {
         *built = true;
     }
     path
+}
+
+/// `command` (a cargo, or something that runs cargo) without the variables `cargo test` gives a
+/// test: the package's CARGO_MANIFEST_DIR, CARGO_PKG_* and the like. Some build scripts (ring's)
+/// track exactly those variables, so a cargo started with them would rebuild those crates and
+/// everything above them.
+pub fn without_cargo_test_env(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || name == "OUT_DIR"
+        {
+            command.env_remove(&*name);
+        }
+    }
+    command
 }
 
 /// The real relay, on a free loopback port, with a self-signed certificate. Killed when dropped.

@@ -273,3 +273,74 @@ fn an_invite_link_starts_the_app_in_its_lobby_and_a_second_launch_hands_its_link
     let desk = peer(&report, "Desk");
     assert_eq!(desk["pattern_id"], 6, "the guest sees the app's camera: {desk}\n{log}");
 }
+
+/// The host's controls, end to end: the app joins by the host link, locks the room; a headless
+/// guest knocks and the app admits it (its video arrives), another knocks and is denied (its
+/// report says so), and the admitted one is removed (its report says so, and its tile goes).
+#[test]
+fn the_host_locks_the_room_admits_and_denies_knockers_and_removes_a_participant() {
+    let _serial = one_at_a_time();
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    let app = desktop_app();
+    let xvfb = Xvfb::start();
+    let home = AppHome::new();
+    home.settings(&settings(5));
+    let driver = Driver::start(&app, &["--automation"], &xvfb.display, &home);
+    driver.open_lobby(&host_link, "Desk");
+    driver.click("[data-testid=join-now]");
+    driver.wait_for(
+        "in the meeting as its host, alone",
+        "return !document.querySelector('[data-testid=phase]') && document.querySelectorAll('[data-testid=tile]').length === 1",
+        Duration::from_secs(30),
+    );
+    driver.click("[data-testid=people-toggle]");
+    driver.click("[data-testid=lock]");
+    driver.wait_for(
+        "the room shows locked",
+        "return document.querySelector('[data-testid=lock]')?.getAttribute('aria-pressed') === 'true'",
+        Duration::from_secs(10),
+    );
+
+    let kim = spawn_synthetic(&invite, "Kim", 2, 30.0, SMALL, &[]);
+    driver.wait_for(
+        "Kim knocks",
+        "return document.querySelector('[data-testid=knocks]')?.textContent.includes('Kim')",
+        Duration::from_secs(20),
+    );
+    let label = driver
+        .execute("return document.querySelector('[data-testid=admit]').getAttribute('aria-label')", &[]);
+    assert_eq!(label, "Admit Kim", "a screen reader hears whom the button admits");
+    driver.click("[data-testid=admit]");
+    driver.wait_for(
+        "Kim is in, her video drawing",
+        "return window.__confer.tiles().some(t => t.id !== 'self' && t.drawn >= 10)",
+        Duration::from_secs(30),
+    );
+
+    let lou = spawn_synthetic(&invite, "Lou", 3, 30.0, SMALL, &[]);
+    driver.wait_for(
+        "Lou knocks",
+        "return document.querySelector('[data-testid=knocks]')?.textContent.includes('Lou')",
+        Duration::from_secs(20),
+    );
+    driver.click("[data-testid=deny]");
+    let (report, log) = report_of(lou);
+    let ended = report["ended"].as_str().unwrap_or_default().to_lowercase();
+    assert!(ended.contains("denied"), "Lou was turned away: {report}\n{log}");
+    assert!(report["peers"].as_array().unwrap().is_empty(), "Lou saw nobody: {report}");
+
+    driver.click("[data-testid=remove]");
+    driver.wait_for(
+        "Kim's tile is gone",
+        "return document.querySelectorAll('[data-testid=tile]').length === 1",
+        Duration::from_secs(15),
+    );
+    let (report, log) = report_of(kim);
+    let ended = report["ended"].as_str().unwrap_or_default().to_lowercase();
+    assert!(ended.contains("removed"), "Kim was removed: {report}\n{log}");
+    // (A removed participant's engine stops at once, so its report lists nobody; its log says
+    // it was connected to the app while it was in.)
+    assert!(log.contains("connected to"), "Kim was connected while she was in:\n{log}");
+}

@@ -112,6 +112,51 @@ impl I420Frame {
         }
     }
 
+    /// This frame scaled down to fit `width` x `height` (the larger side filled, aspect kept,
+    /// even dimensions), or `None` if it is not at least a quarter larger than that already.
+    /// Halves by 2x2 averages while it can, then resamples bilinearly: no aliasing shimmer from
+    /// skipped pixels, and a 2x step (640x360 to a 320x180 tile) is one pass of averages.
+    pub fn scaled_to_fit(&self, width: usize, height: usize) -> Option<Self> {
+        let (w, h) = (self.width as f64, self.height as f64);
+        let scale = (width as f64 / w).max(height as f64 / h);
+        if !(scale > 0.0 && scale <= 0.8) {
+            return None;
+        }
+        let even = |v: f64| ((v / 2.0).round() as usize).max(1) * 2;
+        let (out_w, out_h) = (even(w * scale), even(h * scale));
+        let mut current = std::borrow::Cow::Borrowed(self);
+        while current.width / 2 >= out_w
+            && current.height / 2 >= out_h
+            && current.width.is_multiple_of(4)
+            && current.height.is_multiple_of(4)
+        {
+            current = std::borrow::Cow::Owned(current.halved());
+        }
+        if (current.width, current.height) == (out_w, out_h) {
+            return Some(current.into_owned());
+        }
+        let (cw, ch) = (out_w / 2, out_h / 2);
+        Some(Self {
+            width: out_w,
+            height: out_h,
+            y: bilinear(&current.y, current.width, current.height, out_w, out_h),
+            u: bilinear(&current.u, current.width / 2, current.height / 2, cw, ch),
+            v: bilinear(&current.v, current.width / 2, current.height / 2, cw, ch),
+        })
+    }
+
+    /// Half the size by 2x2 averages (width and height multiples of 4).
+    fn halved(&self) -> Self {
+        let (w, h) = (self.width / 2, self.height / 2);
+        Self {
+            width: w,
+            height: h,
+            y: halve(&self.y, self.width, w, h),
+            u: halve(&self.u, self.width / 2, w / 2, h / 2),
+            v: halve(&self.v, self.width / 2, w / 2, h / 2),
+        }
+    }
+
     /// Luma PSNR against another frame of the same size, in dB (`f64::INFINITY` if identical).
     pub fn luma_psnr(&self, other: &Self) -> Option<f64> {
         if (self.width, self.height) != (other.width, other.height) {
@@ -124,6 +169,43 @@ impl I420Frame {
         let mse = sse as f64 / self.y.len() as f64;
         Some(10.0 * (255.0 * 255.0 / mse).log10())
     }
+}
+
+/// A plane of `stride`-wide rows averaged 2x2 into `w` x `h`.
+fn halve(src: &[u8], stride: usize, w: usize, h: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(w * h);
+    for row in 0..h {
+        let (top, bottom) = (&src[2 * row * stride..][..2 * w], &src[(2 * row + 1) * stride..][..2 * w]);
+        out.extend(top.chunks_exact(2).zip(bottom.chunks_exact(2)).map(|(t, b)| {
+            ((u16::from(t[0]) + u16::from(t[1]) + u16::from(b[0]) + u16::from(b[1]) + 2) / 4) as u8
+        }));
+    }
+    out
+}
+
+/// A `w` x `h` plane resampled bilinearly to `out_w` x `out_h` (pixel centres aligned), in
+/// 8-bit fixed point.
+fn bilinear(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<u8> {
+    // Source position of each output column or row: its integer part and a weight in 0..=256.
+    let taps = |out: usize, len: usize| -> Vec<(usize, usize, u32)> {
+        (0..out)
+            .map(|i| {
+                let pos = ((i as f64 + 0.5) * len as f64 / out as f64 - 0.5).clamp(0.0, (len - 1) as f64);
+                let base = pos.floor() as usize;
+                (base, (base + 1).min(len - 1), ((pos - base as f64) * 256.0).round() as u32)
+            })
+            .collect()
+    };
+    let (columns, rows) = (taps(out_w, w), taps(out_h, h));
+    let mut out = Vec::with_capacity(out_w * out_h);
+    for &(r0, r1, fy) in &rows {
+        let (top, bottom) = (&src[r0 * w..][..w], &src[r1 * w..][..w]);
+        out.extend(columns.iter().map(|&(c0, c1, fx)| {
+            let blend = |row: &[u8]| u32::from(row[c0]) * (256 - fx) + u32::from(row[c1]) * fx;
+            ((blend(top) * (256 - fy) + blend(bottom) * fy + (1 << 15)) >> 16) as u8
+        }));
+    }
+    out
 }
 
 fn copy_plane(
@@ -147,6 +229,48 @@ fn copy_plane(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_scale_down_to_fit_a_tile_keeping_colour_aspect_and_the_picture() {
+        let frame = I420Frame::filled(640, 360, (90, 60, 200)).unwrap();
+        // A 2x step, and an uneven one; colour survives both.
+        for ((tw, th), (w, h)) in
+            [((320, 180), (320, 180)), ((320, 240), (426, 240)), ((250, 100), (250, 140))]
+        {
+            let scaled = frame.scaled_to_fit(tw, th).unwrap();
+            assert_eq!((scaled.width(), scaled.height()), (w, h), "fit into {tw}x{th}");
+            assert!(scaled.y().iter().all(|&v| v == 90) && scaled.u().iter().all(|&v| v == 60));
+            assert!(scaled.v().iter().all(|&v| v == 200));
+        }
+        // Not worth it (or an enlargement): the frame goes as it is.
+        assert!(frame.scaled_to_fit(600, 340).is_none());
+        assert!(frame.scaled_to_fit(1280, 720).is_none());
+        assert!(frame.scaled_to_fit(0, 0).is_none());
+        // Tiny tiles still get a valid frame.
+        let tiny = frame.scaled_to_fit(1, 1).unwrap();
+        assert_eq!((tiny.width(), tiny.height()), (2, 2));
+        // The picture is the same picture: the synthetic camera's stamp reads after scaling.
+        let mut camera = crate::synthetic::SyntheticCamera::new(9, 640, 360).unwrap();
+        let (picture, stamp) = camera.next_frame(1_000);
+        for (tw, th) in [(320, 180), (160, 90)] {
+            let scaled = picture.scaled_to_fit(tw, th).unwrap();
+            assert_eq!(crate::synthetic::read_stamp(&scaled), Some(stamp), "stamp at {tw}x{th}");
+        }
+        // An uneven step resamples: a ramp stays the same ramp.
+        let mut ramp = I420Frame::filled(640, 360, (0, 128, 128)).unwrap();
+        for x in 0..640 {
+            ramp.fill_rect(x, 0, 1, 360, ((x * 255 / 639) as u8, 128, 128));
+        }
+        let scaled = ramp.scaled_to_fit(320, 240).unwrap();
+        for (i, &value) in scaled.y()[..426].iter().enumerate() {
+            let x = ((i as f64 + 0.5) * 640.0 / 426.0 - 0.5).clamp(0.0, 639.0);
+            let expected = x * 255.0 / 639.0;
+            assert!(
+                (f64::from(value) - expected).abs() <= 2.0,
+                "column {i}: {value}, expected {expected:.1}"
+            );
+        }
+    }
 
     #[test]
     fn odd_or_empty_dimensions_are_refused() {

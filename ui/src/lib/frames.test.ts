@@ -1,5 +1,5 @@
-import { describe, expect, it } from "vitest";
-import { HEADER, parseFrame } from "./frames";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { FrameFeed, HEADER, parseFrame } from "./frames";
 import { i420ToRgba } from "./renderer";
 
 function message(tile: string, width: number, height: number, luma: number, extra = 0): ArrayBuffer {
@@ -49,5 +49,49 @@ describe("frame socket messages", () => {
     expect([...out.subarray(0, 4)]).toEqual([255, 255, 255, 255]);
     i420ToRgba(black, out);
     expect([...out.subarray(0, 4)]).toEqual([0, 0, 0, 255]);
+  });
+});
+
+describe("the frame feed", () => {
+  afterEach(() => vi.unstubAllGlobals());
+
+  it("tells the app each tile's drawn size, all at once, and again after reconnecting", async () => {
+    const sockets: FakeSocket[] = [];
+    class FakeSocket {
+      static readonly OPEN = 1;
+      readyState = 0;
+      sent: string[] = [];
+      binaryType = "";
+      onopen: (() => void) | null = null;
+      onclose: (() => void) | null = null;
+      onmessage: ((m: { data: unknown }) => void) | null = null;
+      constructor(readonly url: string) {
+        sockets.push(this);
+      }
+      send(text: string) {
+        this.sent.push(text);
+      }
+      close() {}
+      open() {
+        this.readyState = 1;
+        this.onopen?.();
+      }
+    }
+    vi.stubGlobal("WebSocket", FakeSocket);
+    const feed = new FrameFeed("ws://127.0.0.1:1/?token=x");
+    feed.start();
+    const first = sockets[0];
+    if (!first) throw new Error("the feed opened no socket");
+    feed.setSize("a", [320.4, 180]);
+    first.open();
+    expect(first.sent.map((m) => JSON.parse(m))).toEqual([{ sizes: { a: [320, 180] } }]);
+    // A layout pass that resizes several tiles is one message.
+    feed.setSize("a", [640, 360]);
+    feed.setSize("b", [640, 360]);
+    feed.setSize("c", [1, 1]);
+    feed.setSize("c", null);
+    await Promise.resolve();
+    expect(first.sent.slice(1).map((m) => JSON.parse(m))).toEqual([{ sizes: { a: [640, 360], b: [640, 360] } }]);
+    feed.close();
   });
 });

@@ -56,8 +56,30 @@ export class FrameFeed {
   private listeners = new Map<string, FrameListener>();
   private latest = new Map<string, Frame>();
   private closed = false;
+  private sizes = new Map<string, [number, number]>();
+  private sizesDue = false;
 
   constructor(private readonly url: string) {}
+
+  /**
+   * Tells the app how large `tile` is drawn, in device pixels, so it sends frames no larger
+   * (`null`: the tile is gone). Sent for all tiles at once, after the current layout pass.
+   */
+  setSize(tile: string, size: [number, number] | null): void {
+    if (size) this.sizes.set(tile, [Math.max(1, Math.round(size[0])), Math.max(1, Math.round(size[1]))]);
+    else this.sizes.delete(tile);
+    if (this.sizesDue) return;
+    this.sizesDue = true;
+    queueMicrotask(() => {
+      this.sizesDue = false;
+      this.sendSizes();
+    });
+  }
+
+  private sendSizes(): void {
+    if (this.socket?.readyState !== WebSocket.OPEN) return;
+    this.socket.send(JSON.stringify({ sizes: Object.fromEntries(this.sizes) }));
+  }
 
   start(): void {
     if (this.closed) return;
@@ -80,6 +102,7 @@ export class FrameFeed {
     };
     socket.onopen = () => {
       feedStatus.opened += 1;
+      this.sendSizes();
     };
     socket.onclose = () => {
       feedStatus.closed += 1;
