@@ -351,6 +351,30 @@ impl Driver {
         )
     }
 
+    /// What an automated accessibility audit (axe-core, the UI's dev dependency) finds wrong
+    /// with the page as it is now: each rule broken, with the elements that break it. Rules
+    /// that need a human (is the text meaningful?) are not its business; names, roles, labels,
+    /// contrast, focusable controls and landmarks are.
+    pub fn accessibility_violations(&self) -> Vec<Value> {
+        let axe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/node_modules/axe-core/axe.min.js");
+        let source = std::fs::read_to_string(&axe)
+            .unwrap_or_else(|e| panic!("{}: {e} (scripts/test installs the UI's packages)", axe.display()));
+        self.execute(&format!("{source}\n;return null"), &[]);
+        self.execute(
+            "window.__axe = undefined; axe.run(document, { resultTypes: ['violations'] }).then(\
+               (r) => { window.__axe = r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, \
+                 nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ') + ': ' + n.failureSummary) })) },\
+               (e) => { window.__axe = [{ id: 'axe-failed', help: String(e) }] }); return null",
+            &[],
+        );
+        let found = self.wait_for(
+            "the accessibility audit",
+            "return window.__axe !== undefined && JSON.stringify(window.__axe)",
+            Duration::from_secs(30),
+        );
+        serde_json::from_str(found.as_str().unwrap_or("[]")).unwrap_or_default()
+    }
+
     /// Waits until `script` returns something truthy, and returns it.
     pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;

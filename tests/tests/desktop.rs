@@ -93,6 +93,9 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
 
     // Home → lobby → call, by the invite link. The lobby fills in the name and devices from the
     // saved settings.
+    driver.find("[data-testid=new-meeting]", Duration::from_secs(30));
+    let problems = driver.accessibility_violations();
+    assert!(problems.is_empty(), "the home screen's accessibility audit: {problems:#?}");
     let camera = driver.open_lobby(&invite, "Desk");
     assert_eq!(camera, "Synthetic camera");
     // The lobby checks the devices before joining: the camera's picture (this app's pattern,
@@ -124,6 +127,8 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     );
     assert!(relay_line.as_str().unwrap().contains("Meeting server reachable"), "{relay_line}");
     xvfb.screenshot("lobby", WINDOW);
+    let problems = driver.accessibility_violations();
+    assert!(problems.is_empty(), "the lobby's accessibility audit: {problems:#?}");
     driver.click("[data-testid=join-now]");
     driver.wait_for(
         "three tiles (self, Alice, Bob)",
@@ -137,6 +142,8 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     );
     eprintln!("tiles: {tiles}");
     xvfb.screenshot("call", WINDOW);
+    let problems = driver.accessibility_violations();
+    assert!(problems.is_empty(), "the call's accessibility audit: {problems:#?}");
     for tile in tiles.as_array().unwrap() {
         let id = tile["id"].as_str().unwrap();
         let name = driver.execute(
@@ -244,8 +251,15 @@ fn an_invite_link_starts_the_app_in_its_lobby_and_a_second_launch_hands_its_link
     let windows = driver.execute("return 1", &[]);
     assert_eq!(windows, 1, "the first instance still answers");
 
-    // "New meeting" with no meeting server configured: the app runs one itself.
+    // The settings screen passes the accessibility audit too.
     driver.click("[data-testid=back]");
+    driver.click("[data-testid=open-settings]");
+    driver.find("[data-testid=save-settings]", Duration::from_secs(10));
+    let problems = driver.accessibility_violations();
+    assert!(problems.is_empty(), "the settings screen's accessibility audit: {problems:#?}");
+    driver.click("[data-testid=settings-back]");
+
+    // "New meeting" with no meeting server configured: the app runs one itself.
     driver.click("[data-testid=new-meeting]");
     let invite = driver.wait_for(
         "the new meeting's links",
@@ -309,6 +323,8 @@ fn the_host_locks_the_room_admits_and_denies_knockers_and_removes_a_participant(
         "return document.querySelector('[data-testid=knocks]')?.textContent.includes('Kim')",
         Duration::from_secs(20),
     );
+    let problems = driver.accessibility_violations();
+    assert!(problems.is_empty(), "the host's panel's accessibility audit: {problems:#?}");
     let label = driver
         .execute("return document.querySelector('[data-testid=admit]').getAttribute('aria-label')", &[]);
     assert_eq!(label, "Admit Kim", "a screen reader hears whom the button admits");
