@@ -124,6 +124,7 @@ pub fn engine_config(settings: &Settings, name: &str) -> EngineConfig {
         processing,
     };
     (config.width, config.height, config.fps) = (width, height, fps);
+    config.self_view = true;
     config
 }
 
@@ -147,23 +148,20 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
     let (handle, events) = engine::join(&link, config).await?;
     handle.mute(request.muted);
     handle.camera(request.camera);
-    {
-        let mut settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        settings.remember(RecentMeeting {
-            link: request.link.trim().to_owned(),
-            invite_link: None,
-            at_ms: now_ms(),
-            host: false,
-        });
-        if let Err(err) = shell.store.save(&settings) {
-            tracing::warn!("recent meetings not saved: {err}");
-        }
-    }
     *call = Some(Call { handle });
     drop(call);
     let frames = shell.frames.clone();
     let shell_call = Arc::clone(&shell.call);
     tauri::async_runtime::spawn(forward(events, frames, app, shell_call));
+    remember(
+        &shell,
+        RecentMeeting {
+            link: request.link.trim().to_owned(),
+            invite_link: None,
+            at_ms: now_ms(),
+            host: false,
+        },
+    );
     Ok(())
 }
 
@@ -204,6 +202,16 @@ async fn forward(
     }
     frames.forget("self");
     *call.lock().await = None;
+}
+
+/// Adds a meeting to the recent ones and saves the settings (a failure to save is logged: the
+/// meeting goes on).
+fn remember(shell: &Shell, meeting: RecentMeeting) {
+    let mut settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    settings.remember(meeting);
+    if let Err(err) = shell.store.save(&settings) {
+        tracing::warn!("recent meetings not saved: {err}");
+    }
 }
 
 fn now_ms() -> u64 {
@@ -418,16 +426,15 @@ pub async fn new_meeting(shell: State<'_, Shell>) -> Result<UiMeeting, UiError> 
             embedded: false,
         }
     };
-    let mut settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    settings.remember(RecentMeeting {
-        link: meeting.host_link.clone(),
-        invite_link: Some(meeting.invite_link.clone()),
-        at_ms: now_ms(),
-        host: true,
-    });
-    if let Err(err) = shell.store.save(&settings) {
-        tracing::warn!("recent meetings not saved: {err}");
-    }
+    remember(
+        &shell,
+        RecentMeeting {
+            link: meeting.host_link.clone(),
+            invite_link: Some(meeting.invite_link.clone()),
+            at_ms: now_ms(),
+            host: true,
+        },
+    );
     Ok(meeting)
 }
 

@@ -42,30 +42,14 @@ pub async fn relay(slot: &Slot) -> Result<RelayHandle, UiError> {
     let address = lan_address();
     let names = vec!["localhost".to_owned(), address.to_string()];
     let (tls, _, _) = confer_relay::tls::self_signed(&names).map_err(failed)?;
-    let host = match address {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        IpAddr::V4(v4) => v4.to_string(),
+    // Port 0: the system picks a free port, and the links name the one bound.
+    let config = RelayConfig {
+        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        tls: Some(tls),
+        public_host: Some(address.to_string()),
+        ..RelayConfig::default()
     };
-    // The links must name the port, so a free one is found first; if another program takes it
-    // in between, the next try picks another.
-    let mut attempt = 0;
-    let relay = loop {
-        attempt += 1;
-        let probe = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(failed)?;
-        let port = probe.local_addr().map_err(failed)?.port();
-        drop(probe);
-        let config = RelayConfig {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-            tls: Some(tls.clone()),
-            public_url: Some(format!("wss://{host}:{port}")),
-            ..RelayConfig::default()
-        };
-        match Relay::bind(config).await {
-            Ok(relay) => break relay,
-            Err(err) if attempt >= 3 => return Err(failed(err)),
-            Err(_) => continue,
-        }
-    };
+    let relay = Relay::bind(config).await.map_err(failed)?;
     let handle = relay.handle();
     tracing::info!("meeting server on this machine at {}", handle.origin());
     tokio::spawn(relay.run());

@@ -282,11 +282,7 @@ impl Driver {
                 return id.to_owned();
             }
             if Instant::now() >= deadline {
-                let page = self.execute("return document.body.innerText", &[]);
-                panic!(
-                    "no element {css} in {timeout:?}: {reply}; the page says:\n{}",
-                    page.as_str().unwrap_or("")
-                );
+                panic!("no element {css} in {timeout:?}: {reply}; {}", self.page_state());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -375,6 +371,14 @@ impl Driver {
         serde_json::from_str(found.as_str().unwrap_or("[]")).unwrap_or_default()
     }
 
+    /// What the page shows and its probe says (frame socket, tiles), for a failure's message.
+    fn page_state(&self) -> String {
+        let page = self.execute("return document.body.innerText", &[]);
+        let probe =
+            self.execute("return window.__confer && [window.__confer.feed(), window.__confer.tiles()]", &[]);
+        format!("probe: {probe}; the page says:\n{}", page.as_str().unwrap_or(""))
+    }
+
     /// Waits until `script` returns something truthy, and returns it.
     pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
@@ -384,15 +388,7 @@ impl Driver {
                 return value;
             }
             if Instant::now() >= deadline {
-                let page = self.execute("return document.body.innerText", &[]);
-                let probe = self.execute(
-                    "return window.__confer && [window.__confer.feed(), window.__confer.tiles()]",
-                    &[],
-                );
-                panic!(
-                    "{what}: not within {timeout:?} (last: {value}); probe: {probe}; the page says:\n{}",
-                    page.as_str().unwrap_or("")
-                );
+                panic!("{what}: not within {timeout:?} (last: {value}); {}", self.page_state());
             }
             std::thread::sleep(Duration::from_millis(250));
         }

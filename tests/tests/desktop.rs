@@ -141,6 +141,11 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         Duration::from_secs(30),
     );
     eprintln!("tiles: {tiles}");
+    driver.wait_for(
+        "the self view shows what the camera sends",
+        "return window.__confer.tiles().some(t => t.id === 'self' && t.drawn >= 10)",
+        Duration::from_secs(10),
+    );
     xvfb.screenshot("call", WINDOW);
     let problems = driver.accessibility_violations();
     assert!(problems.is_empty(), "the call's accessibility audit: {problems:#?}");

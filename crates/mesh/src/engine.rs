@@ -65,6 +65,9 @@ pub struct EngineConfig {
     pub video_bitrate: (u32, u32, u32),
     /// Only TURN relay candidates (to test a relay, or to hide addresses).
     pub relay_only: bool,
+    /// Hand out what the camera sends as [`EngineEvent::SelfView`] (an app's self view; a
+    /// headless participant has no use for it).
+    pub self_view: bool,
 }
 
 impl EngineConfig {
@@ -78,6 +81,7 @@ impl EngineConfig {
             fps: 30,
             video_bitrate: (300_000, 800_000, 1_500_000),
             relay_only: false,
+            self_view: false,
         }
     }
 }
@@ -526,10 +530,11 @@ fn start_media(
     H264Encoder::new(H264Config { fps: config.fps as f32, bitrate_bps: start })
         .map_err(|e| media_error(&e))?;
     let (camera_swap, new_cameras) = std::sync::mpsc::channel();
-    let (video_sending, video_out, fps) = (Arc::clone(sending), out.clone(), config.fps);
+    let (video_sending, video_out, fps, self_view) =
+        (Arc::clone(sending), out.clone(), config.fps, config.self_view);
     std::thread::Builder::new()
         .name("confer-video-encode".into())
-        .spawn(move || video_loop(camera, &new_cameras, fps, &video_sending, &video_out))
+        .spawn(move || video_loop(camera, &new_cameras, (fps, self_view), &video_sending, &video_out))
         .map_err(|e| media_error(&e))?;
     let encoder = OpusEncoder::new(OpusConfig::default()).map_err(|e| media_error(&e))?;
     let (microphone_swap, new_microphones) = std::sync::mpsc::channel();
@@ -548,7 +553,7 @@ fn start_media(
 fn video_loop(
     mut camera: Option<Camera>,
     new_cameras: &std::sync::mpsc::Receiver<Camera>,
-    fps: u32,
+    (fps, self_view): (u32, bool),
     sending: &Sending,
     out: &mpsc::UnboundedSender<Encoded>,
 ) {
@@ -585,7 +590,7 @@ fn video_loop(
         {
             return;
         }
-        if out.send(Encoded::Preview(frame)).is_err() {
+        if self_view && out.send(Encoded::Preview(frame)).is_err() {
             return;
         }
     }

@@ -57,6 +57,10 @@ pub struct RelayConfig {
     /// The origin clients reach the relay at (`wss://host:port`), used in invite links.
     /// Defaults to the listen address.
     pub public_url: Option<String>,
+    /// Without `public_url`: the host (a name or an address; IPv6 without brackets) clients reach
+    /// the relay at, with the port it bound (so `listen` may name port 0: no probing for a free
+    /// port, no race for it). Defaults to the listen address.
+    pub public_host: Option<String>,
     /// Signs invite and resume tokens.
     pub token_key: TokenKey,
     /// How long invite links stay valid.
@@ -112,6 +116,7 @@ impl Default for RelayConfig {
             tls: None,
             allow_plain: false,
             public_url: None,
+            public_host: None,
             token_key: TokenKey::generate(),
             invite_ttl: Duration::from_secs(7 * 24 * 3600),
             resume_ttl: Duration::from_secs(24 * 3600),

@@ -241,6 +241,7 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
         tls,
         allow_plain: plain,
         public_url,
+        public_host: None,
         token_key,
         invite_ttl: args.invite_ttl.or(file.invite_ttl).map_or(defaults.invite_ttl, secs),
         stun_urls: if args.stun_urls.is_empty() {

@@ -269,10 +269,18 @@ impl Relay {
             }
             None => {
                 let scheme = if config.tls.is_some() { "wss" } else { "ws" };
-                let host =
-                    if local.ip().is_unspecified() { "localhost".to_owned() } else { local.ip().to_string() };
+                let host = match &config.public_host {
+                    Some(host) => host.clone(),
+                    None if local.ip().is_unspecified() => "localhost".to_owned(),
+                    None => local.ip().to_string(),
+                };
                 let host = if host.contains(':') { format!("[{host}]") } else { host };
-                format!("{scheme}://{host}:{}", local.port())
+                let origin = format!("{scheme}://{host}:{}", local.port());
+                let probe = format!("{}/j/{}/t", origin.replacen("ws", "http", 1), "A".repeat(22));
+                if InviteLink::parse(&probe).is_err() {
+                    return Err(RelayError::PublicUrl(origin));
+                }
+                origin
             }
         };
         let settings = RoomSettings {

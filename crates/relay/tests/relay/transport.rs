@@ -70,3 +70,23 @@ async fn plain_ws_is_served_on_loopback_only_when_asked_and_refused_on_other_add
         confer_relay::Relay::bind(confer_relay::RelayConfig { allow_plain: true, ..config }).await.is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_public_host_is_named_with_the_port_the_system_picked() {
+    // The embedded relay's way: listen on port 0, name the host others reach; the links carry the
+    // port actually bound, so nothing probes for a free port and nothing races for it.
+    let config = confer_relay::RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_host: Some("192.0.2.7".into()),
+        ..Default::default()
+    };
+    let relay = confer_relay::Relay::bind(config.clone()).await.unwrap();
+    let origin = relay.handle().origin().to_owned();
+    let port: u16 = origin.strip_prefix("ws://192.0.2.7:").expect("the public host").parse().unwrap();
+    assert_ne!(port, 0, "the bound port: {origin}");
+    let v6 = confer_relay::RelayConfig { public_host: Some("2001:db8::7".into()), ..config.clone() };
+    let origin = confer_relay::Relay::bind(v6).await.unwrap().handle().origin().to_owned();
+    assert!(origin.starts_with("ws://[2001:db8::7]:"), "{origin}");
+    let bad = confer_relay::RelayConfig { public_host: Some("not a host/".into()), ..config };
+    assert!(matches!(confer_relay::Relay::bind(bad).await, Err(confer_relay::RelayError::PublicUrl(_))));
+}
