@@ -66,14 +66,18 @@ fn main() {
         pss.iter().sum::<f64>()
     );
     println!();
-    println!("| tile | frames drawn per second |");
-    println!("| --- | ---: |");
+    // What the engine decoded per participant in its last second, beside what the tile drew:
+    // tells a page that cannot keep up from senders that send less.
+    let decoded = driver.execute("return window.__confer.decoded()", &[]);
+    println!("| tile | frames drawn per second | frames decoded per second (engine, last second) |");
+    println!("| --- | ---: | ---: |");
     let mut tiles: Vec<_> = drawn_after.iter().collect();
     tiles.sort_by(|a, b| a.0.cmp(b.0));
     for (id, after) in tiles {
         let rate = (after - drawn_before.get(id).copied().unwrap_or(0.0)) / elapsed;
         let who = if id == "self" { "self view".to_owned() } else { format!("remote {id}") };
-        println!("| {who} | {rate:.1} |");
+        let decoded = decoded[id.as_str()].as_f64().map_or_else(|| "–".to_owned(), |r| format!("{r:.1}"));
+        println!("| {who} | {rate:.1} | {decoded} |");
     }
     drop(driver);
     for child in children {

@@ -13,12 +13,16 @@ export interface TileProbe {
 
 export const tiles = new Map<string, TileProbe>();
 
+/** Each participant's decoded frame rate, from the engine's last statistics. */
+export const decodedRates = new Map<string, number>();
+
 declare global {
   interface Window {
     __confer?: {
       tiles: () => { id: string; drawn: number; kind: string }[];
       feed: () => typeof feedStatus;
       latencies: (id: string) => number[];
+      decoded: () => Record<string, number>;
       bench?: (count: number, fps: number, width: number, height: number, seconds: number) => Promise<void>;
       snapshot: (id: string) => { width: number; height: number; rgba: string } | null;
     };
@@ -37,6 +41,7 @@ export function installProbe(): void {
   window.__confer = {
     feed: () => ({ ...feedStatus }),
     latencies: (id) => [...(tiles.get(id)?.latencies ?? [])],
+    decoded: () => Object.fromEntries(decodedRates),
     tiles: () => [...tiles].map(([id, t]) => ({ id, drawn: t.drawn, kind: t.renderer.kind })),
     snapshot: (id) => {
       const shot = tiles.get(id)?.renderer.snapshot();
