@@ -142,7 +142,7 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
         return Err(UiError::new(ErrorCode::InCall, "already in a call: leave it first"));
     }
     // The call opens the devices the lobby showed: they must be free.
-    close_preview(&shell).await;
+    close(&shell, &mut *shell.preview.lock().await).await;
     let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let config = engine_config(&settings, name);
     let (handle, events) = engine::join(&link, config).await?;
@@ -321,20 +321,31 @@ pub async fn host_action(
     .await
 }
 
-/// Shows `camera`'s picture (as tile `self` on the frame socket) and `microphone`'s level (as
-/// `preview` events) until [`stop_preview`] or a join; replaces a preview already showing.
-/// Devices that cannot be opened are reported as `preview` events, not as this command's error.
+/// The frame socket's tile for the lobby's camera picture (the call's own is `self`).
+pub const PREVIEW_TILE: &str = "preview";
+
+/// Shows `camera`'s picture (as tile [`PREVIEW_TILE`] on the frame socket) and `microphone`'s
+/// level (as `preview` events) until [`stop_preview`] or a join; replaces a preview already
+/// showing. Devices that cannot be opened are reported as `preview` events, not as this
+/// command's error. Returns the preview's number, which its events carry (events of a preview
+/// replaced since are the page's to ignore).
+///
+/// Preview commands and `join` take the call's lock, then the preview's, in that order: a join
+/// that comes while a preview starts waits for it, then closes it.
 #[tauri::command]
 pub async fn start_preview(
     camera: String,
     microphone: String,
     app: AppHandle,
     shell: State<'_, Shell>,
-) -> Result<(), UiError> {
-    if shell.call.lock().await.is_some() {
+) -> Result<u64, UiError> {
+    let call = shell.call.lock().await;
+    if call.is_some() {
         return Err(UiError::new(ErrorCode::InCall, "the call is using the devices"));
     }
-    close_preview(&shell).await;
+    let mut slot = shell.preview.lock().await;
+    drop(call);
+    close(&shell, &mut slot).await;
     let (pattern, name, (width, height, fps)) = {
         let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (settings.synthetic_pattern, settings.name.clone(), settings.video_quality.format())
@@ -347,32 +358,33 @@ pub async fn start_preview(
     });
     let microphone = Some(audio_choice(&microphone, pattern));
     let frames = shell.frames.clone();
+    let generation = shell.preview_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let preview = confer_media::preview::Preview::start(camera, microphone, move |event| {
         if let confer_media::preview::PreviewEvent::Frame(frame) = &event {
-            frames.publish("self", Arc::clone(frame), now_ms() * 1000);
-        } else if let Some(ui) = crate::dto::UiPreviewEvent::from_preview(event)
+            frames.publish(PREVIEW_TILE, Arc::clone(frame), now_ms() * 1000);
+        } else if let Some(ui) = crate::dto::UiPreviewEvent::from_preview(event, generation)
             && let Err(err) = app.emit(PREVIEW_EVENT, ui)
         {
             tracing::warn!("preview event not delivered to the page: {err}");
         }
     });
-    *shell.preview.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(preview);
-    Ok(())
+    *slot = Some(preview);
+    Ok(generation)
 }
 
 /// Closes the lobby's devices.
 #[tauri::command]
 pub async fn stop_preview(shell: State<'_, Shell>) -> Result<(), UiError> {
-    close_preview(&shell).await;
+    close(&shell, &mut *shell.preview.lock().await).await;
     Ok(())
 }
 
-/// Closes the preview's devices (waiting for them to close) and takes its picture away.
-async fn close_preview(shell: &Shell) {
-    let preview = shell.preview.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-    if let Some(preview) = preview {
+/// Closes the preview in `slot`, if there is one: waits for its devices to close (off the async
+/// threads: a camera still opening may take seconds) and takes its picture away.
+async fn close(shell: &Shell, slot: &mut Option<confer_media::preview::Preview>) {
+    if let Some(preview) = slot.take() {
         let _ = tauri::async_runtime::spawn_blocking(move || drop(preview)).await;
-        shell.frames.forget("self");
+        shell.frames.forget(PREVIEW_TILE);
     }
 }
 
@@ -385,12 +397,15 @@ pub async fn test_speaker(
     let pattern = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).synthetic_pattern;
     let choice = audio_choice(&speaker, pattern);
     let media = |e: &dyn std::fmt::Display| UiError::new(ErrorCode::Media, e.to_string());
-    let sound_ms = (confer_media::preview::test_sound().len() * 1000 / 48_000) as u32;
     let check = tauri::async_runtime::spawn_blocking(move || confer_media::preview::play_test_sound(choice))
         .await
         .map_err(|e| media(&e))?
         .map_err(|e| media(&e))?;
-    Ok(crate::dto::UiSoundCheck { played_ms: check.played_ms, sound_ms, peak_dbfs: check.peak_dbfs })
+    Ok(crate::dto::UiSoundCheck {
+        played_ms: check.played_ms,
+        sound_ms: check.sound_ms,
+        peak_dbfs: check.peak_dbfs,
+    })
 }
 
 /// Checks the meeting's relay and its STUN and TURN servers, without joining.

@@ -454,13 +454,15 @@ pub struct UiMeeting {
 }
 
 /// What the lobby's preview reports, as `preview` events (its picture goes to the frame socket
-/// as tile `self`).
+/// as tile `preview`). Each carries the number `start_preview` returned.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum UiPreviewEvent {
     /// The microphone's level, every 50 ms.
     Level {
+        /// Which preview.
+        generation: u64,
         /// Smoothed level, dBFS (-100 for silence).
         dbfs: f64,
         /// Whether it hears speech now.
@@ -468,6 +470,8 @@ pub enum UiPreviewEvent {
     },
     /// A device could not be opened, or stopped.
     Failed {
+        /// Which preview.
+        generation: u64,
         /// `camera` or `microphone`.
         device: String,
         /// Why, in the system's words.
@@ -476,14 +480,16 @@ pub enum UiPreviewEvent {
 }
 
 impl UiPreviewEvent {
-    /// The page's form of a preview event (pictures go to the frame socket instead).
-    pub fn from_preview(event: confer_media::preview::PreviewEvent) -> Option<Self> {
+    /// The page's form of preview `generation`'s event (pictures go to the frame socket instead).
+    pub fn from_preview(event: confer_media::preview::PreviewEvent, generation: u64) -> Option<Self> {
         use confer_media::preview::PreviewEvent;
         match event {
             PreviewEvent::Frame(_) => None,
-            PreviewEvent::Level(level) => Some(Self::Level { dbfs: level.dbfs, speaking: level.speaking }),
+            PreviewEvent::Level(level) => {
+                Some(Self::Level { generation, dbfs: level.dbfs, speaking: level.speaking })
+            }
             PreviewEvent::Failed { device, reason } => {
-                Some(Self::Failed { device: device.to_owned(), message: reason })
+                Some(Self::Failed { generation, device: device.to_owned(), message: reason })
             }
         }
     }
@@ -525,8 +531,10 @@ pub struct UiServerCheck {
     pub ms: Option<u32>,
     /// This machine's public address (STUN) or the relayed address (TURN).
     pub address: Option<String>,
-    /// Why it did not answer.
+    /// Why it did not answer (or, if `skipped`, why it was not tried).
     pub error: Option<String>,
+    /// Not tried: a kind of URL Confer does not use; not a failure.
+    pub skipped: bool,
 }
 
 impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
@@ -540,11 +548,15 @@ impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
             .servers
             .into_iter()
             .map(|check| {
-                let (time, address, error) = match check.result {
-                    Ok((address, after)) => (Some(ms(after)), Some(address), None),
-                    Err(why) => (None, None, Some(why)),
+                use confer_mesh::netcheck::ServerResult;
+                let (time, address, error, skipped) = match check.result {
+                    ServerResult::Answered { address, after } => {
+                        (Some(ms(after)), Some(address), None, false)
+                    }
+                    ServerResult::Failed(why) => (None, None, Some(why), false),
+                    ServerResult::Skipped(why) => (None, None, Some(why), true),
                 };
-                UiServerCheck { url: check.url, turn: check.turn, ms: time, address, error }
+                UiServerCheck { url: check.url, turn: check.turn, ms: time, address, error, skipped }
             })
             .collect();
         Self { relay_ms, relay_error, servers }

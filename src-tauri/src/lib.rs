@@ -41,8 +41,11 @@ pub struct Shell {
     pub launch_link: Mutex<Option<String>>,
     /// The embedded relay, once started.
     pub embedded: embedded::Slot,
-    /// The lobby's camera picture and microphone level, while the lobby shows them.
-    pub preview: Mutex<Option<confer_media::preview::Preview>>,
+    /// The lobby's camera picture and microphone level, while the lobby shows them. Taken after
+    /// `call` when both are needed.
+    pub preview: tokio::sync::Mutex<Option<confer_media::preview::Preview>>,
+    /// Numbers the previews, so the page can tell a replaced one's late events.
+    pub preview_generation: std::sync::atomic::AtomicU64,
 }
 
 /// The page origins the frame socket lets in: the bundled page on each platform, and the Vite
@@ -146,7 +149,8 @@ pub fn run() {
                 settings_problem,
                 launch_link: Mutex::new(launch_link),
                 embedded: embedded::Slot::default(),
-                preview: Mutex::new(None),
+                preview: tokio::sync::Mutex::new(None),
+                preview_generation: std::sync::atomic::AtomicU64::new(0),
             });
             Ok(())
         })

@@ -30,7 +30,7 @@
 //!
 //! The page also says how large it draws each tile, in device pixels, as a text message
 //! `{"sizes":{"<tile>":[width,height],…}}` (all tiles at once, whenever the layout changes). A
-//! frame at least a quarter larger than its tile is scaled down to fit before it is sent: eight
+//! frame at least a quarter larger than its tile is scaled down to fit inside it before it is sent: eight
 //! 640x360 participants in a 1200x760 window need a quarter of the bytes, and the page's
 //! uploads and WebKit's network process shrink with them.
 
@@ -195,6 +195,8 @@ async fn serve(stream: TcpStream, shared: &Shared, origins: &[String], token: &s
     };
     let socket = tokio_tungstenite::accept_hdr_async(stream, check).await.map_err(|e| e.to_string())?;
     let generation = shared.generation.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
+    // A new page says its own tile sizes; the old page's are not its.
+    shared.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     let (mut sink, mut incoming) = socket.split();
     let mut wake = shared.wake.subscribe();
     // Wakes this page (to send what is waiting) and an older one (to step down).

@@ -102,10 +102,10 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     // readable in what the preview drew), the microphone's level, a test sound on the speaker.
     driver.wait_for(
         "the lobby previews the camera",
-        "return window.__confer.tiles().some(t => t.id === 'self' && t.drawn >= 10)",
+        "return window.__confer.tiles().some(t => t.id === 'preview' && t.drawn >= 10)",
         Duration::from_secs(20),
     );
-    assert_eq!(pattern_in(&snapshot(&driver, "self")), Some(4), "the preview shows this app's camera");
+    assert_eq!(pattern_in(&snapshot(&driver, "preview")), Some(4), "the preview shows this app's camera");
     driver.wait_for(
         "the meter hears the synthetic microphone's speech",
         "return Number(document.querySelector('[data-testid=mic-level]').dataset.dbfs) > -40",
@@ -146,6 +146,12 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         "return window.__confer.tiles().some(t => t.id === 'self' && t.drawn >= 10)",
         Duration::from_secs(10),
     );
+    // The lobby's preview closed when the call started: no more of its frames arrive.
+    let previewed = || driver.execute("return window.__confer.feed().perTile.preview ?? 0", &[]);
+    let before = previewed();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(before.as_u64().unwrap() > 0, "the lobby previewed the camera");
+    assert_eq!(previewed(), before, "the preview's devices are closed in the call");
     xvfb.screenshot("call", WINDOW);
     let problems = driver.accessibility_violations();
     assert!(problems.is_empty(), "the call's accessibility audit: {problems:#?}");

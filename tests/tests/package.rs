@@ -23,6 +23,9 @@ fn the_deb_installs_an_app_that_starts_and_takes_confer_links() {
     // target/debug/deps/<test> → target
     let exe = std::env::current_exe().unwrap();
     let target: PathBuf = exe.ancestors().nth(3).unwrap().to_owned();
+    // No package of an earlier build may stand in for this one.
+    let bundle = target.join("debug/bundle/deb");
+    let _ = std::fs::remove_dir_all(&bundle);
     // The Tauri CLI is one of the UI's packages (scripts/test installs them).
     let mut build = without_cargo_test_env(Command::new(root.join("ui/node_modules/.bin/tauri")));
     build
@@ -31,7 +34,6 @@ fn the_deb_installs_an_app_that_starts_and_takes_confer_links() {
         .env("CARGO_TARGET_DIR", &target);
     let status = build.status().expect("the Tauri CLI runs");
     assert!(status.success(), "tauri build --bundles deb failed");
-    let bundle = target.join("debug/bundle/deb");
     let deb = std::fs::read_dir(&bundle)
         .unwrap()
         .filter_map(Result::ok)

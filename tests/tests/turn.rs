@@ -28,6 +28,7 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     let state = tempfile::tempdir().unwrap();
     let (stun_url, turn_url) =
         (format!("stun:127.0.0.1:{}", turn.port), format!("turn:127.0.0.1:{}", turn.port));
+    let tcp_url = format!("turn:127.0.0.1:{}?transport=tcp", turn.port);
     let silent = format!("turn:127.0.0.1:{}", confer_tests::free_udp_port());
     let relay = Relay::start_with(
         state.path(),
@@ -39,6 +40,8 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
             &turn_url,
             "--turn-url",
             &silent,
+            "--turn-url",
+            &tcp_url,
             "--turn-secret",
             &turn.secret,
         ],
@@ -59,6 +62,8 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     let dead = by_url(&silent);
     assert_eq!(dead["ok"], false);
     assert!(dead["error"].as_str().unwrap().contains("no relay allocated within 5 s"), "{dead}");
+    let tcp = by_url(&tcp_url);
+    assert_eq!(tcp["skipped"], true, "TURN over TCP is not what Confer uses: listed, not tried: {tcp}");
     assert_eq!(code, 1, "one server did not answer: the check fails");
 
     // Credentials coturn refuses (another secret) are a failed TURN check, not a pass.

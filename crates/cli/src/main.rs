@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use confer_media::{CameraChoice, DeviceChoice, ProcessingConfig};
 use confer_mesh::engine::{self, EngineConfig, EngineError, EngineEvent, MediaSource};
+use confer_mesh::netcheck::ServerResult;
 use confer_mesh::rooms;
 use confer_mesh::signaling::JoinError;
 use confer_proto::{Fingerprint, InviteLink};
@@ -140,8 +141,8 @@ async fn host(
     }
 }
 
-/// `confer check`: exit 0 if the relay and every server answered, 1 if some did not, 2 for a
-/// link that is not one.
+/// `confer check`: exit 0 if the relay and every server tried answered, 1 if some did not, 2
+/// for a link that is not one. URLs Confer does not use are listed as skipped.
 async fn check(link: &str, as_json: bool) -> ExitCode {
     let link = match InviteLink::parse(link.trim()) {
         Ok(link) => link,
@@ -151,16 +152,20 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
         }
     };
     let report = confer_mesh::netcheck::check(&link).await;
-    let all_ok = report.relay.is_ok() && report.servers.iter().all(|s| s.result.is_ok());
+    let all_ok =
+        report.relay.is_ok() && report.servers.iter().all(|s| !matches!(s.result, ServerResult::Failed(_)));
     if as_json {
         let servers: Vec<_> = report
             .servers
             .iter()
             .map(|s| match &s.result {
-                Ok((address, after)) => json!({
+                ServerResult::Answered { address, after } => json!({
                     "url": s.url, "turn": s.turn, "ok": true, "address": address, "ms": after.as_millis() as u64,
                 }),
-                Err(why) => json!({ "url": s.url, "turn": s.turn, "ok": false, "error": why }),
+                ServerResult::Failed(why) => json!({ "url": s.url, "turn": s.turn, "ok": false, "error": why }),
+                ServerResult::Skipped(why) => {
+                    json!({ "url": s.url, "turn": s.turn, "ok": false, "skipped": true, "error": why })
+                }
             })
             .collect();
         let relay = match &report.relay {
@@ -175,11 +180,12 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
         }
         for server in &report.servers {
             match &server.result {
-                Ok((address, after)) => {
+                ServerResult::Answered { address, after } => {
                     let what = if server.turn { "relayed address" } else { "public address" };
                     println!("ok    {} ({} ms): {what} {address}", server.url, after.as_millis());
                 }
-                Err(why) => println!("FAIL  {}: {why}", server.url),
+                ServerResult::Failed(why) => println!("FAIL  {}: {why}", server.url),
+                ServerResult::Skipped(why) => println!("skip  {}: {why}", server.url),
             }
         }
         if report.relay.is_ok() && report.servers.is_empty() {

@@ -647,6 +647,15 @@ impl Microphone {
         self.frames.recv_timeout(timeout).ok()
     }
 
+    /// The next frame, waiting up to `timeout`; `Err` once capture has ended for good.
+    pub fn next_frame(&self, timeout: Duration) -> Result<Option<AudioFrame>, crate::CaptureEnded> {
+        match self.frames.recv_timeout(timeout) {
+            Ok(frame) => Ok(Some(frame)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(crate::CaptureEnded),
+        }
+    }
+
     /// The next event, if one is waiting.
     pub fn try_event(&self) -> Option<AudioEvent> {
         self.events.try_recv().ok()

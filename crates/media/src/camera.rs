@@ -173,6 +173,11 @@ pub enum CameraEvent {
     },
 }
 
+/// A device's capture has ended for good: nothing more will come from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("capture ended")]
+pub struct CaptureEnded;
+
 /// An open camera.
 #[derive(Debug)]
 pub struct Camera {
@@ -231,6 +236,16 @@ impl Camera {
     /// The next frame, waiting up to `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<CapturedFrame> {
         self.frames.recv_timeout(timeout).ok()
+    }
+
+    /// The next frame, waiting up to `timeout`; `Err` once capture has ended for good (the
+    /// capture thread is gone: its failure, if it said one, is among the events).
+    pub fn next_frame(&self, timeout: Duration) -> Result<Option<CapturedFrame>, CaptureEnded> {
+        match self.frames.recv_timeout(timeout) {
+            Ok(frame) => Ok(Some(frame)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(CaptureEnded),
+        }
     }
 
     /// The next event, if one is waiting (the first is [`CameraEvent::Opened`]).

@@ -112,13 +112,14 @@ impl I420Frame {
         }
     }
 
-    /// This frame scaled down to fit `width` x `height` (the larger side filled, aspect kept,
-    /// even dimensions), or `None` if it is not at least a quarter larger than that already.
+    /// This frame scaled down to fit inside `width` x `height` (aspect kept, even dimensions;
+    /// as a tile shows it, letterboxed), or `None` if it is not at least a quarter larger than
+    /// that already.
     /// Halves by 2x2 averages while it can, then resamples bilinearly: no aliasing shimmer from
     /// skipped pixels, and a 2x step (640x360 to a 320x180 tile) is one pass of averages.
     pub fn scaled_to_fit(&self, width: usize, height: usize) -> Option<Self> {
         let (w, h) = (self.width as f64, self.height as f64);
-        let scale = (width as f64 / w).max(height as f64 / h);
+        let scale = (width as f64 / w).min(height as f64 / h);
         if !(scale > 0.0 && scale <= 0.8) {
             return None;
         }
@@ -235,7 +236,7 @@ mod tests {
         let frame = I420Frame::filled(640, 360, (90, 60, 200)).unwrap();
         // A 2x step, and an uneven one; colour survives both.
         for ((tw, th), (w, h)) in
-            [((320, 180), (320, 180)), ((320, 240), (426, 240)), ((250, 100), (250, 140))]
+            [((320, 180), (320, 180)), ((320, 240), (320, 180)), ((400, 100), (178, 100))]
         {
             let scaled = frame.scaled_to_fit(tw, th).unwrap();
             assert_eq!((scaled.width(), scaled.height()), (w, h), "fit into {tw}x{th}");
@@ -261,7 +262,7 @@ mod tests {
         for x in 0..640 {
             ramp.fill_rect(x, 0, 1, 360, ((x * 255 / 639) as u8, 128, 128));
         }
-        let scaled = ramp.scaled_to_fit(320, 240).unwrap();
+        let scaled = ramp.scaled_to_fit(426, 300).unwrap();
         for (i, &value) in scaled.y()[..426].iter().enumerate() {
             let x = ((i as f64 + 0.5) * 640.0 / 426.0 - 0.5).clamp(0.0, 639.0);
             let expected = x * 255.0 / 639.0;

@@ -22,8 +22,8 @@ pub use audio_io::{
     SYNTHETIC_DEVICE, Speaker, input_devices, output_devices,
 };
 pub use camera::{
-    Camera, CameraChoice, CameraError, CameraEvent, CameraInfo, CapturedFrame, SYNTHETIC_CAMERA, cameras,
-    nearest_format,
+    Camera, CameraChoice, CameraError, CameraEvent, CameraInfo, CaptureEnded, CapturedFrame,
+    SYNTHETIC_CAMERA, cameras, nearest_format,
 };
 pub use convert::{ConvertError, PixelFormat, to_i420};
 pub use frame::{FrameError, I420Frame};

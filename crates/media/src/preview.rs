@@ -115,15 +115,25 @@ fn show_camera(request: &CameraRequest, stop: &AtomicBool, sink: &(dyn Fn(Previe
     };
     let mut silent_since = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if let Some(captured) = camera.recv_timeout(Duration::from_millis(100)) {
-            sink(PreviewEvent::Frame(Arc::new(captured.frame)));
-            silent_since = Instant::now();
-        } else if let Some(crate::CameraEvent::Failed { reason }) = camera.try_event() {
-            sink(PreviewEvent::Failed { device: "camera", reason });
-            return;
-        } else if silent_since.elapsed() > OPEN_TIMEOUT {
-            sink(PreviewEvent::Failed { device: "camera", reason: "no picture for 5 s".into() });
-            silent_since = Instant::now();
+        match camera.next_frame(Duration::from_millis(100)) {
+            Ok(Some(captured)) => {
+                sink(PreviewEvent::Frame(Arc::new(captured.frame)));
+                silent_since = Instant::now();
+            }
+            Ok(None) if silent_since.elapsed() > OPEN_TIMEOUT => {
+                sink(PreviewEvent::Failed { device: "camera", reason: "no picture for 5 s".into() });
+                silent_since = Instant::now();
+            }
+            Ok(None) => {}
+            Err(ended) => {
+                let reason = std::iter::from_fn(|| camera.try_event())
+                    .find_map(
+                        |e| if let crate::CameraEvent::Failed { reason } = e { Some(reason) } else { None },
+                    )
+                    .unwrap_or_else(|| ended.to_string());
+                sink(PreviewEvent::Failed { device: "camera", reason });
+                return;
+            }
         }
     }
 }
@@ -139,11 +149,20 @@ fn measure_microphone(choice: DeviceChoice, stop: &AtomicBool, sink: &(dyn Fn(Pr
     let mut meter = LevelMeter::default();
     let mut reported = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if let Some(frame) = microphone.recv_timeout(Duration::from_millis(100)) {
-            meter.update(&frame.samples);
-        } else if let Some(crate::AudioEvent::Failed { reason, .. }) = microphone.try_event() {
-            sink(PreviewEvent::Failed { device: "microphone", reason });
-            return;
+        match microphone.next_frame(Duration::from_millis(100)) {
+            Ok(Some(frame)) => {
+                meter.update(&frame.samples);
+            }
+            Ok(None) => {
+                // The device may have failed and be reopened by its supervisor: say so, go on.
+                if let Some(crate::AudioEvent::Failed { reason, .. }) = microphone.try_event() {
+                    sink(PreviewEvent::Failed { device: "microphone", reason });
+                }
+            }
+            Err(ended) => {
+                sink(PreviewEvent::Failed { device: "microphone", reason: ended.to_string() });
+                return;
+            }
         }
         if reported.elapsed() >= LEVEL_EVERY {
             sink(PreviewEvent::Level(meter.level()));
@@ -157,6 +176,8 @@ fn measure_microphone(choice: DeviceChoice, stop: &AtomicBool, sink: &(dyn Fn(Pr
 pub struct SoundCheck {
     /// Milliseconds of the sound the device took to play.
     pub played_ms: u32,
+    /// Milliseconds the sound lasts.
+    pub sound_ms: u32,
     /// The loudest 10 ms it took, dBFS.
     pub peak_dbfs: f64,
 }
@@ -184,7 +205,8 @@ pub fn play_test_sound(speaker: DeviceChoice) -> Result<SoundCheck, AudioError> 
     let piece = crate::PROCESSING_FRAME * 2;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(3);
-    let mut check = SoundCheck { played_ms: 0, peak_dbfs: -100.0 };
+    let sound_ms = (sound.len() as u32 * 1000) / crate::synthetic::SAMPLE_RATE;
+    let mut check = SoundCheck { played_ms: 0, sound_ms, peak_dbfs: -100.0 };
     let take = |speaker: &Speaker, check: &mut SoundCheck| {
         for frame in speaker.played_before(Instant::now()) {
             let level = dbfs(&frame);
@@ -202,7 +224,6 @@ pub fn play_test_sound(speaker: DeviceChoice) -> Result<SoundCheck, AudioError> 
         speaker.play(chunk);
         take(&speaker, &mut check);
     }
-    let sound_ms = (sound.len() as u32 * 1000) / crate::synthetic::SAMPLE_RATE;
     while check.played_ms + 20 < sound_ms && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         take(&speaker, &mut check);
@@ -271,8 +292,13 @@ mod tests {
     #[test]
     fn the_test_sound_is_played_whole() {
         let check = play_test_sound(DeviceChoice::Synthetic(1)).unwrap();
-        let sound_ms = (test_sound().len() as u32 * 1000) / crate::synthetic::SAMPLE_RATE;
-        assert!(check.played_ms + 40 >= sound_ms, "played {} of {sound_ms} ms", check.played_ms);
+        assert_eq!(check.sound_ms, 700);
+        assert!(
+            check.played_ms + 40 >= check.sound_ms,
+            "played {} of {} ms",
+            check.played_ms,
+            check.sound_ms
+        );
         assert!((-30.0..-3.0).contains(&check.peak_dbfs), "peak {} dBFS", check.peak_dbfs);
     }
 }

@@ -29,9 +29,26 @@ pub struct ServerCheck {
     pub url: String,
     /// TURN (a relay) rather than STUN.
     pub turn: bool,
+    /// What came of it.
+    pub result: ServerResult,
+}
+
+/// What one URL's probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerResult {
     /// This machine's address as the STUN server saw it, or the relayed address the TURN server
-    /// gave, and how long that took; or why there is none.
-    pub result: Result<(String, Duration), String>,
+    /// gave, and how long that took.
+    Answered {
+        /// `address:port`.
+        address: String,
+        /// From the start of gathering.
+        after: Duration,
+    },
+    /// No answer, or no allocation: why.
+    Failed(String),
+    /// Not tried: a kind of URL Confer's WebRTC stack does not use (TURN over TCP or TLS, STUN
+    /// over TLS). Not a failure: the call does not depend on it.
+    Skipped(String),
 }
 
 /// Checks the relay and the ICE servers of the meeting behind `link`. Never fails: every part's
@@ -50,35 +67,33 @@ pub async fn check(link: &InviteLink) -> NetworkReport {
         Err(why) => return NetworkReport { relay: Err(why), servers: Vec::new() },
     };
     let relay = Ok(started.elapsed());
-    let stack = match Stack::new() {
-        Ok(stack) => stack,
-        Err(err) => {
-            let failed = servers
-                .iter()
-                .flat_map(|s| &s.urls)
-                .map(|url| ServerCheck { url: url.clone(), turn: is_turn(url), result: Err(err.to_string()) })
-                .collect();
-            return NetworkReport { relay, servers: failed };
-        }
-    };
-    let probes = servers.iter().flat_map(|server| server.urls.iter().map(move |url| (server, url)));
-    let checks = probes.map(|(server, url)| {
-        let stack = &stack;
+    let probes: Vec<(&IceServer, &String)> =
+        servers.iter().flat_map(|server| server.urls.iter().map(move |url| (server, url))).collect();
+    let stack = Stack::new();
+    let checks = probes.into_iter().map(|(server, url)| {
+        let stack = stack.as_ref();
         async move {
-            let result = if !usable(url) {
-                Err("not tried: Confer reaches TURN servers over UDP only".to_owned())
-            } else {
-                match probe_ice_server(stack, server, url, SERVER_TIMEOUT).await {
-                    Ok(Some(probed)) => Ok((probed.address, probed.after)),
-                    Ok(None) if is_turn(url) => Err(format!(
+            let turn = is_turn(url);
+            let result = match stack {
+                _ if !usable(url) => ServerResult::Skipped(
+                    "not tried: Confer uses STUN, and TURN over UDP (not TCP or TLS)".to_owned(),
+                ),
+                Err(err) => ServerResult::Failed(err.to_string()),
+                Ok(stack) => match probe_ice_server(stack, server, url, turn, SERVER_TIMEOUT).await {
+                    Ok(Some(probed)) => {
+                        ServerResult::Answered { address: probed.address, after: probed.after }
+                    }
+                    Ok(None) if turn => ServerResult::Failed(format!(
                         "no relay allocated within {} s (unreachable, or the credentials were refused)",
                         SERVER_TIMEOUT.as_secs()
                     )),
-                    Ok(None) => Err(format!("no answer within {} s", SERVER_TIMEOUT.as_secs())),
-                    Err(err) => Err(err.to_string()),
-                }
+                    Ok(None) => {
+                        ServerResult::Failed(format!("no answer within {} s", SERVER_TIMEOUT.as_secs()))
+                    }
+                    Err(err) => ServerResult::Failed(err.to_string()),
+                },
             };
-            ServerCheck { url: url.clone(), turn: is_turn(url), result }
+            ServerCheck { url: url.clone(), turn, result }
         }
     });
     NetworkReport { relay, servers: futures_util::future::join_all(checks).await }

@@ -337,14 +337,15 @@ pub(crate) struct Probed {
 }
 
 /// Gathers ICE candidates with only `url` (and the server's credentials) configured, as a call
-/// would: `Ok(None)` if gathering ended, or `within` passed, with no candidate from that server.
+/// would (`turn`: a TURN URL, so relayed candidates only): `Ok(None)` if gathering ended, or
+/// `within` passed, with no candidate from that server. The connection is closed either way.
 pub(crate) async fn probe_ice_server(
     stack: &Stack,
     server: &IceServer,
     url: &str,
+    turn: bool,
     within: Duration,
 ) -> Result<Option<Probed>, PeerError> {
-    let turn = url.starts_with("turn:");
     let config = RTCConfiguration {
         ice_servers: vec![RTCIceServer {
             urls: vec![url.to_owned()],
@@ -361,22 +362,25 @@ pub(crate) async fn probe_ice_server(
         let _ = found.send(candidate.map(|c| (c.typ, format!("{}:{}", c.address, c.port))));
         Box::pin(async {})
     }));
-    // Something to negotiate, so that gathering starts.
-    pc.create_data_channel("probe", None).await?;
-    let started = std::time::Instant::now();
-    let offer = pc.create_offer(None).await?;
-    pc.set_local_description(offer).await?;
-    let wait = async {
-        while let Some(Some((typ, address))) = candidates.recv().await {
-            if typ == wanted {
-                return Some(Probed { address, after: started.elapsed() });
+    let probe = async {
+        // Something to negotiate, so that gathering starts.
+        pc.create_data_channel("probe", None).await?;
+        let started = std::time::Instant::now();
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        let wait = async {
+            while let Some(Some((typ, address))) = candidates.recv().await {
+                if typ == wanted {
+                    return Some(Probed { address, after: started.elapsed() });
+                }
             }
-        }
-        None
+            None
+        };
+        Ok::<_, PeerError>(tokio::time::timeout(within, wait).await.unwrap_or(None))
     };
-    let probed = tokio::time::timeout(within, wait).await.unwrap_or(None);
+    let probed = probe.await;
     let _ = pc.close().await;
-    Ok(probed)
+    probed
 }
 
 impl Peer {

@@ -35,6 +35,9 @@ pub enum RoomError {
         /// What it said.
         body: String,
     },
+    /// A path with characters no request path of the protocol has (refused before sending).
+    #[error("not a request path: {0:?}")]
+    BadPath(String),
     /// The answer was not what the protocol specifies.
     #[error("the relay's answer is not a room: {0}")]
     BadAnswer(String),
@@ -103,6 +106,10 @@ pub(crate) async fn exchange(
             None => (authority, default_port),
         }
     };
+    // Only what the protocol's paths are made of: nothing here can end the request line early.
+    if !path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b)) {
+        return Err(RoomError::BadPath(path.to_owned()));
+    }
     let unreachable = |reason: String| RoomError::Unreachable { relay: relay.to_owned(), reason };
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
     if !body.is_empty() {

@@ -191,7 +191,11 @@ impl InviteLink {
         let room = RoomId::try_from(room.ok_or(LinkError::Missing("room"))?)
             .map_err(|_| LinkError::Invalid("room"))?;
         let token = token.filter(|t| !t.is_empty()).ok_or(LinkError::Missing("token"))?;
-        if token.len() > limits::MAX_TOKEN_BYTES {
+        // URL-safe characters and `.` only (section 3): a token goes into request lines and
+        // URLs as it is, so a CR, LF, space, `/` or `?` in it could reshape the request.
+        if token.len() > limits::MAX_TOKEN_BYTES
+            || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+        {
             return Err(LinkError::Invalid("token"));
         }
         let fingerprint = match fp {
@@ -284,6 +288,16 @@ mod tests {
             InviteLink::parse("https://ho st/j/AbCdEfGhIjKlMnOpQrStUv/t"),
             Err(LinkError::Invalid("host"))
         );
+        // A token that would reshape a request (CR LF and a header, a path, a space) is refused.
+        for token in ["t%0D%0AX-Evil%3A%201", "a%2Fb", "a%20b", "a%3Fb"] {
+            assert_eq!(
+                InviteLink::parse(&format!(
+                    "confer://join?relay=wss%3A%2F%2Fh%3A1&room=AbCdEfGhIjKlMnOpQrStUv&token={token}"
+                )),
+                Err(LinkError::Invalid("token")),
+                "{token}"
+            );
+        }
     }
 
     proptest! {

@@ -128,34 +128,44 @@ async fn create_room(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
     (StatusCode::CREATED, axum::Json(links)).into_response()
 }
 
-/// For the lobby's network check: the ICE servers a participant of this room would get (TURN
-/// credentials for a throwaway id), so the app can try them before it joins. Needs a valid
-/// invite token for the room, like a join; nobody in the room hears of it.
+/// For the lobby's network check: the ICE servers a participant of this room would get, so the
+/// app can try them before it joins. Needs a valid invite token for the room, like a join; nobody
+/// in the room hears of it. TURN credentials here last [`CHECK_TURN_TTL`] (a probe takes
+/// seconds), and an invite that must knock gets none: a relay for media is for those let in.
 async fn network_check(
     State(shared): State<Arc<Shared>>,
     Path((room, token)): Path<(String, String)>,
 ) -> Response {
-    let refused = |status, code, message| {
-        let mut response = http_error(status, code, message);
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+    let claims = match RoomId::try_from(room) {
+        Err(_) => Err((StatusCode::NOT_FOUND, "token_invalid", "not a room id")),
+        Ok(room) => match InviteClaims::verify(&shared.config.token_key, &token, unix_now()) {
+            Ok(claims) if claims.room == room => Ok(claims),
+            Ok(_) => Err((StatusCode::NOT_FOUND, "token_wrong_room", "the token is for another room")),
+            Err(TokenError::Expired) => {
+                Err((StatusCode::GONE, "token_expired", "the invite expired: get a new link"))
+            }
+            Err(_) => Err((StatusCode::NOT_FOUND, "token_invalid", "not an invite this relay signed")),
+        },
     };
-    let Ok(room) = RoomId::try_from(room) else {
-        return refused(StatusCode::NOT_FOUND, "token_invalid", "not a room id");
-    };
-    match InviteClaims::verify(&shared.config.token_key, &token, unix_now()) {
-        Ok(claims) if claims.room == room => {}
-        Err(TokenError::Expired) => {
-            return refused(StatusCode::GONE, "token_expired", "the invite expired: get a new link");
+    let mut response = match claims {
+        Ok(claims) => {
+            let must_knock = claims.role == confer_proto::Role::Guest && claims.waiting_room;
+            let ice_servers = shared.check_ice_servers(
+                &crate::token::new_peer_id(),
+                unix_now(),
+                CHECK_TURN_TTL,
+                !must_knock,
+            );
+            axum::Json(serde_json::json!({ "ice_servers": ice_servers })).into_response()
         }
-        Ok(_) => return refused(StatusCode::NOT_FOUND, "token_wrong_room", "the token is for another room"),
-        Err(_) => return refused(StatusCode::NOT_FOUND, "token_invalid", "not an invite this relay signed"),
-    }
-    let ice_servers = shared.ice_servers(&crate::token::new_peer_id(), unix_now());
-    let mut response = axum::Json(serde_json::json!({ "ice_servers": ice_servers })).into_response();
+        Err((status, code, message)) => http_error(status, code, message),
+    };
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
+
+/// How long the network check's TURN credentials stay valid.
+pub(crate) const CHECK_TURN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The page behind an `https://` invite link: opens the app, says how to get it.
 async fn invite_page(

@@ -95,8 +95,21 @@ impl Shared {
         self.next_conn.fetch_add(1, Relaxed)
     }
 
-    /// The STUN servers, and TURN credentials for `peer` valid from `now` (Unix seconds).
+    /// The STUN servers, and TURN credentials for a seated `peer` valid from `now` (Unix seconds)
+    /// for the configured TTL.
     pub(crate) fn ice_servers(&self, peer: &PeerId, now: u64) -> Vec<IceServer> {
+        let ttl = self.config.turn.as_ref().map_or(Duration::ZERO, |t| t.ttl);
+        self.check_ice_servers(peer, now, ttl, true)
+    }
+
+    /// The STUN servers, and (if `with_turn`) TURN credentials valid for `ttl`.
+    pub(crate) fn check_ice_servers(
+        &self,
+        peer: &PeerId,
+        now: u64,
+        ttl: Duration,
+        with_turn: bool,
+    ) -> Vec<IceServer> {
         let mut ice_servers = Vec::new();
         if !self.config.stun_urls.is_empty() {
             ice_servers.push(IceServer {
@@ -105,8 +118,8 @@ impl Shared {
                 credential: None,
             });
         }
-        if let Some(turn) = &self.config.turn {
-            ice_servers.push(turn::credentials(turn, peer, now));
+        if let Some(turn) = self.config.turn.as_ref().filter(|_| with_turn) {
+            ice_servers.push(turn::credentials(&turn::TurnConfig { ttl, ..turn.clone() }, peer, now));
         }
         ice_servers
     }

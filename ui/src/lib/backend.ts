@@ -38,8 +38,11 @@ export interface Backend {
   benchTiles(count: number, fps: number, width: number, height: number, seconds: number): Promise<void>;
   /** Calls `handler` with each invite link opened while the app runs (a second launch). */
   onInvite(handler: (link: string) => void): Promise<() => void>;
-  /** Shows the camera (frame-socket tile `self`) and the microphone's level until stopped. */
-  startPreview(camera: string, microphone: string): Promise<void>;
+  /**
+   * Shows the camera (frame-socket tile `preview`) and the microphone's level until stopped;
+   * resolves to the preview's number, which its events carry.
+   */
+  startPreview(camera: string, microphone: string): Promise<number>;
   stopPreview(): Promise<void>;
   /** Calls `handler` for every preview event until the returned function is called. */
   onPreviewEvent(handler: (event: UiPreviewEvent) => void): Promise<() => void>;

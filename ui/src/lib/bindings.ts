@@ -295,6 +295,10 @@ camera: boolean, };
 
 export type UiPreviewEvent = { "type": "level", 
 /**
+ * Which preview.
+ */
+generation: number, 
+/**
  * Smoothed level, dBFS (-100 for silence).
  */
 dbfs: number, 
@@ -302,6 +306,10 @@ dbfs: number,
  * Whether it hears speech now.
  */
 speaking: boolean, } | { "type": "failed", 
+/**
+ * Which preview.
+ */
+generation: number, 
 /**
  * `camera` or `microphone`.
  */
@@ -357,9 +365,13 @@ ms: number | null,
  */
 address: string | null, 
 /**
- * Why it did not answer.
+ * Why it did not answer (or, if `skipped`, why it was not tried).
  */
-error: string | null, };
+error: string | null, 
+/**
+ * Not tried: a kind of URL Confer does not use; not a failure.
+ */
+skipped: boolean, };
 
 export type Settings = { 
 /**

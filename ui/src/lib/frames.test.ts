@@ -92,6 +92,15 @@ describe("the frame feed", () => {
     feed.setSize("c", null);
     await Promise.resolve();
     expect(first.sent.slice(1).map((m) => JSON.parse(m))).toEqual([{ sizes: { a: [640, 360], b: [640, 360] } }]);
+    // The socket drops; the feed reconnects and says the sizes again on the new one.
+    vi.useFakeTimers();
+    first.onclose?.();
+    vi.advanceTimersByTime(600);
+    vi.useRealTimers();
+    const second = sockets[1];
+    if (!second) throw new Error("the feed did not reconnect");
+    second.open();
+    expect(second.sent.map((m) => JSON.parse(m))).toEqual([{ sizes: { a: [640, 360], b: [640, 360] } }]);
     feed.close();
   });
 });

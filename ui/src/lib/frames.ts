@@ -48,7 +48,7 @@ export function parseFrame(data: ArrayBuffer): Frame | null {
 export type FrameListener = (frame: Frame) => void;
 
 /** How the frame socket is doing (read by tests and the benchmark through `window.__confer`). */
-export const feedStatus = { opened: 0, closed: 0, frames: 0, bad: 0 };
+export const feedStatus = { opened: 0, closed: 0, frames: 0, bad: 0, perTile: {} as Record<string, number> };
 
 /** Receives frames and hands each to the listener of its tile (the newest only is kept). */
 export class FrameFeed {
@@ -94,6 +94,7 @@ export class FrameFeed {
         return;
       }
       feedStatus.frames += 1;
+      feedStatus.perTile[frame.tile] = (feedStatus.perTile[frame.tile] ?? 0) + 1;
       const listener = this.listeners.get(frame.tile);
       if (listener) listener(frame);
       else this.latest.set(frame.tile, frame);

@@ -39,7 +39,7 @@ function base64(bytes: Uint8Array): string {
 
 export function installProbe(): void {
   window.__confer = {
-    feed: () => ({ ...feedStatus }),
+    feed: () => ({ ...feedStatus, perTile: { ...feedStatus.perTile } }),
     latencies: (id) => [...(tiles.get(id)?.latencies ?? [])],
     decoded: () => Object.fromEntries(decodedRates),
     tiles: () => [...tiles].map(([id, t]) => ({ id, drawn: t.drawn, kind: t.renderer.kind })),

@@ -42,17 +42,24 @@ describe("the app against a mock backend", () => {
 
     // The meter follows the microphone; a device that fails is named.
     const meter = screen.getByTestId("mic-level");
-    mock.preview({ type: "level", dbfs: -18, speaking: true });
+    mock.preview({ type: "level", generation: 1, dbfs: -18, speaking: true });
     await waitFor(() => expect(meter.getAttribute("aria-valuenow")).toBe("-18"));
     expect(meter.getAttribute("aria-valuetext")).toBe("Your microphone hears you");
-    mock.preview({ type: "failed", device: "camera", message: "the camera is busy" });
+    mock.preview({ type: "failed", generation: 1, device: "camera", message: "the camera is busy" });
     expect((await screen.findByTestId("device-problem")).textContent).toContain("Camera: the camera is busy");
 
-    // Choosing another microphone restarts the preview with it.
+    // Choosing another microphone restarts the preview with it; the replaced preview's late
+    // events do not move the meter or bring its problems back.
     await fireEvent.change(screen.getByTestId("microphone"), { target: { value: "default" } });
     await waitFor(() =>
       expect(mock.calls).toContainEqual(["start_preview", { camera: "synthetic", microphone: "default" }]),
     );
+    await waitFor(() => expect(screen.queryByTestId("device-problem")).toBeNull());
+    mock.preview({ type: "level", generation: 1, dbfs: -3, speaking: true });
+    mock.preview({ type: "failed", generation: 1, device: "camera", message: "the camera is busy" });
+    mock.preview({ type: "level", generation: 2, dbfs: -30, speaking: false });
+    await waitFor(() => expect(meter.getAttribute("aria-valuenow")).toBe("-30"));
+    expect(screen.queryByTestId("device-problem")).toBeNull();
 
     await fireEvent.click(screen.getByTestId("test-speaker"));
     expect((await screen.findByTestId("speaker-result")).textContent).toContain("Played 0.7 s");
@@ -141,7 +148,12 @@ describe("the app against a mock backend", () => {
     setLocale("en");
     render(App);
     await screen.findByTestId("link");
+    mock.invite("confer://join?relay=wss://x&room=r1&token=t1");
+    await waitFor(() => expect(mock.calls).toContainEqual(["network_check", "confer://join?relay=wss://x&room=r1&token=t1"]));
+    // Another link while in the first one's lobby: that meeting's lobby, with its own check.
     mock.invite("confer://join?relay=wss://y&room=r2&token=t2");
+    await waitFor(() => expect(mock.calls).toContainEqual(["network_check", "confer://join?relay=wss://y&room=r2&token=t2"]));
+    expect((await screen.findByTestId("lobby-server")).textContent).toContain("wss://y");
     await fireEvent.click(await screen.findByTestId("join-now"));
     await screen.findByTestId("mute");
     expect(mock.calls.find(([n]) => n === "join")?.[1]).toMatchObject({
@@ -161,6 +173,8 @@ describe("the app against a mock backend", () => {
     const error = await screen.findByTestId("error");
     expect(error.dataset.code).toBe("relay_unreachable");
     expect(error.textContent).toContain("Can't reach the meeting server: wss://x: connection refused");
+    // The shell closed the devices for the call; the lobby shows them again.
+    await waitFor(() => expect(mock.calls.filter(([n]) => n === "start_preview")).toHaveLength(2));
   });
 });
 

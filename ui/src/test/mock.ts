@@ -45,8 +45,22 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
       relay_ms: 12,
       relay_error: null,
       servers: [
-        { url: "stun:stun.example.org:3478", turn: false, ms: 20, address: "203.0.113.7:40000", error: null },
-        { url: "turn:turn.example.org:3478", turn: true, ms: null, address: null, error: "no relay allocated within 5 s" },
+        {
+          url: "stun:stun.example.org:3478",
+          turn: false,
+          ms: 20,
+          address: "203.0.113.7:40000",
+          error: null,
+          skipped: false,
+        },
+        {
+          url: "turn:turn.example.org:3478",
+          turn: true,
+          ms: null,
+          address: null,
+          error: "no relay allocated within 5 s",
+          skipped: false,
+        },
       ],
     },
     preview: (event) => previews.forEach((h) => h(event)),
@@ -88,7 +102,10 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
       invites.add(handler);
       return () => invites.delete(handler);
     },
-    startPreview: (camera, microphone) => record("start_preview", { camera, microphone }),
+    startPreview: async (camera, microphone) => {
+      calls.push(["start_preview", { camera, microphone }]);
+      return calls.filter(([name]) => name === "start_preview").length;
+    },
     stopPreview: () => record("stop_preview"),
     onPreviewEvent: async (handler) => {
       previews.add(handler);

@@ -103,7 +103,22 @@ async fn the_network_check_gives_ice_servers_to_invite_holders_only() {
     assert_eq!(servers.len(), 2, "{json}");
     assert_eq!(servers[0]["urls"][0], "stun:127.0.0.1:3478");
     let username = servers[1]["username"].as_str().unwrap();
-    assert!(username.split_once(':').is_some_and(|(_, peer)| confer_proto::PeerId::parse(peer).is_ok()));
+    let (expiry, peer) = username.split_once(':').unwrap();
+    assert!(confer_proto::PeerId::parse(peer).is_ok(), "{username}");
+    let expiry: u64 = expiry.parse().unwrap();
+    let now = confer_relay::token::unix_now();
+    assert!((now..=now + 61).contains(&expiry), "a check's TURN credentials last a minute: {username}");
+    // A guest who must knock gets STUN only: a relay for media is for those let in.
+    let waiting = relay.create_room(true).await;
+    let knocker =
+        relay.http("GET", &format!("/check/{}/{}", waiting.guest.room, waiting.guest.token), &[], "").await;
+    let json: serde_json::Value = serde_json::from_str(&knocker.body).unwrap();
+    assert_eq!(json["ice_servers"].as_array().unwrap().len(), 1, "{json}");
+    assert!(json["ice_servers"][0]["username"].is_null(), "{json}");
+    let host_check =
+        relay.http("GET", &format!("/check/{}/{}", waiting.host.room, waiting.host.token), &[], "").await;
+    let json: serde_json::Value = serde_json::from_str(&host_check.body).unwrap();
+    assert_eq!(json["ice_servers"].as_array().unwrap().len(), 2, "the host may use TURN: {json}");
     // Nobody in the room hears of a check.
     assert!(
         tokio::time::timeout(std::time::Duration::from_millis(300), host.client.recv()).await.is_err(),
