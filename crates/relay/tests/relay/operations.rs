@@ -7,6 +7,17 @@ use hmac::Mac as _;
 
 use crate::support::TestRelay;
 
+/// A guest invite for `room` that expired five seconds ago, signed with the test relay's key.
+fn expired_invite(room: &confer_proto::RoomId) -> String {
+    confer_relay::token::InviteClaims {
+        room: room.clone(),
+        role: confer_proto::Role::Guest,
+        waiting_room: false,
+        expires: confer_relay::token::unix_now() - 5,
+    }
+    .sign(&crate::support::token_key())
+}
+
 #[tokio::test]
 async fn health_and_metrics_report_the_relay_state() {
     let relay = TestRelay::start(&[]).await;
@@ -66,13 +77,7 @@ async fn the_invite_page_opens_the_app_and_explains_expired_or_broken_links() {
     assert!(crafted.body.contains(&format!("fp={}", relay.pin.unwrap())));
     assert!(!crafted.body.contains(&"ab".repeat(32)));
 
-    let expired = confer_relay::token::InviteClaims {
-        room: links.guest.room.clone(),
-        role: confer_proto::Role::Guest,
-        waiting_room: false,
-        expires: confer_relay::token::unix_now() - 5,
-    }
-    .sign(&crate::support::token_key());
+    let expired = expired_invite(&links.guest.room);
     let gone = relay.http("GET", &format!("/j/{}/{expired}", links.guest.room), &[], "").await;
     assert_eq!(gone.status, 410);
     assert!(gone.body.contains("expired"));
@@ -133,13 +138,7 @@ async fn the_network_check_gives_ice_servers_to_invite_holders_only() {
     let forged = relay.http("GET", &format!("/check/{}/garbage", links.guest.room), &[], "").await;
     assert_eq!(forged.status, 404);
     assert!(forged.body.contains("token_invalid"));
-    let expired = confer_relay::token::InviteClaims {
-        room: links.guest.room.clone(),
-        role: confer_proto::Role::Guest,
-        waiting_room: false,
-        expires: confer_relay::token::unix_now() - 5,
-    }
-    .sign(&crate::support::token_key());
+    let expired = expired_invite(&links.guest.room);
     let gone = relay.http("GET", &format!("/check/{}/{expired}", links.guest.room), &[], "").await;
     assert_eq!(gone.status, 410);
 }
