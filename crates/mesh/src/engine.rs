@@ -176,7 +176,7 @@ pub enum EngineEvent {
         /// Which: `camera`, `microphone` or `speaker`.
         device: &'static str,
     },
-    /// A device could not be opened; the one before it stays in use.
+    /// A device could not be opened (the one before it stays in use), or its capture stopped.
     DeviceFailed {
         /// Which: `camera`, `microphone` or `speaker`.
         device: &'static str,
@@ -449,6 +449,8 @@ enum Encoded {
     Audio(Vec<u8>),
     /// What the camera captured, for the self view.
     Preview(Arc<I420Frame>),
+    /// A device's capture ended for good (its thread is gone): `camera` or `microphone`.
+    CaptureEnded(&'static str),
 }
 
 /// Says how a device switch went.
@@ -551,7 +553,7 @@ fn start_media(
 /// Encodes what the camera captures; takes a new camera (and starts a new stream with a
 /// keyframe) when one arrives.
 fn video_loop(
-    mut camera: Option<Camera>,
+    mut camera_slot: Option<Camera>,
     new_cameras: &std::sync::mpsc::Receiver<Camera>,
     (fps, self_view): (u32, bool),
     sending: &Sending,
@@ -563,17 +565,26 @@ fn video_loop(
     while !sending.stop.load(Ordering::Relaxed) {
         if let Ok(next) = new_cameras.try_recv() {
             // The old camera closes as it is dropped; the new picture may differ in size.
-            camera = Some(next);
+            camera_slot = Some(next);
             let wanted = sending.bitrate.load(Ordering::Relaxed);
             if let Some(fresh) = new_encoder(wanted) {
                 (encoder, bitrate) = (fresh, wanted);
             }
         }
-        let Some(camera) = &camera else {
+        let Some(camera) = &camera_slot else {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
-        let Some(captured) = camera.recv_timeout(Duration::from_millis(200)) else { continue };
+        let captured = match camera.next_frame(Duration::from_millis(200)) {
+            Ok(Some(captured)) => captured,
+            Ok(None) => continue,
+            Err(_) => {
+                // Nothing more will come from it (a switch brings another): say so, do not spin.
+                let _ = out.send(Encoded::CaptureEnded("camera"));
+                camera_slot = None;
+                continue;
+            }
+        };
         if !sending.video.load(Ordering::Relaxed) {
             continue;
         }
@@ -607,11 +618,27 @@ fn audio_loop(
 ) {
     let mut processor = AudioProcessor::new(processing);
     let mut pending: Vec<i16> = Vec::with_capacity(FRAME_SAMPLES);
+    let mut ended = false;
     while !sending.stop.load(Ordering::Relaxed) {
+        if ended {
+            // Nothing more will come from this microphone: wait for a switch, do not spin.
+            if let Ok(next) = new_microphones.recv_timeout(Duration::from_millis(200)) {
+                (microphone, ended) = (next, false);
+            }
+            continue;
+        }
         if let Ok(next) = new_microphones.try_recv() {
             microphone = next;
         }
-        let Some(captured) = microphone.recv_timeout(Duration::from_millis(200)) else { continue };
+        let captured = match microphone.next_frame(Duration::from_millis(200)) {
+            Ok(Some(captured)) => captured,
+            Ok(None) => continue,
+            Err(_) => {
+                let _ = out.send(Encoded::CaptureEnded("microphone"));
+                ended = true;
+                continue;
+            }
+        };
         let mut frame = captured.samples;
         if frame.len() != PROCESSING_FRAME {
             continue;
@@ -727,6 +754,10 @@ impl Engine {
                     }
                     Encoded::Preview(frame) => {
                         let _ = self.events.send(EngineEvent::SelfView(frame));
+                    }
+                    Encoded::CaptureEnded(device) => {
+                        let reason = "capture stopped: the device is gone or failed".to_owned();
+                        let _ = self.events.send(EngineEvent::DeviceFailed { device, reason });
                     }
                 },
                 _ = playout_tick.tick() => {

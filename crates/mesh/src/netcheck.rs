@@ -131,6 +131,9 @@ fn refusal(status: u16, body: &str) -> String {
         .unwrap_or_default();
     match (status, code.as_str()) {
         (410, _) | (_, "token_expired") => "the invite expired: ask for a new link".into(),
+        (429, _) => {
+            "the relay answered, but too many checks came from here: try again in a few seconds".into()
+        }
         (404, "token_invalid" | "token_wrong_room") => "the relay does not accept this invite".into(),
         // An older relay without the check endpoint still answered: it is reachable.
         (404, _) => "the relay answered, but it cannot check ICE servers (an older version?)".into(),
@@ -159,6 +162,7 @@ mod tests {
         );
         assert!(refusal(404, "Not Found").contains("older"));
         assert!(refusal(503, "").contains("503"));
+        assert!(refusal(429, r#"{"code":"rate_limited"}"#).contains("too many checks"));
         assert!(usable("stun:a:3478") && usable("turn:b:3478?transport=udp"));
         assert!(!usable("turns:b:5349") && !usable("turn:b:3478?transport=tcp"));
     }

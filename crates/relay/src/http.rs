@@ -32,6 +32,8 @@ pub(crate) struct ConnInfo {
     pub(crate) slot: Option<Arc<ConnSlot>>,
     /// Why the connection is over a cap, if it is.
     pub(crate) refused: Option<&'static str>,
+    /// The client's address.
+    pub(crate) ip: std::net::IpAddr,
 }
 
 /// The WebSocket settings of every connection: limits from the protocol, buffers sized for
@@ -131,11 +133,24 @@ async fn create_room(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
 /// For the lobby's network check: the ICE servers a participant of this room would get, so the
 /// app can try them before it joins. Needs a valid invite token for the room, like a join; nobody
 /// in the room hears of it. TURN credentials here last [`CHECK_TURN_TTL`] (a probe takes
-/// seconds), and an invite that must knock gets none: a relay for media is for those let in.
+/// seconds), and a guest who must knock (a waiting-room invite, or a locked room) gets none: a
+/// relay for media is for those let in.
 async fn network_check(
     State(shared): State<Arc<Shared>>,
+    info: Option<axum::Extension<ConnInfo>>,
     Path((room, token)): Path<(String, String)>,
 ) -> Response {
+    if let Some(axum::Extension(info)) = info
+        && !shared.allow_check(info.ip)
+    {
+        let mut response = http_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many network checks: wait a little",
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        return response;
+    }
     let claims = match RoomId::try_from(room) {
         Err(_) => Err((StatusCode::NOT_FOUND, "token_invalid", "not a room id")),
         Ok(room) => match InviteClaims::verify(&shared.config.token_key, &token, unix_now()) {
@@ -149,7 +164,11 @@ async fn network_check(
     };
     let mut response = match claims {
         Ok(claims) => {
-            let must_knock = claims.role == confer_proto::Role::Guest && claims.waiting_room;
+            let locked = shared
+                .rooms
+                .get(&claims.room)
+                .is_some_and(|cell| crate::rooms::lock(&cell).room.guests_knock());
+            let must_knock = claims.role == confer_proto::Role::Guest && (claims.waiting_room || locked);
             let ice_servers = shared.check_ice_servers(
                 &crate::token::new_peer_id(),
                 unix_now(),

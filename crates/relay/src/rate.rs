@@ -17,6 +17,18 @@ impl TokenBucket {
         Self { rate: f64::from(rate), burst, tokens: burst, last: now }
     }
 
+    /// Allows `per_minute` events a minute on average and bursts of up to `burst`.
+    pub(crate) fn per_minute(per_minute: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { rate: f64::from(per_minute) / 60.0, burst, tokens: burst, last: now }
+    }
+
+    /// Whether the bucket would be full at `now` (its owner has been quiet long enough).
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Takes one token if there is one.
     pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

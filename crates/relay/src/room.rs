@@ -185,6 +185,11 @@ impl Room {
     }
 
     /// Participants holding a seat (active or reconnecting).
+    /// Whether a guest must knock now (the room is locked, or always has a waiting room).
+    pub(crate) fn guests_knock(&self) -> bool {
+        self.locked || self.waiting_room
+    }
+
     pub(crate) fn seated(&self) -> usize {
         self.seats.len()
     }

@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     next_conn: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Network checks per client address: each one mints TURN credentials.
+    checks: Mutex<HashMap<IpAddr, crate::rate::TokenBucket>>,
     open: AtomicUsize,
     refusing: AtomicUsize,
 }
@@ -122,6 +124,20 @@ impl Shared {
             ice_servers.push(turn::credentials(&turn::TurnConfig { ttl, ..turn.clone() }, peer, now));
         }
         ice_servers
+    }
+
+    /// Whether `ip` may run another network check now: 10 at once, then one every 6 s.
+    pub(crate) fn allow_check(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut checks = self.checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: past 4,096 addresses, those whose buckets have refilled are forgotten.
+        if checks.len() >= 4_096 {
+            checks.retain(|_, bucket| !bucket.is_full(now));
+            if checks.len() >= 4_096 {
+                return false;
+            }
+        }
+        checks.entry(ip).or_insert_with(|| crate::rate::TokenBucket::per_minute(10, 10, now)).try_take(now)
     }
 
     /// ICE servers and a resume token for a seat.
@@ -312,6 +328,7 @@ impl Relay {
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
+            checks: Mutex::new(HashMap::new()),
             open: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
             config,
@@ -389,14 +406,14 @@ async fn serve_tcp(shared: Arc<Shared>, app: axum::Router, stream: TcpStream, ad
     // already in progress: then it is dropped at once, so refusals cannot exhaust descriptors.
     let _refusal;
     let info = match slot {
-        Ok(slot) => ConnInfo { slot: Some(Arc::new(slot)), refused: None },
+        Ok(slot) => ConnInfo { slot: Some(Arc::new(slot)), refused: None, ip },
         Err(why) => {
             debug!(why, "connection over a cap");
             match RefusalSlot::take(&shared) {
                 Some(refusal) => _refusal = refusal,
                 None => return,
             }
-            ConnInfo { slot: None, refused: Some(why) }
+            ConnInfo { slot: None, refused: Some(why), ip }
         }
     };
     match &shared.config.tls {

@@ -129,6 +129,12 @@ async fn the_network_check_gives_ice_servers_to_invite_holders_only() {
         tokio::time::timeout(std::time::Duration::from_millis(300), host.client.recv()).await.is_err(),
         "the host heard of a network check"
     );
+    // Once the host locks the room, its guests must knock: no TURN for them either.
+    host.client.send(&confer_proto::ClientMessage::Lock).await;
+    assert!(matches!(host.client.recv().await, ServerMessage::RoomLocked { locked: true, .. }));
+    let locked = relay.http("GET", &path, &[], "").await;
+    let json: serde_json::Value = serde_json::from_str(&locked.body).unwrap();
+    assert_eq!(json["ice_servers"].as_array().unwrap().len(), 1, "STUN only in a locked room: {json}");
 
     let other = relay.create_room(false).await;
     let wrong_room =
@@ -141,6 +147,13 @@ async fn the_network_check_gives_ice_servers_to_invite_holders_only() {
     let expired = expired_invite(&links.guest.room);
     let gone = relay.http("GET", &format!("/check/{}/{expired}", links.guest.room), &[], "").await;
     assert_eq!(gone.status, 410);
+    // Each check mints credentials: one address gets 10 at once, then one every 6 s.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(relay.http("GET", &path, &[], "").await.status);
+    }
+    assert!(statuses.contains(&429), "checks are rate-limited: {statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 429].contains(s)), "{statuses:?}");
 }
 
 #[tokio::test]
