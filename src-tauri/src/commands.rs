@@ -50,7 +50,7 @@ pub fn frame_socket(shell: State<'_, Shell>) -> FrameSocket {
 /// The settings in use.
 #[tauri::command]
 pub fn settings(shell: State<'_, Shell>) -> SettingsState {
-    let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let settings = shell.settings().clone();
     SettingsState { settings, problem: shell.settings_problem.clone() }
 }
 
@@ -58,7 +58,7 @@ pub fn settings(shell: State<'_, Shell>) -> SettingsState {
 #[tauri::command]
 pub fn save_settings(settings: Settings, shell: State<'_, Shell>) -> Result<(), UiError> {
     shell.store.save(&settings)?;
-    *shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
+    *shell.settings() = settings;
     Ok(())
 }
 
@@ -143,7 +143,7 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
     }
     // The call opens the devices the lobby showed: they must be free.
     close(&shell, &mut *shell.preview.lock().await).await;
-    let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let settings = shell.settings().clone();
     let config = engine_config(&settings, name);
     let (handle, events) = engine::join(&link, config).await?;
     handle.mute(request.muted);
@@ -207,7 +207,7 @@ async fn forward(
 /// Adds a meeting to the recent ones and saves the settings (a failure to save is logged: the
 /// meeting goes on).
 fn remember(shell: &Shell, meeting: RecentMeeting) {
-    let mut settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut settings = shell.settings();
     settings.remember(meeting);
     if let Err(err) = shell.store.save(&settings) {
         tracing::warn!("recent meetings not saved: {err}");
@@ -277,7 +277,7 @@ pub async fn send_chat(text: String, shell: State<'_, Shell>) -> Result<(), UiEr
 #[tauri::command]
 pub async fn choose_device(kind: String, id: String, shell: State<'_, Shell>) -> Result<(), UiError> {
     let (pattern, name) = {
-        let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let settings = shell.settings();
         (settings.synthetic_pattern, settings.name.clone())
     };
     with_call(&shell, |h| {
@@ -347,7 +347,7 @@ pub async fn start_preview(
     drop(call);
     close(&shell, &mut slot).await;
     let (pattern, name, (width, height, fps)) = {
-        let settings = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let settings = shell.settings();
         (settings.synthetic_pattern, settings.name.clone(), settings.video_quality.format())
     };
     let camera = camera_choice(&camera, pattern, &name).map(|choice| confer_media::preview::CameraRequest {
@@ -394,7 +394,7 @@ pub async fn test_speaker(
     speaker: String,
     shell: State<'_, Shell>,
 ) -> Result<crate::dto::UiSoundCheck, UiError> {
-    let pattern = shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).synthetic_pattern;
+    let pattern = shell.settings().synthetic_pattern;
     let choice = audio_choice(&speaker, pattern);
     let media = |e: &dyn std::fmt::Display| UiError::new(ErrorCode::Media, e.to_string());
     let check = tauri::async_runtime::spawn_blocking(move || confer_media::preview::play_test_sound(choice))
@@ -419,8 +419,7 @@ pub async fn network_check(link: String) -> Result<crate::dto::UiNetworkReport, 
 /// set (people on the same network can join by its link).
 #[tauri::command]
 pub async fn new_meeting(shell: State<'_, Shell>) -> Result<UiMeeting, UiError> {
-    let relay_url =
-        shell.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).relay_url.trim().to_owned();
+    let relay_url = shell.settings().relay_url.trim().to_owned();
     let meeting = if relay_url.is_empty() {
         let relay = embedded::relay(&shell.embedded).await?;
         let links = relay.create_room(false);

@@ -48,6 +48,13 @@ pub struct Shell {
     pub preview_generation: std::sync::atomic::AtomicU64,
 }
 
+impl Shell {
+    /// The settings in use, locked (a panic while they were held leaves them usable).
+    pub fn settings(&self) -> std::sync::MutexGuard<'_, settings::Settings> {
+        self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The page origins the frame socket lets in: the bundled page on each platform, and the Vite
 /// dev server in development.
 fn page_origins() -> Vec<String> {
