@@ -5,7 +5,7 @@
 //!
 //! Video frames are not here: they go over the frame socket ([`crate::video`]).
 
-use confer_mesh::CandidateType;
+use confer_mesh::Path;
 use confer_mesh::engine::{EngineError, EngineEvent, PeerStats};
 use confer_mesh::signaling::JoinError;
 use confer_proto::{Knocker, LeaveReason, Participant, PeerState, Role};
@@ -268,8 +268,8 @@ pub enum UiEvent {
     },
 }
 
-fn candidate(c: Option<CandidateType>) -> Option<String> {
-    c.map(|c| c.as_str().to_owned())
+fn candidate(path: Option<Path>) -> Option<String> {
+    path.map(|p| p.local.as_str().to_owned())
 }
 
 impl UiEvent {
@@ -296,8 +296,8 @@ impl UiEvent {
             EngineEvent::ParticipantLeft { id, reason } => {
                 Self::ParticipantLeft { id: id.to_string(), reason: (*reason).into() }
             }
-            EngineEvent::PeerConnected { id, candidate_type } => {
-                Self::PeerConnected { id: id.to_string(), candidate_type: candidate(*candidate_type) }
+            EngineEvent::PeerConnected { id, path } => {
+                Self::PeerConnected { id: id.to_string(), candidate_type: candidate(*path) }
             }
             EngineEvent::PeerUnreachable { id, detail } => {
                 Self::PeerUnreachable { id: id.to_string(), detail: detail.clone() }
@@ -329,7 +329,7 @@ impl UiEvent {
                         receive_video_kbps: s.receive_video_kbps,
                         send_kbps: s.send_kbps,
                         frame_rate: s.frame_rate,
-                        candidate_type: candidate(s.candidate_type),
+                        candidate_type: candidate(s.path),
                         quality: Quality::of(s),
                     })
                     .collect(),
@@ -553,7 +553,7 @@ impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
                     ServerResult::Answered { address, after } => {
                         (Some(ms(after)), Some(address), None, false)
                     }
-                    ServerResult::Failed(why) => (None, None, Some(why), false),
+                    ServerResult::Failed { reason, .. } => (None, None, Some(reason), false),
                     ServerResult::Skipped(why) => (None, None, Some(why), true),
                 };
                 UiServerCheck { url: check.url, turn: check.turn, ms: time, address, error, skipped }

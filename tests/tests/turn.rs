@@ -19,9 +19,9 @@ fn check(link: &str) -> (i32, Value) {
 }
 
 /// The lobby's network check, as `confer check` runs it: before joining, the relay answers, coturn
-/// gives this machine's address over STUN and a relayed address over TURN; a TURN server that
-/// does not answer, or refuses the credentials, is named with the reason; nobody in the room
-/// hears of any of it.
+/// gives this machine's address over STUN and a relayed address over TURN (UDP and TCP); a TURN
+/// server that is silent, a TCP port that refuses, a TLS handshake that fails, and credentials
+/// that are refused are each named with the reason; nobody in the room hears of any of it.
 #[test]
 fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     let turn = Turn::start();
@@ -30,6 +30,9 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
         (format!("stun:127.0.0.1:{}", turn.port), format!("turn:127.0.0.1:{}", turn.port));
     let tcp_url = format!("turn:127.0.0.1:{}?transport=tcp", turn.port);
     let silent = format!("turn:127.0.0.1:{}", confer_tests::free_udp_port());
+    let closed_tcp = format!("turn:127.0.0.1:{}?transport=tcp", confer_tests::free_udp_port());
+    // coturn runs with --no-tls: a TLS client on its port gets no handshake.
+    let not_tls = format!("turns:127.0.0.1:{}?transport=tcp", turn.port);
     let relay = Relay::start_with(
         state.path(),
         "127.0.0.1:0",
@@ -42,6 +45,10 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
             &silent,
             "--turn-url",
             &tcp_url,
+            "--turn-url",
+            &closed_tcp,
+            "--turn-url",
+            &not_tls,
             "--turn-secret",
             &turn.secret,
         ],
@@ -61,10 +68,18 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     assert!(relayed["address"].as_str().unwrap().starts_with("127.0.0.1:"), "{relayed}");
     let dead = by_url(&silent);
     assert_eq!(dead["ok"], false);
-    assert!(dead["error"].as_str().unwrap().contains("no relay allocated within 5 s"), "{dead}");
+    assert_eq!(dead["code"], "silent", "{dead}");
+    assert!(dead["error"].as_str().unwrap().starts_with("server silent"), "{dead}");
     let tcp = by_url(&tcp_url);
-    assert_eq!(tcp["skipped"], true, "TURN over TCP is not what Confer uses: listed, not tried: {tcp}");
-    assert_eq!(code, 1, "one server did not answer: the check fails");
+    assert_eq!(tcp["ok"], true, "coturn allocated a relay over TCP: {tcp}");
+    assert!(tcp["address"].as_str().unwrap().starts_with("127.0.0.1:"), "{tcp}");
+    let refused = by_url(&closed_tcp);
+    assert_eq!(refused["code"], "tcp_refused", "{refused}");
+    assert!(refused["error"].as_str().unwrap().starts_with("TCP refused"), "{refused}");
+    let tls = by_url(&not_tls);
+    assert_eq!(tls["code"], "tls_failed", "{tls}");
+    assert!(tls["error"].as_str().unwrap().starts_with("TLS handshake failed: "), "{tls}");
+    assert_eq!(code, 1, "servers did not answer: the check fails");
 
     // Credentials coturn refuses (another secret) are a failed TURN check, not a pass.
     let state2 = tempfile::tempdir().unwrap();
@@ -77,6 +92,11 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     let (code, report) = check(&wrong_invite);
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["servers"][0]["ok"], false, "{report}");
+    assert_eq!(report["servers"][0]["code"], "credentials_refused", "coturn's 401, read: {report}");
+    assert!(
+        report["summary"].as_str().unwrap().contains("refused the meeting server's credentials"),
+        "{report}"
+    );
 
     // A check is not a join: the host who joins now is alone, and the link still works.
     let host = spawn_synthetic(&host_link, "Ann", 2, 2.0, SMALL, &[]);
@@ -96,7 +116,7 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
 #[test]
 fn relay_only_without_a_turn_server_says_why_there_is_no_path() {
     let state = tempfile::tempdir().unwrap();
-    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let relay = Relay::start_with(state.path(), "127.0.0.1:0", &["--embedded-turn", "false"]);
     let (host_link, invite) = relay.host();
     let ann = spawn_synthetic(&host_link, "Ann", 2, 6.0, SMALL, &["--relay-only"]);
     let bob = spawn_synthetic(&invite, "Bob", 3, 5.0, SMALL, &["--relay-only"]);
@@ -125,8 +145,13 @@ fn a_relay_only_call_connects_through_coturn() {
         &["--turn-url", &turn_url, "--turn-secret", &turn.secret],
     );
     let (host_link, invite) = relay.host();
-    let ann = spawn_synthetic(&host_link, "Ann", 2, 10.0, SMALL, &["--relay-only"]);
-    let bob = spawn_synthetic(&invite, "Bob", 3, 10.0, SMALL, &["--relay-only"]);
+    assert_relayed_call(&host_link, &invite);
+}
+
+/// A relay-only call between Ann and Bob: both connect through TURN, see and hear each other.
+fn assert_relayed_call(host_link: &str, invite: &str) {
+    let ann = spawn_synthetic(host_link, "Ann", 2, 10.0, SMALL, &["--relay-only"]);
+    let bob = spawn_synthetic(invite, "Bob", 3, 10.0, SMALL, &["--relay-only"]);
     for (me, other, pattern, child) in [("Ann", "Bob", 3, ann), ("Bob", "Ann", 2, bob)] {
         let (report, log) = report_of(child);
         eprintln!("--- {me}: {report}\n{log}");
@@ -149,4 +174,78 @@ fn a_relay_only_call_connects_through_coturn() {
         assert!(number("send_loss") < 0.05, "{me}: {stats}");
         assert_eq!(stats["candidate_type"], "relay");
     }
+}
+
+/// The relay's own STUN/TURN server, with no TURN flags at all: a relay-only call connects
+/// through it, and its metrics count the allocations and the bytes relayed.
+#[test]
+fn a_relay_only_call_connects_through_the_relays_own_turn_server() {
+    let state = tempfile::tempdir().unwrap();
+    // Both participants are on this machine's loopback, which the built-in server refuses to
+    // relay to unless told (the CVE-2020-26262 class): allow it for this test.
+    let relay = Relay::start_with(
+        state.path(),
+        "127.0.0.1:0",
+        &["--turn-listen", "127.0.0.1:0", "--turn-allow-peer", "127.0.0.0/8"],
+    );
+    let (host_link, invite) = relay.host();
+    // It offers STUN, and TURN over UDP, TCP and (on the relay's own port, with its certificate,
+    // which the link pins) TLS; the check gets a relayed address through each.
+    let (code, report) = check(&invite);
+    eprintln!("{report}");
+    assert_eq!(code, 0, "{report}");
+    let servers = report["servers"].as_array().unwrap();
+    let urls: Vec<&str> = servers.iter().map(|s| s["url"].as_str().unwrap()).collect();
+    assert_eq!(urls.len(), 4, "{report}");
+    assert!(urls[0].starts_with("stun:") && urls[1].ends_with("?transport=udp"), "{urls:?}");
+    assert!(urls[2].ends_with("?transport=tcp"), "{urls:?}");
+    assert_eq!(urls[3], format!("turns:127.0.0.1:{}?transport=tcp", relay.port), "{urls:?}");
+    assert!(servers.iter().all(|s| s["ok"] == true), "{report}");
+    assert_relayed_call(&host_link, &invite);
+    let metrics = relay_metrics(&relay);
+    eprintln!("{metrics}");
+    assert!(metric(&metrics, "confer_turn_allocations_total") >= 2.0, "{metrics}");
+    // Two ~300 kbit/s streams for ten seconds, each counted as it enters and leaves the relay.
+    assert!(metric(&metrics, "confer_turn_relayed_bytes_total") > 500_000.0, "{metrics}");
+    assert_eq!(metric(&metrics, "confer_turn_refused_peer_datagrams_total"), 0.0, "{metrics}");
+}
+
+/// The built-in TURN server refuses to relay into its own network: with its default peer
+/// filter, a relay-only call between two loopback addresses gets allocations but never connects,
+/// and the relay counts the datagrams it refused to pass.
+#[test]
+fn the_relays_turn_server_does_not_relay_to_loopback() {
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with(state.path(), "127.0.0.1:0", &["--turn-listen", "127.0.0.1:0"]);
+    let (host_link, invite) = relay.host();
+    let ann = spawn_synthetic(&host_link, "Ann", 2, 8.0, SMALL, &["--relay-only"]);
+    let bob = spawn_synthetic(&invite, "Bob", 3, 8.0, SMALL, &["--relay-only"]);
+    for (me, child) in [("Ann", ann), ("Bob", bob)] {
+        let (report, log) = report_of(child);
+        eprintln!("--- {me}: {report}\n{log}");
+        let seen = &report["peers"][0];
+        assert_eq!(seen["video_frames_decoded"], 0, "{me} got video through a refused peer");
+        assert!(seen["connected_ms"].is_null(), "{me} connected through a refused peer: {report}");
+    }
+    let metrics = relay_metrics(&relay);
+    assert!(metric(&metrics, "confer_turn_allocations_total") >= 2.0, "{metrics}");
+    assert!(metric(&metrics, "confer_turn_refused_peer_datagrams_total") > 0.0, "{metrics}");
+}
+
+/// The relay's `/metrics` text (with curl: the certificate is the relay's self-signed one).
+fn relay_metrics(relay: &Relay) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-sSk", "--max-time", "5", &format!("https://127.0.0.1:{}/metrics", relay.port)])
+        .output()
+        .expect("curl runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The value of an unlabelled metric.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }

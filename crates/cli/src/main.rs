@@ -152,8 +152,8 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
         }
     };
     let report = confer_mesh::netcheck::check(&link).await;
-    let all_ok =
-        report.relay.is_ok() && report.servers.iter().all(|s| !matches!(s.result, ServerResult::Failed(_)));
+    let all_ok = report.relay.is_ok()
+        && report.servers.iter().all(|s| !matches!(s.result, ServerResult::Failed { .. }));
     if as_json {
         let servers: Vec<_> = report
             .servers
@@ -162,7 +162,9 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
                 ServerResult::Answered { address, after } => json!({
                     "url": s.url, "turn": s.turn, "ok": true, "address": address, "ms": after.as_millis() as u64,
                 }),
-                ServerResult::Failed(why) => json!({ "url": s.url, "turn": s.turn, "ok": false, "error": why }),
+                ServerResult::Failed { code, reason } => {
+                    json!({ "url": s.url, "turn": s.turn, "ok": false, "code": code, "error": reason })
+                }
                 ServerResult::Skipped(why) => {
                     json!({ "url": s.url, "turn": s.turn, "ok": false, "skipped": true, "error": why })
                 }
@@ -172,7 +174,7 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
             Ok(rtt) => json!({ "ok": true, "ms": rtt.as_millis() as u64 }),
             Err(why) => json!({ "ok": false, "error": why }),
         };
-        println!("{}", json!({ "relay": relay, "servers": servers }));
+        println!("{}", json!({ "relay": relay, "servers": servers, "summary": report.summary() }));
     } else {
         match &report.relay {
             Ok(rtt) => println!("ok    relay {} ({} ms)", link.relay, rtt.as_millis()),
@@ -184,13 +186,11 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
                     let what = if server.turn { "relayed address" } else { "public address" };
                     println!("ok    {} ({} ms): {what} {address}", server.url, after.as_millis());
                 }
-                ServerResult::Failed(why) => println!("FAIL  {}: {why}", server.url),
+                ServerResult::Failed { reason, .. } => println!("FAIL  {}: {reason}", server.url),
                 ServerResult::Skipped(why) => println!("skip  {}: {why}", server.url),
             }
         }
-        if report.relay.is_ok() && report.servers.is_empty() {
-            println!("note  no STUN or TURN servers: calls connect only where a direct path exists");
-        }
+        println!("\n{}", report.summary());
     }
     if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
@@ -342,8 +342,12 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     eprintln!("{id} left ({reason:?})");
                     left.push(json!({"id": id.to_string(), "reason": format!("{reason:?}").to_lowercase(), "at_unix_ms": unix_ms()}));
                 }
-                Some(EngineEvent::PeerConnected { id, candidate_type }) => {
-                    eprintln!("connected to {id} via {}", candidate_type.map_or("?", |c| c.as_str()));
+                Some(EngineEvent::PeerConnected { id, path }) => {
+                    let via = path.map_or_else(|| "?".to_owned(), |p| match p.relay {
+                        Some(relay) => format!("relay (TURN over {})", relay.as_str().to_uppercase()),
+                        None => format!("{} (peer: {})", p.local.as_str(), p.remote.as_str()),
+                    });
+                    eprintln!("connected to {id} via {via}");
                     connected = true;
                 }
                 Some(EngineEvent::PeerUnreachable { id, detail }) => {
@@ -420,7 +424,9 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "pattern_id": r.pattern_id,
                     "audio_tone_hz": r.audio_tone_hz,
                     "rtt_ms": r.stats.rtt_ms,
-                    "candidate_type": r.candidate_type.map(|c| c.as_str()),
+                    "candidate_type": r.path.map(|p| p.local.as_str()),
+                    "remote_candidate_type": r.path.map(|p| p.remote.as_str()),
+                    "relay_protocol": r.path.and_then(|p| p.relay).map(|t| t.as_str()),
                     "muted": r.muted,
                     "hand_raised": r.hand_raised,
                     "ice_restarts": r.ice_restarts,
@@ -433,7 +439,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                         "receive_audio_kbps": r.stats.receive_audio_kbps,
                         "send_kbps": r.stats.send_kbps,
                         "frame_rate": r.stats.frame_rate,
-                        "candidate_type": r.stats.candidate_type.map(|c| c.as_str()),
+                        "candidate_type": r.stats.path.map(|p| p.local.as_str()),
                     },
                     "video_latency_ms": {
                         "p50": engine::quantile(&r.video_latency_ms, 0.5),

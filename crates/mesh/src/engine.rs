@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
 use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, bitrate_ceiling, is_offerer, next_bitrate};
-use crate::peer::{CandidateType, LocalTracks, Peer, PeerEvent, Stack};
+use crate::peer::{LocalTracks, Path, Peer, PeerEvent, Stack};
 use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signaling, SignalingEvent};
 
 /// Where the engine's media comes from.
@@ -137,7 +137,7 @@ pub enum EngineEvent {
         /// Who.
         id: PeerId,
         /// How the path was made.
-        candidate_type: Option<CandidateType>,
+        path: Option<Path>,
     },
     /// No network path to this participant: ICE failed and restarts did not help.
     PeerUnreachable {
@@ -222,8 +222,8 @@ pub struct PeerStats {
     pub send_kbps: f64,
     /// Video frames decoded per second.
     pub frame_rate: f64,
-    /// The selected candidate pair's local type.
-    pub candidate_type: Option<CandidateType>,
+    /// The selected candidate pair's path.
+    pub path: Option<Path>,
 }
 
 /// What one remote participant looks like to the engine's owner, for reports.
@@ -241,8 +241,8 @@ pub struct PeerReport {
     pub pattern_id: Option<u32>,
     /// The synthetic tone last heard from it, Hz.
     pub audio_tone_hz: Option<f64>,
-    /// Candidate type of the selected pair.
-    pub candidate_type: Option<CandidateType>,
+    /// The selected candidate pair's path.
+    pub path: Option<Path>,
     /// Whether it is muted (as it says).
     pub muted: bool,
     /// Whether its hand is raised (as it says).
@@ -954,12 +954,12 @@ impl Engine {
                 }
                 if ice_event == IceEvent::Connected && !slot.connected {
                     slot.connected = true;
-                    let candidate_type = slot.peer.candidate_type().await;
+                    let path = slot.peer.path().await;
                     let report = self.reports.entry(from.clone()).or_default();
-                    report.candidate_type = candidate_type;
+                    report.path = path;
                     report.connected_ms.get_or_insert(self.started.elapsed().as_millis() as u64);
                     self.sending.keyframe.store(true, Ordering::Relaxed);
-                    let _ = self.events.send(EngineEvent::PeerConnected { id: from.clone(), candidate_type });
+                    let _ = self.events.send(EngineEvent::PeerConnected { id: from.clone(), path });
                 }
                 self.act(&from, action).await;
             }
@@ -1162,7 +1162,7 @@ impl Engine {
                 if delta[3] > 0.0 { (1.0 - delta[2] / delta[3]).clamp(0.0, 1.0) } else { 0.0 };
             stats.frame_rate = delta[4];
             stats.send_kbps = send_kbps;
-            stats.candidate_type = report.candidate_type;
+            stats.path = report.path;
             all.push((id.clone(), *stats));
         }
         if !all.is_empty() {

@@ -11,5 +11,7 @@ mod peer;
 pub mod rooms;
 pub mod signaling;
 pub mod tls;
+mod turn_probe;
 
-pub use peer::CandidateType;
+pub use confer_turn_stream::RelayTransport;
+pub use peer::{CandidateType, Path};

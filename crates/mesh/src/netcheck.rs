@@ -1,14 +1,15 @@
 //! The lobby's network check: before joining, can this machine reach the meeting's relay, and do
 //! the relay's STUN and TURN servers answer? The relay hands out the ICE servers a participant of
 //! the room would get (`GET /check/{room}/{token}`, docs/PROTOCOL.md section 7), and each URL is
-//! tried by gathering candidates with it alone, as a call would. Nobody in the room hears of it.
+//! tried with a STUN Binding or a TURN Allocate of our own ([`crate::turn_probe`]) over UDP, TCP
+//! or TLS as the URL says, so that a failure is named. Nobody in the room hears of it.
 
 use std::time::{Duration, Instant};
 
 use confer_proto::{IceServer, InviteLink};
 
-use crate::peer::{Stack, probe_ice_server};
 use crate::rooms::{RoomError, exchange};
+use crate::turn_probe::{ProbeFailure, probe};
 
 /// How long one STUN or TURN URL has to answer.
 pub const SERVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,9 +46,15 @@ pub enum ServerResult {
         after: Duration,
     },
     /// No answer, or no allocation: why.
-    Failed(String),
-    /// Not tried: a kind of URL Confer's WebRTC stack does not use (TURN over TCP or TLS, STUN
-    /// over TLS). Not a failure: the call does not depend on it.
+    Failed {
+        /// A stable name for the cause: `silent`, `tcp_refused`, `tcp_timeout`, `tls_failed`,
+        /// `credentials_refused`, `refused`, `resolve`, `closed`, `malformed`, `network`, `bad_url`.
+        code: &'static str,
+        /// The cause in words.
+        reason: String,
+    },
+    /// Not tried: a kind of URL Confer's WebRTC stack does not use (STUN over TLS, TURN over
+    /// DTLS). Not a failure: the call does not depend on it.
     Skipped(String),
 }
 
@@ -69,32 +76,16 @@ pub async fn check(link: &InviteLink) -> NetworkReport {
     let relay = Ok(started.elapsed());
     let probes: Vec<(&IceServer, &String)> =
         servers.iter().flat_map(|server| server.urls.iter().map(move |url| (server, url))).collect();
-    let stack = Stack::new();
-    let checks = probes.into_iter().map(|(server, url)| {
-        let stack = stack.as_ref();
-        async move {
-            let turn = is_turn(url);
-            let result = match stack {
-                _ if !usable(url) => ServerResult::Skipped(
-                    "not tried: Confer uses STUN, and TURN over UDP (not TCP or TLS)".to_owned(),
-                ),
-                Err(err) => ServerResult::Failed(err.to_string()),
-                Ok(stack) => match probe_ice_server(stack, server, url, turn, SERVER_TIMEOUT).await {
-                    Ok(Some(probed)) => {
-                        ServerResult::Answered { address: probed.address, after: probed.after }
-                    }
-                    Ok(None) if turn => ServerResult::Failed(format!(
-                        "no relay allocated within {} s (unreachable, or the credentials were refused)",
-                        SERVER_TIMEOUT.as_secs()
-                    )),
-                    Ok(None) => {
-                        ServerResult::Failed(format!("no answer within {} s", SERVER_TIMEOUT.as_secs()))
-                    }
-                    Err(err) => ServerResult::Failed(err.to_string()),
-                },
-            };
-            ServerCheck { url: url.clone(), turn, result }
-        }
+    crate::tls::trust_relay_turn(link, &servers);
+    let checks = probes.into_iter().map(|(server, url)| async move {
+        let result = match probe(url, server, SERVER_TIMEOUT).await {
+            Ok(answer) => ServerResult::Answered { address: answer.address, after: answer.after },
+            Err(ProbeFailure::Unsupported(what)) => {
+                ServerResult::Skipped(format!("not tried: Confer does not use {what}"))
+            }
+            Err(failure) => ServerResult::Failed { code: failure.code(), reason: failure.to_string() },
+        };
+        ServerCheck { url: url.clone(), turn: is_turn(url), result }
     });
     NetworkReport { relay, servers: futures_util::future::join_all(checks).await }
 }
@@ -103,9 +94,61 @@ fn is_turn(url: &str) -> bool {
     url.starts_with("turn:") || url.starts_with("turns:")
 }
 
-/// What the call's ICE agent uses (webrtc 0.17: STUN, and TURN over UDP).
-fn usable(url: &str) -> bool {
-    (url.starts_with("stun:") || url.starts_with("turn:")) && !url.contains("transport=tcp")
+/// How a URL reaches its server, for the summary.
+fn transport_of(url: &str) -> &'static str {
+    if url.starts_with("turns:") || url.starts_with("stuns:") {
+        "tls"
+    } else if url.contains("transport=tcp") {
+        "tcp"
+    } else {
+        "udp"
+    }
+}
+
+impl NetworkReport {
+    /// What the check means for a call, in one or two sentences a person understands.
+    pub fn summary(&self) -> String {
+        if let Err(why) = &self.relay {
+            return format!("The meeting server cannot be reached ({why}): nobody can be met through it.");
+        }
+        if self.servers.is_empty() {
+            return "The meeting server offers no STUN or TURN server: calls connect only between machines on the same network.".to_owned();
+        }
+        let answered = |turn: bool, transport: &str| {
+            self.servers.iter().any(|s| {
+                s.turn == turn
+                    && transport_of(&s.url) == transport
+                    && matches!(s.result, ServerResult::Answered { .. })
+            })
+        };
+        let relay_over = ["udp", "tcp", "tls"].into_iter().find(|t| answered(true, t));
+        let refused = self
+            .servers
+            .iter()
+            .any(|s| matches!(s.result, ServerResult::Failed { code: "credentials_refused", .. }));
+        let mut text = if answered(false, "udp") || relay_over == Some("udp") {
+            match relay_over {
+                Some(_) => "Direct connections possible; the meeting server's relay is there for networks where they fail.".to_owned(),
+                None => "Direct connections possible, but no relay answered: a call with someone behind a strict NAT or firewall may not connect.".to_owned(),
+            }
+        } else {
+            match relay_over {
+                Some(transport) => format!(
+                    "Your network blocks UDP; calls will go through the meeting server's relay over {}.",
+                    transport.to_uppercase()
+                ),
+                None => {
+                    "No STUN or TURN server answered: calls can connect only within this network.".to_owned()
+                }
+            }
+        };
+        if refused {
+            text.push_str(
+                " A TURN server refused the meeting server's credentials (its shared secret does not match).",
+            );
+        }
+        text
+    }
 }
 
 /// The relay's `{"ice_servers": [...]}`, checked like everything a relay says.
@@ -163,7 +206,58 @@ mod tests {
         assert!(refusal(404, "Not Found").contains("older"));
         assert!(refusal(503, "").contains("503"));
         assert!(refusal(429, r#"{"code":"rate_limited"}"#).contains("too many checks"));
-        assert!(usable("stun:a:3478") && usable("turn:b:3478?transport=udp"));
-        assert!(!usable("turns:b:5349") && !usable("turn:b:3478?transport=tcp"));
+    }
+
+    fn report(servers: &[(&str, Result<(), &'static str>)]) -> NetworkReport {
+        NetworkReport {
+            relay: Ok(Duration::from_millis(3)),
+            servers: servers
+                .iter()
+                .map(|(url, result)| ServerCheck {
+                    url: (*url).to_owned(),
+                    turn: is_turn(url),
+                    result: match result {
+                        Ok(()) => {
+                            ServerResult::Answered { address: "192.0.2.1:5000".into(), after: Duration::ZERO }
+                        }
+                        Err(code) => ServerResult::Failed { code, reason: String::new() },
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_summary_says_what_the_network_allows() {
+        let (stun, udp, tcp, tls) = (
+            "stun:r:3478",
+            "turn:r:3478?transport=udp",
+            "turn:r:3478?transport=tcp",
+            "turns:r:443?transport=tcp",
+        );
+        let open = report(&[(stun, Ok(())), (udp, Ok(())), (tcp, Ok(())), (tls, Ok(()))]);
+        assert!(open.summary().starts_with("Direct connections possible;"), "{}", open.summary());
+        let no_udp = report(&[(stun, Err("silent")), (udp, Err("silent")), (tcp, Ok(())), (tls, Ok(()))]);
+        assert_eq!(
+            no_udp.summary(),
+            "Your network blocks UDP; calls will go through the meeting server's relay over TCP."
+        );
+        let only_443 =
+            report(&[(stun, Err("silent")), (udp, Err("silent")), (tcp, Err("tcp_timeout")), (tls, Ok(()))]);
+        assert_eq!(
+            only_443.summary(),
+            "Your network blocks UDP; calls will go through the meeting server's relay over TLS."
+        );
+        let wrong_secret = report(&[(stun, Ok(())), (udp, Err("credentials_refused"))]);
+        assert!(wrong_secret.summary().contains("no relay answered"), "{}", wrong_secret.summary());
+        assert!(
+            wrong_secret.summary().contains("refused the meeting server's credentials"),
+            "{}",
+            wrong_secret.summary()
+        );
+        let nothing = report(&[(stun, Err("silent")), (udp, Err("silent"))]);
+        assert!(nothing.summary().starts_with("No STUN or TURN server answered"), "{}", nothing.summary());
+        let down = NetworkReport { relay: Err("unreachable: refused".into()), servers: Vec::new() };
+        assert!(down.summary().starts_with("The meeting server cannot be reached"), "{}", down.summary());
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use confer_proto::{IceServer, PeerId, SignalPayload};
+use confer_turn_stream::RelayTransport;
 use tokio::sync::mpsc;
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
@@ -197,6 +198,35 @@ impl CandidateType {
     }
 }
 
+fn candidate_type(typ: RTCIceCandidateType) -> Option<CandidateType> {
+    match typ {
+        RTCIceCandidateType::Host => Some(CandidateType::Host),
+        RTCIceCandidateType::Srflx => Some(CandidateType::Srflx),
+        RTCIceCandidateType::Prflx => Some(CandidateType::Prflx),
+        RTCIceCandidateType::Relay => Some(CandidateType::Relay),
+        RTCIceCandidateType::Unspecified => None,
+    }
+}
+
+/// The path a connection took: both ends' candidate types, and how this side reaches its TURN
+/// server when its end is relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    /// This side's candidate of the selected pair.
+    pub local: CandidateType,
+    /// The peer's.
+    pub remote: CandidateType,
+    /// UDP, TCP or TLS to our TURN server, when `local` is a relay candidate.
+    pub relay: Option<RelayTransport>,
+}
+
+impl Path {
+    /// Whether media goes through a TURN server (ours or the peer's) rather than directly.
+    pub fn is_relayed(&self) -> bool {
+        self.local == CandidateType::Relay || self.remote == CandidateType::Relay
+    }
+}
+
 /// What a peer connection reports to the engine.
 #[derive(Debug)]
 pub(crate) enum PeerEvent {
@@ -314,73 +344,14 @@ fn ice_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
     servers
         .iter()
         .map(|s| RTCIceServer {
-            // webrtc 0.17 gathers relay candidates over UDP only: keep what it can use.
-            urls: s
-                .urls
-                .iter()
-                .filter(|u| !u.starts_with("turns:") && !u.contains("transport=tcp"))
-                .cloned()
-                .collect(),
+            // All of them: the patched webrtc-ice (vendor/webrtc-ice) gathers relay candidates
+            // over UDP, TCP and TLS; STUN over TLS (`stuns:`) it cannot use and skips itself.
+            urls: s.urls.iter().filter(|u| !u.starts_with("stuns:")).cloned().collect(),
             username: s.username.clone().unwrap_or_default(),
             credential: s.credential.clone().unwrap_or_default(),
         })
         .filter(|s| !s.urls.is_empty())
         .collect()
-}
-
-/// What a probe of one STUN or TURN URL found: the first server-reflexive (STUN) or relayed
-/// (TURN) candidate's address, and how long it took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Probed {
-    pub(crate) address: String,
-    pub(crate) after: Duration,
-}
-
-/// Gathers ICE candidates with only `url` (and the server's credentials) configured, as a call
-/// would (`turn`: a TURN URL, so relayed candidates only): `Ok(None)` if gathering ended, or
-/// `within` passed, with no candidate from that server. The connection is closed either way.
-pub(crate) async fn probe_ice_server(
-    stack: &Stack,
-    server: &IceServer,
-    url: &str,
-    turn: bool,
-    within: Duration,
-) -> Result<Option<Probed>, PeerError> {
-    let config = RTCConfiguration {
-        ice_servers: vec![RTCIceServer {
-            urls: vec![url.to_owned()],
-            username: server.username.clone().unwrap_or_default(),
-            credential: server.credential.clone().unwrap_or_default(),
-        }],
-        ice_transport_policy: if turn { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All },
-        ..Default::default()
-    };
-    let pc = stack.api.new_peer_connection(config).await?;
-    let wanted = if turn { RTCIceCandidateType::Relay } else { RTCIceCandidateType::Srflx };
-    let (found, mut candidates) = mpsc::unbounded_channel();
-    pc.on_ice_candidate(Box::new(move |candidate: Option<RTCIceCandidate>| {
-        let _ = found.send(candidate.map(|c| (c.typ, format!("{}:{}", c.address, c.port))));
-        Box::pin(async {})
-    }));
-    let probe = async {
-        // Something to negotiate, so that gathering starts.
-        pc.create_data_channel("probe", None).await?;
-        let started = std::time::Instant::now();
-        let offer = pc.create_offer(None).await?;
-        pc.set_local_description(offer).await?;
-        let wait = async {
-            while let Some(Some((typ, address))) = candidates.recv().await {
-                if typ == wanted {
-                    return Some(Probed { address, after: started.elapsed() });
-                }
-            }
-            None
-        };
-        Ok::<_, PeerError>(tokio::time::timeout(within, wait).await.unwrap_or(None))
-    };
-    let probed = probe.await;
-    let _ = pc.close().await;
-    probed
 }
 
 impl Peer {
@@ -600,16 +571,13 @@ impl Peer {
         }
     }
 
-    /// The type of the local candidate of the selected pair, once connected.
-    pub(crate) async fn candidate_type(&self) -> Option<CandidateType> {
+    /// The selected pair's path, once connected.
+    pub(crate) async fn path(&self) -> Option<Path> {
         let pair = self.pc.dtls_transport().ice_transport().get_selected_candidate_pair().await?;
-        match pair.local.typ {
-            RTCIceCandidateType::Host => Some(CandidateType::Host),
-            RTCIceCandidateType::Srflx => Some(CandidateType::Srflx),
-            RTCIceCandidateType::Prflx => Some(CandidateType::Prflx),
-            RTCIceCandidateType::Relay => Some(CandidateType::Relay),
-            RTCIceCandidateType::Unspecified => None,
-        }
+        let local = candidate_type(pair.local.typ)?;
+        let relay = (local == CandidateType::Relay)
+            .then(|| RelayTransport::from_relay_priority(pair.local.priority).unwrap_or(RelayTransport::Udp));
+        Some(Path { local, remote: candidate_type(pair.remote.typ)?, relay })
     }
 
     /// The candidate types gathered here and received from the peer, for a failure's detail:

@@ -225,6 +225,7 @@ pub async fn join(
     send(&mut socket, &join).await.map_err(|reason| unreachable_error(link, reason))?;
     let (admission, resume_token) = match session_of(first_answer(&mut socket).await?) {
         Ok(Admitted { session, resume_token, resumed: false, .. }) => {
+            crate::tls::trust_relay_turn(link, &session.ice_servers);
             (Admission::Joined(session), Some(resume_token))
         }
         Ok(Admitted { .. }) => {
@@ -509,6 +510,7 @@ impl Client {
         // `joined` arrives here when a host admits a knocker; `resumed` only answers a resume.
         let message = match session_of(message) {
             Ok(Admitted { session, resume_token, resumed: false, .. }) => {
+                crate::tls::trust_relay_turn(&self.link, &session.ice_servers);
                 self.resume_token = Some(resume_token);
                 let _ = self.events.send(SignalingEvent::Admitted(session));
                 return None;

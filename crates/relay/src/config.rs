@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use confer_proto::Fingerprint;
 
+use crate::stun_turn::EmbeddedTurnConfig;
 use crate::token::TokenKey;
 use crate::turn::TurnConfig;
 
@@ -71,6 +72,9 @@ pub struct RelayConfig {
     pub stun_urls: Vec<String>,
     /// TURN servers and their shared secret.
     pub turn: Option<TurnConfig>,
+    /// Run a STUN/TURN server inside the relay and hand it out (instead of `turn`, which must
+    /// then be `None`). The secret is made at start; credentials follow the same scheme.
+    pub embedded_turn: Option<EmbeddedTurnConfig>,
     /// Who may create rooms.
     pub room_creation: RoomCreation,
     /// Participants per room (a mesh: every one sends to every other).
@@ -122,6 +126,7 @@ impl Default for RelayConfig {
             resume_ttl: Duration::from_secs(24 * 3600),
             stun_urls: Vec::new(),
             turn: None,
+            embedded_turn: None,
             room_creation: RoomCreation::Anyone,
             room_capacity: 8,
             grace: Duration::from_secs(20),

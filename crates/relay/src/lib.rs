@@ -15,9 +15,11 @@ mod rate;
 mod room;
 mod rooms;
 mod server;
+pub mod stun_turn;
 pub mod tls;
 pub mod token;
 pub mod turn;
 
 pub use config::{RelayConfig, RoomCreation, TlsSetup};
 pub use server::{LinkPair, Relay, RelayError, RelayHandle, RoomLinks};
+pub use stun_turn::{EmbeddedTurnConfig, IpRange};

@@ -2,7 +2,7 @@
 //! file become a [`RelayConfig`]; state that must survive a restart (the token secret, the
 //! self-signed certificate) is kept in the state directory.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use confer_relay::token::TokenKey;
 use confer_relay::turn::TurnConfig;
-use confer_relay::{Relay, RelayConfig, RoomCreation, TlsSetup, tls};
+use confer_relay::{EmbeddedTurnConfig, IpRange, Relay, RelayConfig, RoomCreation, TlsSetup, tls};
 use serde::Deserialize;
 use tracing::{info, warn};
 
@@ -59,6 +59,28 @@ struct Args {
     /// Lifetime of TURN credentials, in seconds.
     #[arg(long, env = "CONFER_RELAY_TURN_TTL")]
     turn_ttl: Option<u64>,
+    /// Run the built-in STUN/TURN server (default: true, unless --turn-url points elsewhere).
+    #[arg(long, env = "CONFER_RELAY_EMBEDDED_TURN")]
+    embedded_turn: Option<bool>,
+    /// UDP address of the built-in STUN/TURN server (default: the listen address, port 3478;
+    /// port 0 lets the system choose).
+    #[arg(long, env = "CONFER_RELAY_TURN_LISTEN")]
+    turn_listen: Option<SocketAddr>,
+    /// The address relayed candidates carry, where peers reach the built-in TURN server
+    /// (default: the listen address, or the public host if it is an address, else the address
+    /// this machine routes outward from).
+    #[arg(long, env = "CONFER_RELAY_TURN_RELAY_IP")]
+    turn_relay_ip: Option<IpAddr>,
+    /// Relayed ports of the built-in TURN server, MIN-MAX (default 49152-65535).
+    #[arg(long, env = "CONFER_RELAY_TURN_PORTS")]
+    turn_ports: Option<String>,
+    /// Peer ranges the built-in TURN server may relay to besides public addresses
+    /// (repeatable, ADDRESS/PREFIX; loopback, private and link-local are refused otherwise).
+    #[arg(long = "turn-allow-peer", env = "CONFER_RELAY_TURN_ALLOW_PEERS", value_delimiter = ',')]
+    turn_allow_peers: Vec<String>,
+    /// Allocations the built-in TURN server holds at most.
+    #[arg(long, env = "CONFER_RELAY_TURN_MAX_ALLOCATIONS")]
+    turn_max_allocations: Option<usize>,
     /// Participants per room.
     #[arg(long, env = "CONFER_RELAY_ROOM_CAPACITY")]
     room_capacity: Option<usize>,
@@ -118,6 +140,12 @@ struct FileConfig {
     turn_urls: Option<Vec<String>>,
     turn_secret: Option<String>,
     turn_ttl: Option<u64>,
+    embedded_turn: Option<bool>,
+    turn_listen: Option<SocketAddr>,
+    turn_relay_ip: Option<IpAddr>,
+    turn_ports: Option<String>,
+    turn_allow_peers: Option<Vec<String>>,
+    turn_max_allocations: Option<usize>,
     room_capacity: Option<usize>,
     api_keys: Option<Vec<String>>,
     grace: Option<u64>,
@@ -234,6 +262,46 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
         (false, None) => bail!("TURN URLs need the TURN shared secret (--turn-secret)"),
         (true, Some(_)) => bail!("a TURN secret without TURN URLs (--turn-url)"),
     };
+    let embedded_turn = match args.embedded_turn.or(file.embedded_turn) {
+        Some(true) if turn.is_some() => bail!("--embedded-turn true and --turn-url exclude each other"),
+        Some(false) => None,
+        _ if turn.is_some() => None,
+        _ => {
+            let defaults = EmbeddedTurnConfig::default();
+            let relay_ports = match args.turn_ports.or(file.turn_ports) {
+                Some(text) => parse_ports(&text)
+                    .with_context(|| format!("--turn-ports {text:?}: expected MIN-MAX, 1 <= MIN <= MAX"))?,
+                None => defaults.relay_ports,
+            };
+            let allow = if args.turn_allow_peers.is_empty() {
+                file.turn_allow_peers.unwrap_or_default()
+            } else {
+                args.turn_allow_peers
+            };
+            let allowed_peers = allow
+                .iter()
+                .map(|text| {
+                    IpRange::parse(text)
+                        .with_context(|| format!("--turn-allow-peer {text:?}: expected ADDRESS/PREFIX"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(EmbeddedTurnConfig {
+                listen: args
+                    .turn_listen
+                    .or(file.turn_listen)
+                    .unwrap_or_else(|| SocketAddr::new(listen.ip(), 3478)),
+                relay_ip: args.turn_relay_ip.or(file.turn_relay_ip),
+                relay_ports,
+                allowed_peers,
+                max_allocations: args
+                    .turn_max_allocations
+                    .or(file.turn_max_allocations)
+                    .unwrap_or(defaults.max_allocations),
+                credential_ttl: secs(args.turn_ttl.or(file.turn_ttl).unwrap_or(24 * 3600)),
+                ..defaults
+            })
+        }
+    };
     let api_keys = if args.api_keys.is_empty() { file.api_keys.unwrap_or_default() } else { args.api_keys };
 
     Ok(RelayConfig {
@@ -250,6 +318,7 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
             args.stun_urls
         },
         turn,
+        embedded_turn,
         room_creation: if api_keys.is_empty() {
             RoomCreation::Anyone
         } else {
@@ -278,6 +347,13 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
         echo_endpoint: args.echo_endpoint,
         ..defaults
     })
+}
+
+/// `MIN-MAX`, both ports, MIN at least 1 and not above MAX.
+fn parse_ports(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = text.split_once('-')?;
+    let (low, high) = (low.trim().parse::<u16>().ok()?, high.trim().parse::<u16>().ok()?);
+    (low >= 1 && low <= high).then_some((low, high))
 }
 
 fn parse_secret(hex: &str) -> Option<[u8; 32]> {

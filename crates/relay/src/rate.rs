@@ -31,11 +31,17 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+        self.try_take_n(now, 1)
+    }
+
+    /// Takes `n` tokens if there are that many (for byte budgets: `n` is a datagram's size).
+    pub(crate) fn try_take_n(&mut self, now: Instant, n: u32) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
@@ -61,5 +67,18 @@ mod tests {
         // Idle for an hour refills only to the burst.
         let later = t0 + Duration::from_secs(3600);
         assert_eq!((0..8).filter(|_| bucket.try_take(later)).count(), 5);
+    }
+
+    #[test]
+    fn a_byte_budget_passes_datagrams_up_to_its_rate() {
+        // 10 kB/s with a 20 kB burst, 1,200-byte datagrams.
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(10_000, 20_000, t0);
+        assert_eq!((0..40).filter(|_| bucket.try_take_n(t0, 1_200)).count(), 16);
+        // Half a second refills 5,000 bytes (plus the 800 left over): four more datagrams.
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!((0..40).filter(|_| bucket.try_take_n(later, 1_200)).count(), 4);
+        // A datagram larger than the whole burst never passes.
+        assert!(!bucket.try_take_n(t0 + Duration::from_secs(60), 20_001));
     }
 }

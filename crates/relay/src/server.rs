@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use confer_proto::{IceServer, InviteLink, PeerId, Role, RoomId};
+use confer_turn_stream::{Prefixed, StreamIntake, starts_as_stun};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +23,7 @@ use crate::http::{ConnInfo, router};
 use crate::metrics::Metrics;
 use crate::room::{RoomSettings, Welcome};
 use crate::rooms::Rooms;
+use crate::stun_turn::{self, EmbeddedTurn, TurnMetrics};
 use crate::token::{InviteClaims, ResumeClaims, new_room_id, unix_now, unix_now_ms};
 use crate::turn;
 
@@ -40,6 +42,17 @@ pub enum RelayError {
     /// The public URL is not `wss://host[:port]` or `ws://host[:port]`.
     #[error("the public URL {0:?} must look like wss://host[:port]")]
     PublicUrl(String),
+    /// The embedded TURN server and an external one were both configured.
+    #[error("the embedded TURN server and external TURN URLs exclude each other")]
+    TurnConflict,
+    /// The embedded TURN server could not tell which address peers reach it at.
+    #[error(
+        "the embedded TURN server needs the address peers reach it at: listen on that address, use it as the public host, or name it (--turn-relay-ip)"
+    )]
+    TurnRelayIp,
+    /// The embedded TURN server's UDP port could not be bound.
+    #[error("cannot start the embedded STUN/TURN server on UDP {addr}: {source}")]
+    TurnBind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A room's id and its two invite links.
@@ -70,6 +83,9 @@ pub(crate) struct Shared {
     pub(crate) config: RelayConfig,
     pub(crate) rooms: Rooms,
     pub(crate) metrics: Metrics,
+    pub(crate) turn_metrics: Arc<TurnMetrics>,
+    /// Where TLS connections that speak TURN go (the embedded TURN server, if it runs).
+    pub(crate) turn_intake: Option<StreamIntake>,
     /// Unix milliseconds when this relay started; resume tokens issued before may rebuild seats.
     pub(crate) started_ms: u64,
     pub(crate) origin: String,
@@ -169,7 +185,11 @@ impl Shared {
 
     pub(crate) fn render_metrics(&self) -> String {
         let (rooms, participants) = self.rooms.counts();
-        self.metrics.render(rooms, participants)
+        let mut text = self.metrics.render(rooms, participants);
+        if self.config.embedded_turn.is_some() {
+            self.turn_metrics.render(&mut text);
+        }
+        text
     }
 
     /// Counts a new TCP connection against the caps; `None` says which cap it hit.
@@ -249,6 +269,7 @@ impl Drop for RefusalSlot {
 pub struct Relay {
     listener: TcpListener,
     shared: Arc<Shared>,
+    turn: Option<EmbeddedTurn>,
 }
 
 /// Controls a running relay from outside.
@@ -276,7 +297,7 @@ impl RelayHandle {
 
 impl Relay {
     /// Binds the listen address.
-    pub async fn bind(config: RelayConfig) -> Result<Self, RelayError> {
+    pub async fn bind(mut config: RelayConfig) -> Result<Self, RelayError> {
         if config.tls.is_none() && !config.allow_plain && !config.listen.ip().is_loopback() {
             return Err(RelayError::PlainNotAllowed(config.listen));
         }
@@ -312,6 +333,31 @@ impl Relay {
                 origin
             }
         };
+        let turn_metrics = Arc::new(TurnMetrics::default());
+        let turn = match config.embedded_turn.clone() {
+            None => None,
+            Some(_) if config.turn.is_some() => return Err(RelayError::TurnConflict),
+            Some(embedded) => {
+                let host = stun_turn::origin_host(&origin).to_owned();
+                let relay_ip = embedded
+                    .relay_ip
+                    .or_else(|| stun_turn::default_relay_ip(embedded.listen, &host))
+                    .or_else(|| stun_turn::default_relay_ip(local, &host))
+                    .or_else(stun_turn::outward_ip)
+                    .ok_or(RelayError::TurnRelayIp)?;
+                let secret = crate::token::turn_secret(&config.token_key);
+                let server = EmbeddedTurn::start(&embedded, relay_ip, &secret, Arc::clone(&turn_metrics))
+                    .await
+                    .map_err(|source| RelayError::TurnBind { addr: embedded.listen, source })?;
+                // TURN over TLS rides on the relay's own TLS port, as clients reach it.
+                let tls_port = config.tls.is_some().then(|| stun_turn::origin_port(&origin));
+                let (stun_url, turn_urls) = stun_turn::urls(&host, server.local.port(), tls_port);
+                config.stun_urls.insert(0, stun_url);
+                config.turn =
+                    Some(turn::TurnConfig { urls: turn_urls, secret, ttl: embedded.credential_ttl });
+                Some(server)
+            }
+        };
         let settings = RoomSettings {
             capacity: config.room_capacity,
             grace: config.grace,
@@ -322,6 +368,8 @@ impl Relay {
         let shared = Arc::new(Shared {
             rooms: Rooms::new(settings, config.max_rooms),
             metrics: Metrics::default(),
+            turn_metrics,
+            turn_intake: turn.as_ref().map(|t| t.intake.clone()),
             started_ms: unix_now_ms(),
             origin,
             shutdown: CancellationToken::new(),
@@ -333,12 +381,17 @@ impl Relay {
             refusing: AtomicUsize::new(0),
             config,
         });
-        Ok(Self { listener, shared })
+        Ok(Self { listener, shared, turn })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.shared.config.listen)
+    }
+
+    /// Where the embedded STUN/TURN server listens, if it runs.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().map(|t| t.local)
     }
 
     /// A handle to shut the relay down or mint rooms.
@@ -364,7 +417,8 @@ impl Relay {
             })
         };
         let listen = self.listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
-        info!(origin = %shared.origin, %listen, tls = shared.config.tls.is_some(), "relay listening");
+        let turn = self.turn.as_ref().map_or_else(|| "off".to_owned(), |t| format!("udp+tcp {}", t.local));
+        info!(origin = %shared.origin, %listen, tls = shared.config.tls.is_some(), %turn, "relay listening");
         if shared.config.public_url.is_none() && shared.origin.contains("://localhost:") {
             warn!(
                 "invite links point to localhost: pass --public-url wss://HOST:PORT so that other machines can join"
@@ -394,6 +448,9 @@ impl Relay {
             warn!("some connections did not close within 5 s");
         }
         let _ = sweeper.await;
+        if let Some(turn) = self.turn {
+            turn.close().await;
+        }
         info!("relay stopped");
     }
 }
@@ -420,7 +477,24 @@ async fn serve_tcp(shared: Arc<Shared>, app: axum::Router, stream: TcpStream, ad
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
             match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => serve_http(shared, app, tls_stream, info).await,
+                Ok(Ok(mut tls_stream)) => {
+                    // STUN first: a TURN client (TURN over TLS on this port); else HTTP.
+                    let mut first = [0u8; 1];
+                    let read =
+                        tokio::time::timeout(shared.config.handshake_timeout, tls_stream.read(&mut first));
+                    match read.await {
+                        Ok(Ok(1)) => {}
+                        _ => return,
+                    }
+                    if let Some(intake) = shared.turn_intake.as_ref().filter(|_| starts_as_stun(first[0])) {
+                        drop(info);
+                        if !intake.offer(Prefixed::new(first.to_vec(), tls_stream), addr) {
+                            debug!("TURN over TLS refused: the TURN server is busy");
+                        }
+                        return;
+                    }
+                    serve_http(shared, app, Prefixed::new(first.to_vec(), tls_stream), info).await;
+                }
                 Ok(Err(err)) => debug!(%err, "TLS handshake failed"),
                 Err(_) => debug!("TLS handshake timed out"),
             }

@@ -31,11 +31,16 @@ impl std::fmt::Debug for TurnConfig {
 /// Credentials for `peer`, valid from `now` (Unix seconds) for the configured TTL.
 pub fn credentials(turn: &TurnConfig, peer: &PeerId, now: u64) -> IceServer {
     let username = format!("{}:{peer}", now.saturating_add(turn.ttl.as_secs()));
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(turn.secret.as_bytes())
+    let credential = password(&turn.secret, &username);
+    IceServer { urls: turn.urls.clone(), username: Some(username), credential: Some(credential) }
+}
+
+/// The password for `username`: `base64(HMAC-SHA1(secret, username))`.
+pub(crate) fn password(secret: &str, username: &str) -> String {
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(username.as_bytes());
-    let credential = B64.encode(mac.finalize().into_bytes());
-    IceServer { urls: turn.urls.clone(), username: Some(username), credential: Some(credential) }
+    B64.encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ async fn a_toml_file_configures_the_relay_and_flags_override_it() {
     let file = dir.path().join("relay.toml");
     std::fs::write(
         &file,
-        "room_capacity = 1\npublic_url = \"wss://meet.example.org:9443\"\nstun_urls = [\"stun:stun.example.org:3478\"]\n",
+        "room_capacity = 1\npublic_url = \"wss://meet.example.org:9443\"\nstun_urls = [\"stun:stun.example.org:3478\"]\nembedded_turn = false\n",
     )
     .unwrap();
     let relay = TestRelay::start(&["--config", file.to_str().unwrap()]).await;
@@ -47,6 +47,8 @@ async fn a_toml_file_configures_the_relay_and_flags_override_it() {
     let mut first = relay.connect().await;
     first.send(&join_message(&link, "First")).await;
     let first = first.expect_joined().await;
+    // The file's STUN server only: it turned the built-in STUN/TURN server off.
+    assert_eq!(first.ice_servers.len(), 1);
     assert_eq!(first.ice_servers[0].urls, ["stun:stun.example.org:3478"]);
     let mut second = relay.connect().await;
     second.send(&join_message(&link, "Second")).await;

@@ -65,10 +65,18 @@ impl TestRelay {
 
     /// Starts the relay with exactly these flags (besides listen address and state dir).
     pub async fn start_with(state_dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Self {
+        // The built-in STUN/TURN server on a port of the system's choosing: tests run in
+        // parallel, and only one relay could have 3478.
+        let turn_flags = ["--turn-url", "--embedded-turn", "--turn-listen"];
+        let mut turn_listen = Vec::new();
+        if !extra.iter().any(|flag| turn_flags.contains(flag)) {
+            turn_listen = vec!["--turn-listen".to_owned(), "127.0.0.1:0".to_owned()];
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_confer-relay"))
             .args(["--listen", listen])
             .arg("--state-dir")
             .arg(state_dir.path())
+            .args(&turn_listen)
             .args(extra)
             .env("RUST_LOG", "confer_relay=debug,info")
             .stdout(Stdio::null())

@@ -1,0 +1,343 @@
+//! The network check's own STUN and TURN requests, so that it can say *why* a server does not
+//! work. Gathering candidates through the WebRTC stack only tells "no candidate came"; these
+//! requests tell apart a server that is silent, a TCP port that refuses, a TLS handshake that
+//! fails (and why), credentials the server refuses (its 401), and other server errors.
+//!
+//! STUN: one Binding request (RFC 8489), answered with the address the server saw. TURN: an
+//! Allocate as a client makes it (RFC 8656 §7.2: unauthenticated first, the 401 gives realm and
+//! nonce, then with the long-term credential), over UDP, TCP or TLS as the URL says; the
+//! allocation made is released at once (Refresh with lifetime 0).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confer_proto::IceServer;
+use confer_turn_stream::{DialError, RelayTransport};
+use stun::agent::TransactionId;
+use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
+use stun::error_code::{CODE_STALE_NONCE, CODE_UNAUTHORIZED, ErrorCodeAttribute};
+use stun::fingerprint::FINGERPRINT;
+use stun::integrity::MessageIntegrity;
+use stun::message::{
+    BINDING_REQUEST, CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter as _,
+    METHOD_ALLOCATE, METHOD_REFRESH, Message, MessageType, Setter,
+};
+use stun::textattrs::TextAttribute;
+use stun::xoraddr::XorMappedAddress;
+use tokio::net::UdpSocket;
+use turn::proto::PROTO_UDP;
+use turn::proto::lifetime::Lifetime;
+use turn::proto::relayaddr::RelayedAddress;
+use turn::proto::reqtrans::RequestedTransport;
+use webrtc::ice::url::{ProtoType, SchemeType, Url};
+use webrtc_util::Conn;
+
+/// What a server answered: the address it saw (STUN) or relays from (TURN).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    /// `address:port`.
+    pub(crate) address: String,
+    /// From the start of the probe.
+    pub(crate) after: Duration,
+}
+
+/// Why a server could not be used. The text is for people; [`ProbeFailure::code`] for the UI.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ProbeFailure {
+    /// A URL the check cannot read.
+    #[error("not a usable URL: {0}")]
+    BadUrl(String),
+    /// A kind of URL Confer does not use (STUN over TLS).
+    #[error("not tried: Confer does not use {0}")]
+    Unsupported(&'static str),
+    /// The host name did not resolve.
+    #[error("the server's name did not resolve ({0})")]
+    Resolve(String),
+    /// Nothing answered: UDP dropped on the way (a firewall), or no server there.
+    #[error("server silent: no answer within {0} s (UDP blocked, or no server there)")]
+    Silent(u64),
+    /// The server's machine refused the TCP connection.
+    #[error("TCP refused: nothing accepts connections on that port")]
+    TcpRefused,
+    /// No TCP connection within the time: a firewall drops it.
+    #[error("no TCP connection within {0} s (a firewall drops it)")]
+    TcpTimeout(u64),
+    /// TCP failed otherwise.
+    #[error("TCP connection failed: {0}")]
+    TcpFailed(String),
+    /// TCP connected, TLS did not.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// The server answered 401 to the credentials the meeting server handed out.
+    #[error(
+        "credentials refused: the TURN server does not accept the meeting server's credentials (wrong shared secret, or expired)"
+    )]
+    CredentialsRefused,
+    /// Another error response.
+    #[error("the server refused: error {code} {reason}")]
+    Refused {
+        /// STUN error code.
+        code: u16,
+        /// Its reason phrase, as the server sent it.
+        reason: String,
+    },
+    /// The stream closed before an answer: not a TURN server on that port, or it gave up on us.
+    #[error("the server closed the connection without answering (is it a TURN server?)")]
+    Closed,
+    /// Sending or receiving failed on this machine.
+    #[error("network error: {0}")]
+    Network(String),
+    /// An answer that is not what the protocol says.
+    #[error("a malformed answer: {0}")]
+    Malformed(String),
+}
+
+impl ProbeFailure {
+    /// A stable name for the UI to branch on.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::BadUrl(_) => "bad_url",
+            Self::Unsupported(_) => "unsupported",
+            Self::Resolve(_) => "resolve",
+            Self::Silent(_) => "silent",
+            Self::TcpRefused => "tcp_refused",
+            Self::TcpTimeout(_) => "tcp_timeout",
+            Self::TcpFailed(_) => "tcp_failed",
+            Self::Tls(_) => "tls_failed",
+            Self::CredentialsRefused => "credentials_refused",
+            Self::Refused { .. } => "refused",
+            Self::Closed => "closed",
+            Self::Network(_) => "network",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// The first UDP retransmission; then doubled (RFC 8489 §6.2.1 uses 500 ms; a check is short).
+const FIRST_RTO: Duration = Duration::from_millis(250);
+
+/// Probes `url` (of `server`, whose credentials a TURN URL uses), everything within `within`.
+pub(crate) async fn probe(url: &str, server: &IceServer, within: Duration) -> Result<Answer, ProbeFailure> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + within;
+    let parsed = Url::parse_url(url).map_err(|e| ProbeFailure::BadUrl(e.to_string()))?;
+    let transport = match (parsed.scheme, parsed.proto) {
+        (SchemeType::Stun, _) | (SchemeType::Turn, ProtoType::Udp) => RelayTransport::Udp,
+        (SchemeType::Turn, ProtoType::Tcp) => RelayTransport::Tcp,
+        (SchemeType::Turns, ProtoType::Tcp) => RelayTransport::Tls,
+        (SchemeType::Stuns, _) => return Err(ProbeFailure::Unsupported("STUN over TLS")),
+        (SchemeType::Turns, _) => return Err(ProbeFailure::Unsupported("TURN over DTLS")),
+        _ => return Err(ProbeFailure::BadUrl(url.to_owned())),
+    };
+    let seconds = within.as_secs().max(1);
+    let (conn, to): (Arc<dyn Conn + Send + Sync>, SocketAddr) = if transport == RelayTransport::Udp {
+        let to = resolve(&parsed.host, parsed.port).await?;
+        let bind: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+        let socket = UdpSocket::bind(bind).await.map_err(|e| ProbeFailure::Network(e.to_string()))?;
+        (Arc::new(socket), to)
+    } else {
+        let stream = confer_turn_stream::dial(transport, &parsed.host, parsed.port, within)
+            .await
+            .map_err(|e| dial_failure(e, seconds))?;
+        let to = stream.remote_addr().unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+        (Arc::new(stream), to)
+    };
+    let link = Exchange { conn, to, udp: transport == RelayTransport::Udp, deadline, seconds };
+    let address = if parsed.scheme == SchemeType::Stun {
+        let request = binding_request()?;
+        let answer = link.transact(&request).await?;
+        let mut mapped = XorMappedAddress::default();
+        mapped.get_from(&answer).map_err(|e| ProbeFailure::Malformed(e.to_string()))?;
+        SocketAddr::new(mapped.ip, mapped.port)
+    } else {
+        let username = server.username.clone().unwrap_or_default();
+        let password = server.credential.clone().unwrap_or_default();
+        allocate(&link, &username, &password).await?
+    };
+    Ok(Answer { address: address.to_string(), after: started.elapsed() })
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ProbeFailure> {
+    let mut addrs =
+        tokio::net::lookup_host((host, port)).await.map_err(|e| ProbeFailure::Resolve(e.to_string()))?;
+    addrs.next().ok_or_else(|| ProbeFailure::Resolve("no address".to_owned()))
+}
+
+fn dial_failure(error: DialError, seconds: u64) -> ProbeFailure {
+    match error {
+        DialError::Resolve { reason, .. } => ProbeFailure::Resolve(reason),
+        DialError::Refused(_) => ProbeFailure::TcpRefused,
+        DialError::Timeout(_) => ProbeFailure::TcpTimeout(seconds),
+        DialError::Tls { reason, .. } => ProbeFailure::Tls(reason),
+        other => ProbeFailure::TcpFailed(other.to_string()),
+    }
+}
+
+/// Allocates (unauthenticated, then with the credential the 401 asks for), then releases it.
+async fn allocate(link: &Exchange, username: &str, password: &str) -> Result<SocketAddr, ProbeFailure> {
+    let first = allocate_request(None)?;
+    let mut answer = link.transact(&first).await?;
+    // Two authenticated tries: a stale nonce (438) gets one more.
+    for _ in 0..2 {
+        if answer.typ.class == CLASS_SUCCESS_RESPONSE {
+            // A server that wants no credentials.
+            return relayed(&answer);
+        }
+        let code = error_code(&answer)?;
+        if code.code != CODE_UNAUTHORIZED && code.code != CODE_STALE_NONCE {
+            return Err(refused(&code));
+        }
+        let nonce = TextAttribute::get_from_as(&answer, ATTR_NONCE)
+            .map_err(|_| ProbeFailure::Malformed("a 401 without a nonce".to_owned()))?;
+        let realm = TextAttribute::get_from_as(&answer, ATTR_REALM)
+            .map_err(|_| ProbeFailure::Malformed("a 401 without a realm".to_owned()))?;
+        let integrity = MessageIntegrity::new_long_term_integrity(
+            username.to_owned(),
+            realm.text.clone(),
+            password.to_owned(),
+        );
+        let auth = Auth {
+            username: TextAttribute::new(ATTR_USERNAME, username.to_owned()),
+            realm,
+            nonce,
+            integrity,
+        };
+        let authenticated = allocate_request(Some(&auth))?;
+        answer = link.transact(&authenticated).await?;
+        if answer.typ.class == CLASS_SUCCESS_RESPONSE {
+            let address = relayed(&answer)?;
+            // Give the allocation back; the answer does not matter.
+            let release = release_request(&auth)?;
+            let _ = tokio::time::timeout(Duration::from_millis(500), link.transact(&release)).await;
+            return Ok(address);
+        }
+        if error_code(&answer)?.code == CODE_UNAUTHORIZED {
+            return Err(ProbeFailure::CredentialsRefused);
+        }
+    }
+    match error_code(&answer) {
+        Ok(code) => Err(refused(&code)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The long-term credential's attributes, as a 401 asked for them.
+struct Auth {
+    username: TextAttribute,
+    realm: TextAttribute,
+    nonce: TextAttribute,
+    integrity: MessageIntegrity,
+}
+
+impl Auth {
+    fn setters(&self) -> Vec<Box<dyn Setter>> {
+        vec![
+            Box::new(self.username.clone()),
+            Box::new(self.realm.clone()),
+            Box::new(self.nonce.clone()),
+            Box::new(self.integrity.clone()),
+        ]
+    }
+}
+
+/// An Allocate request for a UDP relay, with credentials if given. (Requests are built in plain
+/// functions: the setters are not `Send`, and must not live across an await.)
+fn allocate_request(auth: Option<&Auth>) -> Result<Message, ProbeFailure> {
+    let mut setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        Box::new(RequestedTransport { protocol: PROTO_UDP }),
+    ];
+    setters.extend(auth.map(Auth::setters).unwrap_or_default());
+    setters.push(Box::new(FINGERPRINT));
+    build(&setters)
+}
+
+/// A Refresh with lifetime 0: the allocation is deleted.
+fn release_request(auth: &Auth) -> Result<Message, ProbeFailure> {
+    let mut setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(METHOD_REFRESH, CLASS_REQUEST)),
+        Box::new(Lifetime(Duration::ZERO)),
+    ];
+    setters.extend(auth.setters());
+    setters.push(Box::new(FINGERPRINT));
+    build(&setters)
+}
+
+fn binding_request() -> Result<Message, ProbeFailure> {
+    build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)])
+}
+
+fn build(setters: &[Box<dyn Setter>]) -> Result<Message, ProbeFailure> {
+    let mut message = Message::new();
+    message.build(setters).map_err(|e| ProbeFailure::Malformed(e.to_string()))?;
+    Ok(message)
+}
+
+fn relayed(answer: &Message) -> Result<SocketAddr, ProbeFailure> {
+    let mut relayed = RelayedAddress::default();
+    relayed.get_from(answer).map_err(|e| ProbeFailure::Malformed(format!("no relayed address: {e}")))?;
+    Ok(SocketAddr::new(relayed.ip, relayed.port))
+}
+
+fn error_code(answer: &Message) -> Result<ErrorCodeAttribute, ProbeFailure> {
+    if answer.typ.class != CLASS_ERROR_RESPONSE {
+        return Err(ProbeFailure::Malformed(format!("unexpected {}", answer.typ)));
+    }
+    let mut code = ErrorCodeAttribute::default();
+    code.get_from(answer).map_err(|_| ProbeFailure::Malformed("an error without a code".to_owned()))?;
+    Ok(code)
+}
+
+fn refused(code: &ErrorCodeAttribute) -> ProbeFailure {
+    let reason: String =
+        String::from_utf8_lossy(&code.reason).chars().filter(|c| !c.is_control()).take(80).collect();
+    ProbeFailure::Refused { code: code.code.0, reason }
+}
+
+/// One transport to one server, for request/answer exchanges.
+struct Exchange {
+    conn: Arc<dyn Conn + Send + Sync>,
+    to: SocketAddr,
+    /// UDP: requests are retransmitted (a stream delivers or fails).
+    udp: bool,
+    deadline: tokio::time::Instant,
+    seconds: u64,
+}
+
+impl Exchange {
+    fn lost(&self, error: &webrtc_util::Error) -> ProbeFailure {
+        if self.udp { ProbeFailure::Network(error.to_string()) } else { ProbeFailure::Closed }
+    }
+
+    /// Sends `request` and waits for the answer with its transaction id.
+    async fn transact(&self, request: &Message) -> Result<Message, ProbeFailure> {
+        let silent = || ProbeFailure::Silent(self.seconds);
+        let mut rto = FIRST_RTO;
+        let mut buf = vec![0u8; 1500];
+        loop {
+            self.conn.send_to(&request.raw, self.to).await.map_err(|e| self.lost(&e))?;
+            let resend_at = if self.udp { tokio::time::Instant::now() + rto } else { self.deadline };
+            rto = rto.saturating_mul(2);
+            loop {
+                let wait = resend_at.min(self.deadline);
+                match tokio::time::timeout_at(wait, self.conn.recv_from(&mut buf)).await {
+                    Ok(Ok((n, _))) => {
+                        let mut answer = Message::new();
+                        // Untrusted: what does not decode, or answers another request, is ignored.
+                        if answer.unmarshal_binary(&buf[..n]).is_ok()
+                            && answer.transaction_id == request.transaction_id
+                        {
+                            return Ok(answer);
+                        }
+                    }
+                    Ok(Err(e)) => return Err(self.lost(&e)),
+                    Err(_) if tokio::time::Instant::now() >= self.deadline => return Err(silent()),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
