@@ -105,7 +105,7 @@ impl Relay {
     pub fn start_in(netns: Option<&Netns>, state_dir: &Path, listen: &str, extra: &[&str]) -> Self {
         // The built-in STUN/TURN server on a port of the system's choosing (two relays in
         // parallel tests must not both want 3478), unless the test says otherwise.
-        let turn_flags = ["--turn-url", "--embedded-turn", "--turn-listen"];
+        let turn_flags = ["--turn-url", "--turn", "--embedded-turn", "--turn-listen"];
         let mut turn_listen = Vec::new();
         if !extra.iter().any(|flag| turn_flags.contains(flag)) {
             let ip = listen.rsplit_once(':').map_or(listen, |(ip, _)| ip);

@@ -207,12 +207,13 @@ fn a_relay_only_call_connects_through_the_relays_own_turn_server() {
     assert!(metric(&metrics, "confer_turn_allocations_total") >= 2.0, "{metrics}");
     // Two ~300 kbit/s streams for ten seconds, each counted as it enters and leaves the relay.
     assert!(metric(&metrics, "confer_turn_relayed_bytes_total") > 500_000.0, "{metrics}");
+    assert_eq!(metric(&metrics, "confer_turn_permissions_refused_total"), 0.0, "{metrics}");
     assert_eq!(metric(&metrics, "confer_turn_refused_peer_datagrams_total"), 0.0, "{metrics}");
 }
 
 /// The built-in TURN server refuses to relay into its own network: with its default peer
-/// filter, a relay-only call between two loopback addresses gets allocations but never connects,
-/// and the relay counts the datagrams it refused to pass.
+/// filter, a relay-only call between two loopback addresses gets allocations but never connects:
+/// each side's permission for the other's relayed address is answered 403, and counted.
 #[test]
 fn the_relays_turn_server_does_not_relay_to_loopback() {
     let state = tempfile::tempdir().unwrap();
@@ -229,7 +230,7 @@ fn the_relays_turn_server_does_not_relay_to_loopback() {
     }
     let metrics = relay_metrics(&relay);
     assert!(metric(&metrics, "confer_turn_allocations_total") >= 2.0, "{metrics}");
-    assert!(metric(&metrics, "confer_turn_refused_peer_datagrams_total") > 0.0, "{metrics}");
+    assert!(metric(&metrics, "confer_turn_permissions_refused_total") > 0.0, "{metrics}");
 }
 
 /// The relay's `/metrics` text (with curl: the certificate is the relay's self-signed one).
@@ -242,10 +243,17 @@ fn relay_metrics(relay: &Relay) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// The value of an unlabelled metric.
+/// The value of a metric: the sum of its series over all labels.
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value =
+                if rest.starts_with('{') { rest.rsplit_once(' ')?.1 } else { rest.strip_prefix(' ')? };
+            value.trim().parse().ok()
+        })
+        .collect();
+    assert!(!values.is_empty(), "no {name} in {text}");
+    values.iter().sum()
 }

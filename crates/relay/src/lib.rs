@@ -19,7 +19,9 @@ pub mod stun_turn;
 pub mod tls;
 pub mod token;
 pub mod turn;
+mod turn_guard;
 
 pub use config::{RelayConfig, RoomCreation, TlsSetup};
 pub use server::{LinkPair, Relay, RelayError, RelayHandle, RoomLinks};
 pub use stun_turn::{EmbeddedTurnConfig, IpRange};
+pub use turn_guard::Quotas;

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use confer_relay::token::TokenKey;
 use confer_relay::turn::TurnConfig;
-use confer_relay::{EmbeddedTurnConfig, IpRange, Relay, RelayConfig, RoomCreation, TlsSetup, tls};
+use confer_relay::{EmbeddedTurnConfig, IpRange, Quotas, Relay, RelayConfig, RoomCreation, TlsSetup, tls};
 use serde::Deserialize;
 use tracing::{info, warn};
 
@@ -59,8 +59,9 @@ struct Args {
     /// Lifetime of TURN credentials, in seconds.
     #[arg(long, env = "CONFER_RELAY_TURN_TTL")]
     turn_ttl: Option<u64>,
-    /// Run the built-in STUN/TURN server (default: true, unless --turn-url points elsewhere).
-    #[arg(long, env = "CONFER_RELAY_EMBEDDED_TURN")]
+    /// Run the built-in STUN/TURN server: on or off (default: on, unless --turn-url points
+    /// elsewhere). Also spelled --embedded-turn true|false.
+    #[arg(long = "turn", alias = "embedded-turn", env = "CONFER_RELAY_TURN", value_parser = parse_switch)]
     embedded_turn: Option<bool>,
     /// UDP address of the built-in STUN/TURN server (default: the listen address, port 3478;
     /// port 0 lets the system choose).
@@ -69,7 +70,8 @@ struct Args {
     /// The address relayed candidates carry, where peers reach the built-in TURN server
     /// (default: the listen address, or the public host if it is an address, else the address
     /// this machine routes outward from).
-    #[arg(long, env = "CONFER_RELAY_TURN_RELAY_IP")]
+    /// (coturn's external-ip: set it when the relay sits behind 1:1 NAT, as on cloud VMs.)
+    #[arg(long = "turn-public-ip", alias = "turn-relay-ip", env = "CONFER_RELAY_TURN_PUBLIC_IP")]
     turn_relay_ip: Option<IpAddr>,
     /// Relayed ports of the built-in TURN server, MIN-MAX (default 49152-65535).
     #[arg(long, env = "CONFER_RELAY_TURN_PORTS")]
@@ -81,6 +83,12 @@ struct Args {
     /// Allocations the built-in TURN server holds at most.
     #[arg(long, env = "CONFER_RELAY_TURN_MAX_ALLOCATIONS")]
     turn_max_allocations: Option<usize>,
+    /// Allocations one TURN credential (one participant) holds at most (default 64).
+    #[arg(long, env = "CONFER_RELAY_TURN_USER_QUOTA")]
+    turn_user_quota: Option<usize>,
+    /// Allocations one client address holds at most (default 256).
+    #[arg(long, env = "CONFER_RELAY_TURN_ADDRESS_QUOTA")]
+    turn_address_quota: Option<usize>,
     /// Participants per room.
     #[arg(long, env = "CONFER_RELAY_ROOM_CAPACITY")]
     room_capacity: Option<usize>,
@@ -142,10 +150,13 @@ struct FileConfig {
     turn_ttl: Option<u64>,
     embedded_turn: Option<bool>,
     turn_listen: Option<SocketAddr>,
+    #[serde(alias = "turn_public_ip")]
     turn_relay_ip: Option<IpAddr>,
     turn_ports: Option<String>,
     turn_allow_peers: Option<Vec<String>>,
     turn_max_allocations: Option<usize>,
+    turn_user_quota: Option<usize>,
+    turn_address_quota: Option<usize>,
     room_capacity: Option<usize>,
     api_keys: Option<Vec<String>>,
     grace: Option<u64>,
@@ -263,7 +274,9 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
         (true, Some(_)) => bail!("a TURN secret without TURN URLs (--turn-url)"),
     };
     let embedded_turn = match args.embedded_turn.or(file.embedded_turn) {
-        Some(true) if turn.is_some() => bail!("--embedded-turn true and --turn-url exclude each other"),
+        Some(true) if turn.is_some() => {
+            bail!("--turn on (the built-in TURN server) and --turn-url exclude each other")
+        }
         Some(false) => None,
         _ if turn.is_some() => None,
         _ => {
@@ -297,6 +310,16 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
                     .turn_max_allocations
                     .or(file.turn_max_allocations)
                     .unwrap_or(defaults.max_allocations),
+                quotas: Quotas {
+                    per_user: args
+                        .turn_user_quota
+                        .or(file.turn_user_quota)
+                        .unwrap_or(defaults.quotas.per_user),
+                    per_address: args
+                        .turn_address_quota
+                        .or(file.turn_address_quota)
+                        .unwrap_or(defaults.quotas.per_address),
+                },
                 credential_ttl: secs(args.turn_ttl.or(file.turn_ttl).unwrap_or(24 * 3600)),
                 ..defaults
             })
@@ -347,6 +370,15 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
         echo_endpoint: args.echo_endpoint,
         ..defaults
     })
+}
+
+/// `on`/`off` (and `true`/`false`, `yes`/`no`, `1`/`0`).
+fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("{text:?}: expected on or off")),
+    }
 }
 
 /// `MIN-MAX`, both ports, MIN at least 1 and not above MAX.

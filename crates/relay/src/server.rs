@@ -346,9 +346,10 @@ impl Relay {
                     .or_else(stun_turn::outward_ip)
                     .ok_or(RelayError::TurnRelayIp)?;
                 let secret = crate::token::turn_secret(&config.token_key);
-                let server = EmbeddedTurn::start(&embedded, relay_ip, &secret, Arc::clone(&turn_metrics))
-                    .await
-                    .map_err(|source| RelayError::TurnBind { addr: embedded.listen, source })?;
+                let server =
+                    EmbeddedTurn::start(&embedded, relay_ip, local, &secret, Arc::clone(&turn_metrics))
+                        .await
+                        .map_err(|source| RelayError::TurnBind { addr: embedded.listen, source })?;
                 // TURN over TLS rides on the relay's own TLS port, as clients reach it.
                 let tls_port = config.tls.is_some().then(|| stun_turn::origin_port(&origin));
                 let (stun_url, turn_urls) = stun_turn::urls(&host, server.local.port(), tls_port);

@@ -42,6 +42,7 @@ use async_trait::async_trait;
 use confer_turn_stream::{StreamIntake, StreamServer, StreamServerLimits};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, info};
+use turn::allocation::AllocationInfo;
 use turn::auth::{AuthHandler, generate_auth_key};
 use turn::relay::RelayAddressGenerator;
 use turn::server::Server;
@@ -49,6 +50,7 @@ use turn::server::config::{ConnConfig, ServerConfig};
 use webrtc_util::Conn;
 
 use crate::rate::TokenBucket;
+use crate::turn_guard::{Guard, GuardedConn, Ledger, Quotas, Refusal};
 
 /// The realm the embedded server names in its challenges.
 pub const REALM: &str = "confer";
@@ -145,8 +147,10 @@ pub struct EmbeddedTurnConfig {
     pub relay_ports: (u16, u16),
     /// Peer ranges allowed besides public addresses (say `10.0.0.0/8` on a private network).
     pub allowed_peers: Vec<IpRange>,
-    /// Allocations at most, in all.
+    /// Allocations at most, in all (over it: 508 Insufficient Capacity).
     pub max_allocations: usize,
+    /// Allocations per credential and per client address (over either: 486).
+    pub quotas: Quotas,
     /// Bytes per second one allocation may relay, each way (bursts of two seconds' worth).
     pub allocation_byte_rate: u32,
     /// How long handed-out credentials stay valid.
@@ -161,9 +165,30 @@ impl Default for EmbeddedTurnConfig {
             relay_ports: (49_152, 65_535),
             allowed_peers: Vec::new(),
             max_allocations: 2_000,
+            quotas: Quotas::default(),
             // 1.25 MB/s = 10 Mbit/s: several times one HD video stream.
             allocation_byte_rate: 1_250_000,
             credential_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// How a client reaches the embedded server, for the metrics' `transport` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientTransport {
+    Udp = 0,
+    Tcp = 1,
+    Tls = 2,
+}
+
+impl ClientTransport {
+    const ALL: [Self; 3] = [Self::Udp, Self::Tcp, Self::Tls];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
         }
     }
 }
@@ -173,75 +198,137 @@ impl Default for EmbeddedTurnConfig {
 pub(crate) struct TurnMetrics {
     pub(crate) allocations: AtomicU64,
     pub(crate) allocations_total: AtomicU64,
-    pub(crate) allocations_refused: AtomicU64,
-    pub(crate) bytes_relayed: AtomicU64,
+    /// By [`Refusal`], in its order.
+    pub(crate) allocations_refused: [AtomicU64; 3],
+    /// By [`ClientTransport`]: bytes and datagrams through relayed sockets of allocations made
+    /// over that transport, both ways.
+    pub(crate) relayed_bytes: [AtomicU64; 3],
+    pub(crate) relayed_packets: [AtomicU64; 3],
     pub(crate) peers_refused: AtomicU64,
+    pub(crate) permissions_refused: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) malformed: AtomicU64,
     pub(crate) over_rate: AtomicU64,
-    /// The TCP/TLS side, for its connection counts.
-    pub(crate) streams: std::sync::OnceLock<Arc<StreamServer>>,
+    /// The TCP and TLS sides, for their connection counts.
+    pub(crate) streams: std::sync::OnceLock<[Arc<StreamServer>; 2]>,
 }
 
 impl TurnMetrics {
+    pub(crate) fn count_refusal(&self, refusal: Refusal) {
+        let index = Refusal::ALL.iter().position(|r| *r == refusal).unwrap_or(0);
+        self.allocations_refused[index].fetch_add(1, Relaxed);
+    }
+
     /// Appends the Prometheus text of these counters to `out`.
     pub(crate) fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let rows: [(&str, &str, &str, &AtomicU64); 6] = [
-            ("confer_turn_allocations", "gauge", "Open TURN allocations.", &self.allocations),
-            ("confer_turn_allocations_total", "counter", "TURN allocations made.", &self.allocations_total),
-            (
-                "confer_turn_allocations_refused_total",
-                "counter",
-                "TURN allocations refused at the allocation cap.",
-                &self.allocations_refused,
-            ),
-            ("confer_turn_relayed_bytes_total", "counter", "Bytes relayed, both ways.", &self.bytes_relayed),
-            (
-                "confer_turn_refused_peer_datagrams_total",
-                "counter",
-                "Datagrams dropped because their peer address is not allowed (loopback, private, metadata ...).",
-                &self.peers_refused,
-            ),
-            (
-                "confer_turn_over_rate_datagrams_total",
-                "counter",
-                "Datagrams dropped because their allocation was over its byte rate.",
-                &self.over_rate,
-            ),
-        ];
-        for (name, kind, help, value) in rows {
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Relaxed));
-        }
-        if let Some(streams) = self.streams.get() {
-            let rows: [(&str, &str, &str, u64); 4] = [
-                (
-                    "confer_turn_stream_connections",
-                    "gauge",
-                    "TURN clients connected over TCP or TLS.",
-                    streams.connections() as u64,
-                ),
-                (
-                    "confer_turn_stream_refused_total",
-                    "counter",
-                    "TURN TCP/TLS connections closed at once because too many were open.",
-                    streams.refused(),
-                ),
-                (
-                    "confer_turn_stream_failed_handshakes_total",
-                    "counter",
-                    "TURN TLS handshakes that failed or timed out.",
-                    streams.failed_handshakes(),
-                ),
-                (
-                    "confer_turn_stream_dropped_total",
-                    "counter",
-                    "Messages to TURN TCP/TLS clients dropped because their connection could not take them.",
-                    streams.dropped(),
-                ),
-            ];
-            for (name, kind, help, value) in rows {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let mut family = |name: &str, kind: &str, help: &str, values: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in values {
+                let _ = writeln!(out, "{name}{labels} {value}");
             }
+        };
+        let plain = |value: &AtomicU64| vec![(String::new(), value.load(Relaxed))];
+        let by_transport = |values: &[AtomicU64; 3]| {
+            ClientTransport::ALL
+                .iter()
+                .map(|t| (format!("{{transport=\"{}\"}}", t.label()), values[*t as usize].load(Relaxed)))
+                .collect::<Vec<_>>()
+        };
+        family("confer_turn_allocations", "gauge", "Open TURN allocations.", &plain(&self.allocations));
+        family(
+            "confer_turn_allocations_total",
+            "counter",
+            "TURN allocations made.",
+            &plain(&self.allocations_total),
+        );
+        let refused: Vec<_> = Refusal::ALL
+            .iter()
+            .zip(&self.allocations_refused)
+            .map(|(r, v)| (format!("{{reason=\"{}\"}}", r.label()), v.load(Relaxed)))
+            .collect();
+        family(
+            "confer_turn_allocations_refused_total",
+            "counter",
+            "TURN allocations refused: the relay's cap (508), a credential's or an address's quota (486).",
+            &refused,
+        );
+        family(
+            "confer_turn_relayed_bytes_total",
+            "counter",
+            "Bytes relayed, both ways, by the transport the allocation's client uses.",
+            &by_transport(&self.relayed_bytes),
+        );
+        family(
+            "confer_turn_relayed_packets_total",
+            "counter",
+            "Datagrams relayed, both ways, by the transport the allocation's client uses.",
+            &by_transport(&self.relayed_packets),
+        );
+        family(
+            "confer_turn_permissions_refused_total",
+            "counter",
+            "CreatePermission and ChannelBind requests answered 403: the peer is not allowed.",
+            &plain(&self.permissions_refused),
+        );
+        family(
+            "confer_turn_refused_peer_datagrams_total",
+            "counter",
+            "Datagrams dropped because their peer address is not allowed (loopback, private, metadata ...).",
+            &plain(&self.peers_refused),
+        );
+        family(
+            "confer_turn_auth_failures_total",
+            "counter",
+            "Requests with credentials answered 401 (wrong or expired).",
+            &plain(&self.auth_failures),
+        );
+        family(
+            "confer_turn_malformed_total",
+            "counter",
+            "Datagrams or stream messages dropped as neither STUN nor ChannelData, or undecodable.",
+            &plain(&self.malformed),
+        );
+        family(
+            "confer_turn_over_rate_datagrams_total",
+            "counter",
+            "Datagrams dropped because their allocation was over its byte rate.",
+            &plain(&self.over_rate),
+        );
+        if let Some([tcp, tls]) = self.streams.get() {
+            let both = |f: fn(&StreamServer) -> u64| {
+                vec![("{transport=\"tcp\"}".to_owned(), f(tcp)), ("{transport=\"tls\"}".to_owned(), f(tls))]
+            };
+            family(
+                "confer_turn_stream_connections",
+                "gauge",
+                "TURN clients connected over TCP or TLS.",
+                &both(|s| s.connections() as u64),
+            );
+            family(
+                "confer_turn_stream_refused_total",
+                "counter",
+                "TURN TCP/TLS connections closed at once because too many were open.",
+                &both(StreamServer::refused),
+            );
+            family(
+                "confer_turn_stream_failed_handshakes_total",
+                "counter",
+                "TURN TLS handshakes that failed or timed out.",
+                &both(StreamServer::failed_handshakes),
+            );
+            family(
+                "confer_turn_stream_broken_total",
+                "counter",
+                "TURN TCP/TLS connections closed because a message was neither STUN nor ChannelData.",
+                &both(StreamServer::broken),
+            );
+            family(
+                "confer_turn_stream_dropped_total",
+                "counter",
+                "Messages to TURN TCP/TLS clients dropped because their connection could not take them.",
+                &both(StreamServer::dropped),
+            );
         }
     }
 }
@@ -249,7 +336,8 @@ impl TurnMetrics {
 /// A running embedded server; closed by [`EmbeddedTurn::close`].
 pub(crate) struct EmbeddedTurn {
     server: Server,
-    streams: Arc<StreamServer>,
+    /// TCP (its own listener) and TLS (streams the relay's port hands over).
+    streams: [Arc<StreamServer>; 2],
     /// Where it listens (UDP, and TCP on the same port).
     pub(crate) local: SocketAddr,
     /// Where the relay's TLS port hands over connections that speak TURN.
@@ -263,54 +351,81 @@ impl fmt::Debug for EmbeddedTurn {
 }
 
 impl EmbeddedTurn {
-    /// Binds the UDP socket and starts serving. `relay_ip` is the address relayed candidates
-    /// carry.
+    /// Binds the UDP socket and TCP listener and starts serving; TLS clients come through
+    /// [`EmbeddedTurn::intake`] from the relay's port `tls_local`. `relay_ip` is the address
+    /// relayed candidates carry.
     pub(crate) async fn start(
         config: &EmbeddedTurnConfig,
         relay_ip: IpAddr,
+        tls_local: SocketAddr,
         secret: &str,
         metrics: Arc<TurnMetrics>,
     ) -> std::io::Result<Self> {
         let (socket, listener) = bind_udp_and_tcp(config.listen).await?;
         let local = socket.local_addr()?;
-        let streams = Arc::new(StreamServer::new(listener, None, StreamServerLimits::default())?);
-        let intake = streams.intake();
-        let _ = metrics.streams.set(Arc::clone(&streams));
-        // One count of open allocations over both transports, for the cap.
+        let limits = StreamServerLimits::default();
+        let tcp = Arc::new(StreamServer::new(listener, None, limits)?);
+        let tls = Arc::new(StreamServer::intake_only(tls_local, limits));
+        let intake = tls.intake();
+        let _ = metrics.streams.set([Arc::clone(&tcp), Arc::clone(&tls)]);
+        let auth = Arc::new(RestAuth { secret: secret.to_owned() });
+        let allowed = Arc::new(config.allowed_peers.clone());
+        let ledger = Arc::new(Ledger::default());
+        let guard = Arc::new(Guard {
+            allowed: Arc::clone(&allowed),
+            auth: Arc::clone(&auth),
+            realm: REALM.to_owned(),
+            quotas: config.quotas,
+            ledger: Arc::clone(&ledger),
+            metrics: Arc::clone(&metrics),
+        });
+        // One count of open allocations over all transports, for the cap.
         let open = Arc::new(AtomicUsize::new(0));
-        let generator = |metrics: &Arc<TurnMetrics>| QuotaGenerator {
-            bind_ip: if config.listen.ip().is_unspecified() { config.listen.ip() } else { relay_ip },
-            relay_ip,
-            ports: config.relay_ports,
-            allowed: Arc::new(config.allowed_peers.clone()),
-            max_allocations: config.max_allocations,
-            byte_rate: config.allocation_byte_rate,
-            open: Arc::clone(&open),
-            metrics: Arc::clone(metrics),
+        let listener = |conn: Arc<dyn Conn + Send + Sync>, transport: ClientTransport| ConnConfig {
+            conn: Arc::new(GuardedConn { inner: conn, guard: Arc::clone(&guard) }),
+            relay_addr_generator: Box::new(QuotaGenerator {
+                bind_ip: if config.listen.ip().is_unspecified() { config.listen.ip() } else { relay_ip },
+                relay_ip,
+                ports: config.relay_ports,
+                allowed: Arc::clone(&allowed),
+                max_allocations: config.max_allocations,
+                byte_rate: config.allocation_byte_rate,
+                transport,
+                open: Arc::clone(&open),
+                metrics: Arc::clone(&metrics),
+            }),
         };
+        // The server tells when an allocation ends, with its credential and client: its place
+        // in the quotas is given back.
+        let (closed, mut ended) = tokio::sync::mpsc::channel::<AllocationInfo>(256);
+        tokio::spawn(async move {
+            while let Some(info) = ended.recv().await {
+                ledger.released(&info.username, info.five_tuple.src_addr.ip());
+            }
+        });
         let server = Server::new(ServerConfig {
             conn_configs: vec![
-                ConnConfig { conn: Arc::new(socket), relay_addr_generator: Box::new(generator(&metrics)) },
-                ConnConfig {
-                    conn: Arc::clone(&streams) as Arc<dyn Conn + Send + Sync>,
-                    relay_addr_generator: Box::new(generator(&metrics)),
-                },
+                listener(Arc::new(socket), ClientTransport::Udp),
+                listener(Arc::clone(&tcp) as Arc<dyn Conn + Send + Sync>, ClientTransport::Tcp),
+                listener(Arc::clone(&tls) as Arc<dyn Conn + Send + Sync>, ClientTransport::Tls),
             ],
             realm: REALM.to_owned(),
-            auth_handler: Arc::new(RestAuth { secret: secret.to_owned() }),
+            auth_handler: auth,
             channel_bind_timeout: Duration::ZERO,
-            alloc_close_notify: None,
+            alloc_close_notify: Some(closed),
         })
         .await
         .map_err(std::io::Error::other)?;
-        info!(%local, %relay_ip, "STUN/TURN listening (UDP and TCP)");
-        Ok(Self { server, streams, local, intake })
+        info!(%local, %relay_ip, "STUN/TURN listening (UDP and TCP; TLS on the relay's port)");
+        Ok(Self { server, streams: [tcp, tls], local, intake })
     }
 
     /// Stops serving and closes every allocation.
     pub(crate) async fn close(&self) {
         let _ = self.server.close().await;
-        self.streams.shutdown();
+        for streams in &self.streams {
+            streams.shutdown();
+        }
     }
 }
 
@@ -331,7 +446,7 @@ async fn bind_udp_and_tcp(listen: SocketAddr) -> std::io::Result<(UdpSocket, Tcp
 }
 
 /// TURN REST credentials: `expiry:id`, checked against the shared secret and the clock.
-struct RestAuth {
+pub(crate) struct RestAuth {
     secret: String,
 }
 
@@ -360,6 +475,7 @@ struct QuotaGenerator {
     allowed: Arc<Vec<IpRange>>,
     max_allocations: usize,
     byte_rate: u32,
+    transport: ClientTransport,
     open: Arc<AtomicUsize>,
     metrics: Arc<TurnMetrics>,
 }
@@ -384,7 +500,7 @@ impl RelayAddressGenerator for QuotaGenerator {
         // Count first, so two allocations racing for the last place cannot both take it.
         if self.open.fetch_add(1, Relaxed) >= self.max_allocations {
             self.open.fetch_sub(1, Relaxed);
-            self.metrics.allocations_refused.fetch_add(1, Relaxed);
+            // Counted as a refusal when the server's 508 leaves (turn_guard.rs).
             return Err(turn::Error::Other("allocation quota reached".to_owned()));
         }
         let guard = AllocationGuard { open: Arc::clone(&self.open), metrics: Arc::clone(&self.metrics) };
@@ -416,6 +532,7 @@ impl RelayAddressGenerator for QuotaGenerator {
             allowed: Arc::clone(&self.allowed),
             send_budget: Mutex::new(TokenBucket::new(self.byte_rate, burst, now)),
             recv_budget: Mutex::new(TokenBucket::new(self.byte_rate, burst, now)),
+            transport: self.transport,
             metrics: Arc::clone(&self.metrics),
             _guard: guard,
         };
@@ -443,6 +560,7 @@ struct FilteredConn {
     allowed: Arc<Vec<IpRange>>,
     send_budget: Mutex<TokenBucket>,
     recv_budget: Mutex<TokenBucket>,
+    transport: ClientTransport,
     metrics: Arc<TurnMetrics>,
     _guard: AllocationGuard,
 }
@@ -461,7 +579,8 @@ impl FilteredConn {
             self.metrics.over_rate.fetch_add(1, Relaxed);
             return false;
         }
-        self.metrics.bytes_relayed.fetch_add(len as u64, Relaxed);
+        self.metrics.relayed_bytes[self.transport as usize].fetch_add(len as u64, Relaxed);
+        self.metrics.relayed_packets[self.transport as usize].fetch_add(1, Relaxed);
         true
     }
 }

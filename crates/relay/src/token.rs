@@ -249,7 +249,7 @@ pub fn new_peer_id() -> PeerId {
 /// The embedded TURN server's shared secret, derived from the token key (HMAC-SHA256 of a fixed
 /// label, as hex): the relay both signs and checks TURN credentials, and a restart with the same
 /// state keeps the credentials it handed out valid.
-pub(crate) fn turn_secret(key: &TokenKey) -> String {
+pub fn turn_secret(key: &TokenKey) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.secret())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(b"confer embedded TURN secret v1");

@@ -36,7 +36,7 @@ pub fn credentials(turn: &TurnConfig, peer: &PeerId, now: u64) -> IceServer {
 }
 
 /// The password for `username`: `base64(HMAC-SHA1(secret, username))`.
-pub(crate) fn password(secret: &str, username: &str) -> String {
+pub fn password(secret: &str, username: &str) -> String {
     let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(username.as_bytes());

@@ -18,7 +18,7 @@ use tracing::debug;
 use webrtc_util::Conn;
 
 use crate::client::WRITE_QUEUE;
-use crate::frame::{MAX_FRAME, padding, read_frame};
+use crate::frame::{FrameError, MAX_FRAME, padding, read_frame};
 
 /// Messages from all clients waiting for the `turn` server (full: readers wait, so a busy server
 /// slows its TCP clients down rather than dropping their requests).
@@ -78,6 +78,7 @@ struct Counters {
     open: AtomicUsize,
     refused: AtomicU64,
     failed_handshakes: AtomicU64,
+    broken: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -106,6 +107,22 @@ impl StreamServer {
         limits: StreamServerLimits,
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
+        Ok(Self::serving(Some(listener), local, tls, limits))
+    }
+
+    /// Serves only the streams handed over through [`StreamServer::intake`] (the relay's HTTPS
+    /// port passes on TURN over TLS); `local` is the address those clients connected to, which
+    /// the `turn` server sees as this listener's.
+    pub fn intake_only(local: SocketAddr, limits: StreamServerLimits) -> Self {
+        Self::serving(None, local, None, limits)
+    }
+
+    fn serving(
+        listener: Option<TcpListener>,
+        local: SocketAddr,
+        tls: Option<TlsAcceptor>,
+        limits: StreamServerLimits,
+    ) -> Self {
         let (to_server, incoming) = mpsc::channel(INCOMING_QUEUE);
         let clients: Clients = Arc::default();
         let counters = Arc::new(Counters::default());
@@ -119,7 +136,7 @@ impl StreamServer {
             Arc::clone(&counters),
         ));
         let intake = StreamIntake { offered };
-        Ok(Self { incoming: tokio::sync::Mutex::new(incoming), clients, counters, local, intake, accept })
+        Self { incoming: tokio::sync::Mutex::new(incoming), clients, counters, local, intake, accept }
     }
 
     /// Where other listeners hand over streams that turned out to be TURN (served as they are:
@@ -143,6 +160,11 @@ impl StreamServer {
         self.counters.failed_handshakes.load(Relaxed)
     }
 
+    /// Connections closed because a message on them was neither STUN nor ChannelData.
+    pub fn broken(&self) -> u64 {
+        self.counters.broken.load(Relaxed)
+    }
+
     /// Messages to clients dropped because their stream could not take them fast enough.
     pub fn dropped(&self) -> u64 {
         self.counters.dropped.load(Relaxed)
@@ -160,9 +182,9 @@ impl Drop for StreamServer {
     }
 }
 
-/// Where connections come from: the listener, and streams handed over.
+/// Where connections come from: the listener (if any), and streams handed over.
 struct Sources {
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     intake: mpsc::Receiver<Offered>,
 }
 
@@ -187,7 +209,7 @@ async fn accept_loop(
     loop {
         while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
-            accepted = sources.listener.accept() => match accepted {
+            accepted = accept(sources.listener.as_ref()) => match accepted {
                 Ok((stream, peer)) => (Accepted::Fresh(stream), peer),
                 Err(e) => {
                     // Out of descriptors, usually: wait rather than spin.
@@ -212,11 +234,21 @@ async fn accept_loop(
                     let _ = stream.set_nodelay(true);
                     serve(stream, peer, tls, limits, to_server, &clients, &counters).await;
                 }
-                Accepted::Offered(stream) => carry(stream, peer, limits, to_server, &clients).await,
+                Accepted::Offered(stream) => {
+                    carry(stream, peer, limits, to_server, &clients, &counters).await;
+                }
             }
             clients.lock().unwrap_or_else(PoisonError::into_inner).remove(&peer);
             counters.open.fetch_sub(1, Relaxed);
         });
+    }
+}
+
+/// The next connection from `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -230,10 +262,10 @@ async fn serve(
     counters: &Counters,
 ) {
     match tls {
-        None => carry(stream, peer, limits, to_server, clients).await,
+        None => carry(stream, peer, limits, to_server, clients, counters).await,
         Some(acceptor) => match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
         {
-            Ok(Ok(tls)) => carry(tls, peer, limits, to_server, clients).await,
+            Ok(Ok(tls)) => carry(tls, peer, limits, to_server, clients, counters).await,
             Ok(Err(e)) => {
                 counters.failed_handshakes.fetch_add(1, Relaxed);
                 debug!("TURN TLS handshake failed: {e}");
@@ -253,6 +285,7 @@ async fn carry<S>(
     limits: StreamServerLimits,
     to_server: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     clients: &Clients,
+    counters: &Counters,
 ) where
     S: AsyncRead + AsyncWrite + Send,
 {
@@ -270,6 +303,9 @@ async fn carry<S>(
                     }
                 }
                 Ok(Err(e)) => {
+                    if matches!(e, FrameError::NotTurn(_) | FrameError::BadLength(_)) {
+                        counters.broken.fetch_add(1, Relaxed);
+                    }
                     debug!("TURN stream client gone: {e}");
                     return;
                 }

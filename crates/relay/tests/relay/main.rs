@@ -13,3 +13,4 @@ mod signaling;
 mod support;
 mod tokens;
 mod transport;
+mod turn;

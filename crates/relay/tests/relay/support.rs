@@ -67,7 +67,7 @@ impl TestRelay {
     pub async fn start_with(state_dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Self {
         // The built-in STUN/TURN server on a port of the system's choosing: tests run in
         // parallel, and only one relay could have 3478.
-        let turn_flags = ["--turn-url", "--embedded-turn", "--turn-listen"];
+        let turn_flags = ["--turn-url", "--turn", "--embedded-turn", "--turn-listen"];
         let mut turn_listen = Vec::new();
         if !extra.iter().any(|flag| turn_flags.contains(flag)) {
             turn_listen = vec!["--turn-listen".to_owned(), "127.0.0.1:0".to_owned()];
