@@ -118,14 +118,22 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         Duration::from_secs(10),
     );
     assert!(played.as_str().unwrap().contains("Played 0.7 s"), "{played}");
-    // ...and the network: the relay answers; it offers no STUN/TURN server, and the lobby says
-    // what that means.
+    // ...and the network: the relay answers, and so does its own STUN/TURN server, which relays
+    // over UDP, TCP and TLS (on the relay's port).
     let relay_line = driver.wait_for(
         "the network check's answer",
-        "const r = document.querySelector('[data-testid=net-relay]'); return r && r.dataset.ok === 'true' && document.querySelector('[data-testid=net-none]') && r.textContent",
+        "const r = document.querySelector('[data-testid=net-relay]'); return r && r.dataset.ok === 'true' && document.querySelectorAll('[data-testid=net-server]').length === 4 && r.textContent",
         Duration::from_secs(15),
     );
     assert!(relay_line.as_str().unwrap().contains("Meeting server reachable"), "{relay_line}");
+    let servers = driver.execute(
+        "return [...document.querySelectorAll('[data-testid=net-server]')].map(li => [li.dataset.ok, li.textContent])",
+        &[],
+    );
+    let servers = servers.as_array().unwrap();
+    assert!(servers.iter().all(|s| s[0] == "true"), "every STUN/TURN URL answers: {servers:?}");
+    let relays = servers.iter().filter(|s| s[1].as_str().unwrap().contains("relays media")).count();
+    assert_eq!(relays, 3, "TURN over UDP, TCP and TLS: {servers:?}");
     xvfb.screenshot("lobby", WINDOW);
     let problems = driver.accessibility_violations();
     assert!(problems.is_empty(), "the lobby's accessibility audit: {problems:#?}");
