@@ -145,11 +145,57 @@ fn a_relay_only_call_connects_through_coturn() {
         &["--turn-url", &turn_url, "--turn-secret", &turn.secret],
     );
     let (host_link, invite) = relay.host();
-    assert_relayed_call(&host_link, &invite);
+    assert_relayed_call(&host_link, &invite, "udp");
 }
 
-/// A relay-only call between Ann and Bob: both connect through TURN, see and hear each other.
-fn assert_relayed_call(host_link: &str, invite: &str) {
+/// coturn offered over TCP only: the call's relay candidates come through TURN over TCP
+/// (RFC 6062 framing on the engine's side), and the report says so.
+#[test]
+fn a_relay_only_call_connects_through_coturn_over_tcp() {
+    let turn = Turn::start();
+    let state = tempfile::tempdir().unwrap();
+    let turn_url = format!("turn:127.0.0.1:{}?transport=tcp", turn.port);
+    let relay = Relay::start_with(
+        state.path(),
+        "127.0.0.1:0",
+        &["--turn-url", &turn_url, "--turn-secret", &turn.secret],
+    );
+    let (host_link, invite) = relay.host();
+    assert_relayed_call(&host_link, &invite, "tcp");
+}
+
+/// The relay's own TURN server offered only over TCP, then only over TLS on the relay's port
+/// (the link's pin covers it): each relay-only call connects through that transport.
+#[test]
+fn a_relay_only_call_connects_over_tcp_or_tls_when_nothing_else_is_offered() {
+    for transport in ["tcp", "tls"] {
+        let state = tempfile::tempdir().unwrap();
+        let relay = Relay::start_with(
+            state.path(),
+            "127.0.0.1:0",
+            &[
+                "--turn-listen",
+                "127.0.0.1:0",
+                "--turn-allow-peer",
+                "127.0.0.0/8",
+                "--turn-transports",
+                transport,
+            ],
+        );
+        let (host_link, invite) = relay.host();
+        let (_, report) = check(&invite);
+        let urls: Vec<&str> =
+            report["servers"].as_array().unwrap().iter().map(|s| s["url"].as_str().unwrap()).collect();
+        assert_eq!(urls.len(), 2, "STUN and the one TURN URL: {report}");
+        let expected = if transport == "tls" { "turns:" } else { "turn:" };
+        assert!(urls[1].starts_with(expected) && urls[1].ends_with("?transport=tcp"), "{urls:?}");
+        assert_relayed_call(&host_link, &invite, transport);
+    }
+}
+
+/// A relay-only call between Ann and Bob: both connect through TURN (reached over `protocol`),
+/// see and hear each other.
+fn assert_relayed_call(host_link: &str, invite: &str, protocol: &str) {
     let ann = spawn_synthetic(host_link, "Ann", 2, 10.0, SMALL, &["--relay-only"]);
     let bob = spawn_synthetic(invite, "Bob", 3, 10.0, SMALL, &["--relay-only"]);
     for (me, other, pattern, child) in [("Ann", "Bob", 3, ann), ("Bob", "Ann", 2, bob)] {
@@ -158,6 +204,8 @@ fn assert_relayed_call(host_link: &str, invite: &str) {
         let seen = &report["peers"][0];
         assert_eq!(seen["name"], other);
         assert_eq!(seen["candidate_type"], "relay", "{me} reached {other} without the TURN relay");
+        assert_eq!(seen["remote_candidate_type"], "relay", "{me}: {other}'s end is relayed too");
+        assert_eq!(seen["relay_protocol"], protocol, "{me} reaches its TURN server over {protocol}");
         assert_eq!(seen["pattern_id"], pattern, "{me} saw {other}'s video through the relay");
         assert_eq!(seen["audio_tone_hz"], tone_hz(pattern), "{me} heard {other} through the relay");
         assert!(seen["video_frames_decoded"].as_u64().unwrap() >= 60);
@@ -201,7 +249,8 @@ fn a_relay_only_call_connects_through_the_relays_own_turn_server() {
     assert!(urls[2].ends_with("?transport=tcp"), "{urls:?}");
     assert_eq!(urls[3], format!("turns:127.0.0.1:{}?transport=tcp", relay.port), "{urls:?}");
     assert!(servers.iter().all(|s| s["ok"] == true), "{report}");
-    assert_relayed_call(&host_link, &invite);
+    // With UDP, TCP and TLS all offered and UDP open, the call relays over UDP.
+    assert_relayed_call(&host_link, &invite, "udp");
     let metrics = relay_metrics(&relay);
     eprintln!("{metrics}");
     assert!(metric(&metrics, "confer_turn_allocations_total") >= 2.0, "{metrics}");

@@ -11,6 +11,7 @@ use clap::Parser;
 use confer_relay::token::TokenKey;
 use confer_relay::turn::TurnConfig;
 use confer_relay::{EmbeddedTurnConfig, IpRange, Quotas, Relay, RelayConfig, RoomCreation, TlsSetup, tls};
+use confer_turn_stream::RelayTransport;
 use serde::Deserialize;
 use tracing::{info, warn};
 
@@ -83,6 +84,13 @@ struct Args {
     /// Allocations the built-in TURN server holds at most.
     #[arg(long, env = "CONFER_RELAY_TURN_MAX_ALLOCATIONS")]
     turn_max_allocations: Option<usize>,
+    /// Which of the built-in TURN server's transports are handed out: udp, tcp, tls, comma
+    /// separated (default all three; tls only when the relay serves TLS).
+    #[arg(long, env = "CONFER_RELAY_TURN_TRANSPORTS", value_delimiter = ',')]
+    turn_transports: Vec<String>,
+    /// Mbit/s one allocation of the built-in TURN server may relay, each way (default 10).
+    #[arg(long, env = "CONFER_RELAY_TURN_MBPS")]
+    turn_mbps: Option<u32>,
     /// Allocations one TURN credential (one participant) holds at most (default 64).
     #[arg(long, env = "CONFER_RELAY_TURN_USER_QUOTA")]
     turn_user_quota: Option<usize>,
@@ -155,6 +163,8 @@ struct FileConfig {
     turn_ports: Option<String>,
     turn_allow_peers: Option<Vec<String>>,
     turn_max_allocations: Option<usize>,
+    turn_mbps: Option<u32>,
+    turn_transports: Option<Vec<String>>,
     turn_user_quota: Option<usize>,
     turn_address_quota: Option<usize>,
     room_capacity: Option<usize>,
@@ -310,6 +320,31 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
                     .turn_max_allocations
                     .or(file.turn_max_allocations)
                     .unwrap_or(defaults.max_allocations),
+                transports: {
+                    let names = if args.turn_transports.is_empty() {
+                        file.turn_transports.unwrap_or_default()
+                    } else {
+                        args.turn_transports
+                    };
+                    if names.is_empty() {
+                        defaults.transports
+                    } else {
+                        names
+                            .iter()
+                            .map(|name| match name.trim() {
+                                "udp" => Ok(RelayTransport::Udp),
+                                "tcp" => Ok(RelayTransport::Tcp),
+                                "tls" => Ok(RelayTransport::Tls),
+                                other => bail!("--turn-transports {other:?}: expected udp, tcp or tls"),
+                            })
+                            .collect::<anyhow::Result<Vec<_>>>()?
+                    }
+                },
+                allocation_byte_rate: match args.turn_mbps.or(file.turn_mbps) {
+                    Some(0) => bail!("--turn-mbps 0 would relay nothing"),
+                    Some(mbps) => mbps.saturating_mul(125_000),
+                    None => defaults.allocation_byte_rate,
+                },
                 quotas: Quotas {
                     per_user: args
                         .turn_user_quota
@@ -321,7 +356,6 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
                         .unwrap_or(defaults.quotas.per_address),
                 },
                 credential_ttl: secs(args.turn_ttl.or(file.turn_ttl).unwrap_or(24 * 3600)),
-                ..defaults
             })
         }
     };

@@ -352,7 +352,8 @@ impl Relay {
                         .map_err(|source| RelayError::TurnBind { addr: embedded.listen, source })?;
                 // TURN over TLS rides on the relay's own TLS port, as clients reach it.
                 let tls_port = config.tls.is_some().then(|| stun_turn::origin_port(&origin));
-                let (stun_url, turn_urls) = stun_turn::urls(&host, server.local.port(), tls_port);
+                let (stun_url, turn_urls) =
+                    stun_turn::urls(&host, server.local.port(), tls_port, &embedded.transports);
                 config.stun_urls.insert(0, stun_url);
                 config.turn =
                     Some(turn::TurnConfig { urls: turn_urls, secret, ttl: embedded.credential_ttl });

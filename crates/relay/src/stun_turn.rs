@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use confer_turn_stream::{StreamIntake, StreamServer, StreamServerLimits};
+use confer_turn_stream::{RelayTransport, StreamIntake, StreamServer, StreamServerLimits};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, info};
 use turn::allocation::AllocationInfo;
@@ -51,6 +51,10 @@ use webrtc_util::Conn;
 
 use crate::rate::TokenBucket;
 use crate::turn_guard::{Guard, GuardedConn, Ledger, Quotas, Refusal};
+
+/// TURN over UDP, TCP and TLS.
+pub const ALL_TRANSPORTS: [RelayTransport; 3] =
+    [RelayTransport::Udp, RelayTransport::Tcp, RelayTransport::Tls];
 
 /// The realm the embedded server names in its challenges.
 pub const REALM: &str = "confer";
@@ -114,6 +118,8 @@ pub fn peer_allowed(ip: IpAddr, allowed: &[IpRange]) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let shared = IpRange { base: IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)), prefix: 10 };
+            // IETF protocol assignments, where Oracle Cloud's metadata service (192.0.0.192) lives.
+            let protocol = IpRange { base: IpAddr::V4(Ipv4Addr::new(192, 0, 0, 0)), prefix: 24 };
             let this_network = v4.octets()[0] == 0;
             !(v4.is_loopback()
                 || v4.is_unspecified()
@@ -123,7 +129,8 @@ pub fn peer_allowed(ip: IpAddr, allowed: &[IpRange]) -> bool {
                 || v4.is_multicast()
                 || v4.is_broadcast()
                 || v4.octets()[0] >= 240
-                || shared.contains(ip))
+                || shared.contains(ip)
+                || protocol.contains(ip))
         }
         IpAddr::V6(v6) => {
             let segment = v6.segments()[0];
@@ -143,6 +150,8 @@ pub struct EmbeddedTurnConfig {
     /// if it names one, else the host of the relay's public origin if that is an address, else
     /// the address this machine routes outward from.
     pub relay_ip: Option<IpAddr>,
+    /// Which TURN URLs are handed out (all three by default; TLS only when the relay serves TLS).
+    pub transports: Vec<RelayTransport>,
     /// Relayed ports are taken from this range (inclusive).
     pub relay_ports: (u16, u16),
     /// Peer ranges allowed besides public addresses (say `10.0.0.0/8` on a private network).
@@ -162,6 +171,7 @@ impl Default for EmbeddedTurnConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
             relay_ip: None,
+            transports: ALL_TRANSPORTS.to_vec(),
             relay_ports: (49_152, 65_535),
             allowed_peers: Vec::new(),
             max_allocations: 2_000,
@@ -673,13 +683,24 @@ pub(crate) fn outward_ip() -> Option<IpAddr> {
 }
 
 /// The URLs clients are handed for the server at `host`: STUN, then TURN over UDP and TCP on
-/// `port`, then TURN over TLS on the relay's port `tls_port` if the relay serves TLS. Browsers
-/// and the call engine rank the relayed candidates UDP, TCP, TLS, whatever the order here.
-pub(crate) fn urls(host: &str, port: u16, tls_port: Option<u16>) -> (String, Vec<String>) {
+/// `port`, then TURN over TLS on the relay's port `tls_port` if the relay serves TLS, each if
+/// `offered`. Browsers and the call engine rank the relayed candidates UDP, TCP, TLS, whatever
+/// the order here.
+pub(crate) fn urls(
+    host: &str,
+    port: u16,
+    tls_port: Option<u16>,
+    offered: &[RelayTransport],
+) -> (String, Vec<String>) {
     let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
-    let mut turn =
-        vec![format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")];
-    if let Some(tls_port) = tls_port {
+    let mut turn = Vec::new();
+    if offered.contains(&RelayTransport::Udp) {
+        turn.push(format!("turn:{host}:{port}?transport=udp"));
+    }
+    if offered.contains(&RelayTransport::Tcp) {
+        turn.push(format!("turn:{host}:{port}?transport=tcp"));
+    }
+    if let Some(tls_port) = tls_port.filter(|_| offered.contains(&RelayTransport::Tls)) {
         turn.push(format!("turns:{host}:{tls_port}?transport=tcp"));
     }
     (format!("stun:{host}:{port}"), turn)
@@ -710,6 +731,9 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "192.0.0.192",
+            "100.100.100.200",
+            "fd00:ec2::254",
         ] {
             assert!(!peer_allowed(ip(refused), &[]), "{refused} must be refused");
         }
@@ -739,7 +763,7 @@ mod tests {
         assert_eq!(origin_port("wss://[2001:db8::1]"), 443);
         assert_eq!(origin_port("ws://127.0.0.1:9000"), 9000);
         assert_eq!(
-            urls("2001:db8::1", 3478, None),
+            urls("2001:db8::1", 3478, None, &ALL_TRANSPORTS),
             (
                 "stun:[2001:db8::1]:3478".to_owned(),
                 vec![
@@ -749,8 +773,12 @@ mod tests {
             )
         );
         assert_eq!(
-            urls("relay.example", 3478, Some(443)).1.last().map(String::as_str),
+            urls("relay.example", 3478, Some(443), &ALL_TRANSPORTS).1.last().map(String::as_str),
             Some("turns:relay.example:443?transport=tcp")
+        );
+        assert_eq!(
+            urls("relay.example", 3478, Some(443), &[RelayTransport::Tls]).1,
+            ["turns:relay.example:443?transport=tcp"]
         );
         assert_eq!(default_relay_ip("0.0.0.0:0".parse().unwrap(), "relay.example"), None);
         assert_eq!(default_relay_ip("0.0.0.0:0".parse().unwrap(), "192.0.2.1"), Some(ip("192.0.2.1")));
