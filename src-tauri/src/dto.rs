@@ -517,6 +517,13 @@ pub struct UiNetworkReport {
     pub relay_error: Option<String>,
     /// Each STUN and TURN URL the meeting offers.
     pub servers: Vec<UiServerCheck>,
+    /// What it means for a call: `unreachable`, `no_servers`, `direct`, `direct_no_relay`,
+    /// `relayed`, `no_path` (the page words it: `lobby.verdict.<code>`).
+    pub verdict: String,
+    /// How calls reach the meeting server's relay (`udp`, `tcp`, `tls`), if they can.
+    pub relay_transport: Option<String>,
+    /// A TURN server refused the meeting server's credentials.
+    pub credentials_refused: bool,
 }
 
 /// One STUN or TURN URL's answer.
@@ -540,6 +547,8 @@ pub struct UiServerCheck {
 impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
     fn from(report: confer_mesh::netcheck::NetworkReport) -> Self {
         let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let verdict = report.verdict();
+        let credentials_refused = report.credentials_refused();
         let (relay_ms, relay_error) = match report.relay {
             Ok(rtt) => (Some(ms(rtt)), None),
             Err(why) => (None, Some(why)),
@@ -559,7 +568,14 @@ impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
                 UiServerCheck { url: check.url, turn: check.turn, ms: time, address, error, skipped }
             })
             .collect();
-        Self { relay_ms, relay_error, servers }
+        Self {
+            relay_ms,
+            relay_error,
+            servers,
+            verdict: verdict.code().to_owned(),
+            relay_transport: verdict.relay().map(|t| t.as_str().to_owned()),
+            credentials_refused,
+        }
     }
 }
 

@@ -320,6 +320,11 @@ pub fn report_of(child: Child) -> (serde_json::Value, String) {
     (report, log)
 }
 
+/// A free TCP port on loopback (bound, then released).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A free UDP port on loopback (bound, then released).
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -348,13 +353,35 @@ impl Turn {
     /// Starts coturn; panics with a clear message if it is not installed.
     pub fn start() -> Self {
         let port = free_udp_port();
+        Self::launch(port, format!("turn-secret-{port}"), None)
+    }
+
+    /// Starts coturn with TURN over TLS on `tls_port` as well, serving `cert` (PEM) with `key`,
+    /// and the shared secret `secret`.
+    pub fn start_tls(tls_port: u16, secret: &str, cert: &Path, key: &Path) -> Self {
+        Self::launch(free_udp_port(), secret.to_owned(), Some((tls_port, cert, key)))
+    }
+
+    fn launch(port: u16, secret: String, tls: Option<(u16, &Path, &Path)>) -> Self {
         let relay_min = 40_000 + (port % 20_000);
-        let secret = format!("turn-secret-{port}");
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("turnserver")
+        let mut command = Command::new("turnserver");
+        command
             .arg(format!("--pidfile={}", dir.path().join("turnserver.pid").display()))
             .arg(format!("--userdb={}", dir.path().join("turndb").display()))
-            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log", "--log-file=stdout"])
+            .args(["-n", "--no-cli", "--no-dtls", "--simple-log", "--log-file=stdout"]);
+        match tls {
+            None => {
+                command.arg("--no-tls");
+            }
+            Some((tls_port, cert, key)) => {
+                command
+                    .arg(format!("--tls-listening-port={tls_port}"))
+                    .arg(format!("--cert={}", cert.display()))
+                    .arg(format!("--pkey={}", key.display()));
+            }
+        }
+        let child = command
             .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
             .arg(format!("--listening-port={port}"))
             .arg(format!("--min-port={relay_min}"))

@@ -134,6 +134,12 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     assert!(servers.iter().all(|s| s[0] == "true"), "every STUN/TURN URL answers: {servers:?}");
     let relays = servers.iter().filter(|s| s[1].as_str().unwrap().contains("relays media")).count();
     assert_eq!(relays, 3, "TURN over UDP, TCP and TLS: {servers:?}");
+    let verdict = driver.execute(
+        "const v = document.querySelector('[data-testid=net-verdict]'); return [v.dataset.verdict, v.textContent]",
+        &[],
+    );
+    assert_eq!(verdict[0], "direct", "{verdict}");
+    assert!(verdict[1].as_str().unwrap().contains("Direct connections are possible"), "{verdict}");
     xvfb.screenshot("lobby", WINDOW);
     let problems = driver.accessibility_violations();
     assert!(problems.is_empty(), "the lobby's accessibility audit: {problems:#?}");

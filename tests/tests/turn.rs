@@ -3,6 +3,8 @@
 //! selected candidate pair is of type relay.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+use std::time::Duration;
+
 use confer_media::synthetic::tone_hz;
 use confer_tests::{Relay, SMALL, Turn, binary, report_of, spawn_synthetic};
 use serde_json::Value;
@@ -33,6 +35,19 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     let closed_tcp = format!("turn:127.0.0.1:{}?transport=tcp", confer_tests::free_udp_port());
     // coturn runs with --no-tls: a TLS client on its port gets no handshake.
     let not_tls = format!("turns:127.0.0.1:{}?transport=tcp", turn.port);
+    // A TLS server on the relay's host whose certificate is not the one the link pins (another
+    // relay's, with its own self-signed certificate).
+    let other_state = tempfile::tempdir().unwrap();
+    let other = Relay::start_with(other_state.path(), "127.0.0.1:0", &["--turn", "off"]);
+    let wrong_pin = format!("turns:127.0.0.1:{}?transport=tcp", other.port);
+    // A TCP server that accepts and never says a word.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_url = format!("turn:127.0.0.1:{}?transport=tcp", mute.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        let held: Vec<_> = mute.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(30));
+        drop(held);
+    });
     let relay = Relay::start_with(
         state.path(),
         "127.0.0.1:0",
@@ -49,6 +64,10 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
             &closed_tcp,
             "--turn-url",
             &not_tls,
+            "--turn-url",
+            &wrong_pin,
+            "--turn-url",
+            &mute_url,
             "--turn-secret",
             &turn.secret,
         ],
@@ -79,6 +98,12 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     let tls = by_url(&not_tls);
     assert_eq!(tls["code"], "tls_failed", "{tls}");
     assert!(tls["error"].as_str().unwrap().starts_with("TLS handshake failed: "), "{tls}");
+    let pinned = by_url(&wrong_pin);
+    assert_eq!(pinned["code"], "tls_failed", "{pinned}");
+    assert!(pinned["error"].as_str().unwrap().contains("does not match the invite link's pin"), "{pinned}");
+    let mute = by_url(&mute_url);
+    assert_eq!(mute["code"], "silent", "{mute}");
+    assert!(mute["error"].as_str().unwrap().contains("connected, and no answer within 5 s"), "{mute}");
     assert_eq!(code, 1, "servers did not answer: the check fails");
 
     // Credentials coturn refuses (another secret) are a failed TURN check, not a pass.
@@ -94,7 +119,7 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     assert_eq!(report["servers"][0]["ok"], false, "{report}");
     assert_eq!(report["servers"][0]["code"], "credentials_refused", "coturn's 401, read: {report}");
     assert!(
-        report["summary"].as_str().unwrap().contains("refused the meeting server's credentials"),
+        report["summary"].as_str().unwrap().contains("relay refused our credentials: tell its operator"),
         "{report}"
     );
 
@@ -118,6 +143,10 @@ fn relay_only_without_a_turn_server_says_why_there_is_no_path() {
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start_with(state.path(), "127.0.0.1:0", &["--embedded-turn", "false"]);
     let (host_link, invite) = relay.host();
+    // The check says so before anyone joins, and its exit code is the warning's.
+    let (code, report) = check(&invite);
+    assert_eq!(report["verdict"], "no_servers", "{report}");
+    assert_eq!(code, 3, "no relay at all: a warning, not a pass: {report}");
     let ann = spawn_synthetic(&host_link, "Ann", 2, 6.0, SMALL, &["--relay-only"]);
     let bob = spawn_synthetic(&invite, "Bob", 3, 5.0, SMALL, &["--relay-only"]);
     for (me, child) in [("Ann", ann), ("Bob", bob)] {
@@ -162,6 +191,27 @@ fn a_relay_only_call_connects_through_coturn_over_tcp() {
     );
     let (host_link, invite) = relay.host();
     assert_relayed_call(&host_link, &invite, "tcp");
+}
+
+/// coturn offered over TLS only, serving the relay's own certificate (so the invite link's pin
+/// covers it, as it would for an operator who gives both the same certificate): the call's relay
+/// candidates come through TURN over TLS.
+#[test]
+fn a_relay_only_call_connects_through_coturn_over_tls() {
+    let state = tempfile::tempdir().unwrap();
+    let tls_port = confer_tests::free_tcp_port();
+    let secret = format!("coturn-tls-{tls_port}");
+    let turn_url = format!("turns:127.0.0.1:{tls_port}?transport=tcp");
+    let relay =
+        Relay::start_with(state.path(), "127.0.0.1:0", &["--turn-url", &turn_url, "--turn-secret", &secret]);
+    let _turn = Turn::start_tls(
+        tls_port,
+        &secret,
+        &state.path().join("self-signed.crt"),
+        &state.path().join("self-signed.key"),
+    );
+    let (host_link, invite) = relay.host();
+    assert_relayed_call(&host_link, &invite, "tls");
 }
 
 /// The relay's own TURN server offered only over TCP, then only over TLS on the relay's port
@@ -249,6 +299,8 @@ fn a_relay_only_call_connects_through_the_relays_own_turn_server() {
     assert!(urls[2].ends_with("?transport=tcp"), "{urls:?}");
     assert_eq!(urls[3], format!("turns:127.0.0.1:{}?transport=tcp", relay.port), "{urls:?}");
     assert!(servers.iter().all(|s| s["ok"] == true), "{report}");
+    assert_eq!(report["verdict"], "direct", "{report}");
+    assert_eq!(report["relay_transport"], "udp", "{report}");
     // With UDP, TCP and TLS all offered and UDP open, the call relays over UDP.
     assert_relayed_call(&host_link, &invite, "udp");
     let metrics = relay_metrics(&relay);

@@ -141,8 +141,10 @@ async fn host(
     }
 }
 
-/// `confer check`: exit 0 if the relay and every server tried answered, 1 if some did not, 2
-/// for a link that is not one. URLs Confer does not use are listed as skipped.
+/// `confer check`: exit 0 if the relay and every server tried answered and a relay (TURN) works,
+/// 1 if some did not answer, 2 for a link that is not one, 3 if everything answered but no relay
+/// is there (a call between two restrictive networks cannot connect). URLs Confer does not use
+/// are listed as skipped.
 async fn check(link: &str, as_json: bool) -> ExitCode {
     let link = match InviteLink::parse(link.trim()) {
         Ok(link) => link,
@@ -174,7 +176,17 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
             Ok(rtt) => json!({ "ok": true, "ms": rtt.as_millis() as u64 }),
             Err(why) => json!({ "ok": false, "error": why }),
         };
-        println!("{}", json!({ "relay": relay, "servers": servers, "summary": report.summary() }));
+        let verdict = report.verdict();
+        println!(
+            "{}",
+            json!({
+                "relay": relay,
+                "servers": servers,
+                "verdict": verdict.code(),
+                "relay_transport": verdict.relay().map(|t| t.as_str()),
+                "summary": report.summary(),
+            })
+        );
     } else {
         match &report.relay {
             Ok(rtt) => println!("ok    relay {} ({} ms)", link.relay, rtt.as_millis()),
@@ -192,7 +204,14 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
         }
         println!("\n{}", report.summary());
     }
-    if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if !all_ok {
+        ExitCode::FAILURE
+    } else if report.verdict().relay().is_none() {
+        // Works here, but a peer behind a strict NAT or firewall will not be reached.
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// `confer join`'s flags.

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use confer_proto::{IceServer, InviteLink};
+use confer_turn_stream::RelayTransport;
 
 use crate::rooms::{RoomError, exchange};
 use crate::turn_probe::{ProbeFailure, probe};
@@ -94,58 +95,115 @@ fn is_turn(url: &str) -> bool {
     url.starts_with("turn:") || url.starts_with("turns:")
 }
 
-/// How a URL reaches its server, for the summary.
-fn transport_of(url: &str) -> &'static str {
+/// How a URL reaches its server, for the verdict.
+fn transport_of(url: &str) -> RelayTransport {
     if url.starts_with("turns:") || url.starts_with("stuns:") {
-        "tls"
+        RelayTransport::Tls
     } else if url.contains("transport=tcp") {
-        "tcp"
+        RelayTransport::Tcp
     } else {
-        "udp"
+        RelayTransport::Udp
+    }
+}
+
+/// What the check means for a call, for the lobby (which words it in the user's language) and
+/// for `confer check`'s exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The meeting server did not answer: nobody can be met through it.
+    Unreachable,
+    /// It offers no STUN or TURN server: calls connect only between machines that reach each
+    /// other directly (the same network).
+    NoServers,
+    /// UDP gets out (STUN or TURN over UDP answered): direct connections are possible. `relay`:
+    /// the best transport the meeting server's relay answered over, if any.
+    Direct {
+        /// UDP, TCP or TLS; `None`: no relay, so a call with someone behind a strict NAT or
+        /// firewall may not connect.
+        relay: Option<RelayTransport>,
+    },
+    /// Nothing over UDP answered: calls go through the relay over TCP or TLS, or (`None`) cannot
+    /// leave this network at all.
+    UdpBlocked {
+        /// TCP or TLS, if the relay answered over either.
+        relay: Option<RelayTransport>,
+    },
+}
+
+impl Verdict {
+    /// A stable name for the UI: `unreachable`, `no_servers`, `direct`, `direct_no_relay`,
+    /// `relayed`, `no_path`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::NoServers => "no_servers",
+            Self::Direct { relay: Some(_) } => "direct",
+            Self::Direct { relay: None } => "direct_no_relay",
+            Self::UdpBlocked { relay: Some(_) } => "relayed",
+            Self::UdpBlocked { relay: None } => "no_path",
+        }
+    }
+
+    /// The relay's transport, where there is one.
+    pub fn relay(self) -> Option<RelayTransport> {
+        match self {
+            Self::Direct { relay } | Self::UdpBlocked { relay } => relay,
+            Self::Unreachable | Self::NoServers => None,
+        }
     }
 }
 
 impl NetworkReport {
-    /// What the check means for a call, in one or two sentences a person understands.
-    pub fn summary(&self) -> String {
-        if let Err(why) = &self.relay {
-            return format!("The meeting server cannot be reached ({why}): nobody can be met through it.");
+    /// What the check means for a call.
+    pub fn verdict(&self) -> Verdict {
+        if self.relay.is_err() {
+            return Verdict::Unreachable;
         }
         if self.servers.is_empty() {
-            return "The meeting server offers no STUN or TURN server: calls connect only between machines on the same network.".to_owned();
+            return Verdict::NoServers;
         }
-        let answered = |turn: bool, transport: &str| {
+        let answered = |turn: bool, transport: RelayTransport| {
             self.servers.iter().any(|s| {
                 s.turn == turn
                     && transport_of(&s.url) == transport
                     && matches!(s.result, ServerResult::Answered { .. })
             })
         };
-        let relay_over = ["udp", "tcp", "tls"].into_iter().find(|t| answered(true, t));
-        let refused = self
-            .servers
-            .iter()
-            .any(|s| matches!(s.result, ServerResult::Failed { code: "credentials_refused", .. }));
-        let mut text = if answered(false, "udp") || relay_over == Some("udp") {
-            match relay_over {
-                Some(_) => "Direct connections possible; the meeting server's relay is there for networks where they fail.".to_owned(),
-                None => "Direct connections possible, but no relay answered: a call with someone behind a strict NAT or firewall may not connect.".to_owned(),
-            }
+        let relay = [RelayTransport::Udp, RelayTransport::Tcp, RelayTransport::Tls]
+            .into_iter()
+            .find(|t| answered(true, *t));
+        if answered(false, RelayTransport::Udp) || relay == Some(RelayTransport::Udp) {
+            Verdict::Direct { relay }
         } else {
-            match relay_over {
-                Some(transport) => format!(
-                    "Your network blocks UDP; calls will go through the meeting server's relay over {}.",
-                    transport.to_uppercase()
-                ),
-                None => {
-                    "No STUN or TURN server answered: calls can connect only within this network.".to_owned()
-                }
+            Verdict::UdpBlocked { relay }
+        }
+    }
+
+    /// Whether a TURN server refused the meeting server's credentials (its 401).
+    pub fn credentials_refused(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| matches!(s.result, ServerResult::Failed { code: "credentials_refused", .. }))
+    }
+
+    /// The verdict in one or two English sentences (`confer check`; the lobby words it itself).
+    pub fn summary(&self) -> String {
+        let mut text = match (self.verdict(), &self.relay) {
+            (Verdict::Unreachable, Err(why)) => {
+                format!("The meeting server cannot be reached ({why}): nobody can be met through it.")
             }
+            (Verdict::Unreachable, Ok(_)) => "The meeting server cannot be reached.".to_owned(),
+            (Verdict::NoServers, _) => "The meeting server offers no STUN or TURN server: calls connect only between machines on the same network.".to_owned(),
+            (Verdict::Direct { relay: Some(_) }, _) => "Direct connections are possible; the meeting server's relay is there for networks where they fail.".to_owned(),
+            (Verdict::Direct { relay: None }, _) => "Direct connections are possible, but no relay answered: a call with someone behind a strict NAT or firewall may not connect.".to_owned(),
+            (Verdict::UdpBlocked { relay: Some(transport) }, _) => format!(
+                "Your network blocks UDP: calls will be relayed over {} through the meeting server.",
+                transport.as_str().to_uppercase()
+            ),
+            (Verdict::UdpBlocked { relay: None }, _) => "Your network blocks UDP and no relay could be reached over TCP or TLS: calls can connect only within this network.".to_owned(),
         };
-        if refused {
-            text.push_str(
-                " A TURN server refused the meeting server's credentials (its shared secret does not match).",
-            );
+        if self.credentials_refused() {
+            text.push_str(" The meeting server's relay refused our credentials: tell its operator (its clock may be wrong, or its TURN secret).");
         }
         text
     }
@@ -228,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn the_summary_says_what_the_network_allows() {
+    fn the_verdict_says_what_a_call_can_use() {
         let (stun, udp, tcp, tls) = (
             "stun:r:3478",
             "turn:r:3478?transport=udp",
@@ -236,28 +294,35 @@ mod tests {
             "turns:r:443?transport=tcp",
         );
         let open = report(&[(stun, Ok(())), (udp, Ok(())), (tcp, Ok(())), (tls, Ok(()))]);
-        assert!(open.summary().starts_with("Direct connections possible;"), "{}", open.summary());
+        assert_eq!(open.verdict(), Verdict::Direct { relay: Some(RelayTransport::Udp) });
+        assert_eq!(open.verdict().code(), "direct");
+        assert!(open.summary().starts_with("Direct connections are possible;"), "{}", open.summary());
         let no_udp = report(&[(stun, Err("silent")), (udp, Err("silent")), (tcp, Ok(())), (tls, Ok(()))]);
+        assert_eq!(no_udp.verdict(), Verdict::UdpBlocked { relay: Some(RelayTransport::Tcp) });
         assert_eq!(
             no_udp.summary(),
-            "Your network blocks UDP; calls will go through the meeting server's relay over TCP."
+            "Your network blocks UDP: calls will be relayed over TCP through the meeting server."
         );
         let only_443 =
             report(&[(stun, Err("silent")), (udp, Err("silent")), (tcp, Err("tcp_timeout")), (tls, Ok(()))]);
-        assert_eq!(
-            only_443.summary(),
-            "Your network blocks UDP; calls will go through the meeting server's relay over TLS."
-        );
+        assert_eq!(only_443.verdict(), Verdict::UdpBlocked { relay: Some(RelayTransport::Tls) });
+        assert_eq!(only_443.verdict().code(), "relayed");
         let wrong_secret = report(&[(stun, Ok(())), (udp, Err("credentials_refused"))]);
+        assert_eq!(wrong_secret.verdict(), Verdict::Direct { relay: None });
+        assert!(wrong_secret.credentials_refused());
         assert!(wrong_secret.summary().contains("no relay answered"), "{}", wrong_secret.summary());
+        assert!(wrong_secret.summary().contains("refused our credentials"), "{}", wrong_secret.summary());
+        let nothing = report(&[(stun, Err("silent")), (udp, Err("silent")), (tls, Err("tls_failed"))]);
+        assert_eq!(nothing.verdict(), Verdict::UdpBlocked { relay: None });
+        assert_eq!(nothing.verdict().code(), "no_path");
         assert!(
-            wrong_secret.summary().contains("refused the meeting server's credentials"),
+            nothing.summary().starts_with("Your network blocks UDP and no relay"),
             "{}",
-            wrong_secret.summary()
+            nothing.summary()
         );
-        let nothing = report(&[(stun, Err("silent")), (udp, Err("silent"))]);
-        assert!(nothing.summary().starts_with("No STUN or TURN server answered"), "{}", nothing.summary());
+        assert_eq!(report(&[]).verdict(), Verdict::NoServers);
         let down = NetworkReport { relay: Err("unreachable: refused".into()), servers: Vec::new() };
+        assert_eq!(down.verdict(), Verdict::Unreachable);
         assert!(down.summary().starts_with("The meeting server cannot be reached"), "{}", down.summary());
     }
 }

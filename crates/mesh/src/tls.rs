@@ -40,6 +40,19 @@ pub fn client_config(pin: Option<Fingerprint>) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
+/// The server's certificate is not the one the invite link pins: someone else's server, or one
+/// in the middle.
+#[derive(Debug)]
+struct PinMismatch;
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the certificate does not match the invite link's pin")
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
 /// Accepts exactly the certificate with the pinned SHA-256, and checks handshake signatures.
 #[derive(Debug)]
 struct PinVerifier {
@@ -60,7 +73,9 @@ impl ServerCertVerifier for PinVerifier {
         if seen == self.pin.0 {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(PinMismatch),
+            ))))
         }
     }
 

@@ -57,6 +57,9 @@ pub(crate) enum ProbeFailure {
     /// Nothing answered: UDP dropped on the way (a firewall), or no server there.
     #[error("server silent: no answer within {0} s (UDP blocked, or no server there)")]
     Silent(u64),
+    /// The TCP or TLS connection was made and nothing answered on it.
+    #[error("server silent: connected, and no answer within {0} s (not a TURN server, or an overloaded one)")]
+    StreamSilent(u64),
     /// The server's machine refused the TCP connection.
     #[error("TCP refused: nothing accepts connections on that port")]
     TcpRefused,
@@ -100,7 +103,7 @@ impl ProbeFailure {
             Self::BadUrl(_) => "bad_url",
             Self::Unsupported(_) => "unsupported",
             Self::Resolve(_) => "resolve",
-            Self::Silent(_) => "silent",
+            Self::Silent(_) | Self::StreamSilent(_) => "silent",
             Self::TcpRefused => "tcp_refused",
             Self::TcpTimeout(_) => "tcp_timeout",
             Self::TcpFailed(_) => "tcp_failed",
@@ -314,7 +317,13 @@ impl Exchange {
 
     /// Sends `request` and waits for the answer with its transaction id.
     async fn transact(&self, request: &Message) -> Result<Message, ProbeFailure> {
-        let silent = || ProbeFailure::Silent(self.seconds);
+        let silent = || {
+            if self.udp {
+                ProbeFailure::Silent(self.seconds)
+            } else {
+                ProbeFailure::StreamSilent(self.seconds)
+            }
+        };
         let mut rto = FIRST_RTO;
         let mut buf = vec![0u8; 1500];
         loop {

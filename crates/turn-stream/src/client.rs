@@ -155,7 +155,10 @@ pub async fn dial(
 /// rustls's reason, without the io wrapping.
 fn tls_reason(error: &io::Error) -> String {
     match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::InvalidCertificate(why)) => format!("certificate not accepted ({why:?})"),
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(why))) => {
+            format!("certificate not accepted: {why}")
+        }
+        Some(rustls::Error::InvalidCertificate(why)) => format!("certificate not accepted: {why}"),
         Some(other) => other.to_string(),
         None if error.kind() == io::ErrorKind::UnexpectedEof => "the server closed the connection".to_owned(),
         None => error.to_string(),

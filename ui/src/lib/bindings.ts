@@ -345,7 +345,20 @@ relay_error: string | null,
 /**
  * Each STUN and TURN URL the meeting offers.
  */
-servers: Array<UiServerCheck>, };
+servers: Array<UiServerCheck>, 
+/**
+ * What it means for a call: `unreachable`, `no_servers`, `direct`, `direct_no_relay`,
+ * `relayed`, `no_path` (the page words it: `lobby.verdict.<code>`).
+ */
+verdict: string, 
+/**
+ * How calls reach the meeting server's relay (`udp`, `tcp`, `tls`), if they can.
+ */
+relay_transport: string | null, 
+/**
+ * A TURN server refused the meeting server's credentials.
+ */
+credentials_refused: boolean, };
 
 export type UiServerCheck = { 
 /**

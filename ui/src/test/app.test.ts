@@ -38,7 +38,11 @@ describe("the app against a mock backend", () => {
     const [stun, turn] = screen.getAllByTestId("net-server");
     expect(stun?.textContent).toContain("you are 203.0.113.7:40000");
     expect(turn?.dataset.ok).toBe("false");
-    expect(turn?.textContent).toContain("no relay allocated within 5 s");
+    expect(turn?.textContent).toContain("server silent: no answer within 5 s");
+    // What it means for a call, in words.
+    const verdict = screen.getByTestId("net-verdict");
+    expect(verdict.dataset.verdict).toBe("direct_no_relay");
+    expect(verdict.textContent).toContain("Direct connections are possible, but no relay answered");
 
     // The meter follows the microphone; a device that fails is named.
     const meter = screen.getByTestId("mic-level");
