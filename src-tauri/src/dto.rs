@@ -93,6 +93,9 @@ pub struct UiPeerStats {
     pub frame_rate: f64,
     /// How the path was made: `host`, `srflx`, `prflx` or `relay`.
     pub candidate_type: Option<String>,
+    /// The path for the tile: `direct`, `relay_udp`, `relay_tcp`, `relay_tls` (through our
+    /// relay, reached over that transport) or `relay_peer` (through the other side's relay).
+    pub path: Option<String>,
     /// A one-word verdict for the tile: `good`, `fair` or `poor`.
     pub quality: Quality,
 }
@@ -214,12 +217,18 @@ pub enum UiEvent {
         /// How the path was made.
         candidate_type: Option<String>,
     },
-    /// No network path to this participant.
+    /// No network path to this participant (yet, if `retrying`).
     PeerUnreachable {
         /// Who.
         id: String,
-        /// What was tried (candidate types gathered and received).
+        /// The cause in English and what was tried (candidate types gathered and received).
         detail: String,
+        /// The cause for the page to word (`call.no_path.<cause>`): `nothing_gathered`,
+        /// `peer_sent_nothing`, `no_relay_offered`, `relay_unreachable`, `blocked`; `null`: a
+        /// local failure, named in `detail`.
+        cause: Option<String>,
+        /// ICE restarts go on: it may still connect.
+        retrying: bool,
     },
     /// Audio levels (every 100 ms).
     Levels {
@@ -272,6 +281,16 @@ fn candidate(path: Option<Path>) -> Option<String> {
     path.map(|p| p.local.as_str().to_owned())
 }
 
+/// The path's name for the tile (see [`UiPeerStats::path`]).
+fn path_code(path: Option<Path>) -> Option<String> {
+    let path = path?;
+    Some(match path.relay {
+        Some(transport) => format!("relay_{}", transport.as_str()),
+        None if path.is_relayed() => "relay_peer".to_owned(),
+        None => "direct".to_owned(),
+    })
+}
+
 impl UiEvent {
     /// The page's form of an engine event; `None` for what is not for the page as an event
     /// (video frames go over the frame socket).
@@ -299,9 +318,12 @@ impl UiEvent {
             EngineEvent::PeerConnected { id, path } => {
                 Self::PeerConnected { id: id.to_string(), candidate_type: candidate(*path) }
             }
-            EngineEvent::PeerUnreachable { id, detail } => {
-                Self::PeerUnreachable { id: id.to_string(), detail: detail.clone() }
-            }
+            EngineEvent::PeerUnreachable { id, detail, cause, retrying } => Self::PeerUnreachable {
+                id: id.to_string(),
+                detail: detail.clone(),
+                cause: cause.map(|c| c.code().to_owned()),
+                retrying: *retrying,
+            },
             EngineEvent::AudioLevels { levels, active_speaker } => Self::Levels {
                 levels: levels
                     .iter()
@@ -330,6 +352,7 @@ impl UiEvent {
                         send_kbps: s.send_kbps,
                         frame_rate: s.frame_rate,
                         candidate_type: candidate(s.path),
+                        path: path_code(s.path),
                         quality: Quality::of(s),
                     })
                     .collect(),
@@ -597,6 +620,17 @@ pub struct JoinRequest {
 mod tests {
     use super::*;
     use confer_proto::PeerId;
+
+    #[test]
+    fn a_tile_names_the_path_and_how_the_relay_is_reached() {
+        use confer_mesh::{CandidateType as C, RelayTransport as T};
+        let path = |local, remote, relay| path_code(Some(Path { local, remote, relay }));
+        assert_eq!(path(C::Host, C::Srflx, None).as_deref(), Some("direct"));
+        assert_eq!(path(C::Relay, C::Host, Some(T::Tls)).as_deref(), Some("relay_tls"));
+        assert_eq!(path(C::Relay, C::Relay, Some(T::Udp)).as_deref(), Some("relay_udp"));
+        assert_eq!(path(C::Srflx, C::Relay, None).as_deref(), Some("relay_peer"));
+        assert_eq!(path_code(None), None);
+    }
 
     #[test]
     fn a_connection_is_judged_by_its_worst_side() {

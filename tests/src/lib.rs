@@ -312,12 +312,18 @@ pub const SMALL: (&str, u32) = ("320x180", 15);
 
 /// A finished participant's report (stdout's JSON) and its log (stderr).
 pub fn report_of(child: Child) -> (serde_json::Value, String) {
+    let (report, log, _) = report_and_code_of(child);
+    (report, log)
+}
+
+/// [`report_of`], with the process's exit code (-1 if a signal ended it).
+pub fn report_and_code_of(child: Child) -> (serde_json::Value, String, i32) {
     let output = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!("no JSON report ({e}); log:\n{log}\nstdout: {}", String::from_utf8_lossy(&output.stdout))
     });
-    (report, log)
+    (report, log, output.status.code().unwrap_or(-1))
 }
 
 /// A free TCP port on loopback (bound, then released).

@@ -155,6 +155,16 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         Duration::from_secs(30),
     );
     eprintln!("tiles: {tiles}");
+    // Each remote tile says the path to that person and the round trip: on loopback, direct.
+    let paths = driver.wait_for(
+        "each remote tile's path and round trip",
+        "const p = [...document.querySelectorAll('[data-testid=tile-path]')].map(e => [e.dataset.path, e.textContent]); return p.length === 2 && p.every(([, text]) => / · \\d+ ms$/.test(text)) && p",
+        Duration::from_secs(10),
+    );
+    for path in paths.as_array().unwrap() {
+        assert_eq!(path[0], "direct", "{paths}");
+        assert!(path[1].as_str().unwrap().starts_with("Direct · "), "{paths}");
+    }
     driver.wait_for(
         "the self view shows what the camera sends",
         "return window.__confer.tiles().some(t => t.id === 'self' && t.drawn >= 10)",

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use confer_media::synthetic::tone_hz;
-use confer_tests::{Relay, SMALL, Turn, binary, report_of, spawn_synthetic};
+use confer_tests::{Relay, SMALL, Turn, binary, report_and_code_of, report_of, spawn_synthetic};
 use serde_json::Value;
 
 /// `confer check LINK --json`: its exit code and report.
@@ -147,10 +147,11 @@ fn relay_only_without_a_turn_server_says_why_there_is_no_path() {
     let (code, report) = check(&invite);
     assert_eq!(report["verdict"], "no_servers", "{report}");
     assert_eq!(code, 3, "no relay at all: a warning, not a pass: {report}");
+    let started = unix_ms();
     let ann = spawn_synthetic(&host_link, "Ann", 2, 6.0, SMALL, &["--relay-only"]);
     let bob = spawn_synthetic(&invite, "Bob", 3, 5.0, SMALL, &["--relay-only"]);
     for (me, child) in [("Ann", ann), ("Bob", bob)] {
-        let (report, log) = report_of(child);
+        let (report, log, code) = report_and_code_of(child);
         eprintln!("--- {me}: {report}\n{log}");
         let unreachable = report["unreachable"].as_array().unwrap();
         assert_eq!(unreachable.len(), 1, "{me} names the one peer it cannot reach");
@@ -159,8 +160,49 @@ fn relay_only_without_a_turn_server_says_why_there_is_no_path() {
             detail.contains("no ICE candidates gathered here") && detail.contains("TURN"),
             "{me}: {detail}"
         );
+        assert_eq!(unreachable[0]["cause"], "nothing_gathered", "{me}");
+        let after = unreachable[0]["at_unix_ms"].as_u64().unwrap() - started;
+        assert!(after < 15_000, "{me} was told after {after} ms");
         assert_eq!(report["peers"][0]["video_frames_decoded"], 0);
+        assert_eq!(code, 4, "{me}: a participant stayed unreachable: exit 4");
     }
+}
+
+/// Relay only, and the relay offered does not answer: within 15 s each side is told that the
+/// meeting server's relay could not be reached (while ICE restarts go on), and exits 4.
+#[test]
+fn relay_only_with_a_silent_turn_server_names_the_relay_within_15_s() {
+    let state = tempfile::tempdir().unwrap();
+    let silent = format!("turn:127.0.0.1:{}?transport=udp", confer_tests::free_udp_port());
+    let relay =
+        Relay::start_with(state.path(), "127.0.0.1:0", &["--turn-url", &silent, "--turn-secret", "s"]);
+    let (host_link, invite) = relay.host();
+    let started = unix_ms();
+    let ann = spawn_synthetic(&host_link, "Ann", 2, 14.0, SMALL, &["--relay-only"]);
+    let bob = spawn_synthetic(&invite, "Bob", 3, 14.0, SMALL, &["--relay-only"]);
+    for (me, child) in [("Ann", ann), ("Bob", bob)] {
+        let (report, log, code) = report_and_code_of(child);
+        eprintln!("--- {me}: {report}\n{log}");
+        let told: Vec<&Value> = report["no_path_yet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(report["unreachable"].as_array().unwrap())
+            .collect();
+        let first = told
+            .iter()
+            .min_by_key(|t| t["at_unix_ms"].as_u64())
+            .unwrap_or_else(|| panic!("{me} was never told"));
+        assert_eq!(first["cause"], "relay_unreachable", "{me}: {first}");
+        assert!(first["detail"].as_str().unwrap().contains("relay could not be reached"), "{me}: {first}");
+        let after = first["at_unix_ms"].as_u64().unwrap() - started;
+        assert!(after < 15_000, "{me} was told after {after} ms");
+        assert_eq!(code, 4, "{me}");
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 #[test]

@@ -50,7 +50,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check, without joining, that the meeting's relay and its STUN/TURN servers answer.
+    /// Check, without joining, that the meeting's relay and its STUN/TURN servers answer. Exit
+    /// codes: 0 all well, 1 something did not answer, 2 not an invite link, 3 everything answered
+    /// but no relay is there (a call between two restrictive networks cannot connect).
     Check {
         /// The invite link (confer://… or https://…).
         link: String,
@@ -58,7 +60,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Join a call by its invite link.
+    /// Join a call by its invite link. Exit codes: 0 the call went as asked, 1 it ended early
+    /// (removed, the relay gone, ...), 2 the relay refused or could not be reached, 4 a
+    /// participant stayed unreachable (no network path) until the end.
     Join {
         /// The invite link (confer://… or https://…).
         link: String,
@@ -326,6 +330,9 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let mut left = Vec::new();
     let mut reconnecting = Vec::new();
     let mut unreachable = Vec::new();
+    let mut struggling = Vec::new();
+    // Participants with no network path now (said unreachable, not connected since).
+    let mut no_path = std::collections::BTreeSet::new();
     let mut names = BTreeMap::new();
     let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut muted = false;
@@ -367,11 +374,24 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                         None => format!("{} (peer: {})", p.local.as_str(), p.remote.as_str()),
                     });
                     eprintln!("connected to {id} via {via}");
+                    no_path.remove(&id.to_string());
                     connected = true;
                 }
-                Some(EngineEvent::PeerUnreachable { id, detail }) => {
-                    eprintln!("no network path to {id}: {detail}");
-                    unreachable.push(json!({"id": id.to_string(), "detail": detail}));
+                Some(EngineEvent::PeerUnreachable { id, detail, cause, retrying }) => {
+                    let entry = json!({
+                        "id": id.to_string(),
+                        "detail": detail,
+                        "cause": cause.map(|c| c.code()),
+                        "at_unix_ms": unix_ms(),
+                    });
+                    no_path.insert(id.to_string());
+                    if retrying {
+                        eprintln!("no network path to {id} yet: {detail}");
+                        struggling.push(entry);
+                    } else {
+                        eprintln!("no network path to {id}: {detail}");
+                        unreachable.push(entry);
+                    }
                 }
                 Some(EngineEvent::Chat { from, text }) => chats.push(json!({"from": from.to_string(), "text": text})),
                 Some(EngineEvent::RelayReconnecting { cause }) => {
@@ -480,6 +500,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "left": left,
             "reconnecting": reconnecting,
             "unreachable": unreachable,
+            "no_path_yet": struggling,
             "relay_resumes": relay_resumes,
             "network_changes": network_changes,
             "device_switches": device_switches,
@@ -491,5 +512,12 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     }
     // Give the leave message a moment to reach the relay.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    if end.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if end.is_some() {
+        ExitCode::FAILURE
+    } else if !no_path.is_empty() {
+        eprintln!("confer: no network path to {} participant(s)", no_path.len());
+        ExitCode::from(4)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
 use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, bitrate_ceiling, is_offerer, next_bitrate};
+use crate::nopath::NoPathCause;
 use crate::peer::{LocalTracks, Path, Peer, PeerEvent, Stack};
 use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signaling, SignalingEvent};
 
@@ -139,12 +140,18 @@ pub enum EngineEvent {
         /// How the path was made.
         path: Option<Path>,
     },
-    /// No network path to this participant: ICE failed and restarts did not help.
+    /// No network path to this participant (yet): said within the first connection attempt's
+    /// timeout (10 s), while ICE restarts go on (`retrying`), and again when they are given up.
     PeerUnreachable {
         /// Who.
         id: PeerId,
-        /// What was tried.
+        /// The cause in English with what was tried (for logs and the CLI).
         detail: String,
+        /// The cause, for the UI to word in the user's language; `None` for a local failure
+        /// named in `detail` (the peer connection could not be made).
+        cause: Option<NoPathCause>,
+        /// ICE restarts go on; a connection may still come.
+        retrying: bool,
     },
     /// A decoded video frame from a participant.
     VideoFrame {
@@ -675,6 +682,8 @@ struct PeerSlot {
     offerer: bool,
     ice: IceRecovery,
     connected: bool,
+    /// The early "no path yet" was said.
+    warned: bool,
 }
 
 struct Engine {
@@ -816,7 +825,13 @@ impl Engine {
         let mut peer = match peer {
             Ok(peer) => peer,
             Err(err) => {
-                let _ = self.events.send(EngineEvent::PeerUnreachable { id, detail: err.to_string() });
+                let detail = err.to_string();
+                let _ = self.events.send(EngineEvent::PeerUnreachable {
+                    id,
+                    detail,
+                    cause: None,
+                    retrying: false,
+                });
                 return;
             }
         };
@@ -824,7 +839,13 @@ impl Engine {
             match peer.offer(false).await {
                 Ok(offer) => self.signaling.signal(id.clone(), offer),
                 Err(err) => {
-                    let _ = self.events.send(EngineEvent::PeerUnreachable { id, detail: err.to_string() });
+                    let detail = err.to_string();
+                    let _ = self.events.send(EngineEvent::PeerUnreachable {
+                        id,
+                        detail,
+                        cause: None,
+                        retrying: false,
+                    });
                     return;
                 }
             }
@@ -839,6 +860,7 @@ impl Engine {
                 offerer,
                 ice: IceRecovery::new(IcePolicy::default(), self.now()),
                 connected: false,
+                warned: false,
             },
         );
     }
@@ -990,14 +1012,24 @@ impl Engine {
                 self.worst_loss = Some(self.worst_loss.map_or(loss, |worst| worst.max(loss)));
             }
             PeerEvent::NothingGathered => {
-                let detail = if self.config.relay_only {
-                    "no ICE candidates gathered here: relay candidates only, and no TURN server \
-                     answered (or the relay offers none)"
-                } else {
-                    "no ICE candidates gathered here: no usable network interface"
+                let (cause, what) = match (self.config.relay_only, self.relay_offered()) {
+                    (true, true) => {
+                        (NoPathCause::RelayUnreachable, "relay candidates only, and no TURN server answered")
+                    }
+                    (true, false) => (
+                        NoPathCause::NothingGathered,
+                        "relay candidates only, and the relay offers no TURN server",
+                    ),
+                    (false, _) => (NoPathCause::NothingGathered, "no usable network interface"),
                 };
-                let _ =
-                    self.events.send(EngineEvent::PeerUnreachable { id: from, detail: detail.to_owned() });
+                let name = self.reports.get(&from).map(|r| r.name.clone()).unwrap_or_default();
+                let detail = format!("{}; no ICE candidates gathered here: {what}", cause.describe(&name));
+                let _ = self.events.send(EngineEvent::PeerUnreachable {
+                    id: from,
+                    detail,
+                    cause: Some(cause),
+                    retrying: false,
+                });
             }
             PeerEvent::RoundTrip(rtt) => {
                 self.reports.entry(from.clone()).or_default().stats.rtt_ms =
@@ -1114,25 +1146,66 @@ impl Engine {
         }
     }
 
+    /// Whether the meeting server offers any TURN URL.
+    fn relay_offered(&self) -> bool {
+        self.session.as_ref().is_some_and(|session| {
+            session
+                .ice_servers
+                .iter()
+                .flat_map(|s| &s.urls)
+                .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
+        })
+    }
+
     async fn act(&mut self, id: &PeerId, action: Option<IceAction>) {
+        let relay_offered = self.relay_offered();
         let Some(slot) = self.peers.get_mut(id) else { return };
+        let report = self.reports.entry(id.clone()).or_default();
+        let name = if report.name.is_empty() { id.to_string() } else { report.name.clone() };
+        let never_connected = report.connected_ms.is_none();
+        let (gathered, received) = slot.peer.candidate_types();
+        let cause = NoPathCause::diagnose(&gathered, &received, relay_offered, self.config.relay_only);
+        let relay_only = if self.config.relay_only { " (relay candidates only)" } else { "" };
         match action {
-            Some(IceAction::Restart) if slot.offerer => {
-                self.reports.entry(id.clone()).or_default().ice_restarts += 1;
-                if let Ok(offer) = slot.peer.offer(true).await {
-                    self.signaling.signal(id.clone(), offer);
+            Some(IceAction::Restart) => {
+                // The first attempt timed out without a connection: say so now, with the cause,
+                // rather than after every restart has failed too.
+                if never_connected && !slot.warned {
+                    slot.warned = true;
+                    let detail = format!(
+                        "{}; {}{relay_only}; still trying",
+                        cause.describe(&name),
+                        slot.peer.candidate_summary()
+                    );
+                    let _ = self.events.send(EngineEvent::PeerUnreachable {
+                        id: id.clone(),
+                        detail,
+                        cause: Some(cause),
+                        retrying: true,
+                    });
+                }
+                if slot.offerer {
+                    report.ice_restarts += 1;
+                    if let Ok(offer) = slot.peer.offer(true).await {
+                        self.signaling.signal(id.clone(), offer);
+                    }
                 }
             }
             Some(IceAction::GiveUp) => {
                 let detail = format!(
-                    "no connection after {} ICE restarts; {}{}",
+                    "{}; no connection after {} ICE restarts; {}{relay_only}",
+                    cause.describe(&name),
                     slot.ice.restarts(),
                     slot.peer.candidate_summary(),
-                    if self.config.relay_only { " (relay candidates only)" } else { "" }
                 );
-                let _ = self.events.send(EngineEvent::PeerUnreachable { id: id.clone(), detail });
+                let _ = self.events.send(EngineEvent::PeerUnreachable {
+                    id: id.clone(),
+                    detail,
+                    cause: Some(cause),
+                    retrying: false,
+                });
             }
-            _ => {}
+            None => {}
         }
     }
 

@@ -7,6 +7,7 @@ pub mod data;
 pub mod decide;
 pub mod engine;
 pub mod netcheck;
+pub mod nopath;
 mod peer;
 pub mod rooms;
 pub mod signaling;

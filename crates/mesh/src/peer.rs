@@ -580,6 +580,15 @@ impl Peer {
         Some(Path { local, remote: candidate_type(pair.remote.typ)?, relay })
     }
 
+    /// The candidate types gathered here and received from the peer.
+    pub(crate) fn candidate_types(
+        &self,
+    ) -> (std::collections::BTreeSet<&'static str>, std::collections::BTreeSet<&'static str>) {
+        self.candidates
+            .lock()
+            .map_or_else(|_| Default::default(), |log| (log.gathered.clone(), log.received.clone()))
+    }
+
     /// The candidate types gathered here and received from the peer, for a failure's detail:
     /// "gathered here: host, srflx; from the peer: host".
     pub(crate) fn candidate_summary(&self) -> String {

@@ -71,9 +71,19 @@ candidate_type: string | null, } | { "type": "peer_unreachable",
  */
 id: string, 
 /**
- * What was tried (candidate types gathered and received).
+ * The cause in English and what was tried (candidate types gathered and received).
  */
-detail: string, } | { "type": "levels", 
+detail: string, 
+/**
+ * The cause for the page to word (`call.no_path.<cause>`): `nothing_gathered`,
+ * `peer_sent_nothing`, `no_relay_offered`, `relay_unreachable`, `blocked`; `null`: a
+ * local failure, named in `detail`.
+ */
+cause: string | null, 
+/**
+ * ICE restarts go on: it may still connect.
+ */
+retrying: boolean, } | { "type": "levels", 
 /**
  * Per participant.
  */
@@ -202,6 +212,11 @@ frame_rate: number,
  * How the path was made: `host`, `srflx`, `prflx` or `relay`.
  */
 candidate_type: string | null, 
+/**
+ * The path for the tile: `direct`, `relay_udp`, `relay_tcp`, `relay_tls` (through our
+ * relay, reached over that transport) or `relay_peer` (through the other side's relay).
+ */
+path: string | null, 
 /**
  * A one-word verdict for the tile: `good`, `fair` or `poor`.
  */

@@ -39,12 +39,16 @@ describe("the call state", () => {
     expect(s.notice).toEqual({ key: "left.left", params: { name: "Alice" } });
   });
 
-  it("names the peer it has no path to, and what was tried", () => {
-    const s = play(
+  it("names the peer it has no path to, why, and whether it is still trying", () => {
+    const detail = "the meeting server offers no relay, and your network and Alice's both need one";
+    let s = play(
       { type: "joined", self_id: "me", participants: [alice], host: false, locked: false, knocking: [] },
-      { type: "peer_unreachable", id: "a", detail: "relay candidates only" },
+      { type: "peer_unreachable", id: "a", detail, cause: "no_relay_offered", retrying: true },
     );
-    expect(s.peers[0]?.unreachable).toBe("relay candidates only");
+    expect(s.peers[0]?.unreachable).toEqual({ cause: "no_relay_offered", detail, retrying: true });
+    expect(s.peers[0]?.connected).toBe(false);
+    s = reduce(s, { type: "peer_connected", id: "a", candidate_type: "relay" });
+    expect(s.peers[0]?.unreachable).toBeNull();
   });
 
   it("keeps knockers for the host until their knock ends", () => {

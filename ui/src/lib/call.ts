@@ -11,10 +11,17 @@ export type Phase =
 export interface Peer extends UiParticipant {
   /** Media flows with it. */
   connected: boolean;
-  /** No network path: what was tried. */
-  unreachable: string | null;
+  /** No network path (yet, if `retrying`): the cause, and what was tried. */
+  unreachable: Unreachable | null;
   speaking: boolean;
   stats: UiPeerStats | null;
+}
+
+export interface Unreachable {
+  /** `call.no_path.<cause>` words it; null: a local failure, said in `detail` (English). */
+  cause: string | null;
+  detail: string;
+  retrying: boolean;
 }
 
 export interface ChatLine {
@@ -114,7 +121,11 @@ export function reduce(state: CallState, event: UiEvent): CallState {
     case "peer_unreachable":
       return {
         ...state,
-        peers: updatePeer(state, event.id, (p) => ({ ...p, connected: false, unreachable: event.detail })),
+        peers: updatePeer(state, event.id, (p) => ({
+          ...p,
+          connected: false,
+          unreachable: { cause: event.cause, detail: event.detail, retrying: event.retrying },
+        })),
       };
     case "levels": {
       const speaking = new Set(event.levels.filter((l) => l.speaking).map((l) => l.id));
