@@ -125,6 +125,7 @@ pub fn engine_config(settings: &Settings, name: &str) -> EngineConfig {
     };
     (config.width, config.height, config.fps) = (width, height, fps);
     config.self_view = true;
+    config.relay_only = settings.relay_only;
     config
 }
 
@@ -525,4 +526,16 @@ pub async fn bench_tiles(
         })
         .map_err(|e| media(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hiding_my_ip_address_makes_the_engine_relay_only() {
+        let hidden = Settings { relay_only: true, ..Settings::default() };
+        assert!(engine_config(&hidden, "Ada").relay_only);
+        assert!(!engine_config(&Settings::default(), "Ada").relay_only);
+    }
 }

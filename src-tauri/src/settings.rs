@@ -77,6 +77,10 @@ pub struct Settings {
     pub noise_suppression: bool,
     /// Music mode: no processing, full band.
     pub music_mode: bool,
+    /// Hide my IP address from other participants: relay candidates only, so no host or
+    /// server-reflexive address of this machine reaches anyone (calls need the meeting server's
+    /// relay).
+    pub relay_only: bool,
     /// The synthetic camera's and microphone's pattern id (what tests read back).
     pub synthetic_pattern: u32,
     /// Recent meetings, newest first.
@@ -95,6 +99,7 @@ impl Default for Settings {
             echo_cancellation: true,
             noise_suppression: true,
             music_mode: false,
+            relay_only: false,
             synthetic_pattern: 1,
             recent: Vec::new(),
         }

@@ -354,6 +354,33 @@ fn a_relay_only_call_connects_through_the_relays_own_turn_server() {
     assert_eq!(metric(&metrics, "confer_turn_refused_peer_datagrams_total"), 0.0, "{metrics}");
 }
 
+/// Ann hides her IP address (relay only), Bob does not: they still see each other, and every
+/// candidate of Ann's that reached Bob is a relay candidate, while Bob's host address reached Ann.
+#[test]
+fn a_relay_only_participant_shows_others_no_address_of_hers() {
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with(
+        state.path(),
+        "127.0.0.1:0",
+        &["--turn-listen", "127.0.0.1:0", "--turn-allow-peer", "127.0.0.0/8"],
+    );
+    let (host_link, invite) = relay.host();
+    let ann = spawn_synthetic(&host_link, "Ann", 2, 8.0, SMALL, &["--relay-only"]);
+    let bob = spawn_synthetic(&invite, "Bob", 3, 8.0, SMALL, &[]);
+    let (ann_report, ann_log) = report_of(ann);
+    let (bob_report, bob_log) = report_of(bob);
+    eprintln!("--- Ann: {ann_report}\n{ann_log}\n--- Bob: {bob_report}\n{bob_log}");
+    let (ann_sees, bob_sees) = (&ann_report["peers"][0], &bob_report["peers"][0]);
+    assert_eq!(ann_sees["pattern_id"], 3, "Ann sees Bob");
+    assert_eq!(bob_sees["pattern_id"], 2, "Bob sees Ann");
+    assert_eq!(bob_sees["candidates_received"], serde_json::json!(["relay"]), "only Ann's relay reached Bob");
+    // Her end of the path is her relay (Bob may know that address as peer-reflexive: it is the
+    // relay's, learned from the packets before her candidate arrived).
+    assert_eq!(ann_sees["candidate_type"], "relay", "Ann sends through her relay");
+    let from_bob = ann_sees["candidates_received"].as_array().unwrap();
+    assert!(from_bob.iter().any(|c| c == "host"), "Bob did not hide his: {from_bob:?}");
+}
+
 /// The built-in TURN server refuses to relay into its own network: with its default peer
 /// filter, a relay-only call between two loopback addresses gets allocations but never connects:
 /// each side's permission for the other's relayed address is answered 403, and counted.

@@ -466,6 +466,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "candidate_type": r.path.map(|p| p.local.as_str()),
                     "remote_candidate_type": r.path.map(|p| p.remote.as_str()),
                     "relay_protocol": r.path.and_then(|p| p.relay).map(|t| t.as_str()),
+                    "candidates_received": r.candidates_received,
                     "muted": r.muted,
                     "hand_raised": r.hand_raised,
                     "ice_restarts": r.ice_restarts,

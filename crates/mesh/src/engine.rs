@@ -263,6 +263,9 @@ pub struct PeerReport {
     pub video_latency_ms: Vec<f64>,
     /// Audio latency to the speaker queue, ms, from the synthetic microphone's markers.
     pub audio_latency_ms: Vec<f64>,
+    /// The candidate types this participant's signals carried (`host`, `srflx`, `relay`, …): what
+    /// of its network it showed us (a relay-only participant shows `relay` alone).
+    pub candidates_received: Vec<&'static str>,
 }
 
 /// The `q` quantile (0..=1) of `values`, or `None` if empty.
@@ -870,6 +873,11 @@ impl Engine {
         self.participants.remove(id);
         self.last_counts.remove(id);
         if let Some(slot) = self.peers.remove(id) {
+            // What it showed of its network stays in the report after it is gone.
+            let (_, received) = slot.peer.candidate_types();
+            if let Some(report) = self.reports.get_mut(id) {
+                report.candidates_received = received.into_iter().collect();
+            }
             slot.peer.close().await;
         }
         self.playout.remove_stream(id);
@@ -1301,7 +1309,13 @@ impl Engine {
             }
             Command::Host(message) => self.signaling.send(message),
             Command::Report(reply) => {
-                let _ = reply.send(self.reports.clone());
+                let mut reports = self.reports.clone();
+                for (id, slot) in &self.peers {
+                    let (_, received) = slot.peer.candidate_types();
+                    reports.entry(id.clone()).or_default().candidates_received =
+                        received.into_iter().collect();
+                }
+                let _ = reply.send(reports);
             }
             Command::SetCamera(choice) => {
                 let (width, height, fps) = (self.config.width, self.config.height, self.config.fps);

@@ -439,6 +439,12 @@ noise_suppression: boolean,
  */
 music_mode: boolean, 
 /**
+ * Hide my IP address from other participants: relay candidates only, so no host or
+ * server-reflexive address of this machine reaches anyone (calls need the meeting server's
+ * relay).
+ */
+relay_only: boolean, 
+/**
  * The synthetic camera's and microphone's pattern id (what tests read back).
  */
 synthetic_pattern: number, 

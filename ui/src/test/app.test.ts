@@ -190,6 +190,7 @@ describe("the settings screen", () => {
     render(App);
     await fireEvent.click(await screen.findByText("Settings"));
     await fireEvent.click(await screen.findByLabelText(/Music mode/));
+    await fireEvent.click(screen.getByLabelText(/Hide my IP address/));
     await fireEvent.click(screen.getByLabelText(/Low \(320/));
     const microphone = await screen.findByTestId("microphone");
     await waitFor(() => expect(microphone.querySelectorAll("option")).toHaveLength(2));
@@ -200,6 +201,7 @@ describe("the settings screen", () => {
     expect(saved).toMatchObject({
       name: "Ada",
       music_mode: true,
+      relay_only: true,
       video_quality: "low",
       microphone: "default",
       camera: "synthetic",

@@ -12,6 +12,7 @@ export const defaultSettings: Settings = {
   echo_cancellation: true,
   noise_suppression: true,
   music_mode: false,
+  relay_only: false,
   synthetic_pattern: 1,
   recent: [],
 };
