@@ -201,6 +201,43 @@ fn relay_only_with_a_silent_turn_server_names_the_relay_within_15_s() {
     }
 }
 
+/// Relay only, and the TURN server refuses the meeting server's credentials (another secret):
+/// within 15 s each side is told the relay refused our credentials, as the check says it.
+#[test]
+fn relay_only_with_refused_credentials_says_so_in_the_call() {
+    let turn = Turn::start();
+    let state = tempfile::tempdir().unwrap();
+    let turn_url = format!("turn:127.0.0.1:{}", turn.port);
+    let relay = Relay::start_with(
+        state.path(),
+        "127.0.0.1:0",
+        &["--turn-url", &turn_url, "--turn-secret", "not-coturns"],
+    );
+    let (host_link, invite) = relay.host();
+    let started = unix_ms();
+    let ann = spawn_synthetic(&host_link, "Ann", 2, 14.0, SMALL, &["--relay-only"]);
+    let bob = spawn_synthetic(&invite, "Bob", 3, 14.0, SMALL, &["--relay-only"]);
+    for (me, child) in [("Ann", ann), ("Bob", bob)] {
+        let (report, log, code) = report_and_code_of(child);
+        eprintln!("--- {me}: {report}\n{log}");
+        let told: Vec<&Value> = report["no_path_yet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(report["unreachable"].as_array().unwrap())
+            .filter(|t| t["cause"] == "relay_credentials_refused")
+            .collect();
+        let first = told
+            .iter()
+            .min_by_key(|t| t["at_unix_ms"].as_u64())
+            .unwrap_or_else(|| panic!("{me} was never told the credentials were refused"));
+        assert!(first["detail"].as_str().unwrap().contains("credentials refused"), "{me}: {first}");
+        let after = first["at_unix_ms"].as_u64().unwrap() - started;
+        assert!(after < 15_000, "{me} was told after {after} ms");
+        assert_eq!(code, 4, "{me}");
+    }
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

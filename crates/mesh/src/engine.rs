@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::data::PeerMessage;
 use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, bitrate_ceiling, is_offerer, next_bitrate};
 use crate::nopath::NoPathCause;
-use crate::peer::{LocalTracks, Path, Peer, PeerEvent, Stack};
+use crate::peer::{LocalTracks, Path, Peer, PeerEvent, RelayAnswer, Stack};
 use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signaling, SignalingEvent};
 
 /// Where the engine's media comes from.
@@ -407,6 +407,8 @@ pub async fn join(
         sending,
         decoders: HashMap::new(),
         reports: HashMap::new(),
+        relay_diagnosis: None,
+        awaiting_diagnosis: Vec::new(),
         participants: HashMap::new(),
         hand_raised: false,
         addresses: crate::peer::local_addresses(),
@@ -706,6 +708,10 @@ struct Engine {
     sending: Arc<Sending>,
     decoders: HashMap<PeerId, H264Decoder>,
     reports: HashMap<PeerId, PeerReport>,
+    /// The TURN URLs' answers to our own requests, once asked (see [`Engine::diagnose_relay`]).
+    relay_diagnosis: Option<Vec<RelayAnswer>>,
+    /// Peers waiting for that diagnosis (asked once; every one still unconnected gets it).
+    awaiting_diagnosis: Vec<PeerId>,
     /// Everyone else, as the relay and their own data channel last described them.
     participants: HashMap<PeerId, Participant>,
     /// Our hand is raised.
@@ -1033,12 +1039,16 @@ impl Engine {
                 let name = self.reports.get(&from).map(|r| r.name.clone()).unwrap_or_default();
                 let detail = format!("{}; no ICE candidates gathered here: {what}", cause.describe(&name));
                 let _ = self.events.send(EngineEvent::PeerUnreachable {
-                    id: from,
+                    id: from.clone(),
                     detail,
                     cause: Some(cause),
                     retrying: false,
                 });
+                if cause == NoPathCause::RelayUnreachable && self.relay_diagnosis.is_none() {
+                    self.diagnose_relay(&from);
+                }
             }
+            PeerEvent::RelayDiagnosis(answers) => self.on_relay_diagnosis(answers),
             PeerEvent::RoundTrip(rtt) => {
                 self.reports.entry(from.clone()).or_default().stats.rtt_ms =
                     Some(rtt.as_secs_f64() * 1_000.0);
@@ -1167,13 +1177,20 @@ impl Engine {
 
     async fn act(&mut self, id: &PeerId, action: Option<IceAction>) {
         let relay_offered = self.relay_offered();
+        let known = self.relay_verdict();
         let Some(slot) = self.peers.get_mut(id) else { return };
         let report = self.reports.entry(id.clone()).or_default();
         let name = if report.name.is_empty() { id.to_string() } else { report.name.clone() };
         let never_connected = report.connected_ms.is_none();
         let (gathered, received) = slot.peer.candidate_types();
-        let cause = NoPathCause::diagnose(&gathered, &received, relay_offered, self.config.relay_only);
+        let mut cause = NoPathCause::diagnose(&gathered, &received, relay_offered, self.config.relay_only);
+        // What the relay's URLs answered us, if that was asked already.
+        let mut relay_answers = String::new();
+        if let (NoPathCause::RelayUnreachable, Some((refined, answers))) = (cause, &known) {
+            (cause, relay_answers) = (*refined, format!("; {answers}"));
+        }
         let relay_only = if self.config.relay_only { " (relay candidates only)" } else { "" };
+        let mut ask_relay = false;
         match action {
             Some(IceAction::Restart) => {
                 // The first attempt timed out without a connection: say so now, with the cause,
@@ -1181,7 +1198,7 @@ impl Engine {
                 if never_connected && !slot.warned {
                     slot.warned = true;
                     let detail = format!(
-                        "{}; {}{relay_only}; still trying",
+                        "{}{relay_answers}; {}{relay_only}; still trying",
                         cause.describe(&name),
                         slot.peer.candidate_summary()
                     );
@@ -1191,6 +1208,7 @@ impl Engine {
                         cause: Some(cause),
                         retrying: true,
                     });
+                    ask_relay = cause == NoPathCause::RelayUnreachable && known.is_none();
                 }
                 if slot.offerer {
                     report.ice_restarts += 1;
@@ -1201,7 +1219,7 @@ impl Engine {
             }
             Some(IceAction::GiveUp) => {
                 let detail = format!(
-                    "{}; no connection after {} ICE restarts; {}{relay_only}",
+                    "{}{relay_answers}; no connection after {} ICE restarts; {}{relay_only}",
                     cause.describe(&name),
                     slot.ice.restarts(),
                     slot.peer.candidate_summary(),
@@ -1214,6 +1232,75 @@ impl Engine {
                 });
             }
             None => {}
+        }
+        if ask_relay {
+            self.diagnose_relay(id);
+        }
+    }
+
+    /// The relay's URLs answered our own requests (`relay_diagnosis`): the cause they point to
+    /// and their failures in words; `None` until asked, or if every URL answered.
+    fn relay_verdict(&self) -> Option<(NoPathCause, String)> {
+        let answers = self.relay_diagnosis.as_ref()?;
+        let failures: Vec<String> = answers
+            .iter()
+            .filter_map(|(url, failure)| failure.as_ref().map(|(_, why)| format!("{url}: {why}")))
+            .collect();
+        if failures.is_empty() {
+            return None;
+        }
+        let refused = answers.iter().any(|(_, failure)| matches!(failure, Some(("credentials_refused", _))));
+        let cause =
+            if refused { NoPathCause::RelayCredentialsRefused } else { NoPathCause::RelayUnreachable };
+        Some((cause, failures.join("; ")))
+    }
+
+    /// No relay candidate came, and the WebRTC stack does not say why: ask each of the meeting
+    /// server's TURN URLs ourselves (5 s at most, as the lobby's check does), once, and tell the
+    /// peers still waiting what they answered (`PeerEvent::RelayDiagnosis`).
+    fn diagnose_relay(&mut self, id: &PeerId) {
+        self.awaiting_diagnosis.push(id.clone());
+        if self.awaiting_diagnosis.len() > 1 {
+            return;
+        }
+        let Some(session) = &self.session else { return };
+        let servers = session.ice_servers.clone();
+        let (events, who) = (self.peer_events.clone(), id.clone());
+        // Bounded: each probe ends within its 5 s.
+        tokio::spawn(async move {
+            let probes = servers.iter().flat_map(|server| {
+                server.urls.iter().filter(|url| url.starts_with("turn:") || url.starts_with("turns:")).map(
+                    move |url| async move {
+                        let answer =
+                            crate::turn_probe::probe(url, server, crate::netcheck::SERVER_TIMEOUT).await;
+                        (url.clone(), answer.err().map(|failure| (failure.code(), failure.to_string())))
+                    },
+                )
+            });
+            let answers = futures_util::future::join_all(probes).await;
+            let _ = events.send((who, PeerEvent::RelayDiagnosis(answers)));
+        });
+    }
+
+    /// The relay's answers arrived: each peer still waiting and still not connected hears the
+    /// cause they point to.
+    fn on_relay_diagnosis(&mut self, answers: Vec<RelayAnswer>) {
+        self.relay_diagnosis = Some(answers);
+        let Some((cause, failures)) = self.relay_verdict() else { return };
+        for id in std::mem::take(&mut self.awaiting_diagnosis) {
+            let waiting = self.peers.get(&id).is_some_and(|slot| !slot.connected);
+            let report = self.reports.entry(id.clone()).or_default();
+            if !waiting || report.connected_ms.is_some() {
+                continue;
+            }
+            let name = if report.name.is_empty() { id.to_string() } else { report.name.clone() };
+            let detail = format!("{}; {failures}; still trying", cause.describe(&name));
+            let _ = self.events.send(EngineEvent::PeerUnreachable {
+                id,
+                detail,
+                cause: Some(cause),
+                retrying: true,
+            });
         }
     }
 

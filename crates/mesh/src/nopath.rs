@@ -20,6 +20,9 @@ pub enum NoPathCause {
     /// The meeting server offers a relay, and it could not be reached from here (UDP blocked and
     /// its TCP/TLS transports failed too, or it refused us).
     RelayUnreachable,
+    /// The meeting server's relay answered and refused our credentials (its 401): its TURN
+    /// secret does not match the meeting server's, or its clock is wrong.
+    RelayCredentialsRefused,
     /// Both sides had addresses, a relay among them, and no pair of them got through.
     Blocked,
 }
@@ -55,6 +58,7 @@ impl NoPathCause {
             Self::PeerSentNothing => "peer_sent_nothing",
             Self::NoRelayOffered => "no_relay_offered",
             Self::RelayUnreachable => "relay_unreachable",
+            Self::RelayCredentialsRefused => "relay_credentials_refused",
             Self::Blocked => "blocked",
         }
     }
@@ -66,6 +70,7 @@ impl NoPathCause {
             Self::PeerSentNothing => format!("{name}'s side sent no network addresses (its network may be down)"),
             Self::NoRelayOffered => format!("the meeting server offers no relay, and your network and {name}'s both need one"),
             Self::RelayUnreachable => "the meeting server's relay could not be reached from here over UDP, TCP or TLS (run the network check)".to_owned(),
+            Self::RelayCredentialsRefused => "the meeting server's relay refused our credentials (credentials refused: tell its operator; its clock may be wrong)".to_owned(),
             Self::Blocked => format!("no path to {name} got through, direct or relayed (a firewall between you?)"),
         }
     }

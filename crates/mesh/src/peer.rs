@@ -254,7 +254,14 @@ pub(crate) enum PeerEvent {
     RoundTrip(Duration),
     /// Gathering ended without a single local candidate: no path can exist.
     NothingGathered,
+    /// What the meeting server's TURN URLs answered to requests of our own, asked when no relay
+    /// candidate came (the WebRTC stack does not say why): each URL and, if it failed, the
+    /// failure's code and words.
+    RelayDiagnosis(Vec<RelayAnswer>),
 }
+
+/// One TURN URL and, if it failed our own request, the failure's code and words.
+pub(crate) type RelayAnswer = (String, Option<(&'static str, String)>);
 
 /// The candidate types seen on one connection, to say why it found no path.
 #[derive(Debug, Default)]
