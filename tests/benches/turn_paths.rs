@@ -72,9 +72,12 @@ fn main() {
         "| path | runs connected | join to first frame p50 / p95 (ms) | glass-to-glass video p50 / p95 (ms, median of runs) | CPU per participant (% of a core, mean) |"
     );
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for (label, transport) in
-        [("direct (host)", None), ("TURN/UDP", Some("udp")), ("TURN/TCP", Some("tcp")), ("TURN/TLS", Some("tls"))]
-    {
+    for (label, transport) in [
+        ("direct (host)", None),
+        ("TURN/UDP", Some("udp")),
+        ("TURN/TCP", Some("tcp")),
+        ("TURN/TLS", Some("tls")),
+    ] {
         let mut figures = Figures::default();
         for _ in 0..RUNS {
             run(transport, &mut figures);
