@@ -1026,7 +1026,7 @@ impl Engine {
                 self.worst_loss = Some(self.worst_loss.map_or(loss, |worst| worst.max(loss)));
             }
             PeerEvent::NothingGathered => {
-                let (cause, what) = match (self.config.relay_only, self.relay_offered()) {
+                let (mut cause, what) = match (self.config.relay_only, self.relay_offered()) {
                     (true, true) => {
                         (NoPathCause::RelayUnreachable, "relay candidates only, and no TURN server answered")
                     }
@@ -1037,7 +1037,14 @@ impl Engine {
                     (false, _) => (NoPathCause::NothingGathered, "no usable network interface"),
                 };
                 let name = self.reports.get(&from).map(|r| r.name.clone()).unwrap_or_default();
-                let detail = format!("{}; no ICE candidates gathered here: {what}", cause.describe(&name));
+                // What the relay's URLs answered us, if that was asked already.
+                let mut answers = String::new();
+                if let (NoPathCause::RelayUnreachable, Some((refined, found))) = (cause, self.relay_verdict())
+                {
+                    (cause, answers) = (refined, format!("; {found}"));
+                }
+                let detail =
+                    format!("{}{answers}; no ICE candidates gathered here: {what}", cause.describe(&name));
                 let _ = self.events.send(EngineEvent::PeerUnreachable {
                     id: from.clone(),
                     detail,
@@ -1286,8 +1293,9 @@ impl Engine {
     /// cause they point to.
     fn on_relay_diagnosis(&mut self, answers: Vec<RelayAnswer>) {
         self.relay_diagnosis = Some(answers);
+        let waiting = std::mem::take(&mut self.awaiting_diagnosis);
         let Some((cause, failures)) = self.relay_verdict() else { return };
-        for id in std::mem::take(&mut self.awaiting_diagnosis) {
+        for id in waiting {
             let waiting = self.peers.get(&id).is_some_and(|slot| !slot.connected);
             let report = self.reports.entry(id.clone()).or_default();
             if !waiting || report.connected_ms.is_some() {

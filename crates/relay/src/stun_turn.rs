@@ -462,6 +462,11 @@ pub(crate) struct RestAuth {
 
 impl AuthHandler for RestAuth {
     fn auth_handle(&self, username: &str, realm: &str, _src: SocketAddr) -> Result<Vec<u8>, turn::Error> {
+        // The `turn` server does not compare the realm itself: a key made with another realm
+        // would pass, and the guard (which checks it) would not see the request as authenticated.
+        if realm != REALM {
+            return Err(turn::Error::Other("not this server's realm".to_owned()));
+        }
         let expiry = username
             .split_once(':')
             .map_or(username, |(expiry, _)| expiry)
@@ -513,7 +518,6 @@ impl RelayAddressGenerator for QuotaGenerator {
             // Counted as a refusal when the server's 508 leaves (turn_guard.rs).
             return Err(turn::Error::Other("allocation quota reached".to_owned()));
         }
-        let guard = AllocationGuard { open: Arc::clone(&self.open), metrics: Arc::clone(&self.metrics) };
         let (low, high) = self.ports;
         let span = u32::from(high - low) + 1;
         let mut socket = None;
@@ -531,7 +535,12 @@ impl RelayAddressGenerator for QuotaGenerator {
                 }
             }
         }
-        let socket = socket.ok_or(turn::Error::ErrMaxRetriesExceeded)?;
+        let Some(socket) = socket else {
+            self.open.fetch_sub(1, Relaxed);
+            return Err(turn::Error::ErrMaxRetriesExceeded);
+        };
+        // From here the allocation counts, until its socket goes.
+        let guard = AllocationGuard { open: Arc::clone(&self.open), metrics: Arc::clone(&self.metrics) };
         let port = socket.local_addr().map_err(|e| turn::Error::Other(e.to_string()))?.port();
         self.metrics.allocations.fetch_add(1, Relaxed);
         self.metrics.allocations_total.fetch_add(1, Relaxed);

@@ -11,8 +11,9 @@
 //!   says it ended ([`Ledger::released`]).
 //! - What is neither STUN nor ChannelData, and STUN that does not decode, is dropped and counted.
 //!   The server never sees it (on streams, the framing already closed such a connection).
-//! - A request whose credentials do not verify gets 401 (the `turn` crate would answer 400), and
-//!   counts as an authentication failure.
+//! - An Allocate whose credentials do not verify gets 401 (the `turn` crate would answer 400),
+//!   and counts as an authentication failure. (Other requests need an allocation, made with
+//!   credentials that verified.)
 //!
 //! The checks cost a table lookup on the media path (ChannelData passes at its first byte); only
 //! the rare requests above are decoded, and only requests whose credentials verify are answered
@@ -198,8 +199,12 @@ impl Guard {
         let method = request.typ.method;
         let Some((username, key)) = self.verified(request) else {
             // Wrong or expired credentials: the server refuses them (counted as its answer
-            // leaves, and made a 401 with the request's realm and nonce).
-            self.remember(request, None, challenge(request));
+            // leaves, and made a 401 with the request's realm and nonce). Only an Allocate is
+            // remembered for that: the server answers it always, while a permission or refresh
+            // without an allocation gets no answer, and would sit in the table until it expires.
+            if method == METHOD_ALLOCATE {
+                self.remember(request, None, challenge(request));
+            }
             return Verdict::Pass;
         };
         if method == METHOD_CREATE_PERMISSION || method == METHOD_CHANNEL_BIND {
@@ -223,9 +228,7 @@ impl Guard {
                 return answer(request, CODE_ALLOC_QUOTA_REACHED, key).map_or(Verdict::Drop, Verdict::Answer);
             }
             self.remember(request, Some((username, from.ip())), None);
-            return Verdict::Pass;
         }
-        self.remember(request, None, None);
         Verdict::Pass
     }
 

@@ -10,8 +10,10 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-/// The largest message a stream can carry: a ChannelData message of 65,535 bytes, padded.
-pub const MAX_FRAME: usize = 4 + 65_535 + 1;
+/// The largest message a stream can carry: a STUN message whose length field says 65,532 (the
+/// largest multiple of four), which is longer than the largest ChannelData (4 + 65,535 + 1
+/// padding).
+pub const MAX_FRAME: usize = STUN_HEADER + 65_532;
 
 const STUN_HEADER: usize = 20;
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
@@ -52,6 +54,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) ->
                 return Err(FrameError::BadLength(length));
             }
             let total = STUN_HEADER + usize::from(length);
+            if total > buf.len() {
+                return Err(FrameError::BadLength(length));
+            }
             reader.read_exact(&mut buf[4..STUN_HEADER]).await?;
             if buf[4..8] != MAGIC_COOKIE {
                 return Err(FrameError::NotTurn(buf[0]));
@@ -115,14 +120,16 @@ mod tests {
         let first = stun(&[1, 2, 3, 4, 5, 6, 7, 8]);
         let media = channel_data(0x4001, &[9; 5]);
         let largest = channel_data(0x4FFF, &vec![3; 65_535]);
-        let stream = [first.clone(), media.clone(), largest.clone(), stun(&[])].concat();
+        let largest_stun = stun(&vec![5; 65_532]);
+        let stream = [first.clone(), media.clone(), largest.clone(), largest_stun, stun(&[])].concat();
         let (got, end) = frames(&stream).await;
         assert!(matches!(end, FrameError::Closed), "{end}");
-        assert_eq!(got.len(), 4);
+        assert_eq!(got.len(), 5);
         assert_eq!(got[0], first);
         assert_eq!(got[1], media[..9], "5 bytes of data after the header, 3 of padding gone");
         assert_eq!(got[2].len(), 4 + 65_535);
-        assert_eq!(got[3].len(), 20);
+        assert_eq!(got[3].len(), 20 + 65_532, "the largest STUN message fits");
+        assert_eq!(got[4].len(), 20);
     }
 
     #[test]

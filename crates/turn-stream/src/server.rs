@@ -53,6 +53,8 @@ impl StreamIntake {
 pub struct StreamServerLimits {
     /// Connections open at most; one more is closed at once.
     pub max_connections: usize,
+    /// Connections open at most from one IP address (one client holds one per allocation).
+    pub max_per_address: usize,
     /// Time for a TLS handshake and the first message.
     pub handshake_timeout: Duration,
     /// A connection that sends nothing for this long is closed (a call's consent checks pass
@@ -64,6 +66,7 @@ impl Default for StreamServerLimits {
     fn default() -> Self {
         Self {
             max_connections: 4_096,
+            max_per_address: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
         }
@@ -206,6 +209,7 @@ async fn accept_loop(
 ) {
     // Owned here: aborting the loop drops the set, which ends every connection.
     let mut connections = JoinSet::new();
+    let per_address: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     loop {
         while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
@@ -220,27 +224,58 @@ async fn accept_loop(
             },
             Some((stream, peer)) = sources.intake.recv() => (Accepted::Offered(stream), peer),
         };
-        if counters.open.load(Relaxed) >= limits.max_connections {
+        let from_peer = per_address.lock().unwrap_or_else(PoisonError::into_inner).get(&peer.ip()).copied();
+        if counters.open.load(Relaxed) >= limits.max_connections
+            || from_peer.unwrap_or(0) >= limits.max_per_address
+        {
             counters.refused.fetch_add(1, Relaxed);
             drop(stream);
             continue;
         }
         counters.open.fetch_add(1, Relaxed);
-        let (tls, to_server, clients, counters) =
-            (tls.clone(), to_server.clone(), Arc::clone(&clients), Arc::clone(&counters));
+        *per_address.lock().unwrap_or_else(PoisonError::into_inner).entry(peer.ip()).or_default() += 1;
+        let (tls, to_server) = (tls.clone(), to_server.clone());
+        // Gives the connection's places back however its task ends (a panic too).
+        let slot = Slot {
+            peer,
+            clients: Arc::clone(&clients),
+            counters: Arc::clone(&counters),
+            per_address: Arc::clone(&per_address),
+        };
         connections.spawn(async move {
+            let (clients, counters) = (&slot.clients, &slot.counters);
             match stream {
                 Accepted::Fresh(stream) => {
                     let _ = stream.set_nodelay(true);
-                    serve(stream, peer, tls, limits, to_server, &clients, &counters).await;
+                    serve(stream, peer, tls, limits, to_server, clients, counters).await;
                 }
                 Accepted::Offered(stream) => {
-                    carry(stream, peer, limits, to_server, &clients, &counters).await;
+                    carry(stream, peer, limits, to_server, clients, counters).await;
                 }
             }
-            clients.lock().unwrap_or_else(PoisonError::into_inner).remove(&peer);
-            counters.open.fetch_sub(1, Relaxed);
         });
+    }
+}
+
+/// One connection's places in the listener's tables, given back when it ends.
+struct Slot {
+    peer: SocketAddr,
+    clients: Clients,
+    counters: Arc<Counters>,
+    per_address: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.peer);
+        self.counters.open.fetch_sub(1, Relaxed);
+        let mut per_address = self.per_address.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = per_address.get_mut(&self.peer.ip()) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_address.remove(&self.peer.ip());
+            }
+        }
     }
 }
 

@@ -187,3 +187,38 @@ async fn dial_failures_are_named() {
         dial(RelayTransport::Tcp, "no-such-host.invalid", 3478, Duration::from_secs(5)).await.unwrap_err();
     assert!(matches!(unknown, DialError::Resolve { .. }), "{unknown}");
 }
+
+/// One client address holds at most its share of a listener's connections: the next one is
+/// closed at once, and a place comes back when one of its connections ends.
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    use tokio::io::AsyncReadExt as _;
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = StreamServerLimits { max_per_address: 2, ..StreamServerLimits::default() };
+    let server = StreamServer::new(listener, None, limits).unwrap();
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let wait_for_count = |count: usize| {
+        let server = &server;
+        async move {
+            for _ in 0..100 {
+                if server.connections() == count {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("{} connections, not {count}", server.connections());
+        }
+    };
+    wait_for_count(2).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "the third connection is closed at once: {read:?}");
+    assert_eq!(server.refused(), 1);
+    drop(first);
+    wait_for_count(1).await;
+    let _again = tokio::net::TcpStream::connect(addr).await.unwrap();
+    wait_for_count(2).await;
+}

@@ -72,6 +72,8 @@ struct Client {
     password: String,
     /// Realm and nonce from the server's challenge.
     auth: Option<(TextAttribute, TextAttribute)>,
+    /// Sign with this realm instead of the one the server named.
+    forged_realm: Option<String>,
 }
 
 impl Client {
@@ -88,7 +90,14 @@ impl Client {
                 (Arc::new(stream), SocketAddr::from(([127, 0, 0, 1], offer.tls_port)))
             }
         };
-        Self { conn, server, username: offer.username.clone(), password: offer.password.clone(), auth: None }
+        Self {
+            conn,
+            server,
+            username: offer.username.clone(),
+            password: offer.password.clone(),
+            auth: None,
+            forged_realm: None,
+        }
     }
 
     fn with_credentials(mut self, username: &str, password: &str) -> Self {
@@ -101,6 +110,10 @@ impl Client {
             vec![Box::new(TransactionId::new()), Box::new(MessageType::new(method, CLASS_REQUEST))];
         setters.extend(extra);
         if let Some((realm, nonce)) = &self.auth {
+            let realm = match &self.forged_realm {
+                Some(forged) => TextAttribute::new(ATTR_REALM, forged.clone()),
+                None => realm.clone(),
+            };
             setters.push(Box::new(TextAttribute::new(ATTR_USERNAME, self.username.clone())));
             setters.push(Box::new(realm.clone()));
             setters.push(Box::new(nonce.clone()));
@@ -321,6 +334,10 @@ async fn wrong_expired_and_over_quota_requests_get_their_answers() {
     let fresh = Client::connect(&relay, &offer, RelayTransport::Udp).await;
     let mut fresh = fresh.with_credentials(&fresh_user, &confer_relay::turn::password(&secret, &fresh_user));
     assert!(fresh.allocate().await.is_ok());
+    // The right credential signed for another realm: refused (it would have passed the quotas).
+    let mut elsewhere = Client::connect(&relay, &offer, RelayTransport::Udp).await;
+    elsewhere.forged_realm = Some("elsewhere".to_owned());
+    assert_eq!(elsewhere.allocate().await, Err(401), "another realm");
 
     // The offer's credential holds one allocation (the bystander's); one more fits, then 486.
     let mut second = Client::connect(&relay, &offer, RelayTransport::Udp).await;
@@ -341,7 +358,7 @@ async fn wrong_expired_and_over_quota_requests_get_their_answers() {
 
     assert_eq!(bystander.channel_round_trip(0x4002, b"still here").await, b"still here");
     let metrics = relay.metrics().await;
-    assert_eq!(metric(&metrics, "confer_turn_auth_failures_total", ""), 2.0, "{metrics}");
+    assert_eq!(metric(&metrics, "confer_turn_auth_failures_total", ""), 3.0, "{metrics}");
     assert!(metric(&metrics, "confer_turn_allocations_refused_total", "user_quota") >= 1.0, "{metrics}");
 }
 
