@@ -10,6 +10,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 
 pub mod desktop;
+pub mod lab;
 
 /// A workspace binary, brought up to date by cargo (once per test process) next to the running
 /// test: `cargo test` builds test harnesses, not these programs. All the workspace's binaries
@@ -75,6 +76,8 @@ pub struct Relay {
     child: Child,
     /// Its port.
     pub port: u16,
+    /// The host its URL names: `localhost`, or its address in a lab.
+    host: String,
     /// The SHA-256 of its certificate, as hex.
     pub fingerprint: String,
     /// Where it keeps its state (restarting with it keeps tokens and certificate valid).
@@ -134,6 +137,9 @@ impl Relay {
         });
         let listen = rx.recv_timeout(Duration::from_secs(20)).expect("the relay reports its address");
         let port = listen.rsplit(':').next().unwrap().parse().unwrap();
+        // A relay on loopback is reached as localhost; one on a lab's address by that address.
+        let ip = listen.rsplit_once(':').map_or("", |(ip, _)| ip);
+        let host = if ip.is_empty() || ip.starts_with("127.") || ip == "0.0.0.0" { "localhost" } else { ip };
         let pem = std::fs::read_to_string(state_dir.join("self-signed.crt")).unwrap();
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap();
@@ -141,6 +147,7 @@ impl Relay {
         Self {
             child,
             port,
+            host: host.to_owned(),
             fingerprint,
             state_dir: state_dir.to_owned(),
             netns: netns.map(|n| n.name.clone()),
@@ -153,9 +160,9 @@ impl Relay {
         let _ = self.child.wait();
     }
 
-    /// `wss://localhost:PORT`.
+    /// `wss://localhost:PORT` (or the address it listens on, when that is not loopback).
     pub fn url(&self) -> String {
-        format!("wss://localhost:{}", self.port)
+        format!("wss://{}:{}", self.host, self.port)
     }
 
     /// Opens a room with `confer host --json`; returns (host link, invite link).

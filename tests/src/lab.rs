@@ -1,0 +1,249 @@
+//! A NAT lab: Linux network namespaces joined by veth pairs, with real NAT and firewall rules
+//! (iptables), in which the real relay, TURN servers and `confer` participants run.
+//!
+//! ```text
+//!            wan (the internet): 203.0.113.10 relay, 203.0.113.11 coturn (on its loopback)
+//!           /                 \
+//!   198.51.100.4k+1/30      198.51.100.4k+1/30
+//!   router k (NAT, firewall)  open host k: a public address, no NAT
+//!   br 10.k.0.1/24
+//!   hosts 10.k.0.10, .11, …
+//! ```
+//!
+//! Every namespace is named `confer-nat-<lab>-<role>-<pid>`, so two labs (or two runs) never
+//! collide, and namespaces left by a killed run are deleted by the next one. Interfaces are
+//! created inside the namespaces, never in the machine's own. Dropping the lab deletes
+//! everything (stop the processes in it first: drop them before the lab).
+
+use std::process::Command;
+
+use crate::Netns;
+
+/// The relay's public address.
+pub const RELAY_IP: &str = "203.0.113.10";
+/// A second public address on the same machine, for coturn.
+pub const COTURN_IP: &str = "203.0.113.11";
+
+/// How a site's router translates addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// MASQUERADE: the source port is kept where it can be, so one inside address and port maps
+    /// to one outside port whatever the destination (endpoint-independent mapping; filtering by
+    /// the connections it saw, as a home router does).
+    Masquerade,
+    /// MASQUERADE `--random-fully`: a new random outside port per destination (symmetric NAT).
+    Symmetric,
+}
+
+/// What a site's router lets out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firewall {
+    /// Everything.
+    Open,
+    /// No UDP at all; TCP to anywhere.
+    NoUdp,
+    /// Only TCP to port 443 (HTTPS), as on many corporate and hotel networks.
+    Only443,
+}
+
+/// A lab; see the module's documentation.
+#[derive(Debug)]
+pub struct Lab {
+    name: String,
+    /// The internet, where the relay and TURN servers run.
+    pub wan: Netns,
+    routers: Vec<Netns>,
+    hosts: Vec<Netns>,
+    links: u8,
+}
+
+impl Lab {
+    /// An empty internet with the relay's and coturn's addresses. `name` tells labs apart.
+    pub fn new(name: &str) -> Self {
+        let wan = Netns::new(&format!("nat-{name}-wan"));
+        wan.ip(&["addr", "add", &format!("{RELAY_IP}/32"), "dev", "lo"]);
+        wan.ip(&["addr", "add", &format!("{COTURN_IP}/32"), "dev", "lo"]);
+        sysctl(&wan, "net.ipv4.ip_forward=1");
+        Self { name: name.to_owned(), wan, routers: Vec::new(), hosts: Vec::new(), links: 0 }
+    }
+
+    /// A site behind a router with `nat` and `firewall`, holding `hosts` machines on one LAN;
+    /// returns the hosts' indices (for [`Lab::host`]).
+    pub fn site(&mut self, nat: Nat, firewall: Firewall, hosts: usize) -> Vec<usize> {
+        let k = self.next_link();
+        let router = Netns::new(&format!("nat-{}-r{k}", self.name));
+        let (outside, inside) = uplink(k);
+        self.wan.ip(&[
+            "link",
+            "add",
+            &format!("r{k}"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan0",
+            "netns",
+            &router.name,
+        ]);
+        self.wan.ip(&["addr", "add", &format!("{outside}/30"), "dev", &format!("r{k}")]);
+        self.wan.ip(&["link", "set", &format!("r{k}"), "up"]);
+        router.ip(&["addr", "add", &format!("{inside}/30"), "dev", "wan0"]);
+        router.ip(&["link", "set", "wan0", "up"]);
+        router.ip(&["route", "add", "default", "via", &outside]);
+        router.ip(&["link", "add", "lan0", "type", "bridge"]);
+        router.ip(&["addr", "add", &format!("10.{k}.0.1/24"), "dev", "lan0"]);
+        router.ip(&["link", "set", "lan0", "up"]);
+        sysctl(&router, "net.ipv4.ip_forward=1");
+        let mut masquerade = vec!["-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"];
+        if nat == Nat::Symmetric {
+            masquerade.push("--random-fully");
+        }
+        iptables(&router, &masquerade);
+        match firewall {
+            Firewall::Open => {}
+            Firewall::NoUdp => iptables(&router, &["-A", "FORWARD", "-i", "lan0", "-p", "udp", "-j", "DROP"]),
+            Firewall::Only443 => {
+                iptables(
+                    &router,
+                    &["-A", "FORWARD", "-i", "lan0", "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
+                );
+                iptables(&router, &["-A", "FORWARD", "-i", "lan0", "-j", "DROP"]);
+            }
+        }
+        let mut indices = Vec::new();
+        for j in 0..hosts {
+            let host = Netns::new(&format!("nat-{}-r{k}h{j}", self.name));
+            let port = format!("h{j}");
+            router.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host.name]);
+            router.ip(&["link", "set", &port, "master", "lan0"]);
+            router.ip(&["link", "set", &port, "up"]);
+            host.ip(&["addr", "add", &format!("10.{k}.0.{}/24", 10 + j), "dev", "eth0"]);
+            host.ip(&["link", "set", "eth0", "up"]);
+            host.ip(&["route", "add", "default", "via", &format!("10.{k}.0.1")]);
+            indices.push(self.hosts.len());
+            self.hosts.push(host);
+        }
+        self.routers.push(router);
+        indices
+    }
+
+    /// A machine with a public address of its own, on no NAT; returns its index.
+    pub fn open_host(&mut self) -> usize {
+        let k = self.next_link();
+        let host = Netns::new(&format!("nat-{}-o{k}", self.name));
+        let (outside, inside) = uplink(k);
+        self.wan.ip(&[
+            "link",
+            "add",
+            &format!("o{k}"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &host.name,
+        ]);
+        self.wan.ip(&["addr", "add", &format!("{outside}/30"), "dev", &format!("o{k}")]);
+        self.wan.ip(&["link", "set", &format!("o{k}"), "up"]);
+        host.ip(&["addr", "add", &format!("{inside}/30"), "dev", "eth0"]);
+        host.ip(&["link", "set", "eth0", "up"]);
+        host.ip(&["route", "add", "default", "via", &outside]);
+        self.hosts.push(host);
+        self.hosts.len() - 1
+    }
+
+    /// The namespace of host `index`.
+    pub fn host(&self, index: usize) -> &Netns {
+        &self.hosts[index]
+    }
+
+    /// Runs `iptables ARGS` in the internet (the relay's side), which must succeed.
+    pub fn wan_iptables(&self, args: &[&str]) {
+        iptables(&self.wan, args);
+    }
+
+    /// Moves host `index` to a new site behind a fresh router (`nat`, open firewall): its old
+    /// link goes, a new one with a new address comes, as when a laptop changes networks.
+    pub fn move_host(&mut self, index: usize, nat: Nat) {
+        let k = self.next_link();
+        let router = Netns::new(&format!("nat-{}-r{k}", self.name));
+        let (outside, inside) = uplink(k);
+        self.wan.ip(&[
+            "link",
+            "add",
+            &format!("r{k}"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan0",
+            "netns",
+            &router.name,
+        ]);
+        self.wan.ip(&["addr", "add", &format!("{outside}/30"), "dev", &format!("r{k}")]);
+        self.wan.ip(&["link", "set", &format!("r{k}"), "up"]);
+        router.ip(&["addr", "add", &format!("{inside}/30"), "dev", "wan0"]);
+        router.ip(&["link", "set", "wan0", "up"]);
+        router.ip(&["route", "add", "default", "via", &outside]);
+        sysctl(&router, "net.ipv4.ip_forward=1");
+        let mut masquerade = vec!["-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"];
+        if nat == Nat::Symmetric {
+            masquerade.push("--random-fully");
+        }
+        iptables(&router, &masquerade);
+        let host = &self.hosts[index];
+        router.ip(&["link", "add", "lan", "type", "veth", "peer", "name", "eth1", "netns", &host.name]);
+        router.ip(&["addr", "add", &format!("10.{k}.0.1/24"), "dev", "lan"]);
+        router.ip(&["link", "set", "lan", "up"]);
+        host.ip(&["link", "set", "eth0", "down"]);
+        host.ip(&["link", "delete", "eth0"]);
+        host.ip(&["addr", "add", &format!("10.{k}.0.10/24"), "dev", "eth1"]);
+        host.ip(&["link", "set", "eth1", "up"]);
+        host.ip(&["route", "add", "default", "via", &format!("10.{k}.0.1")]);
+        self.routers.push(router);
+    }
+
+    fn next_link(&mut self) -> u8 {
+        self.links += 1;
+        assert!(self.links < 60, "a lab of at most 59 links");
+        self.links
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Hosts, then routers, then the internet: each `Netns` deletes itself; the veth pairs
+        // go with the namespace that holds either end.
+        self.hosts.clear();
+        self.routers.clear();
+    }
+}
+
+/// The /30 of link `k`: (the internet's side, the far side).
+fn uplink(k: u8) -> (String, String) {
+    (format!("198.51.100.{}", 4 * u32::from(k) + 1), format!("198.51.100.{}", 4 * u32::from(k) + 2))
+}
+
+fn sysctl(netns: &Netns, setting: &str) {
+    run_in(netns, "sysctl", &["-q", "-w", setting]);
+}
+
+fn iptables(netns: &Netns, args: &[&str]) {
+    run_in(netns, "iptables", args);
+}
+
+fn run_in(netns: &Netns, program: &str, args: &[&str]) {
+    let output = Command::new("ip")
+        .args(["netns", "exec", &netns.name, program])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test installs iproute2 and iptables)"));
+    assert!(
+        output.status.success(),
+        "{program} {} in {}: {}",
+        args.join(" "),
+        netns.name,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
