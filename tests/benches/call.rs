@@ -9,18 +9,7 @@
 use std::time::{Duration, Instant};
 
 use confer_mesh::engine::quantile;
-use confer_tests::{Relay, report_of, spawn_synthetic};
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
+use confer_tests::{Relay, cpu_seconds, report_of, spawn_synthetic};
 
 fn main() {
     let seconds = 20.0;

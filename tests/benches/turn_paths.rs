@@ -9,19 +9,10 @@
 use std::time::{Duration, Instant};
 
 use confer_mesh::engine::quantile;
-use confer_tests::{Relay, report_of, spawn_synthetic};
+use confer_tests::{Relay, cpu_seconds, report_of, spawn_synthetic};
 
 const RUNS: usize = 5;
 const SECONDS: f64 = 10.0;
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 /// What one configuration measured over its runs.
 #[derive(Default)]

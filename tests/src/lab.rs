@@ -70,35 +70,10 @@ impl Lab {
     /// A site behind a router with `nat` and `firewall`, holding `hosts` machines on one LAN;
     /// returns the hosts' indices (for [`Lab::host`]).
     pub fn site(&mut self, nat: Nat, firewall: Firewall, hosts: usize) -> Vec<usize> {
-        let k = self.next_link();
-        let router = Netns::new(&format!("nat-{}-r{k}", self.name));
-        let (outside, inside) = uplink(k);
-        self.wan.ip(&[
-            "link",
-            "add",
-            &format!("r{k}"),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "wan0",
-            "netns",
-            &router.name,
-        ]);
-        self.wan.ip(&["addr", "add", &format!("{outside}/30"), "dev", &format!("r{k}")]);
-        self.wan.ip(&["link", "set", &format!("r{k}"), "up"]);
-        router.ip(&["addr", "add", &format!("{inside}/30"), "dev", "wan0"]);
-        router.ip(&["link", "set", "wan0", "up"]);
-        router.ip(&["route", "add", "default", "via", &outside]);
+        let (k, router) = self.router(nat);
         router.ip(&["link", "add", "lan0", "type", "bridge"]);
         router.ip(&["addr", "add", &format!("10.{k}.0.1/24"), "dev", "lan0"]);
         router.ip(&["link", "set", "lan0", "up"]);
-        sysctl(&router, "net.ipv4.ip_forward=1");
-        let mut masquerade = vec!["-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"];
-        if nat == Nat::Symmetric {
-            masquerade.push("--random-fully");
-        }
-        iptables(&router, &masquerade);
         match firewall {
             Firewall::Open => {}
             Firewall::NoUdp => iptables(&router, &["-A", "FORWARD", "-i", "lan0", "-p", "udp", "-j", "DROP"]),
@@ -166,32 +141,7 @@ impl Lab {
     /// Moves host `index` to a new site behind a fresh router (`nat`, open firewall): its old
     /// link goes, a new one with a new address comes, as when a laptop changes networks.
     pub fn move_host(&mut self, index: usize, nat: Nat) {
-        let k = self.next_link();
-        let router = Netns::new(&format!("nat-{}-r{k}", self.name));
-        let (outside, inside) = uplink(k);
-        self.wan.ip(&[
-            "link",
-            "add",
-            &format!("r{k}"),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "wan0",
-            "netns",
-            &router.name,
-        ]);
-        self.wan.ip(&["addr", "add", &format!("{outside}/30"), "dev", &format!("r{k}")]);
-        self.wan.ip(&["link", "set", &format!("r{k}"), "up"]);
-        router.ip(&["addr", "add", &format!("{inside}/30"), "dev", "wan0"]);
-        router.ip(&["link", "set", "wan0", "up"]);
-        router.ip(&["route", "add", "default", "via", &outside]);
-        sysctl(&router, "net.ipv4.ip_forward=1");
-        let mut masquerade = vec!["-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"];
-        if nat == Nat::Symmetric {
-            masquerade.push("--random-fully");
-        }
-        iptables(&router, &masquerade);
+        let (k, router) = self.router(nat);
         let host = &self.hosts[index];
         router.ip(&["link", "add", "lan", "type", "veth", "peer", "name", "eth1", "netns", &host.name]);
         router.ip(&["addr", "add", &format!("10.{k}.0.1/24"), "dev", "lan"]);
@@ -202,6 +152,39 @@ impl Lab {
         host.ip(&["link", "set", "eth1", "up"]);
         host.ip(&["route", "add", "default", "via", &format!("10.{k}.0.1")]);
         self.routers.push(router);
+    }
+
+    /// A router on a new link to the internet (`wan0`, a /30 of 198.51.100.0/24), forwarding,
+    /// translating what leaves by `wan0` as `nat` says; returns the link's number and the router.
+    fn router(&mut self, nat: Nat) -> (u8, Netns) {
+        let k = self.next_link();
+        let router = Netns::new(&format!("nat-{}-r{k}", self.name));
+        let (outside, inside) = uplink(k);
+        let uplink_name = format!("r{k}");
+        self.wan.ip(&[
+            "link",
+            "add",
+            &uplink_name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan0",
+            "netns",
+            &router.name,
+        ]);
+        self.wan.ip(&["addr", "add", &format!("{outside}/30"), "dev", &uplink_name]);
+        self.wan.ip(&["link", "set", &uplink_name, "up"]);
+        router.ip(&["addr", "add", &format!("{inside}/30"), "dev", "wan0"]);
+        router.ip(&["link", "set", "wan0", "up"]);
+        router.ip(&["route", "add", "default", "via", &outside]);
+        sysctl(&router, "net.ipv4.ip_forward=1");
+        let mut masquerade = vec!["-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"];
+        if nat == Nat::Symmetric {
+            masquerade.push("--random-fully");
+        }
+        iptables(&router, &masquerade);
+        (k, router)
     }
 
     fn next_link(&mut self) -> u8 {

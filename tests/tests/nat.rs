@@ -41,7 +41,11 @@ fn the_same_lan_connects_directly() {
     let mut lab = Lab::new("lan");
     let hosts = lab.site(Nat::Masquerade, Firewall::Open, 2);
     for (local, remote) in call(&lab, hosts[0], hosts[1], &[]) {
-        assert_eq!((local.as_str(), remote.as_str()), ("host", "host"));
+        assert_eq!(local, "host");
+        // The peer's host address, whether its candidate or its first check arrived first (then
+        // it is peer-reflexive): the router translates only what leaves by its uplink, so the
+        // two hosts see each other's LAN addresses and nothing else.
+        assert!(remote == "host" || remote == "prflx", "remote {remote}");
     }
 }
 

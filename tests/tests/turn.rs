@@ -176,29 +176,7 @@ fn relay_only_with_a_silent_turn_server_names_the_relay_within_15_s() {
     let silent = format!("turn:127.0.0.1:{}?transport=udp", confer_tests::free_udp_port());
     let relay =
         Relay::start_with(state.path(), "127.0.0.1:0", &["--turn-url", &silent, "--turn-secret", "s"]);
-    let (host_link, invite) = relay.host();
-    let started = unix_ms();
-    let ann = spawn_synthetic(&host_link, "Ann", 2, 14.0, SMALL, &["--relay-only"]);
-    let bob = spawn_synthetic(&invite, "Bob", 3, 14.0, SMALL, &["--relay-only"]);
-    for (me, child) in [("Ann", ann), ("Bob", bob)] {
-        let (report, log, code) = report_and_code_of(child);
-        eprintln!("--- {me}: {report}\n{log}");
-        let told: Vec<&Value> = report["no_path_yet"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .chain(report["unreachable"].as_array().unwrap())
-            .collect();
-        let first = told
-            .iter()
-            .min_by_key(|t| t["at_unix_ms"].as_u64())
-            .unwrap_or_else(|| panic!("{me} was never told"));
-        assert_eq!(first["cause"], "relay_unreachable", "{me}: {first}");
-        assert!(first["detail"].as_str().unwrap().contains("relay could not be reached"), "{me}: {first}");
-        let after = first["at_unix_ms"].as_u64().unwrap() - started;
-        assert!(after < 15_000, "{me} was told after {after} ms");
-        assert_eq!(code, 4, "{me}");
-    }
+    assert_told_within_15_s(&relay, "relay_unreachable", "relay could not be reached");
 }
 
 /// Relay only, and the TURN server refuses the meeting server's credentials (another secret):
@@ -213,6 +191,12 @@ fn relay_only_with_refused_credentials_says_so_in_the_call() {
         "127.0.0.1:0",
         &["--turn-url", &turn_url, "--turn-secret", "not-coturns"],
     );
+    assert_told_within_15_s(&relay, "relay_credentials_refused", "credentials refused");
+}
+
+/// A relay-only call between Ann and Bob through `relay`, which connects nowhere: each is told,
+/// within 15 s of starting, of `cause` in words containing `words`, and exits 4.
+fn assert_told_within_15_s(relay: &Relay, cause: &str, words: &str) {
     let (host_link, invite) = relay.host();
     let started = unix_ms();
     let ann = spawn_synthetic(&host_link, "Ann", 2, 14.0, SMALL, &["--relay-only"]);
@@ -225,13 +209,13 @@ fn relay_only_with_refused_credentials_says_so_in_the_call() {
             .unwrap()
             .iter()
             .chain(report["unreachable"].as_array().unwrap())
-            .filter(|t| t["cause"] == "relay_credentials_refused")
+            .filter(|t| t["cause"] == cause)
             .collect();
         let first = told
             .iter()
             .min_by_key(|t| t["at_unix_ms"].as_u64())
-            .unwrap_or_else(|| panic!("{me} was never told the credentials were refused"));
-        assert!(first["detail"].as_str().unwrap().contains("credentials refused"), "{me}: {first}");
+            .unwrap_or_else(|| panic!("{me} was never told {cause}: {report}"));
+        assert!(first["detail"].as_str().unwrap().contains(words), "{me}: {first}");
         let after = first["at_unix_ms"].as_u64().unwrap() - started;
         assert!(after < 15_000, "{me} was told after {after} ms");
         assert_eq!(code, 4, "{me}");
