@@ -4,7 +4,7 @@
 //! on a free port, TLS on the relay's port) relaying within the private network this machine is
 //! on. People on the same network join by the link; it lives as long as the app.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use confer_relay::{EmbeddedTurnConfig, IpRange, Relay, RelayConfig, RelayHandle};
 
@@ -21,17 +21,9 @@ fn failed(what: impl std::fmt::Display) -> UiError {
 }
 
 /// The address others on the network reach this machine at: the one the system would use for
-/// an outside address (a UDP "connect" sends nothing), or loopback with no network.
+/// an outside address (the relay's own `outward_ip`), or loopback with no network.
 pub fn lan_address() -> IpAddr {
-    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|socket| {
-            socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
-            socket.local_addr()
-        })
-        .map(|addr| addr.ip())
-        .ok()
-        .filter(|ip| !ip.is_unspecified())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    confer_relay::stun_turn::outward_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// The peers the app's TURN server may relay to besides public addresses: the private block

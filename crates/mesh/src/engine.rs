@@ -1174,15 +1174,13 @@ impl Engine {
     /// Whether the meeting server offers any TURN URL.
     fn relay_offered(&self) -> bool {
         self.session.as_ref().is_some_and(|session| {
-            session
-                .ice_servers
-                .iter()
-                .flat_map(|s| &s.urls)
-                .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
+            session.ice_servers.iter().flat_map(|s| &s.urls).any(|u| crate::netcheck::is_turn(u))
         })
     }
 
     async fn act(&mut self, id: &PeerId, action: Option<IceAction>) {
+        // Most ICE events ask for nothing: the diagnosis below is for those that do.
+        let Some(action) = action else { return };
         let relay_offered = self.relay_offered();
         let known = self.relay_verdict();
         let Some(slot) = self.peers.get_mut(id) else { return };
@@ -1199,7 +1197,7 @@ impl Engine {
         let relay_only = if self.config.relay_only { " (relay candidates only)" } else { "" };
         let mut ask_relay = false;
         match action {
-            Some(IceAction::Restart) => {
+            IceAction::Restart => {
                 // The first attempt timed out without a connection: say so now, with the cause,
                 // rather than after every restart has failed too.
                 if never_connected && !slot.warned {
@@ -1224,7 +1222,7 @@ impl Engine {
                     }
                 }
             }
-            Some(IceAction::GiveUp) => {
+            IceAction::GiveUp => {
                 let detail = format!(
                     "{}{relay_answers}; no connection after {} ICE restarts; {}{relay_only}",
                     cause.describe(&name),
@@ -1238,7 +1236,6 @@ impl Engine {
                     retrying: false,
                 });
             }
-            None => {}
         }
         if ask_relay {
             self.diagnose_relay(id);
@@ -1276,13 +1273,10 @@ impl Engine {
         // Bounded: each probe ends within its 5 s.
         tokio::spawn(async move {
             let probes = servers.iter().flat_map(|server| {
-                server.urls.iter().filter(|url| url.starts_with("turn:") || url.starts_with("turns:")).map(
-                    move |url| async move {
-                        let answer =
-                            crate::turn_probe::probe(url, server, crate::netcheck::SERVER_TIMEOUT).await;
-                        (url.clone(), answer.err().map(|failure| (failure.code(), failure.to_string())))
-                    },
-                )
+                server.urls.iter().filter(|url| crate::netcheck::is_turn(url)).map(move |url| async move {
+                    let answer = crate::turn_probe::probe(url, server, crate::netcheck::SERVER_TIMEOUT).await;
+                    (url.clone(), answer.err().map(|failure| (failure.code(), failure.to_string())))
+                })
             });
             let answers = futures_util::future::join_all(probes).await;
             let _ = events.send((who, PeerEvent::RelayDiagnosis(answers)));

@@ -91,7 +91,8 @@ pub async fn check(link: &InviteLink) -> NetworkReport {
     NetworkReport { relay, servers: futures_util::future::join_all(checks).await }
 }
 
-fn is_turn(url: &str) -> bool {
+/// Whether `url` is a TURN server's (`turn:` or `turns:`), not STUN's.
+pub(crate) fn is_turn(url: &str) -> bool {
     url.starts_with("turn:") || url.starts_with("turns:")
 }
 

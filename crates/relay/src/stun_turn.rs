@@ -685,7 +685,7 @@ pub(crate) fn default_relay_ip(listen: SocketAddr, public_host: &str) -> Option<
 
 /// The address this machine would send from towards the outside (a UDP "connect" to a
 /// documentation address sends nothing; it only asks the routing table). `None` without a route.
-pub(crate) fn outward_ip() -> Option<IpAddr> {
+pub fn outward_ip() -> Option<IpAddr> {
     let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
     socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
     socket.local_addr().ok().map(|addr| addr.ip()).filter(|ip| !ip.is_unspecified())
