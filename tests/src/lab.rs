@@ -184,6 +184,15 @@ impl Lab {
             masquerade.push("--random-fully");
         }
         iptables(&router, &masquerade);
+        // What a home router does, and what hole punching needs: nothing comes in from the
+        // internet unless it answers something that went out. Without it a peer's first check
+        // reaches the router itself, is tracked as a connection to it, and the inside host's
+        // next packet to that peer leaves from another port.
+        for chain in ["INPUT", "FORWARD"] {
+            let established = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"];
+            iptables(&router, &[&["-A", chain, "-i", "wan0"][..], &established[..]].concat());
+            iptables(&router, &["-A", chain, "-i", "wan0", "-j", "DROP"]);
+        }
         (k, router)
     }
 

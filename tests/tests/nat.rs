@@ -1,23 +1,53 @@
-//! The NAT lab's first cases (issue 23; the rest of its table follows): real network namespaces, real NAT (iptables MASQUERADE, and
-//! `--random-fully` for a symmetric NAT), the real relay with its built-in TURN on the lab's
-//! "internet", and real `confer join` participants behind the routers. Each case asserts both
-//! directions' video (the synthetic pattern read back) and the path the call took, and prints
+//! The NAT lab (issue 23): real network namespaces, real NAT (iptables MASQUERADE, and
+//! `--random-fully` for a symmetric NAT) and firewalls, the real relay with its built-in TURN on
+//! the lab's "internet", and real `confer join` participants behind the routers. Each case asserts
+//! both directions' video (the synthetic pattern read back) and the path the call took, and prints
 //! join to first frame. Nothing here touches this machine's own network: every address, route and
 //! rule is made inside the lab's namespaces (see `confer_tests::lab`), which are deleted after.
+//! The cases run one at a time: each call is short, and two calls at once on two cores would make
+//! the timings they print meaningless.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::sync::{Mutex, MutexGuard};
 
 use confer_tests::lab::{Firewall, Lab, Nat, RELAY_IP};
 use confer_tests::{Relay, SMALL, report_of, spawn_synthetic_in};
 
-/// A call between hosts `a` and `b` of `lab` through a relay on the lab's internet; returns each
-/// side's (local, remote) candidate types after asserting both saw and heard each other.
-fn call(lab: &Lab, a: usize, b: usize, extra: &[&str]) -> [(String, String); 2] {
+/// One case at a time (see the module's documentation).
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LAB: Mutex<()> = Mutex::new(());
+    LAB.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The path one side of a call took, from its report.
+#[derive(Debug, Clone)]
+struct Path {
+    /// The selected pair's local candidate type.
+    local: String,
+    /// The selected pair's remote candidate type.
+    remote: String,
+    /// How this side reaches its TURN server when its local candidate is a relay one.
+    relay_protocol: Option<String>,
+    /// The types of the candidates the other side sent.
+    received: Vec<String>,
+}
+
+impl Path {
+    fn is_relayed(&self) -> bool {
+        self.local == "relay" || self.remote == "relay"
+    }
+}
+
+/// A call between hosts `a` (Ann, with `extra_a`) and `b` (Bob) of `lab` through a relay on the
+/// lab's internet (on 443, started with `relay_flags`); returns each side's path after asserting
+/// both saw each other.
+fn call(lab: &Lab, a: usize, b: usize, relay_flags: &[&str], extra_a: &[&str]) -> [Path; 2] {
     let state = tempfile::tempdir().unwrap();
     let listen = format!("{RELAY_IP}:443");
-    let relay = Relay::start_in(Some(&lab.wan), state.path(), &listen, &[]);
+    let relay = Relay::start_in(Some(&lab.wan), state.path(), &listen, relay_flags);
     let (host_link, invite) = relay.host();
-    let ann = spawn_synthetic_in(Some(lab.host(a)), &host_link, "Ann", 2, 12.0, SMALL, extra);
-    let bob = spawn_synthetic_in(Some(lab.host(b)), &invite, "Bob", 3, 12.0, SMALL, extra);
+    let ann = spawn_synthetic_in(Some(lab.host(a)), &host_link, "Ann", 2, 12.0, SMALL, extra_a);
+    let bob = spawn_synthetic_in(Some(lab.host(b)), &invite, "Bob", 3, 12.0, SMALL, &[]);
     // Both reports first: an assertion about one must not leave the other running.
     let reports = [("Ann", "Bob", 3, report_of(ann)), ("Bob", "Ann", 2, report_of(bob))];
     let mut paths = Vec::new();
@@ -27,9 +57,18 @@ fn call(lab: &Lab, a: usize, b: usize, extra: &[&str]) -> [(String, String); 2] 
         assert_eq!(seen["name"], other, "{me}");
         assert_eq!(seen["pattern_id"], pattern, "{me} saw {other}'s video");
         assert!(seen["video_frames_decoded"].as_u64().unwrap() >= 30, "{me}: {seen}");
-        eprintln!("{me}: join to first frame {} ms", seen["first_frame_ms"]);
-        let types = |key: &str| seen[key].as_str().unwrap_or("?").to_owned();
-        paths.push((types("candidate_type"), types("remote_candidate_type")));
+        let text = |key: &str| seen[key].as_str().map(str::to_owned);
+        let path = Path {
+            local: text("candidate_type").unwrap_or_default(),
+            remote: text("remote_candidate_type").unwrap_or_default(),
+            relay_protocol: text("relay_protocol"),
+            received: seen["candidates_received"]
+                .as_array()
+                .map(|types| types.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+        };
+        eprintln!("{me}: join to first frame {} ms, path {path:?}", seen["first_frame_ms"]);
+        paths.push(path);
     }
     drop(relay);
     [paths[0].clone(), paths[1].clone()]
@@ -38,14 +77,31 @@ fn call(lab: &Lab, a: usize, b: usize, extra: &[&str]) -> [(String, String); 2] 
 /// Two hosts on one LAN behind one router: they connect on their host addresses.
 #[test]
 fn the_same_lan_connects_directly() {
+    let _one = one_at_a_time();
     let mut lab = Lab::new("lan");
     let hosts = lab.site(Nat::Masquerade, Firewall::Open, 2);
-    for (local, remote) in call(&lab, hosts[0], hosts[1], &[]) {
-        assert_eq!(local, "host");
+    for path in call(&lab, hosts[0], hosts[1], &[], &[]) {
+        assert_eq!(path.local, "host", "{path:?}");
         // The peer's host address, whether its candidate or its first check arrived first (then
         // it is peer-reflexive): the router translates only what leaves by its uplink, so the
         // two hosts see each other's LAN addresses and nothing else.
-        assert!(remote == "host" || remote == "prflx", "remote {remote}");
+        assert!(path.remote == "host" || path.remote == "prflx", "{path:?}");
+    }
+}
+
+/// Two sites behind endpoint-independent NATs (home routers): the STUN-learned addresses punch
+/// through both, and the call goes direct, not through the relay.
+#[test]
+fn two_cone_nats_connect_directly() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("cone");
+    let a = lab.site(Nat::Masquerade, Firewall::Open, 1)[0];
+    let b = lab.site(Nat::Masquerade, Firewall::Open, 1)[0];
+    for path in call(&lab, a, b, &[], &[]) {
+        assert!(!path.is_relayed(), "{path:?}");
+        // Each sees the other at its router's address: as the server-reflexive candidate it sent,
+        // or learned from its checks first.
+        assert!(path.remote == "srflx" || path.remote == "prflx", "{path:?}");
     }
 }
 
@@ -53,9 +109,74 @@ fn the_same_lan_connects_directly() {
 /// the call goes through the relay's built-in TURN server.
 #[test]
 fn two_symmetric_nats_connect_through_the_relay() {
+    let _one = one_at_a_time();
     let mut lab = Lab::new("sym");
     let a = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
     let b = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
-    let paths = call(&lab, a, b, &[]);
-    assert!(paths.iter().any(|(local, remote)| local == "relay" || remote == "relay"), "{paths:?}");
+    let paths = call(&lab, a, b, &[], &[]);
+    assert!(paths.iter().all(Path::is_relayed), "{paths:?}");
+    // With UDP open, TURN is reached over UDP (TCP and TLS are for networks that block it).
+    for path in paths.iter().filter(|p| p.local == "relay") {
+        assert_eq!(path.relay_protocol.as_deref(), Some("udp"), "{path:?}");
+    }
+}
+
+/// One side behind a symmetric NAT, the other on a public address of its own: the symmetric
+/// side reaches the open one directly (its checks open their own mapping), or through TURN.
+#[test]
+fn a_symmetric_nat_reaches_an_open_host() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("half");
+    let a = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let b = lab.open_host();
+    let [ann, bob] = call(&lab, a, b, &[], &[]);
+    if !ann.is_relayed() {
+        // Direct: Ann sends to Bob's own (host) address; Bob answers the port her NAT gave
+        // that flow, which he learned from her checks.
+        assert_eq!(ann.remote, "host", "{ann:?}");
+        assert!(bob.remote == "prflx" || bob.remote == "srflx", "{bob:?}");
+    }
+    assert_eq!(ann.is_relayed(), bob.is_relayed(), "both sides on one path: {ann:?} {bob:?}");
+}
+
+/// Ann has "Hide my IP address" on: the call goes through TURN, Bob is sent only relay
+/// candidates, and nothing leaves Ann's machine for anywhere but the relay's address.
+#[test]
+fn relay_only_sends_nothing_but_to_the_relay() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("hide");
+    let a = lab.site(Nat::Masquerade, Firewall::Open, 1)[0];
+    let b = lab.site(Nat::Masquerade, Firewall::Open, 1)[0];
+    // Count every packet Ann's machine sends out, by destination.
+    let ann_ns = lab.host(a);
+    iptables_in(&ann_ns.name, &["-A", "OUTPUT", "-o", "eth0", "-d", RELAY_IP]);
+    iptables_in(&ann_ns.name, &["-A", "OUTPUT", "-o", "eth0", "!", "-d", RELAY_IP]);
+    let [ann, bob] = call(&lab, a, b, &[], &["--relay-only"]);
+    assert_eq!(ann.local, "relay", "{ann:?}");
+    assert_eq!(bob.remote, "relay", "{bob:?}");
+    assert!(bob.received.iter().all(|t| t == "relay"), "Bob was sent {:?}", bob.received);
+    let counts = packet_counts(&ann_ns.name);
+    eprintln!("Ann's packets out: to the relay {}, elsewhere {}", counts[0], counts[1]);
+    assert!(counts[0] > 100, "the call went by the relay: {counts:?}");
+    assert_eq!(counts[1], 0, "nothing leaves Ann's machine for anywhere but the relay");
+}
+
+fn iptables_in(netns: &str, args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "iptables"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "iptables {args:?}");
+}
+
+/// The packet counters of the OUTPUT chain's rules, in order.
+fn packet_counts(netns: &str) -> Vec<u64> {
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "iptables", "-L", "OUTPUT", "-v", "-x", "-n"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    // Two header lines, then one line per rule: "pkts bytes target prot …".
+    text.lines().skip(2).filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect()
 }
