@@ -1,6 +1,6 @@
 //! Support for the end-to-end tests: the real `confer-relay` and `confer` binaries (built by
 //! cargo if they are not there yet), started on free loopback ports and stopped when dropped.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc, clippy::print_stderr)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -431,4 +431,57 @@ impl Turn {
         rx.recv_timeout(Duration::from_secs(10)).expect("coturn did not start listening");
         turn
     }
+}
+
+/// `confer check LINK --json` (in `netns`, if given): its exit code and report.
+pub fn check_in(netns: Option<&Netns>, link: &str) -> (i32, serde_json::Value) {
+    let output = command_in(netns, &binary("confer-cli", "confer"))
+        .args(["check", link, "--json"])
+        .output()
+        .expect("confer runs");
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code().unwrap_or(-1), report)
+}
+
+/// A call between Ann and Bob (in `hosts`' namespaces, each with `extra` flags) through `relay`,
+/// which connects nowhere: each is told, within 15 s of starting, of `cause` in words containing
+/// `words`, and exits 4.
+pub fn assert_told_within_15_s(
+    relay: &Relay,
+    hosts: [Option<&Netns>; 2],
+    extra: &[&str],
+    cause: &str,
+    words: &str,
+) {
+    let (host_link, invite) = relay.host();
+    let started = unix_ms();
+    let ann = spawn_synthetic_in(hosts[0], &host_link, "Ann", 2, 14.0, SMALL, extra);
+    let bob = spawn_synthetic_in(hosts[1], &invite, "Bob", 3, 14.0, SMALL, extra);
+    // Both reports first: an assertion about one must not leave the other running.
+    let reports = [("Ann", report_and_code_of(ann)), ("Bob", report_and_code_of(bob))];
+    for (me, (report, log, code)) in reports {
+        eprintln!("--- {me}: {report}\n{log}");
+        let told: Vec<&serde_json::Value> = report["no_path_yet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(report["unreachable"].as_array().unwrap())
+            .filter(|t| t["cause"] == cause)
+            .collect();
+        let first = told
+            .iter()
+            .min_by_key(|t| t["at_unix_ms"].as_u64())
+            .unwrap_or_else(|| panic!("{me} was never told {cause}: {report}"));
+        assert!(first["detail"].as_str().unwrap().contains(words), "{me}: {first}");
+        let after = first["at_unix_ms"].as_u64().unwrap() - started;
+        eprintln!("{me} was told {cause} after {after} ms");
+        assert!(after < 15_000, "{me} was told after {after} ms");
+        assert_eq!(code, 4, "{me}");
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

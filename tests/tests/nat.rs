@@ -11,7 +11,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use confer_tests::lab::{Firewall, Lab, Nat, RELAY_IP};
-use confer_tests::{Relay, SMALL, report_of, spawn_synthetic_in};
+use confer_tests::{Relay, SMALL, assert_told_within_15_s, check_in, report_of, spawn_synthetic_in};
 
 /// One case at a time (see the module's documentation).
 fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -159,6 +159,69 @@ fn relay_only_sends_nothing_but_to_the_relay() {
     eprintln!("Ann's packets out: to the relay {}, elsewhere {}", counts[0], counts[1]);
     assert!(counts[0] > 100, "the call went by the relay: {counts:?}");
     assert_eq!(counts[1], 0, "nothing leaves Ann's machine for anywhere but the relay");
+}
+
+/// UDP blocked at both sites, TCP open: the lobby's check says calls will be relayed over TCP,
+/// and the call goes through the relay's TURN server over TCP.
+#[test]
+fn udp_blocked_connects_over_turn_tcp() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("noudp");
+    let a = lab.site(Nat::Masquerade, Firewall::NoUdp, 1)[0];
+    let b = lab.site(Nat::Masquerade, Firewall::NoUdp, 1)[0];
+    relayed_over(&lab, a, b, "tcp");
+}
+
+/// Only TCP to port 443 gets out (a hotel's or an office's network): TURN over TLS on the
+/// relay's own port, the only one open, carries the call.
+#[test]
+fn only_443_connects_over_turn_tls_on_the_relays_port() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("only443");
+    let a = lab.site(Nat::Masquerade, Firewall::Only443, 1)[0];
+    let b = lab.site(Nat::Masquerade, Firewall::Only443, 1)[0];
+    relayed_over(&lab, a, b, "tls");
+}
+
+/// Checks what the lobby's network check tells Ann (calls relayed over `transport`), then calls
+/// and asserts both sides reach TURN over `transport`.
+fn relayed_over(lab: &Lab, a: usize, b: usize, transport: &str) {
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start_in(Some(&lab.wan), state.path(), &format!("{RELAY_IP}:443"), &[]);
+    let (_, invite) = relay.host();
+    let (code, report) = check_in(Some(lab.host(a)), &invite);
+    eprintln!("check: {report}");
+    assert_eq!(report["verdict"], "relayed", "{report}");
+    assert_eq!(report["relay_transport"], transport, "{report}");
+    let summary = report["summary"].as_str().unwrap();
+    assert!(summary.contains(&format!("relayed over {}", transport.to_uppercase())), "{summary}");
+    // Some servers (STUN, TURN over UDP) did not answer: the check says so with exit 1.
+    assert_eq!(code, 1, "{report}");
+    drop(relay);
+    let paths = call(lab, a, b, &[], &[]);
+    for path in &paths {
+        assert_eq!(path.local, "relay", "{paths:?}");
+        assert_eq!(path.relay_protocol.as_deref(), Some(transport), "{paths:?}");
+    }
+}
+
+/// Two symmetric NATs and a relay with its TURN server turned off: no path exists, and instead
+/// of a spinner each side is told within 15 s that the meeting server offers no relay; the check
+/// warned before anyone joined.
+#[test]
+fn symmetric_nats_without_turn_name_the_missing_relay() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("noturn");
+    let a = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let b = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start_in(Some(&lab.wan), state.path(), &format!("{RELAY_IP}:443"), &["--turn", "off"]);
+    let (_, invite) = relay.host();
+    let (code, report) = check_in(Some(lab.host(a)), &invite);
+    assert_eq!(report["verdict"], "no_servers", "{report}");
+    assert_eq!(code, 3, "{report}");
+    let hosts = [Some(lab.host(a)), Some(lab.host(b))];
+    assert_told_within_15_s(&relay, hosts, &[], "no_relay_offered", "offers no relay");
 }
 
 fn iptables_in(netns: &str, args: &[&str]) {

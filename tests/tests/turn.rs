@@ -6,19 +6,10 @@
 use std::time::Duration;
 
 use confer_media::synthetic::tone_hz;
-use confer_tests::{Relay, SMALL, Turn, binary, report_and_code_of, report_of, spawn_synthetic};
-use serde_json::Value;
-
-/// `confer check LINK --json`: its exit code and report.
-fn check(link: &str) -> (i32, Value) {
-    let output = std::process::Command::new(binary("confer-cli", "confer"))
-        .args(["check", link, "--json"])
-        .output()
-        .expect("confer runs");
-    let report = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stderr)));
-    (output.status.code().unwrap_or(-1), report)
-}
+use confer_tests::{
+    Relay, SMALL, Turn, assert_told_within_15_s, check_in, report_and_code_of, report_of, spawn_synthetic,
+    unix_ms,
+};
 
 /// The lobby's network check, as `confer check` runs it: before joining, the relay answers, coturn
 /// gives this machine's address over STUN and a relayed address over TURN (UDP and TCP); a TURN
@@ -73,7 +64,7 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
         ],
     );
     let (host_link, invite) = relay.host();
-    let (code, report) = check(&invite);
+    let (code, report) = check_in(None, &invite);
     eprintln!("{report}");
     assert!(report["relay"]["ok"].as_bool().unwrap(), "{report}");
     let servers = report["servers"].as_array().unwrap();
@@ -114,7 +105,7 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
         &["--turn-url", &turn_url, "--turn-secret", "not-coturns-secret"],
     );
     let (_, wrong_invite) = wrong.host();
-    let (code, report) = check(&wrong_invite);
+    let (code, report) = check_in(None, &wrong_invite);
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["servers"][0]["ok"], false, "{report}");
     assert_eq!(report["servers"][0]["code"], "credentials_refused", "coturn's 401, read: {report}");
@@ -130,7 +121,7 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
 
     // A relay that is not there: named, and no servers are tried.
     drop(relay);
-    let (code, report) = check(&invite);
+    let (code, report) = check_in(None, &invite);
     assert_eq!(code, 1);
     assert_eq!(report["relay"]["ok"], false);
     assert!(report["relay"]["error"].as_str().unwrap().contains("unreachable"), "{report}");
@@ -144,7 +135,7 @@ fn relay_only_without_a_turn_server_says_why_there_is_no_path() {
     let relay = Relay::start_with(state.path(), "127.0.0.1:0", &["--embedded-turn", "false"]);
     let (host_link, invite) = relay.host();
     // The check says so before anyone joins, and its exit code is the warning's.
-    let (code, report) = check(&invite);
+    let (code, report) = check_in(None, &invite);
     assert_eq!(report["verdict"], "no_servers", "{report}");
     assert_eq!(code, 3, "no relay at all: a warning, not a pass: {report}");
     let started = unix_ms();
@@ -176,7 +167,13 @@ fn relay_only_with_a_silent_turn_server_names_the_relay_within_15_s() {
     let silent = format!("turn:127.0.0.1:{}?transport=udp", confer_tests::free_udp_port());
     let relay =
         Relay::start_with(state.path(), "127.0.0.1:0", &["--turn-url", &silent, "--turn-secret", "s"]);
-    assert_told_within_15_s(&relay, "relay_unreachable", "relay could not be reached");
+    assert_told_within_15_s(
+        &relay,
+        [None, None],
+        &["--relay-only"],
+        "relay_unreachable",
+        "relay could not be reached",
+    );
 }
 
 /// Relay only, and the TURN server refuses the meeting server's credentials (another secret):
@@ -191,39 +188,13 @@ fn relay_only_with_refused_credentials_says_so_in_the_call() {
         "127.0.0.1:0",
         &["--turn-url", &turn_url, "--turn-secret", "not-coturns"],
     );
-    assert_told_within_15_s(&relay, "relay_credentials_refused", "credentials refused");
-}
-
-/// A relay-only call between Ann and Bob through `relay`, which connects nowhere: each is told,
-/// within 15 s of starting, of `cause` in words containing `words`, and exits 4.
-fn assert_told_within_15_s(relay: &Relay, cause: &str, words: &str) {
-    let (host_link, invite) = relay.host();
-    let started = unix_ms();
-    let ann = spawn_synthetic(&host_link, "Ann", 2, 14.0, SMALL, &["--relay-only"]);
-    let bob = spawn_synthetic(&invite, "Bob", 3, 14.0, SMALL, &["--relay-only"]);
-    for (me, child) in [("Ann", ann), ("Bob", bob)] {
-        let (report, log, code) = report_and_code_of(child);
-        eprintln!("--- {me}: {report}\n{log}");
-        let told: Vec<&Value> = report["no_path_yet"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .chain(report["unreachable"].as_array().unwrap())
-            .filter(|t| t["cause"] == cause)
-            .collect();
-        let first = told
-            .iter()
-            .min_by_key(|t| t["at_unix_ms"].as_u64())
-            .unwrap_or_else(|| panic!("{me} was never told {cause}: {report}"));
-        assert!(first["detail"].as_str().unwrap().contains(words), "{me}: {first}");
-        let after = first["at_unix_ms"].as_u64().unwrap() - started;
-        assert!(after < 15_000, "{me} was told after {after} ms");
-        assert_eq!(code, 4, "{me}");
-    }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    assert_told_within_15_s(
+        &relay,
+        [None, None],
+        &["--relay-only"],
+        "relay_credentials_refused",
+        "credentials refused",
+    );
 }
 
 #[test]
@@ -296,7 +267,7 @@ fn a_relay_only_call_connects_over_tcp_or_tls_when_nothing_else_is_offered() {
             ],
         );
         let (host_link, invite) = relay.host();
-        let (_, report) = check(&invite);
+        let (_, report) = check_in(None, &invite);
         let urls: Vec<&str> =
             report["servers"].as_array().unwrap().iter().map(|s| s["url"].as_str().unwrap()).collect();
         assert_eq!(urls.len(), 2, "STUN and the one TURN URL: {report}");
@@ -355,7 +326,7 @@ fn a_relay_only_call_connects_through_the_relays_own_turn_server() {
     let (host_link, invite) = relay.host();
     // It offers STUN, and TURN over UDP, TCP and (on the relay's own port, with its certificate,
     // which the link pins) TLS; the check gets a relayed address through each.
-    let (code, report) = check(&invite);
+    let (code, report) = check_in(None, &invite);
     eprintln!("{report}");
     assert_eq!(code, 0, "{report}");
     let servers = report["servers"].as_array().unwrap();
