@@ -224,6 +224,43 @@ fn symmetric_nats_without_turn_name_the_missing_relay() {
     assert_told_within_15_s(&relay, hosts, &[], "no_relay_offered", "offers no relay");
 }
 
+/// Ann's laptop moves from one home network to another in the middle of a call (her old link
+/// and address go, a new router gives her a new one): she notices, ICE restarts, and video is
+/// back both ways within 2 s; the longest freeze is measured and printed.
+#[test]
+fn a_move_to_another_network_mid_call_freezes_video_under_2_s() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("move");
+    let a = lab.site(Nat::Masquerade, Firewall::Open, 1)[0];
+    let b = lab.site(Nat::Masquerade, Firewall::Open, 1)[0];
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start_in(Some(&lab.wan), state.path(), &format!("{RELAY_IP}:443"), &[]);
+    let (host_link, invite) = relay.host();
+    let seconds = 14.0;
+    let ann = spawn_synthetic_in(Some(lab.host(a)), &host_link, "Ann", 2, seconds, SMALL, &[]);
+    let bob = spawn_synthetic_in(Some(lab.host(b)), &invite, "Bob", 3, seconds, SMALL, &[]);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    lab.move_host(a, Nat::Masquerade);
+    let reports = [("Ann", "Bob", report_of(ann)), ("Bob", "Ann", report_of(bob))];
+    for (me, other, (report, log)) in reports {
+        eprintln!("--- {me}: {report}\n{log}");
+        let left = report["left"].as_array().unwrap();
+        assert!(left.iter().all(|l| l["reason"] == "left"), "{me} lost {other}: {left:?}");
+        assert_eq!(report["unreachable"], serde_json::json!([]), "{me} found no path to {other}");
+        let seen = &report["peers"][0];
+        assert_eq!(seen["name"], other);
+        let gap = seen["longest_video_gap_ms"].as_u64().unwrap();
+        let last = seen["last_frame_ms"].as_u64().unwrap();
+        eprintln!(
+            "{me}: {other}'s video froze for at most {gap} ms across the move (last frame at {last} ms)"
+        );
+        assert!(gap < 2_000, "{me}: {other}'s video froze {gap} ms");
+        // And it kept coming to the end, not only before the move.
+        assert!(last as f64 > (seconds - 2.0) * 1_000.0, "{me}: {other}'s last frame at {last} ms");
+    }
+    drop(relay);
+}
+
 fn iptables_in(netns: &str, args: &[&str]) {
     let status = std::process::Command::new("ip")
         .args(["netns", "exec", netns, "iptables"])

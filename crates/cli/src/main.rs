@@ -460,6 +460,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "first_frame_ms": r.first_frame_ms,
                     "connected_ms": r.connected_ms,
                     "video_frames_decoded": r.video_frames_decoded,
+                    "last_frame_ms": r.last_frame_ms,
+                    "longest_video_gap_ms": r.longest_video_gap_ms,
                     "pattern_id": r.pattern_id,
                     "audio_tone_hz": r.audio_tone_hz,
                     "rtt_ms": r.stats.rtt_ms,

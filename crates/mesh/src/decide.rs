@@ -52,6 +52,9 @@ impl Backoff {
     }
 }
 
+/// A restart younger than this is not begun again for a network change.
+const FRESH_RESTART: Duration = Duration::from_secs(2);
+
 /// What a peer connection's ICE transport reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IceEvent {
@@ -129,6 +132,11 @@ impl IceRecovery {
     }
 
     /// Restarts since the connection was last connected.
+    /// Whether a restart is under way (made, not yet connected).
+    pub fn is_restarting(&self) -> bool {
+        matches!(self.state, IceState::Restarting(_))
+    }
+
     pub fn restarts(&self) -> u32 {
         self.restarts
     }
@@ -153,6 +161,10 @@ impl IceRecovery {
             IceEvent::Failed | IceEvent::NetworkChanged => match self.state {
                 // A restart under way keeps its own deadline.
                 IceState::Restarting(_) if event == IceEvent::Failed => None,
+                // One begun this recently gathered on the new addresses already; a second offer
+                // before the first is answered would cross it (the answer to the first would meet
+                // the second's credentials).
+                IceState::Restarting(since) if now.saturating_sub(since) < FRESH_RESTART => None,
                 _ => Some(self.restart(now)),
             },
         }
@@ -279,6 +291,12 @@ mod tests {
         assert_eq!(ice.on_event(IceEvent::NetworkChanged, s(0)), Some(IceAction::Restart));
         // A failure report during a restart does not start another; the restart's timeout does.
         assert_eq!(ice.on_event(IceEvent::Failed, s(1)), None);
+        // Nor does news of the same network change (the peer's `restart_ice`, our own look at
+        // the addresses) while the restart is fresh; a later change does.
+        assert_eq!(ice.on_event(IceEvent::NetworkChanged, Duration::from_millis(1_500)), None);
+        assert_eq!(ice.on_event(IceEvent::NetworkChanged, s(3)), Some(IceAction::Restart));
+        let mut ice = IceRecovery::new(policy, Duration::ZERO);
+        assert_eq!(ice.on_event(IceEvent::NetworkChanged, s(0)), Some(IceAction::Restart));
         let mut now = s(0);
         let mut actions = vec![];
         for _ in 0..10 {

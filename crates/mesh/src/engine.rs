@@ -18,7 +18,7 @@ use confer_media::{
     I420Frame, Microphone, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig, Speaker,
     StreamLevel,
 };
-use confer_proto::{ClientMessage, InviteLink, Knocker, LeaveReason, Participant, PeerId};
+use confer_proto::{ClientMessage, InviteLink, Knocker, LeaveReason, Participant, PeerId, SignalPayload};
 use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
@@ -244,6 +244,11 @@ pub struct PeerReport {
     pub connected_ms: Option<u64>,
     /// Frames decoded.
     pub video_frames_decoded: u64,
+    /// Milliseconds from join to the last decoded frame.
+    pub last_frame_ms: Option<u64>,
+    /// The longest wait between two decoded frames of its video, ms: how long the picture froze
+    /// at worst (a network change, a lost keyframe).
+    pub longest_video_gap_ms: u64,
     /// The pattern id read from its synthetic video.
     pub pattern_id: Option<u32>,
     /// The synthetic tone last heard from it, Hz.
@@ -744,6 +749,10 @@ impl Engine {
         let mut playout_tick = tokio::time::interval(Duration::from_millis(20));
         playout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut second = tokio::time::interval(Duration::from_secs(1));
+        // A look at the machine's addresses (a few microseconds): a move to another network is
+        // acted on within this long.
+        let mut address_tick = tokio::time::interval(Duration::from_millis(250));
+        address_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
         let frame_duration = Duration::from_secs(1) / self.config.fps.max(1);
         let end = loop {
@@ -783,6 +792,7 @@ impl Engine {
                     self.play(ticks.is_multiple_of(5));
                 }
                 _ = second.tick() => self.every_second().await,
+                _ = address_tick.tick() => self.watch_addresses().await,
             }
         };
         self.sending.stop.store(true, Ordering::Relaxed);
@@ -918,6 +928,17 @@ impl Engine {
             SignalingEvent::PeerLeft { peer, reason } => {
                 self.remove_participant(&peer).await;
                 let _ = self.events.send(EngineEvent::ParticipantLeft { id: peer, reason });
+            }
+            SignalingEvent::Signal { from, payload: SignalPayload::RestartIce } => {
+                // The peer's network changed: where we offer, restart now rather than after its
+                // old path fails (not if one is under way: a peer cannot keep us restarting).
+                let now = self.now();
+                let action = self.peers.get_mut(&from).and_then(|slot| {
+                    (slot.offerer && !slot.ice.is_restarting())
+                        .then(|| slot.ice.on_event(IceEvent::NetworkChanged, now))
+                        .flatten()
+                });
+                self.act(&from, action).await;
             }
             SignalingEvent::Signal { from, payload } => {
                 let Some(slot) = self.peers.get_mut(&from) else { return };
@@ -1077,6 +1098,9 @@ impl Engine {
         let report = self.reports.entry(from.clone()).or_default();
         report.video_frames_decoded += 1;
         report.first_frame_ms.get_or_insert(since_start);
+        if let Some(last) = report.last_frame_ms.replace(since_start) {
+            report.longest_video_gap_ms = report.longest_video_gap_ms.max(since_start.saturating_sub(last));
+        }
         if let Some(stamp) = stamp {
             report.pattern_id = Some(stamp.id);
             let latency = (unix_us() / 1_000) as f64 - stamp.captured_ms as f64;
@@ -1123,15 +1147,6 @@ impl Engine {
             self.remove_participant(&id).await;
             let _ = self.events.send(EngineEvent::ParticipantLeft { id, reason: LeaveReason::Timeout });
         }
-        let addresses = crate::peer::local_addresses();
-        let network_changed = addresses != self.addresses;
-        if network_changed {
-            let added = addresses.difference(&self.addresses).copied().collect();
-            let removed = self.addresses.difference(&addresses).copied().collect();
-            tracing::info!(?added, ?removed, "the network changed");
-            let _ = self.events.send(EngineEvent::NetworkChanged { added, removed });
-            self.addresses = addresses;
-        }
         self.update_stats();
         // One encode goes to everyone: it follows the peer that loses most (webrtc 0.17 has no
         // delay-based estimator; loss is what there is).
@@ -1143,15 +1158,7 @@ impl Engine {
         }
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
-            let action = self.peers.get_mut(&id).and_then(|slot| {
-                // Only the offerer restarts ICE: an answerer that counted the change as a restart
-                // of its own would wait for a reconnection that need not come, and give up on a
-                // working path.
-                let changed = (network_changed && slot.offerer)
-                    .then(|| slot.ice.on_event(IceEvent::NetworkChanged, now))
-                    .flatten();
-                changed.or_else(|| slot.ice.poll(now))
-            });
+            let action = self.peers.get_mut(&id).and_then(|slot| slot.ice.poll(now));
             self.act(&id, action).await;
             if let Some(slot) = self.peers.get(&id) {
                 slot.peer.flush_data().await;
@@ -1167,6 +1174,35 @@ impl Engine {
                 if level > 1_000.0 {
                     self.reports.entry(id.clone()).or_default().audio_tone_hz = Some(tone_hz(best));
                 }
+            }
+        }
+    }
+
+    /// Acts on a change of the machine's addresses (a move to another network, a VPN, a cable).
+    async fn watch_addresses(&mut self) {
+        let addresses = crate::peer::local_addresses();
+        if addresses == self.addresses {
+            return;
+        }
+        let added = addresses.difference(&self.addresses).copied().collect();
+        let removed = self.addresses.difference(&addresses).copied().collect();
+        tracing::info!(?added, ?removed, "the network changed");
+        let _ = self.events.send(EngineEvent::NetworkChanged { added, removed });
+        self.addresses = addresses;
+        // First the relay connection (its address may be gone), so that what follows goes out
+        // on a live one.
+        self.signaling.network_changed();
+        let now = self.now();
+        let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
+        for id in ids {
+            let Some(slot) = self.peers.get_mut(&id) else { continue };
+            if slot.offerer {
+                let action = slot.ice.on_event(IceEvent::NetworkChanged, now);
+                self.act(&id, action).await;
+            } else {
+                // Only the offerer restarts ICE (an answerer that counted the change as a restart
+                // of its own would wait for a reconnection that need not come): ask it to.
+                self.signaling.signal(id, SignalPayload::RestartIce);
             }
         }
     }

@@ -546,7 +546,10 @@ impl Peer {
                 Ok(None)
             }
             // webrtc 0.17 needs no end-of-candidates; sealed payloads are not used yet.
-            SignalPayload::EndOfCandidates { .. } | SignalPayload::Sealed { .. } => Ok(None),
+            // The engine acts on `restart_ice`; nothing for the connection itself.
+            SignalPayload::EndOfCandidates { .. }
+            | SignalPayload::Sealed { .. }
+            | SignalPayload::RestartIce => Ok(None),
         }
     }
 
@@ -626,9 +629,15 @@ impl Peer {
 
 /// The machine's interface addresses, as ICE sees them when it gathers host candidates: a change
 /// means the network changed (Wi-Fi to Ethernet, a VPN up, a new address).
+/// The machine's addresses that a call can use: IPv6 link-local ones are left out (no candidate
+/// is gathered on them, and one appears with every new interface, which is not a new network).
 pub(crate) fn local_addresses() -> std::collections::BTreeSet<std::net::IpAddr> {
+    let usable = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
+        std::net::IpAddr::V4(_) => true,
+    };
     webrtc::util::ifaces::ifaces()
-        .map(|list| list.into_iter().filter_map(|i| i.addr.map(|a| a.ip())).collect())
+        .map(|list| list.into_iter().filter_map(|i| i.addr.map(|a| a.ip())).filter(usable).collect())
         .unwrap_or_default()
 }
 

@@ -176,6 +176,7 @@ pub enum Admission {
 #[derive(Debug)]
 enum Command {
     Send(ClientMessage),
+    NetworkChanged,
     Leave,
 }
 
@@ -200,6 +201,14 @@ impl Signaling {
         ) {
             let _ = self.commands.send(Command::Send(message));
         }
+    }
+
+    /// The machine's addresses changed: if the connection's own address is gone (the laptop left
+    /// that network), the connection is dead though no error says so yet; get back to the relay
+    /// from the new address now instead of after `SILENCE_TIMEOUT`. Messages sent after this go
+    /// on the new connection.
+    pub fn network_changed(&self) {
+        let _ = self.commands.send(Command::NetworkChanged);
     }
 
     /// Leaves the room for good.
@@ -344,6 +353,16 @@ async fn first_answer(socket: &mut Socket) -> Result<ServerMessage, JoinError> {
 }
 
 /// Why one connection ended.
+/// The local address of the connection to the relay.
+fn local_ip(socket: &Socket) -> Option<std::net::IpAddr> {
+    let tcp = match socket.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp,
+        MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
+        _ => return None,
+    };
+    tcp.local_addr().ok().map(|a| a.ip())
+}
+
 enum Drop {
     /// Lost: try to get back (after this long at the least).
     Lost { cause: String, wait: Duration },
@@ -457,6 +476,14 @@ impl Client {
                     Some(Command::Send(message)) => {
                         self.remember(&message);
                         if let Err(cause) = send(socket, &message).await {
+                            return Drop::Lost { cause, wait: Duration::ZERO };
+                        }
+                    }
+                    Some(Command::NetworkChanged) => {
+                        if let Some(ip) = local_ip(socket)
+                            && !crate::peer::local_addresses().contains(&ip)
+                        {
+                            let cause = format!("the network changed: this connection's address {ip} is gone");
                             return Drop::Lost { cause, wait: Duration::ZERO };
                         }
                     }

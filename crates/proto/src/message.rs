@@ -116,6 +116,9 @@ pub enum SignalPayload {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         username_fragment: Option<String>,
     },
+    /// The sender's network changed (its addresses did): the offerer restarts ICE now rather
+    /// than waiting for the connection to fail. An answerer ignores it.
+    RestartIce,
     /// Any of the above, sealed end to end by the peers (URL-safe base64). Opaque to the relay.
     Sealed {
         /// The ciphertext.

@@ -135,6 +135,7 @@ fn validate_payload(payload: &SignalPayload) -> Result<(), ProtoError> {
             limits::MAX_UFRAG_BYTES,
         ),
         SignalPayload::Sealed { data } => check_len("data", data, limits::MAX_SEALED_BYTES),
+        SignalPayload::RestartIce => Ok(()),
     }
 }
 

@@ -619,6 +619,14 @@ impl Agent {
             }
 
             for url in &urls {
+                // Confer: a server-reflexive address comes from a Binding over UDP, which only a
+                // `stun:` URL or a `turn:` one over UDP answers; asking a `turns:` or TCP URL only
+                // waits out STUN_GATHER_TIMEOUT, and an ICE restart cannot begin while gathering.
+                if !matches!(url.scheme, SchemeType::Stun | SchemeType::Turn)
+                    || url.proto != ProtoType::Udp
+                {
+                    continue;
+                }
                 let network = network_type.to_string();
                 let is_ipv4 = network_type.is_ipv4();
                 let url = url.clone();
