@@ -64,6 +64,14 @@ impl Lab {
         wan.ip(&["addr", "add", &format!("{RELAY_IP}/32"), "dev", "lo"]);
         wan.ip(&["addr", "add", &format!("{COTURN_IP}/32"), "dev", "lo"]);
         sysctl(&wan, "net.ipv4.ip_forward=1");
+        // A default route, as a server on the internet has: without one, sending to a peer's
+        // private address fails at once ("network unreachable") instead of being lost on the way,
+        // and coturn, meeting that error, relays almost nothing. It leads into a link where
+        // nothing answers.
+        wan.ip(&["link", "add", "sink0", "type", "veth", "peer", "name", "sink1"]);
+        wan.ip(&["link", "set", "sink0", "up"]);
+        wan.ip(&["link", "set", "sink1", "up"]);
+        wan.ip(&["route", "add", "default", "dev", "sink0"]);
         Self { name: name.to_owned(), wan, routers: Vec::new(), hosts: Vec::new(), links: 0 }
     }
 

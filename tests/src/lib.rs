@@ -377,19 +377,31 @@ impl Turn {
     /// Starts coturn; panics with a clear message if it is not installed.
     pub fn start() -> Self {
         let port = free_udp_port();
-        Self::launch(port, format!("turn-secret-{port}"), None)
+        Self::launch(None, "127.0.0.1", port, format!("turn-secret-{port}"), None)
+    }
+
+    /// Starts coturn in `netns` on `ip` (port 3478), with the shared secret `secret`. Peers on
+    /// loopback are not relayed to.
+    pub fn start_in(netns: &Netns, ip: &str, secret: &str) -> Self {
+        Self::launch(Some(netns), ip, 3478, secret.to_owned(), None)
     }
 
     /// Starts coturn with TURN over TLS on `tls_port` as well, serving `cert` (PEM) with `key`,
     /// and the shared secret `secret`.
     pub fn start_tls(tls_port: u16, secret: &str, cert: &Path, key: &Path) -> Self {
-        Self::launch(free_udp_port(), secret.to_owned(), Some((tls_port, cert, key)))
+        Self::launch(None, "127.0.0.1", free_udp_port(), secret.to_owned(), Some((tls_port, cert, key)))
     }
 
-    fn launch(port: u16, secret: String, tls: Option<(u16, &Path, &Path)>) -> Self {
+    fn launch(
+        netns: Option<&Netns>,
+        ip: &str,
+        port: u16,
+        secret: String,
+        tls: Option<(u16, &Path, &Path)>,
+    ) -> Self {
         let relay_min = 40_000 + (port % 20_000);
         let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new("turnserver");
+        let mut command = command_in(netns, Path::new("turnserver"));
         command
             .arg(format!("--pidfile={}", dir.path().join("turnserver.pid").display()))
             .arg(format!("--userdb={}", dir.path().join("turndb").display()))
@@ -406,7 +418,9 @@ impl Turn {
             }
         }
         let child = command
-            .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
+            .arg(format!("--listening-ip={ip}"))
+            .arg(format!("--relay-ip={ip}"))
+            .args(ip.starts_with("127.").then_some("--allow-loopback-peers"))
             .arg(format!("--listening-port={port}"))
             .arg(format!("--min-port={relay_min}"))
             .arg(format!("--max-port={}", relay_min + 200))

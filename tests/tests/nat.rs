@@ -10,8 +10,12 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use confer_tests::lab::{Firewall, Lab, Nat, RELAY_IP};
-use confer_tests::{Relay, SMALL, assert_told_within_15_s, check_in, report_of, spawn_synthetic_in};
+use serde_json::Value;
+
+use confer_tests::lab::{COTURN_IP, Firewall, Lab, Nat, RELAY_IP};
+use confer_tests::{
+    Relay, SMALL, Turn, assert_told_within_15_s, check_in, report_and_code_of, report_of, spawn_synthetic_in,
+};
 
 /// One case at a time (see the module's documentation).
 fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -259,6 +263,146 @@ fn a_move_to_another_network_mid_call_freezes_video_under_2_s() {
         assert!(last as f64 > (seconds - 2.0) * 1_000.0, "{me}: {other}'s last frame at {last} ms");
     }
     drop(relay);
+}
+
+/// The relay hands out Debian's coturn (on another address of the lab's internet) as its TURN
+/// server: two symmetric NATs connect through it.
+#[test]
+fn symmetric_nats_connect_through_coturn() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("coturn");
+    let a = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let b = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let _coturn = Turn::start_in(&lab.wan, COTURN_IP, "lab-secret");
+    let flags = coturn_flags("lab-secret");
+    let paths = call(&lab, a, b, &flags.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(paths.iter().all(Path::is_relayed), "{paths:?}");
+}
+
+/// The relay's flags for coturn on the lab's internet, with the shared secret `secret`.
+fn coturn_flags(secret: &str) -> [String; 6] {
+    [
+        "--stun-url".into(),
+        format!("stun:{COTURN_IP}:3478"),
+        "--turn-url".into(),
+        format!("turn:{COTURN_IP}:3478"),
+        "--turn-secret".into(),
+        secret.into(),
+    ]
+}
+
+/// coturn does not share the relay's TURN secret (a misconfigured deployment): the check names
+/// the refused credentials before anyone joins, and in the call each side is told within 15 s.
+#[test]
+fn a_wrong_turn_secret_is_named_credentials_refused() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("secret");
+    let a = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let b = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let _coturn = Turn::start_in(&lab.wan, COTURN_IP, "lab-secret");
+    let flags = coturn_flags("not-coturns");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (_state, relay) = lab_relay(&lab, &flags);
+    let (_, invite) = relay.host();
+    let (code, report) = check_in(Some(lab.host(a)), &invite);
+    let turn = &report["servers"][1];
+    assert_eq!(turn["code"], "credentials_refused", "{report}");
+    assert!(report["summary"].as_str().unwrap().contains("refused our credentials"), "{report}");
+    assert_eq!(code, 1, "{report}");
+    let hosts = [Some(lab.host(a)), Some(lab.host(b))];
+    assert_told_within_15_s(&relay, hosts, &[], "relay_credentials_refused", "credentials refused");
+}
+
+/// The relay's TURN server (coturn, as the relay names it) is down, under symmetric NATs where
+/// only it would do: the check says it is silent, and each side is told the relay could not be
+/// reached.
+#[test]
+fn turn_down_under_symmetric_nats_is_named() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("turndown");
+    let a = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let b = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let flags = coturn_flags("lab-secret");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (_state, relay) = lab_relay(&lab, &flags);
+    let (_, invite) = relay.host();
+    let (code, report) = check_in(Some(lab.host(a)), &invite);
+    eprintln!("check: {report}");
+    assert_eq!(report["servers"][1]["ok"], false, "{report}");
+    assert_eq!(report["relay_transport"], Value::Null, "{report}");
+    assert_eq!(code, 1, "{report}");
+    let hosts = [Some(lab.host(a)), Some(lab.host(b))];
+    assert_told_within_15_s(&relay, hosts, &[], "relay_unreachable", "could not be reached");
+}
+
+/// UDP is blocked, and the relay offers TURN over UDP only: the check says no call can leave
+/// this network, and each side is told the relay could not be reached.
+#[test]
+fn udp_blocked_and_no_turn_over_tcp_is_named() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("udponly");
+    let a = lab.site(Nat::Masquerade, Firewall::NoUdp, 1)[0];
+    let b = lab.site(Nat::Masquerade, Firewall::NoUdp, 1)[0];
+    let (_state, relay) = lab_relay(&lab, &["--turn-transports", "udp"]);
+    let (_, invite) = relay.host();
+    let (code, report) = check_in(Some(lab.host(a)), &invite);
+    eprintln!("check: {report}");
+    assert_eq!(report["verdict"], "no_path", "{report}");
+    let summary = report["summary"].as_str().unwrap();
+    assert!(summary.contains("blocks UDP and no relay could be reached over TCP or TLS"), "{summary}");
+    assert_eq!(code, 1, "{report}");
+    let hosts = [Some(lab.host(a)), Some(lab.host(b))];
+    assert_told_within_15_s(&relay, hosts, &[], "relay_unreachable", "could not be reached");
+}
+
+/// The relay goes down in the middle of a call: the call goes on (media is peer to peer), each
+/// side's report says the relay connection was lost and why; the check and a newcomer's join name
+/// the relay as unreachable.
+#[test]
+fn a_relay_that_goes_down_is_named_and_the_call_goes_on() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("relaydown");
+    let a = lab.site(Nat::Masquerade, Firewall::Open, 1)[0];
+    let b = lab.site(Nat::Masquerade, Firewall::Open, 1)[0];
+    let c = lab.site(Nat::Masquerade, Firewall::Open, 1)[0];
+    let (state, relay) = lab_relay(&lab, &[]);
+    let (host_link, invite) = relay.host();
+    let seconds = 12.0;
+    let ann = spawn_synthetic_in(Some(lab.host(a)), &host_link, "Ann", 2, seconds, SMALL, &[]);
+    let bob = spawn_synthetic_in(Some(lab.host(b)), &invite, "Bob", 3, seconds, SMALL, &[]);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    drop(relay);
+    drop(state);
+    let (code, report) = check_in(Some(lab.host(c)), &invite);
+    assert_eq!(report["verdict"], "unreachable", "{report}");
+    let error = report["relay"]["error"].as_str().unwrap();
+    assert!(error.contains("refused"), "the check says why: {error}");
+    assert_eq!(code, 1, "{report}");
+    let cid = spawn_synthetic_in(Some(lab.host(c)), &invite, "Cid", 4, 2.0, SMALL, &[]);
+    let output = cid.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a newcomer cannot join: {said}");
+    assert!(said.contains("unreachable") && said.contains("refused"), "{said}");
+    let reports = [("Ann", "Bob", report_and_code_of(ann)), ("Bob", "Ann", report_and_code_of(bob))];
+    for (me, other, (report, log, _)) in reports {
+        eprintln!("--- {me}: {report}\n{log}");
+        let lost = report["relay_lost"].as_array().unwrap();
+        assert!(!lost.is_empty(), "{me} was not told the relay connection was lost");
+        eprintln!("{me}: relay lost: {}", lost[0]["cause"]);
+        let seen = &report["peers"][0];
+        assert_eq!(seen["name"], other);
+        let last = seen["last_frame_ms"].as_u64().unwrap();
+        let gap = seen["longest_video_gap_ms"].as_u64().unwrap();
+        assert!(last as f64 > (seconds - 2.0) * 1_000.0, "{me}: {other}'s video stopped at {last} ms");
+        assert!(gap < 1_000, "{me}: {other}'s video froze {gap} ms without the relay");
+    }
+}
+
+/// A relay on the lab's internet (port 443) with `flags`, and the directory of its state.
+fn lab_relay(lab: &Lab, flags: &[&str]) -> (tempfile::TempDir, Relay) {
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start_in(Some(&lab.wan), state.path(), &format!("{RELAY_IP}:443"), flags);
+    (state, relay)
 }
 
 fn iptables_in(netns: &str, args: &[&str]) {

@@ -337,6 +337,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut muted = false;
     let mut relay_resumes = 0u32;
+    // Each time the relay connection was lost, and why (the first 32).
+    let mut relay_lost = Vec::new();
     let mut network_changes = 0u32;
     let mut device_switches = Vec::new();
     let mut device_errors = Vec::new();
@@ -396,6 +398,9 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 Some(EngineEvent::Chat { from, text }) => chats.push(json!({"from": from.to_string(), "text": text})),
                 Some(EngineEvent::RelayReconnecting { cause }) => {
                     eprintln!("relay connection lost ({cause}); reconnecting");
+                    if relay_lost.len() < 32 {
+                        relay_lost.push(json!({ "at_unix_ms": unix_ms(), "cause": cause }));
+                    }
                 }
                 Some(EngineEvent::NetworkChanged { added, removed }) => {
                     eprintln!("the network changed (added {added:?}, removed {removed:?}); moving the connections");
@@ -505,6 +510,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "unreachable": unreachable,
             "no_path_yet": struggling,
             "relay_resumes": relay_resumes,
+            "relay_lost": relay_lost,
             "network_changes": network_changes,
             "device_switches": device_switches,
             "device_errors": device_errors,
