@@ -224,8 +224,9 @@ pub enum UiEvent {
         /// The cause in English and what was tried (candidate types gathered and received).
         detail: String,
         /// The cause for the page to word (`call.no_path.<cause>`): `nothing_gathered`,
-        /// `peer_sent_nothing`, `no_relay_offered`, `relay_unreachable`, `blocked`; `null`: a
-        /// local failure, named in `detail`.
+        /// `peer_sent_nothing`, `no_relay_offered`, `relay_unreachable`,
+        /// `relay_credentials_refused`, `relay_ports_blocked`, `blocked`; `null`: a local
+        /// failure, named in `detail`.
         cause: Option<String>,
         /// ICE restarts go on: it may still connect.
         retrying: bool,
@@ -547,6 +548,8 @@ pub struct UiNetworkReport {
     pub relay_transport: Option<String>,
     /// A TURN server refused the meeting server's credentials.
     pub credentials_refused: bool,
+    /// A TURN server's relayed ports are closed by a firewall: it allocates, and relays nothing.
+    pub relay_ports_blocked: bool,
 }
 
 /// One STUN or TURN URL's answer.
@@ -572,6 +575,7 @@ impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
         let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         let verdict = report.verdict();
         let credentials_refused = report.credentials_refused();
+        let relay_ports_blocked = report.relay_ports_blocked();
         let (relay_ms, relay_error) = match report.relay {
             Ok(rtt) => (Some(ms(rtt)), None),
             Err(why) => (None, Some(why)),
@@ -598,6 +602,7 @@ impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
             verdict: verdict.code().to_owned(),
             relay_transport: verdict.relay().map(|t| t.as_str().to_owned()),
             credentials_refused,
+            relay_ports_blocked,
         }
     }
 }

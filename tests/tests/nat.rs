@@ -314,8 +314,8 @@ fn a_wrong_turn_secret_is_named_credentials_refused() {
 }
 
 /// The relay's TURN server (coturn, as the relay names it) is down, under symmetric NATs where
-/// only it would do: the check says it is silent, and each side is told the relay could not be
-/// reached.
+/// only it would do: the check says it is not running, and each side is told the relay could
+/// not be reached, with the server's refusal.
 #[test]
 fn turn_down_under_symmetric_nats_is_named() {
     let _one = one_at_a_time();
@@ -328,8 +328,12 @@ fn turn_down_under_symmetric_nats_is_named() {
     let (_, invite) = relay.host();
     let (code, report) = check_in(Some(lab.host(a)), &invite);
     eprintln!("check: {report}");
-    assert_eq!(report["servers"][1]["ok"], false, "{report}");
+    // Its machine refuses on the port (ICMP port unreachable): the server is down, UDP is not
+    // blocked, and the check says which.
+    assert_eq!(report["servers"][1]["code"], "udp_refused", "{report}");
+    assert_eq!(report["verdict"], "direct_no_relay", "{report}");
     assert_eq!(report["relay_transport"], Value::Null, "{report}");
+    assert!(report["summary"].as_str().unwrap().contains("is not running"), "{report}");
     assert_eq!(code, 1, "{report}");
     let hosts = [Some(lab.host(a)), Some(lab.host(b))];
     assert_told_within_15_s(&relay, hosts, &[], "relay_unreachable", "could not be reached");
@@ -396,6 +400,32 @@ fn a_relay_that_goes_down_is_named_and_the_call_goes_on() {
         assert!(last as f64 > (seconds - 2.0) * 1_000.0, "{me}: {other}'s video stopped at {last} ms");
         assert!(gap < 1_000, "{me}: {other}'s video froze {gap} ms without the relay");
     }
+}
+
+/// A firewall in front of the relay closes its relayed ports (a cloud security group that lets
+/// only 443 and 3478 in): allocations work, and nothing relayed arrives. The check tests its
+/// allocation as a peer would and names the closed ports; in the call, each side is told so
+/// within 15 s.
+#[test]
+fn relayed_ports_behind_a_firewall_are_named() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("ports");
+    let a = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    let b = lab.site(Nat::Symmetric, Firewall::Open, 1)[0];
+    // Below the ephemeral range, so that the TURN server's own port is never among them.
+    let (_state, relay) = lab_relay(&lab, &["--turn-ports", "20000-20099"]);
+    lab.wan_iptables(&["-A", "INPUT", "-p", "udp", "--dport", "20000:20099", "-j", "DROP"]);
+    let (_, invite) = relay.host();
+    let (code, report) = check_in(Some(lab.host(a)), &invite);
+    eprintln!("check: {report}");
+    let servers = report["servers"].as_array().unwrap();
+    let udp = servers.iter().find(|s| s["url"].as_str().unwrap().ends_with("transport=udp")).unwrap();
+    assert_eq!(udp["code"], "relay_ports_blocked", "{report}");
+    assert_eq!(report["verdict"], "direct_no_relay", "{report}");
+    assert!(report["summary"].as_str().unwrap().contains("closes its relayed ports"), "{report}");
+    assert_eq!(code, 1, "{report}");
+    let hosts = [Some(lab.host(a)), Some(lab.host(b))];
+    assert_told_within_15_s(&relay, hosts, &[], "relay_ports_blocked", "closes its relayed ports");
 }
 
 /// A relay on the lab's internet (port 443) with `flags`, and the directory of its state.

@@ -13,8 +13,9 @@ use confer_tests::{
 
 /// The lobby's network check, as `confer check` runs it: before joining, the relay answers, coturn
 /// gives this machine's address over STUN and a relayed address over TURN (UDP and TCP); a TURN
-/// server that is silent, a TCP port that refuses, a TLS handshake that fails, and credentials
-/// that are refused are each named with the reason; nobody in the room hears of any of it.
+/// server that is silent, one that is down (its machine refuses), a TCP port that refuses, a TLS
+/// handshake that fails, and credentials that are refused are each named with the reason; nobody
+/// in the room hears of any of it.
 #[test]
 fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     let turn = Turn::start();
@@ -22,7 +23,11 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     let (stun_url, turn_url) =
         (format!("stun:127.0.0.1:{}", turn.port), format!("turn:127.0.0.1:{}", turn.port));
     let tcp_url = format!("turn:127.0.0.1:{}?transport=tcp", turn.port);
-    let silent = format!("turn:127.0.0.1:{}", confer_tests::free_udp_port());
+    // A UDP socket that reads nothing and answers nothing (a firewall that drops looks the same);
+    // and a UDP port where nothing listens, which this machine refuses (the server is down).
+    let deaf = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = format!("turn:127.0.0.1:{}", deaf.local_addr().unwrap().port());
+    let down = format!("turn:127.0.0.1:{}?transport=udp", confer_tests::free_udp_port());
     let closed_tcp = format!("turn:127.0.0.1:{}?transport=tcp", confer_tests::free_udp_port());
     // coturn runs with --no-tls: a TLS client on its port gets no handshake.
     let not_tls = format!("turns:127.0.0.1:{}?transport=tcp", turn.port);
@@ -49,6 +54,8 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
             &turn_url,
             "--turn-url",
             &silent,
+            "--turn-url",
+            &down,
             "--turn-url",
             &tcp_url,
             "--turn-url",
@@ -80,6 +87,9 @@ fn the_network_check_tries_each_stun_and_turn_server_before_joining() {
     assert_eq!(dead["ok"], false);
     assert_eq!(dead["code"], "silent", "{dead}");
     assert!(dead["error"].as_str().unwrap().starts_with("server silent"), "{dead}");
+    let stopped = by_url(&down);
+    assert_eq!(stopped["code"], "udp_refused", "{stopped}");
+    assert!(stopped["error"].as_str().unwrap().contains("is the server running?"), "{stopped}");
     let tcp = by_url(&tcp_url);
     assert_eq!(tcp["ok"], true, "coturn allocated a relay over TCP: {tcp}");
     assert!(tcp["address"].as_str().unwrap().starts_with("127.0.0.1:"), "{tcp}");
@@ -164,7 +174,8 @@ fn relay_only_without_a_turn_server_says_why_there_is_no_path() {
 #[test]
 fn relay_only_with_a_silent_turn_server_names_the_relay_within_15_s() {
     let state = tempfile::tempdir().unwrap();
-    let silent = format!("turn:127.0.0.1:{}?transport=udp", confer_tests::free_udp_port());
+    let deaf = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = format!("turn:127.0.0.1:{}?transport=udp", deaf.local_addr().unwrap().port());
     let relay =
         Relay::start_with(state.path(), "127.0.0.1:0", &["--turn-url", &silent, "--turn-secret", "s"]);
     assert_told_within_15_s(

@@ -1227,8 +1227,16 @@ impl Engine {
         let mut cause = NoPathCause::diagnose(&gathered, &received, relay_offered, self.config.relay_only);
         // What the relay's URLs answered us, if that was asked already.
         let mut relay_answers = String::new();
-        if let (NoPathCause::RelayUnreachable, Some((refined, answers))) = (cause, &known) {
-            (cause, relay_answers) = (*refined, format!("; {answers}"));
+        match (cause, &known) {
+            (NoPathCause::RelayUnreachable, Some((refined, answers))) => {
+                (cause, relay_answers) = (*refined, format!("; {answers}"));
+            }
+            // Relay candidates on a side, and nothing got through: the relay's own test may say
+            // its relayed ports are closed.
+            (NoPathCause::Blocked, Some((NoPathCause::RelayPortsBlocked, answers))) => {
+                (cause, relay_answers) = (NoPathCause::RelayPortsBlocked, format!("; {answers}"));
+            }
+            _ => {}
         }
         let relay_only = if self.config.relay_only { " (relay candidates only)" } else { "" };
         let mut ask_relay = false;
@@ -1249,7 +1257,9 @@ impl Engine {
                         cause: Some(cause),
                         retrying: true,
                     });
-                    ask_relay = cause == NoPathCause::RelayUnreachable && known.is_none();
+                    ask_relay = matches!(cause, NoPathCause::RelayUnreachable | NoPathCause::Blocked)
+                        && known.is_none()
+                        && relay_offered;
                 }
                 if slot.offerer {
                     report.ice_restarts += 1;
@@ -1289,9 +1299,15 @@ impl Engine {
         if failures.is_empty() {
             return None;
         }
-        let refused = answers.iter().any(|(_, failure)| matches!(failure, Some(("credentials_refused", _))));
-        let cause =
-            if refused { NoPathCause::RelayCredentialsRefused } else { NoPathCause::RelayUnreachable };
+        let failed =
+            |code: &str| answers.iter().any(|(_, failure)| failure.as_ref().is_some_and(|f| f.0 == code));
+        let cause = if failed("credentials_refused") {
+            NoPathCause::RelayCredentialsRefused
+        } else if failed("relay_ports_blocked") {
+            NoPathCause::RelayPortsBlocked
+        } else {
+            NoPathCause::RelayUnreachable
+        };
         Some((cause, failures.join("; ")))
     }
 
@@ -1326,7 +1342,13 @@ impl Engine {
         let waiting = std::mem::take(&mut self.awaiting_diagnosis);
         let Some((cause, failures)) = self.relay_verdict() else { return };
         for id in waiting {
-            let waiting = self.peers.get(&id).is_some_and(|slot| !slot.connected);
+            let waiting = self.peers.get(&id).is_some_and(|slot| {
+                // Where relay candidates were exchanged the relay was reached: only closed
+                // relayed ports explain that.
+                let (gathered, received) = slot.peer.candidate_types();
+                let relayed = gathered.contains("relay") || received.contains("relay");
+                !slot.connected && (!relayed || cause == NoPathCause::RelayPortsBlocked)
+            });
             let report = self.reports.entry(id.clone()).or_default();
             if !waiting || report.connected_ms.is_some() {
                 continue;

@@ -48,8 +48,9 @@ pub enum ServerResult {
     },
     /// No answer, or no allocation: why.
     Failed {
-        /// A stable name for the cause: `silent`, `tcp_refused`, `tcp_timeout`, `tls_failed`,
-        /// `credentials_refused`, `refused`, `resolve`, `closed`, `malformed`, `network`, `bad_url`.
+        /// A stable name for the cause: `silent`, `udp_refused`, `tcp_refused`, `tcp_timeout`,
+        /// `tls_failed`, `credentials_refused`, `relay_ports_blocked`, `refused`, `resolve`,
+        /// `closed`, `malformed`, `network`, `bad_url`.
         code: &'static str,
         /// The cause in words.
         reason: String,
@@ -170,21 +171,33 @@ impl NetworkReport {
                     && matches!(s.result, ServerResult::Answered { .. })
             })
         };
+        // Relayed ports that nothing reaches fail whichever transport the allocation was made over.
         let relay = [RelayTransport::Udp, RelayTransport::Tcp, RelayTransport::Tls]
             .into_iter()
-            .find(|t| answered(true, *t));
-        if answered(false, RelayTransport::Udp) || relay == Some(RelayTransport::Udp) {
-            Verdict::Direct { relay }
-        } else {
-            Verdict::UdpBlocked { relay }
-        }
+            .find(|t| answered(true, *t))
+            .filter(|_| !self.failed_with("relay_ports_blocked"));
+        // A machine that refused on a UDP port was reached over UDP.
+        let udp_out = answered(false, RelayTransport::Udp)
+            || answered(true, RelayTransport::Udp)
+            || self.failed_with("udp_refused")
+            || self.failed_with("relay_ports_blocked");
+        if udp_out { Verdict::Direct { relay } } else { Verdict::UdpBlocked { relay } }
     }
 
     /// Whether a TURN server refused the meeting server's credentials (its 401).
     pub fn credentials_refused(&self) -> bool {
-        self.servers
-            .iter()
-            .any(|s| matches!(s.result, ServerResult::Failed { code: "credentials_refused", .. }))
+        self.failed_with("credentials_refused")
+    }
+
+    /// Whether a TURN server allocated a relayed address that nothing sent to reaches (a firewall
+    /// in front of its relayed ports).
+    pub fn relay_ports_blocked(&self) -> bool {
+        self.failed_with("relay_ports_blocked")
+    }
+
+    /// Whether some server failed with `code`.
+    fn failed_with(&self, code: &str) -> bool {
+        self.servers.iter().any(|s| matches!(s.result, ServerResult::Failed { code: c, .. } if c == code))
     }
 
     /// The verdict in one or two English sentences (`confer check`; the lobby words it itself).
@@ -205,6 +218,12 @@ impl NetworkReport {
         };
         if self.credentials_refused() {
             text.push_str(" The meeting server's relay refused our credentials: tell its operator (its clock may be wrong, or its TURN secret).");
+        }
+        if self.relay_ports_blocked() {
+            text.push_str(" The meeting server's relay gives out addresses that nothing can reach (a firewall closes its relayed ports): calls that need it will not connect; tell its operator.");
+        }
+        if self.failed_with("udp_refused") {
+            text.push_str(" A STUN or TURN server of the meeting server's is not running (its machine refuses on that port): tell its operator.");
         }
         text
     }
@@ -321,6 +340,17 @@ mod tests {
             "{}",
             nothing.summary()
         );
+        // The relay allocates, and its relayed ports are firewalled: UDP gets out (the Allocate
+        // was answered), and no transport of that relay will carry a call.
+        let ports =
+            report(&[(stun, Ok(())), (udp, Err("relay_ports_blocked")), (tcp, Ok(())), (tls, Ok(()))]);
+        assert_eq!(ports.verdict(), Verdict::Direct { relay: None });
+        assert!(ports.summary().contains("closes its relayed ports"), "{}", ports.summary());
+        // A server that is down (its machine refuses): UDP is not blocked, the server is.
+        let down =
+            report(&[(stun, Err("udp_refused")), (udp, Err("udp_refused")), (tcp, Err("tcp_refused"))]);
+        assert_eq!(down.verdict(), Verdict::Direct { relay: None });
+        assert!(down.summary().contains("is not running"), "{}", down.summary());
         assert_eq!(report(&[]).verdict(), Verdict::NoServers);
         let down = NetworkReport { relay: Err("unreachable: refused".into()), servers: Vec::new() };
         assert_eq!(down.verdict(), Verdict::Unreachable);

@@ -23,6 +23,9 @@ pub enum NoPathCause {
     /// The meeting server's relay answered and refused our credentials (its 401): its TURN
     /// secret does not match the meeting server's, or its clock is wrong.
     RelayCredentialsRefused,
+    /// The meeting server's relay gave out relayed addresses, and nothing sent to them arrives:
+    /// a firewall closes its relayed ports (found by the engine's own test of the relay).
+    RelayPortsBlocked,
     /// Both sides had addresses, a relay among them, and no pair of them got through.
     Blocked,
 }
@@ -59,6 +62,7 @@ impl NoPathCause {
             Self::NoRelayOffered => "no_relay_offered",
             Self::RelayUnreachable => "relay_unreachable",
             Self::RelayCredentialsRefused => "relay_credentials_refused",
+            Self::RelayPortsBlocked => "relay_ports_blocked",
             Self::Blocked => "blocked",
         }
     }
@@ -71,6 +75,7 @@ impl NoPathCause {
             Self::NoRelayOffered => format!("the meeting server offers no relay, and your network and {name}'s both need one"),
             Self::RelayUnreachable => "the meeting server's relay could not be reached from here over UDP, TCP or TLS (run the network check)".to_owned(),
             Self::RelayCredentialsRefused => "the meeting server's relay refused our credentials (credentials refused: tell its operator; its clock may be wrong)".to_owned(),
+            Self::RelayPortsBlocked => "the meeting server's relay gives out addresses that nothing can reach (a firewall closes its relayed ports: tell its operator)".to_owned(),
             Self::Blocked => format!("no path to {name} got through, direct or relayed (a firewall between you?)"),
         }
     }

@@ -5,8 +5,13 @@
 //!
 //! STUN: one Binding request (RFC 8489), answered with the address the server saw. TURN: an
 //! Allocate as a client makes it (RFC 8656 §7.2: unauthenticated first, the 401 gives realm and
-//! nonce, then with the long-term credential), over UDP, TCP or TLS as the URL says; the
-//! allocation made is released at once (Refresh with lifetime 0).
+//! nonce, then with the long-term credential), over UDP, TCP or TLS as the URL says. Over UDP
+//! the allocation is then tested as a peer would use it: with a permission for our own address,
+//! a datagram sent to the relayed address must come back in a Data indication (RFC 8656 §11);
+//! a server whose relayed ports a firewall closes allocates happily and relays nothing, and this
+//! is how the check tells. The allocation made is released at once (Refresh with lifetime 0).
+//! UDP requests go on a connected socket, so that a machine that refuses (no server on that
+//! port: an ICMP port unreachable) is told apart from one that stays silent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,14 +25,17 @@ use stun::error_code::{CODE_STALE_NONCE, CODE_UNAUTHORIZED, ErrorCodeAttribute};
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
-    BINDING_REQUEST, CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter as _,
-    METHOD_ALLOCATE, METHOD_REFRESH, Message, MessageType, Setter,
+    BINDING_REQUEST, CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE,
+    Getter as _, METHOD_ALLOCATE, METHOD_CREATE_PERMISSION, METHOD_DATA, METHOD_REFRESH, Message,
+    MessageType, Setter,
 };
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
 use tokio::net::UdpSocket;
 use turn::proto::PROTO_UDP;
+use turn::proto::data::Data;
 use turn::proto::lifetime::Lifetime;
+use turn::proto::peeraddr::PeerAddress;
 use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqtrans::RequestedTransport;
 use webrtc::ice::url::{ProtoType, SchemeType, Url};
@@ -60,6 +68,14 @@ pub(crate) enum ProbeFailure {
     /// The TCP or TLS connection was made and nothing answered on it.
     #[error("server silent: connected, and no answer within {0} s (not a TURN server, or an overloaded one)")]
     StreamSilent(u64),
+    /// The server's machine answered that nothing listens on that UDP port.
+    #[error("UDP refused: nothing listens on that port (is the server running?)")]
+    UdpRefused,
+    /// The server allocated a relayed address, and a datagram sent to it never came back.
+    #[error(
+        "the server allocated {0}, and nothing sent to it arrived: its relayed ports are closed by a firewall (tell its operator)"
+    )]
+    RelayedPortsBlocked(SocketAddr),
     /// The server's machine refused the TCP connection.
     #[error("TCP refused: nothing accepts connections on that port")]
     TcpRefused,
@@ -104,6 +120,8 @@ impl ProbeFailure {
             Self::Unsupported(_) => "unsupported",
             Self::Resolve(_) => "resolve",
             Self::Silent(_) | Self::StreamSilent(_) => "silent",
+            Self::UdpRefused => "udp_refused",
+            Self::RelayedPortsBlocked(_) => "relay_ports_blocked",
             Self::TcpRefused => "tcp_refused",
             Self::TcpTimeout(_) => "tcp_timeout",
             Self::TcpFailed(_) => "tcp_failed",
@@ -138,6 +156,7 @@ pub(crate) async fn probe(url: &str, server: &IceServer, within: Duration) -> Re
         let to = resolve(&parsed.host, parsed.port).await?;
         let bind: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
         let socket = UdpSocket::bind(bind).await.map_err(|e| ProbeFailure::Network(e.to_string()))?;
+        socket.connect(to).await.map_err(|e| ProbeFailure::Network(e.to_string()))?;
         (Arc::new(socket), to)
     } else {
         let stream = confer_turn_stream::dial(transport, &parsed.host, parsed.port, within)
@@ -210,10 +229,15 @@ async fn allocate(link: &Exchange, username: &str, password: &str) -> Result<Soc
         answer = link.transact(&authenticated).await?;
         if answer.typ.class == CLASS_SUCCESS_RESPONSE {
             let address = relayed(&answer)?;
+            let reachable =
+                if link.udp { relayed_address_reachable(link, &auth, &answer, address).await } else { None };
             // Give the allocation back; the answer does not matter.
             let release = release_request(&auth)?;
             let _ = tokio::time::timeout(Duration::from_millis(500), link.transact(&release)).await;
-            return Ok(address);
+            return match reachable {
+                Some(false) => Err(ProbeFailure::RelayedPortsBlocked(address)),
+                _ => Ok(address),
+            };
         }
         if error_code(&answer)?.code == CODE_UNAUTHORIZED {
             return Err(ProbeFailure::CredentialsRefused);
@@ -223,6 +247,64 @@ async fn allocate(link: &Exchange, username: &str, password: &str) -> Result<Soc
         Ok(code) => Err(refused(&code)),
         Err(e) => Err(e),
     }
+}
+
+/// How long the relayed-address test waits for its datagram to come back.
+const RELAYED_TEST: Duration = Duration::from_millis(1_500);
+
+/// Whether a datagram sent to the relayed address `relayed` (of the allocation `allocated`
+/// answered) comes back: with a permission for our own public address, the server hands what
+/// arrives there to us in a Data indication. `None`: the test could not be made (no mapped
+/// address in the answer, or the server refuses our own address as a peer, as the relay's
+/// built-in server does for private ones), which says nothing against the server.
+async fn relayed_address_reachable(
+    link: &Exchange,
+    auth: &Auth,
+    allocated: &Message,
+    relayed: SocketAddr,
+) -> Option<bool> {
+    let mut mapped = XorMappedAddress::default();
+    mapped.get_from(allocated).ok()?;
+    let permission = permission_request(auth, mapped.ip).ok()?;
+    let answer = link.transact(&permission).await.ok()?;
+    if answer.typ.class != CLASS_SUCCESS_RESPONSE {
+        return None;
+    }
+    let bind: SocketAddr = if relayed.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let sender = UdpSocket::bind(bind).await.ok()?;
+    // Twelve random bytes, which no STUN message starts with by chance.
+    let token = TransactionId::new().0;
+    let deadline = (tokio::time::Instant::now() + RELAYED_TEST).min(link.deadline);
+    let mut buf = vec![0u8; 1500];
+    while tokio::time::Instant::now() < deadline {
+        let _ = sender.send_to(&token, relayed).await;
+        let resend_at = (tokio::time::Instant::now() + FIRST_RTO).min(deadline);
+        while let Ok(received) = tokio::time::timeout_at(resend_at, link.conn.recv_from(&mut buf)).await {
+            let Ok((n, _)) = received else { return None };
+            let mut message = Message::new();
+            if message.unmarshal_binary(&buf[..n]).is_ok()
+                && message.typ == MessageType::new(METHOD_DATA, CLASS_INDICATION)
+            {
+                let mut data = Data::default();
+                if data.get_from(&message).is_ok() && data.0 == token {
+                    return Some(true);
+                }
+            }
+        }
+    }
+    Some(false)
+}
+
+/// A CreatePermission for `peer` (any port of it).
+fn permission_request(auth: &Auth, peer: std::net::IpAddr) -> Result<Message, ProbeFailure> {
+    let mut setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(METHOD_CREATE_PERMISSION, CLASS_REQUEST)),
+        Box::new(PeerAddress { ip: peer, port: 0 }),
+    ];
+    setters.extend(auth.setters());
+    setters.push(Box::new(FINGERPRINT));
+    build(&setters)
 }
 
 /// The long-term credential's attributes, as a 401 asked for them.
@@ -312,7 +394,21 @@ struct Exchange {
 
 impl Exchange {
     fn lost(&self, error: &webrtc_util::Error) -> ProbeFailure {
-        if self.udp { ProbeFailure::Network(error.to_string()) } else { ProbeFailure::Closed }
+        if !self.udp {
+            return ProbeFailure::Closed;
+        }
+        // The io::Error inside (its wrapper is not public): a refusal is the server's machine
+        // saying nothing listens there.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(inner) = cause {
+            if inner.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                == Some(std::io::ErrorKind::ConnectionRefused)
+            {
+                return ProbeFailure::UdpRefused;
+            }
+            cause = inner.source();
+        }
+        ProbeFailure::Network(error.to_string())
     }
 
     /// Sends `request` and waits for the answer with its transaction id.

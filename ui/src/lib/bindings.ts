@@ -76,8 +76,9 @@ id: string,
 detail: string, 
 /**
  * The cause for the page to word (`call.no_path.<cause>`): `nothing_gathered`,
- * `peer_sent_nothing`, `no_relay_offered`, `relay_unreachable`, `blocked`; `null`: a
- * local failure, named in `detail`.
+ * `peer_sent_nothing`, `no_relay_offered`, `relay_unreachable`,
+ * `relay_credentials_refused`, `relay_ports_blocked`, `blocked`; `null`: a local
+ * failure, named in `detail`.
  */
 cause: string | null, 
 /**
@@ -373,7 +374,11 @@ relay_transport: string | null,
 /**
  * A TURN server refused the meeting server's credentials.
  */
-credentials_refused: boolean, };
+credentials_refused: boolean, 
+/**
+ * A TURN server's relayed ports are closed by a firewall: it allocates, and relays nothing.
+ */
+relay_ports_blocked: boolean, };
 
 export type UiServerCheck = { 
 /**

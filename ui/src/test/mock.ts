@@ -66,6 +66,7 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
       verdict: "direct_no_relay",
       relay_transport: null,
       credentials_refused: false,
+      relay_ports_blocked: false,
     },
     preview: (event) => previews.forEach((h) => h(event)),
     emit: (event) => handlers.forEach((h) => h(event)),
