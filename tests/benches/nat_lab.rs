@@ -3,7 +3,8 @@
 //! to first frame and glass-to-glass video latency; and 5 moves to another network mid-call, with
 //! the longest freeze of video. 640x360 at 30 fps, release build.
 //!
-//! `cargo bench -p confer-tests --bench nat_lab` (as root: it makes network namespaces).
+//! `cargo bench -p confer-tests --bench nat_lab` (as root: it makes network namespaces);
+//! `-- WORDS` runs only the topologies whose label contains WORDS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
@@ -97,7 +98,12 @@ fn main() {
         ),
         ("cone NATs, Ann moves network at 4 s", |lab| two(lab, Nat::Masquerade, Firewall::Open), &[], true),
     ];
+    // `cargo bench … -- WORDS`: only the topologies whose label contains WORDS.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     for (i, (label, build, extra_a, move_ann)) in topologies.into_iter().enumerate() {
+        if !only.is_empty() && !only.iter().any(|words| label.contains(words.as_str())) {
+            continue;
+        }
         let mut figures = Figures::default();
         for run_index in 0..RUNS {
             // A fresh lab per run: a move leaves the lab changed, and no run inherits another's

@@ -54,9 +54,12 @@ fn call(lab: &Lab, a: usize, b: usize, relay_flags: &[&str], extra_a: &[&str]) -
     let bob = spawn_synthetic_in(Some(lab.host(b)), &invite, "Bob", 3, 12.0, SMALL, &[]);
     // Both reports first: an assertion about one must not leave the other running.
     let reports = [("Ann", "Bob", 3, report_of(ann)), ("Bob", "Ann", 2, report_of(bob))];
-    let mut paths = Vec::new();
-    for (me, other, pattern, (report, log)) in reports {
+    // Both logs before any assertion: a failure needs both sides' story.
+    for (me, _, _, (report, log)) in &reports {
         eprintln!("--- {me}: {report}\n{log}");
+    }
+    let mut paths = Vec::new();
+    for (me, other, pattern, (report, _)) in reports {
         let seen = &report["peers"][0];
         assert_eq!(seen["name"], other, "{me}");
         assert_eq!(seen["pattern_id"], pattern, "{me} saw {other}'s video");
