@@ -160,6 +160,8 @@ fn relay_only_sends_nothing_but_to_the_relay() {
     iptables_in(&ann_ns.name, &["-A", "OUTPUT", "-o", "eth0", "!", "-d", RELAY_IP]);
     let [ann, bob] = call(&lab, a, b, &[], &["--relay-only"]);
     assert_eq!(ann.local, "relay", "{ann:?}");
+    // UDP is open: TURN over UDP, not the TCP or TLS offered beside it.
+    assert_eq!(ann.relay_protocol.as_deref(), Some("udp"), "{ann:?}");
     assert_eq!(bob.remote, "relay", "{bob:?}");
     assert!(bob.received.iter().all(|t| t == "relay"), "Bob was sent {:?}", bob.received);
     let counts = packet_counts(&ann_ns.name);

@@ -926,6 +926,11 @@ impl AgentInternal {
 
             if remote_candidate.is_none() {
                 let (ip, port, network_type) = (remote.ip(), remote.port(), NetworkType::Udp4);
+                // Confer: the priority the check carries (RFC 8445 §7.3.1.3), which says what the
+                // peer's candidate is (a relayed one over TCP ranks below one over UDP); upstream
+                // gave every peer-reflexive candidate the same, above every relay candidate.
+                let mut priority = crate::priority::PriorityAttr::default();
+                let priority = if priority.get_from(m).is_ok() { priority.0 } else { 0 };
 
                 let prflx_candidate_config = CandidatePeerReflexiveConfig {
                     base_config: CandidateBaseConfig {
@@ -933,6 +938,7 @@ impl AgentInternal {
                         address: ip.to_string(),
                         port,
                         component: local.component(),
+                        priority,
                         ..CandidateBaseConfig::default()
                     },
                     rel_addr: "".to_owned(),
@@ -1017,6 +1023,19 @@ impl AgentInternal {
         local: &Arc<dyn Candidate + Send + Sync>,
         remote: &Arc<dyn Candidate + Send + Sync>,
     ) {
+        // Confer: a send from a relay candidate goes through the TURN client, which may first
+        // wait for a CreatePermission answer (seconds, if the server is slow or silent); the
+        // check loop awaits its sends one by one, so one such send held every other check and
+        // the nomination with it. Relay sends go on their own task.
+        if local.candidate_type() == CandidateType::Relay {
+            let (local, remote, raw) = (Arc::clone(local), Arc::clone(remote), msg.raw.clone());
+            tokio::spawn(async move {
+                if let Err(err) = local.write_to(&raw, &*remote).await {
+                    log::trace!("failed to send STUN message from a relay candidate: {err}");
+                }
+            });
+            return;
+        }
         if let Err(err) = local.write_to(&msg.raw, &**remote).await {
             log::trace!(
                 "[{}]: failed to send STUN message: {}",
