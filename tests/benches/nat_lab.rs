@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use confer_mesh::engine::quantile;
 use confer_tests::lab::{Firewall, Lab, Nat, RELAY_IP};
-use confer_tests::{Relay, report_of, spawn_synthetic_in};
+use confer_tests::{Relay, SeenFigures, spawn_synthetic_in};
 
 const RUNS: usize = 5;
 const SECONDS: f64 = 8.0;
@@ -21,9 +21,7 @@ const SIZE: (&str, u32) = ("640x360", 30);
 /// What one topology measured over its runs.
 #[derive(Default)]
 struct Figures {
-    first_frame_ms: Vec<f64>,
-    video_p50: Vec<f64>,
-    video_p95: Vec<f64>,
+    seen: SeenFigures,
     freeze_ms: Vec<f64>,
     /// "local/remote (relay protocol)" → how many participant-runs took it.
     paths: BTreeMap<String, usize>,
@@ -42,15 +40,7 @@ fn run(lab: &mut Lab, a: usize, b: usize, extra_a: &[&str], move_ann: bool, figu
         lab.move_host(a, Nat::Masquerade);
     }
     for child in [ann, bob] {
-        let (report, log) = report_of(child);
-        let peer = &report["peers"][0];
-        let Some(first) = peer["first_frame_ms"].as_f64() else {
-            eprintln!("no frame: {report}\n{log}");
-            continue;
-        };
-        figures.first_frame_ms.push(first);
-        figures.video_p50.extend(peer["video_latency_ms"]["p50"].as_f64());
-        figures.video_p95.extend(peer["video_latency_ms"]["p95"].as_f64());
+        let Some(peer) = figures.seen.take(child) else { continue };
         let last = peer["last_frame_ms"].as_f64().unwrap_or(0.0);
         // A call whose video stopped for good froze until the end.
         let stopped = (SECONDS * 1_000.0 - last).max(0.0);
@@ -117,13 +107,13 @@ fn main() {
         let paths: Vec<String> = figures.paths.iter().map(|(p, n)| format!("{p} ×{n}")).collect();
         println!(
             "| {label} | {}/{} | {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} |",
-            figures.first_frame_ms.len(),
+            figures.seen.first_frame_ms.len(),
             2 * RUNS,
             paths.join(", "),
-            median(&figures.first_frame_ms),
-            p95(&figures.first_frame_ms),
-            median(&figures.video_p50),
-            median(&figures.video_p95),
+            median(&figures.seen.first_frame_ms),
+            p95(&figures.seen.first_frame_ms),
+            median(&figures.seen.video_p50),
+            median(&figures.seen.video_p95),
             median(&figures.freeze_ms),
             p95(&figures.freeze_ms),
         );

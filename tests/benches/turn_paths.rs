@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use confer_mesh::engine::quantile;
-use confer_tests::{Relay, cpu_seconds, report_of, spawn_synthetic};
+use confer_tests::{Relay, SeenFigures, cpu_seconds, spawn_synthetic};
 
 const RUNS: usize = 5;
 const SECONDS: f64 = 10.0;
@@ -17,9 +17,7 @@ const SECONDS: f64 = 10.0;
 /// What one configuration measured over its runs.
 #[derive(Default)]
 struct Figures {
-    first_frame_ms: Vec<f64>,
-    video_p50: Vec<f64>,
-    video_p95: Vec<f64>,
+    seen: SeenFigures,
     cpu: Vec<f64>,
     relay_protocols: Vec<String>,
 }
@@ -45,15 +43,7 @@ fn run(transport: Option<&str>, figures: &mut Figures) {
     figures.cpu.push((cpu_seconds(ann.id()) - before[0]) / elapsed * 100.0);
     figures.cpu.push((cpu_seconds(bob.id()) - before[1]) / elapsed * 100.0);
     for child in [ann, bob] {
-        let (report, log) = report_of(child);
-        let peer = &report["peers"][0];
-        let Some(first) = peer["first_frame_ms"].as_f64() else {
-            eprintln!("no frame: {report}\n{log}");
-            continue;
-        };
-        figures.first_frame_ms.push(first);
-        figures.video_p50.extend(peer["video_latency_ms"]["p50"].as_f64());
-        figures.video_p95.extend(peer["video_latency_ms"]["p95"].as_f64());
+        let Some(peer) = figures.seen.take(child) else { continue };
         figures.relay_protocols.push(peer["relay_protocol"].as_str().unwrap_or("direct").to_owned());
     }
 }
@@ -80,12 +70,12 @@ fn main() {
         let mean_cpu = figures.cpu.iter().sum::<f64>() / figures.cpu.len() as f64;
         println!(
             "| {label} | {}/{} | {:.0} / {:.0} | {:.0} / {:.0} | {mean_cpu:.0} |",
-            figures.first_frame_ms.len(),
+            figures.seen.first_frame_ms.len(),
             2 * RUNS,
-            median(&figures.first_frame_ms),
-            quantile(&figures.first_frame_ms, 0.95).unwrap_or(f64::NAN),
-            median(&figures.video_p50),
-            median(&figures.video_p95),
+            median(&figures.seen.first_frame_ms),
+            quantile(&figures.seen.first_frame_ms, 0.95).unwrap_or(f64::NAN),
+            median(&figures.seen.video_p50),
+            median(&figures.seen.video_p95),
         );
     }
 }

@@ -499,3 +499,31 @@ pub fn assert_told_within_15_s(
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
+
+/// What the benchmarks read of a participant's view of its one peer, over runs.
+#[derive(Debug, Default)]
+pub struct SeenFigures {
+    /// Join to first frame, ms, per participant-run that saw one.
+    pub first_frame_ms: Vec<f64>,
+    /// Glass-to-glass video latency p50 per participant-run, ms.
+    pub video_p50: Vec<f64>,
+    /// Glass-to-glass video latency p95 per participant-run, ms.
+    pub video_p95: Vec<f64>,
+}
+
+impl SeenFigures {
+    /// Waits for `child`'s report and takes its first peer's figures; returns that peer's part
+    /// of the report, or `None` (said on stderr, with the log) if it never saw a frame of it.
+    pub fn take(&mut self, child: Child) -> Option<serde_json::Value> {
+        let (report, log) = report_of(child);
+        let peer = &report["peers"][0];
+        let Some(first) = peer["first_frame_ms"].as_f64() else {
+            eprintln!("no frame: {report}\n{log}");
+            return None;
+        };
+        self.first_frame_ms.push(first);
+        self.video_p50.extend(peer["video_latency_ms"]["p50"].as_f64());
+        self.video_p95.extend(peer["video_latency_ms"]["p95"].as_f64());
+        Some(peer.clone())
+    }
+}
