@@ -273,6 +273,20 @@ pub struct PeerReport {
     pub candidates_received: Vec<&'static str>,
 }
 
+/// `cause` as what the relay's URLs answered our own requests (`verdict`, once asked) makes it
+/// more exact, with those answers in words ("; …", or nothing): a relay that could not be reached
+/// may have refused our credentials; where relay candidates were exchanged and nothing got through,
+/// the relay's relayed ports may be closed.
+fn refine(cause: NoPathCause, verdict: Option<&(NoPathCause, String)>) -> (NoPathCause, String) {
+    match (cause, verdict) {
+        (NoPathCause::RelayUnreachable, Some((refined, answers)))
+        | (NoPathCause::Blocked, Some((refined @ NoPathCause::RelayPortsBlocked, answers))) => {
+            (*refined, format!("; {answers}"))
+        }
+        _ => (cause, String::new()),
+    }
+}
+
 /// The `q` quantile (0..=1) of `values`, or `None` if empty.
 pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     let mut sorted = values.to_vec();
@@ -1047,7 +1061,7 @@ impl Engine {
                 self.worst_loss = Some(self.worst_loss.map_or(loss, |worst| worst.max(loss)));
             }
             PeerEvent::NothingGathered => {
-                let (mut cause, what) = match (self.config.relay_only, self.relay_offered()) {
+                let (diagnosed, what) = match (self.config.relay_only, self.relay_offered()) {
                     (true, true) => {
                         (NoPathCause::RelayUnreachable, "relay candidates only, and no TURN server answered")
                     }
@@ -1058,12 +1072,7 @@ impl Engine {
                     (false, _) => (NoPathCause::NothingGathered, "no usable network interface"),
                 };
                 let name = self.reports.get(&from).map(|r| r.name.clone()).unwrap_or_default();
-                // What the relay's URLs answered us, if that was asked already.
-                let mut answers = String::new();
-                if let (NoPathCause::RelayUnreachable, Some((refined, found))) = (cause, self.relay_verdict())
-                {
-                    (cause, answers) = (refined, format!("; {found}"));
-                }
+                let (cause, answers) = refine(diagnosed, self.relay_verdict().as_ref());
                 let detail =
                     format!("{}{answers}; no ICE candidates gathered here: {what}", cause.describe(&name));
                 let _ = self.events.send(EngineEvent::PeerUnreachable {
@@ -1188,10 +1197,10 @@ impl Engine {
         let removed = self.addresses.difference(&addresses).copied().collect();
         tracing::info!(?added, ?removed, "the network changed");
         let _ = self.events.send(EngineEvent::NetworkChanged { added, removed });
-        self.addresses = addresses;
         // First the relay connection (its address may be gone), so that what follows goes out
         // on a live one.
-        self.signaling.network_changed();
+        self.signaling.network_changed(addresses.clone());
+        self.addresses = addresses;
         let now = self.now();
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
@@ -1224,20 +1233,8 @@ impl Engine {
         let name = if report.name.is_empty() { id.to_string() } else { report.name.clone() };
         let never_connected = report.connected_ms.is_none();
         let (gathered, received) = slot.peer.candidate_types();
-        let mut cause = NoPathCause::diagnose(&gathered, &received, relay_offered, self.config.relay_only);
-        // What the relay's URLs answered us, if that was asked already.
-        let mut relay_answers = String::new();
-        match (cause, &known) {
-            (NoPathCause::RelayUnreachable, Some((refined, answers))) => {
-                (cause, relay_answers) = (*refined, format!("; {answers}"));
-            }
-            // Relay candidates on a side, and nothing got through: the relay's own test may say
-            // its relayed ports are closed.
-            (NoPathCause::Blocked, Some((NoPathCause::RelayPortsBlocked, answers))) => {
-                (cause, relay_answers) = (NoPathCause::RelayPortsBlocked, format!("; {answers}"));
-            }
-            _ => {}
-        }
+        let diagnosed = NoPathCause::diagnose(&gathered, &received, relay_offered, self.config.relay_only);
+        let (cause, relay_answers) = refine(diagnosed, known.as_ref());
         let relay_only = if self.config.relay_only { " (relay candidates only)" } else { "" };
         let mut ask_relay = false;
         match action {

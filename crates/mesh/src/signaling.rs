@@ -176,7 +176,8 @@ pub enum Admission {
 #[derive(Debug)]
 enum Command {
     Send(ClientMessage),
-    NetworkChanged,
+    /// The machine's addresses now.
+    NetworkChanged(std::collections::BTreeSet<std::net::IpAddr>),
     Leave,
 }
 
@@ -203,12 +204,12 @@ impl Signaling {
         }
     }
 
-    /// The machine's addresses changed: if the connection's own address is gone (the laptop left
-    /// that network), the connection is dead though no error says so yet; get back to the relay
-    /// from the new address now instead of after `SILENCE_TIMEOUT`. Messages sent after this go
-    /// on the new connection.
-    pub fn network_changed(&self) {
-        let _ = self.commands.send(Command::NetworkChanged);
+    /// The machine's addresses are now `addresses`: if the connection's own address is gone (the
+    /// laptop left that network), the connection is dead though no error says so yet; get back to
+    /// the relay from the new address now instead of after `SILENCE_TIMEOUT`. Messages sent after
+    /// this go on the new connection.
+    pub fn network_changed(&self, addresses: std::collections::BTreeSet<std::net::IpAddr>) {
+        let _ = self.commands.send(Command::NetworkChanged(addresses));
     }
 
     /// Leaves the room for good.
@@ -479,9 +480,9 @@ impl Client {
                             return Drop::Lost { cause, wait: Duration::ZERO };
                         }
                     }
-                    Some(Command::NetworkChanged) => {
+                    Some(Command::NetworkChanged(addresses)) => {
                         if let Some(ip) = local_ip(socket)
-                            && !crate::peer::local_addresses().contains(&ip)
+                            && !addresses.contains(&ip)
                         {
                             let cause = format!("the network changed: this connection's address {ip} is gone");
                             return Drop::Lost { cause, wait: Duration::ZERO };
