@@ -162,7 +162,10 @@ fn relay_only_sends_nothing_but_to_the_relay() {
     assert_eq!(ann.local, "relay", "{ann:?}");
     // UDP is open: TURN over UDP, not the TCP or TLS offered beside it.
     assert_eq!(ann.relay_protocol.as_deref(), Some("udp"), "{ann:?}");
-    assert_eq!(bob.remote, "relay", "{bob:?}");
+    // Bob reaches Ann at her relayed address: named as the relay candidate she sent, or as
+    // peer-reflexive when her check through the relay arrived before that candidate (the counters
+    // below show that nothing of hers went anywhere but the relay).
+    assert!(bob.remote == "relay" || bob.remote == "prflx", "{bob:?}");
     assert!(bob.received.iter().all(|t| t == "relay"), "Bob was sent {:?}", bob.received);
     let counts = packet_counts(&ann_ns.name);
     eprintln!("Ann's packets out: to the relay {}, elsewhere {}", counts[0], counts[1]);
