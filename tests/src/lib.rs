@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 pub mod desktop;
 pub mod lab;
+pub mod screen;
 
 /// A workspace binary, brought up to date by cargo (once per test process) next to the running
 /// test: `cargo test` builds test harnesses, not these programs. All the workspace's binaries

@@ -27,6 +27,9 @@ pub enum PixelFormat {
     Rgb,
     /// B G R, 3 bytes per pixel.
     Bgr,
+    /// B G R and an unused byte, 4 bytes per pixel: what X11, Windows and macOS screen
+    /// captures give.
+    Bgrx,
 }
 
 /// Why a camera frame could not be converted.
@@ -67,8 +70,7 @@ pub fn to_i420(
         PixelFormat::Nv12 => nv12_to_i420(data, width, height),
         PixelFormat::Mjpeg => mjpeg_to_i420(data),
         PixelFormat::Gray => gray_to_i420(data, width, height),
-        PixelFormat::Rgb => rgb_to_i420(data, width, height, false),
-        PixelFormat::Bgr => rgb_to_i420(data, width, height, true),
+        PixelFormat::Rgb | PixelFormat::Bgr | PixelFormat::Bgrx => rgb_to_i420(format, data, width, height),
     }
 }
 
@@ -152,19 +154,23 @@ pub(crate) fn gray_to_i420(data: &[u8], width: usize, height: usize) -> Result<I
 
 /// RGB (or BGR) to I420 with BT.601 limited-range coefficients.
 pub(crate) fn rgb_to_i420(
+    format: PixelFormat,
     data: &[u8],
     width: usize,
     height: usize,
-    bgr: bool,
 ) -> Result<I420Frame, ConvertError> {
-    let format = if bgr { PixelFormat::Bgr } else { PixelFormat::Rgb };
-    let stride = width.checked_mul(3).ok_or(FrameError::Dimensions { width, height })?;
+    let (bytes, bgr) = match format {
+        PixelFormat::Bgrx => (4, true),
+        PixelFormat::Bgr => (3, true),
+        _ => (3, false),
+    };
+    let stride = width.checked_mul(bytes).ok_or(FrameError::Dimensions { width, height })?;
     let needed = stride.checked_mul(height).ok_or(FrameError::Dimensions { width, height })?;
     let (w, h) = check(format, data, width, height, needed)?;
     let mut frame = I420Frame::filled(w, h, (0, 128, 128))?;
     let (y, u, v) = frame.planes_mut();
     let rgb_at = |x: usize, row: usize| {
-        let p = &data[row * stride + 3 * x..row * stride + 3 * x + 3];
+        let p = &data[row * stride + bytes * x..row * stride + bytes * x + 3];
         let (r, g, b) = if bgr { (p[2], p[1], p[0]) } else { (p[0], p[1], p[2]) };
         (i32::from(r), i32::from(g), i32::from(b))
     };
@@ -338,13 +344,17 @@ mod tests {
     fn rgb_grey_and_odd_sizes() {
         // Pure red, green, blue and white in BT.601 limited range.
         let rgb = [255u8, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255];
-        let frame = rgb_to_i420(&rgb, 2, 2, false).unwrap();
+        let frame = rgb_to_i420(PixelFormat::Rgb, &rgb, 2, 2).unwrap();
         // 16 + 219 x (0.299, 0.587, 0.114, 1), within the integer formula's rounding.
         for (got, want) in frame.y().iter().zip([81.5, 144.6, 41.0, 235.0]) {
             assert!((f64::from(*got) - want).abs() <= 1.0, "{:?}", frame.y());
         }
         let bgr = [0u8, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 255];
-        assert_eq!(rgb_to_i420(&bgr, 2, 2, true).unwrap(), frame);
+        assert_eq!(rgb_to_i420(PixelFormat::Bgr, &bgr, 2, 2).unwrap(), frame);
+        // A screen capture's B G R X: the fourth byte is ignored, whatever it holds.
+        let bgrx = [0u8, 0, 255, 7, 0, 255, 0, 0, 255, 0, 0, 255, 255, 255, 255, 9];
+        assert_eq!(to_i420(PixelFormat::Bgrx, &bgrx, 2, 2).unwrap(), frame);
+        assert!(matches!(to_i420(PixelFormat::Bgrx, &bgrx[..15], 2, 2), Err(ConvertError::TooShort { .. })));
         let grey = gray_to_i420(&[0, 255, 128, 0, 255, 128], 3, 2).unwrap();
         assert_eq!((grey.width(), grey.height()), (2, 2));
         assert_eq!(grey.y(), &[16, 235, 16, 235]);
@@ -368,9 +378,9 @@ mod tests {
             data in proptest::collection::vec(any::<u8>(), 0..5_000),
             w in 0usize..80,
             h in 0usize..80,
-            format in 0usize..6,
+            format in 0usize..7,
         ) {
-            let format = [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Mjpeg, PixelFormat::Gray, PixelFormat::Rgb, PixelFormat::Bgr][format];
+            let format = [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Mjpeg, PixelFormat::Gray, PixelFormat::Rgb, PixelFormat::Bgr, PixelFormat::Bgrx][format];
             let _ = to_i420(format, &data, w, h);
         }
     }

@@ -15,6 +15,7 @@ mod playout;
 pub mod preview;
 mod processing;
 mod resample;
+mod screen;
 pub mod synthetic;
 
 pub use audio_io::{
@@ -32,3 +33,7 @@ pub use opus_codec::{FRAME_SAMPLES, OpusConfig, OpusDecoder, OpusEncoder, OpusEr
 pub use playout::{JitterBuffer, JitterStats, LevelMeter, Playout, PlayoutFrame, StreamLevel, dbfs};
 pub use processing::{AudioProcessor, PROCESSING_FRAME, ProcessingConfig, ProcessingError, ProcessingStats};
 pub use resample::{ResampleError, StreamResampler};
+pub use screen::{
+    MAX_SHARE_SIZE, SHARE_FPS, ScreenError, ScreenShare, ShareEnded, ShareKind, ShareSource, ShareTarget,
+    share_sources, share_thumbnail,
+};
