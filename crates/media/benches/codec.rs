@@ -36,7 +36,7 @@ fn main() {
 
         // The same 90 frames for the encoder alone, made beforehand.
         let frames: Vec<I420Frame> = (0..90).map(|n| camera.next_frame(n * 33).0).collect();
-        let config = H264Config { fps: 30.0, bitrate_bps: bps };
+        let config = H264Config::camera(30.0, bps);
         let mut encoder = H264Encoder::new(config).unwrap();
         let mut stream = Vec::new();
         let encode_fps = rate(budget, |n| {

@@ -5,7 +5,9 @@
 
 use openh264::OpenH264API;
 use openh264::decoder::Decoder;
-use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, FrameType, Profile, RateControlMode};
+use openh264::encoder::{
+    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, Profile, RateControlMode, UsageType,
+};
 use openh264::formats::{YUVSlices, YUVSource as _};
 
 use crate::I420Frame;
@@ -28,6 +30,16 @@ pub enum H264Error {
     Picture(#[from] crate::FrameError),
 }
 
+/// What a stream shows, which sets the encoder's tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoContent {
+    /// A camera: natural pictures, motion everywhere.
+    #[default]
+    Camera,
+    /// A shared screen: text and flat areas, mostly still (openh264's screen content mode).
+    Screen,
+}
+
 /// Encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct H264Config {
@@ -35,11 +47,25 @@ pub struct H264Config {
     pub fps: f32,
     /// Target bitrate, bits per second.
     pub bitrate_bps: u32,
+    /// Camera or screen.
+    pub content: VideoContent,
+}
+
+impl H264Config {
+    /// A camera stream at `fps` and `bitrate_bps`.
+    pub fn camera(fps: f32, bitrate_bps: u32) -> Self {
+        Self { fps, bitrate_bps, content: VideoContent::Camera }
+    }
+
+    /// A screen share at `fps` and `bitrate_bps`.
+    pub fn screen(fps: f32, bitrate_bps: u32) -> Self {
+        Self { fps, bitrate_bps, content: VideoContent::Screen }
+    }
 }
 
 impl Default for H264Config {
     fn default() -> Self {
-        Self { fps: 30.0, bitrate_bps: 800_000 }
+        Self::camera(30.0, 800_000)
     }
 }
 
@@ -73,6 +99,10 @@ impl H264Encoder {
             .rate_control_mode(RateControlMode::Bitrate)
             .bitrate(BitRate::from_bps(config.bitrate_bps))
             .max_frame_rate(FrameRate::from_hz(config.fps))
+            .usage_type(match config.content {
+                VideoContent::Camera => UsageType::CameraVideoRealTime,
+                VideoContent::Screen => UsageType::ScreenContentRealTime,
+            })
             .skip_frames(false);
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), settings)
             .map_err(|e| H264Error::Init(e.to_string()))?;

@@ -28,7 +28,7 @@ pub use camera::{
 };
 pub use convert::{ConvertError, PixelFormat, to_i420};
 pub use frame::{FrameError, I420Frame};
-pub use h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder, H264Error};
+pub use h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder, H264Error, VideoContent};
 pub use opus_codec::{FRAME_SAMPLES, OpusConfig, OpusDecoder, OpusEncoder, OpusError};
 pub use playout::{JitterBuffer, JitterStats, LevelMeter, Playout, PlayoutFrame, StreamLevel, dbfs};
 pub use processing::{AudioProcessor, PROCESSING_FRAME, ProcessingConfig, ProcessingError, ProcessingStats};

@@ -3,7 +3,7 @@
 //! garbage is refused without a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use confer_media::synthetic::{SyntheticCamera, read_stamp};
+use confer_media::synthetic::{SyntheticCamera, SyntheticScreen, read_stamp};
 use confer_media::{H264Config, H264Decoder, H264Encoder};
 
 const FPS: u32 = 30;
@@ -11,7 +11,7 @@ const FPS: u32 = 30;
 #[test]
 fn at_640x360_and_800_kbps_every_frame_decodes_with_35_db_and_its_stamp() {
     let mut camera = SyntheticCamera::new(0x0C0F_FEE0, 640, 360).unwrap();
-    let mut encoder = H264Encoder::new(H264Config { fps: FPS as f32, bitrate_bps: 800_000 }).unwrap();
+    let mut encoder = H264Encoder::new(H264Config::camera(FPS as f32, 800_000)).unwrap();
     let mut decoder = H264Decoder::new().unwrap();
     let (mut bytes, mut worst, mut sum) = (0usize, f64::INFINITY, 0.0);
     let frames = 90u32;
@@ -55,7 +55,7 @@ fn a_keyframe_comes_when_asked_and_decodes_on_its_own() {
 #[test]
 fn lowering_the_bitrate_while_running_shrinks_the_stream() {
     let mut camera = SyntheticCamera::new(9, 640, 360).unwrap();
-    let mut encoder = H264Encoder::new(H264Config { fps: 30.0, bitrate_bps: 1_500_000 }).unwrap();
+    let mut encoder = H264Encoder::new(H264Config::camera(30.0, 1_500_000)).unwrap();
     let run = |encoder: &mut H264Encoder, camera: &mut SyntheticCamera, n: u64| -> usize {
         (0..n)
             .map(|i| encoder.encode(&camera.next_frame(i * 33).0).unwrap().map_or(0, |f| f.data.len()))
@@ -91,4 +91,42 @@ fn garbage_is_refused_without_a_panic_and_the_decoder_recovers() {
     let key = encoder.encode(&frame).unwrap().unwrap();
     let picture = decoder.decode(&key.data).unwrap().unwrap();
     assert_eq!(read_stamp(&picture), Some(stamp));
+}
+
+/// Encodes `frames` of a synthetic page at 1920x1080 and 5 fps in screen content mode; returns
+/// each frame's size in bytes and the worst luma PSNR, checking every stamp on the way.
+fn share_page(scroll: usize, frames: u32) -> (Vec<usize>, f64) {
+    let mut screen = SyntheticScreen::new(31, 1920, 1080, scroll).unwrap();
+    let mut encoder = H264Encoder::new(H264Config::screen(5.0, 1_500_000)).unwrap();
+    let mut decoder = H264Decoder::new().unwrap();
+    let (mut sizes, mut worst) = (Vec::new(), f64::INFINITY);
+    for n in 0..frames {
+        let (frame, stamp) = screen.next_frame(u64::from(n) * 200);
+        let encoded = encoder.encode(&frame).unwrap().expect("no frame is skipped");
+        sizes.push(encoded.data.len());
+        let decoded = decoder.decode(&encoded.data).unwrap().expect("each access unit decodes");
+        assert_eq!((decoded.width(), decoded.height()), (1920, 1080));
+        assert_eq!(read_stamp(&decoded), Some(stamp), "frame {n}: the stamp survives");
+        worst = worst.min(decoded.luma_psnr(&frame).unwrap());
+    }
+    (sizes, worst)
+}
+
+#[test]
+fn a_shared_page_of_text_stays_sharp_at_1080p_and_a_still_one_costs_almost_nothing() {
+    let (still, still_psnr) = share_page(0, 15);
+    let (scrolling, scrolling_psnr) = share_page(8, 15);
+    let rest = |sizes: &[usize]| sizes[1..].iter().sum::<usize>() / (sizes.len() - 1);
+    eprintln!(
+        "still page: keyframe {} B, then {} B a frame, worst {still_psnr:.1} dB; scrolling: keyframe {} B, \
+         then {} B a frame, worst {scrolling_psnr:.1} dB",
+        still[0],
+        rest(&still),
+        scrolling[0],
+        rest(&scrolling)
+    );
+    assert!(still_psnr >= 35.0 && scrolling_psnr >= 30.0, "text stays legible");
+    // A still screen: after the first picture, each frame is a small fraction of it.
+    assert!(rest(&still) * 20 < still[0], "a still page keeps costing {} B a frame", rest(&still));
+    assert!(rest(&scrolling) > rest(&still), "scrolling costs more than standing still");
 }

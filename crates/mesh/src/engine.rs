@@ -560,8 +560,7 @@ fn start_media(
         None => None,
     };
     // Checked here, so a codec that cannot start fails the join rather than the thread.
-    H264Encoder::new(H264Config { fps: config.fps as f32, bitrate_bps: start })
-        .map_err(|e| media_error(&e))?;
+    H264Encoder::new(H264Config::camera(config.fps as f32, start)).map_err(|e| media_error(&e))?;
     let (camera_swap, new_cameras) = std::sync::mpsc::channel();
     let (video_sending, video_out, fps, self_view) =
         (Arc::clone(sending), out.clone(), config.fps, config.self_view);
@@ -590,7 +589,7 @@ fn video_loop(
     sending: &Sending,
     out: &mpsc::UnboundedSender<Encoded>,
 ) {
-    let new_encoder = |bitrate_bps| H264Encoder::new(H264Config { fps: fps as f32, bitrate_bps }).ok();
+    let new_encoder = |bitrate_bps| H264Encoder::new(H264Config::camera(fps as f32, bitrate_bps)).ok();
     let mut bitrate = sending.bitrate.load(Ordering::Relaxed);
     let Some(mut encoder) = new_encoder(bitrate) else { return };
     while !sending.stop.load(Ordering::Relaxed) {

@@ -198,7 +198,7 @@ fn stamp_bits(stamp: &FrameStamp) -> [u8; 16] {
     bytes
 }
 
-fn paint_stamp(frame: &mut I420Frame, stamp: &FrameStamp) {
+pub(super) fn paint_stamp(frame: &mut I420Frame, stamp: &FrameStamp) {
     let cell = cell_size(frame.width());
     // A black frame one cell wide around the grid separates it from the background.
     frame.fill_rect(0, 0, (COLUMNS + 2) * cell, (ROWS + 2) * cell, (BLACK, 128, 128));
