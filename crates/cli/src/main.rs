@@ -3,7 +3,9 @@
 //! - `confer host --relay wss://HOST:PORT [--fp HEX] [--json]` opens a room and prints its links.
 //! - `confer join LINK [--name NAME] [--synthetic] [--duration SECONDS] [--report json]` takes
 //!   part in a call with real devices or the synthetic ones, leaves after the duration, and can
-//!   report what it saw and heard of every other participant as one JSON object.
+//!   report what it saw and heard of every other participant as one JSON object. With
+//!   `--share screen:N|window:ID|synthetic` it shares a screen, a window or the synthetic page.
+//! - `confer screens [--json]` lists the screens and windows that can be shared.
 //!
 //! Progress and failures go to stderr, named by the part that failed; the report goes to
 //! stdout. Exit status: 0 on success, 2 when the relay refused or could not be reached, 1 for
@@ -19,6 +21,7 @@ use confer_media::{CameraChoice, DeviceChoice, ProcessingConfig};
 use confer_mesh::engine::{self, EngineConfig, EngineError, EngineEvent, MediaSource};
 use confer_mesh::netcheck::ServerResult;
 use confer_mesh::rooms;
+use confer_mesh::share::ShareChoice;
 use confer_mesh::signaling::JoinError;
 use confer_proto::{Fingerprint, InviteLink};
 use serde_json::json;
@@ -60,6 +63,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the screens and windows that can be shared (ids for `join --share`).
+    Screens {
+        /// Print one JSON array instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Join a call by its invite link. Exit codes: 0 the call went as asked, 1 it ended early
     /// (removed, the relay gone, ...), 2 the relay refused or could not be reached, 4 a
     /// participant stayed unreachable (no network path) until the end.
@@ -97,6 +106,7 @@ fn main() -> ExitCode {
                 host(&relay, fp.as_deref(), api_key.as_deref(), waiting_room, json).await
             }
             Command::Check { link, json } => check(&link, json).await,
+            Command::Screens { json } => screens(json),
             Command::Join { link, args } => join(&link, args).await,
         }
     })
@@ -218,6 +228,38 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
     }
 }
 
+/// `confer screens`: what can be shared, one per line (id, size, name) or as JSON.
+fn screens(as_json: bool) -> ExitCode {
+    match confer_media::share_sources() {
+        Ok(sources) => {
+            if as_json {
+                let list: Vec<_> = sources
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "id": s.id,
+                            "kind": match s.kind { confer_media::ShareKind::Screen => "screen", _ => "window" },
+                            "name": s.name,
+                            "width": s.width,
+                            "height": s.height,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for s in &sources {
+                    println!("{:<18} {:>5}x{:<5} {}", s.id, s.width, s.height, s.name);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("confer: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `confer join`'s flags.
 #[derive(clap::Args, Debug)]
 struct JoinArgs {
@@ -266,6 +308,19 @@ struct JoinArgs {
     /// At `--switch-after`, switch to the synthetic camera and microphone of this pattern.
     #[arg(long)]
     switch_pattern: Option<u32>,
+    /// Share a screen or window (`screen:N`, `window:ID`: see `confer screens`) or the synthetic
+    /// page of text (`synthetic`, stamped with the pattern id), once connected to someone.
+    #[arg(long)]
+    share: Option<String>,
+    /// Share frames per second (1-30).
+    #[arg(long, default_value_t = confer_mesh::share::DEFAULT_SHARE_FPS)]
+    share_fps: u32,
+    /// Start the share this many seconds after starting (and once connected).
+    #[arg(long, default_value_t = 0.0)]
+    share_after: f64,
+    /// Stop the share after it has run this many seconds.
+    #[arg(long)]
+    share_for: Option<f64>,
 }
 
 fn unix_ms() -> u64 {
@@ -348,6 +403,14 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
         .as_ref()
         .map_or(far, |(after, _, _)| tokio::time::Instant::now() + Duration::from_secs_f64(after.max(0.0)));
     let mut connected = false;
+    let pattern_id = args.pattern_id.unwrap_or_else(|| pattern_from(&args.name));
+    let mut share = args.share.as_deref().map(|source| match source {
+        "synthetic" => ShareChoice::Synthetic { pattern_id, scroll: 4 },
+        id => ShareChoice::Source(id.to_owned()),
+    });
+    let share_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.share_after.max(0.0));
+    let mut unshare_at = None;
+    let mut share_log = Vec::new();
     let chat_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.chat_after.max(0.0));
     let end = loop {
         let until = deadline.unwrap_or(far);
@@ -414,6 +477,19 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     eprintln!("could not switch the {device}: {reason}");
                     device_errors.push(json!({"device": device, "reason": reason}));
                 }
+                Some(EngineEvent::ShareStarted { source }) => {
+                    eprintln!("sharing {source}");
+                    share_log.push(json!({"event": "started", "source": source, "at_unix_ms": unix_ms()}));
+                    unshare_at = args.share_for.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+                }
+                Some(EngineEvent::ShareStopped { reason }) => {
+                    eprintln!("the share stopped{}", reason.as_ref().map_or(String::new(), |r| format!(": {r}")));
+                    share_log.push(json!({"event": "stopped", "reason": reason, "at_unix_ms": unix_ms()}));
+                }
+                Some(EngineEvent::PeerSharing { id, sharing }) => {
+                    eprintln!("{id} {} sharing", if sharing { "started" } else { "stopped" });
+                    share_log.push(json!({"event": "peer", "id": id.to_string(), "sharing": sharing, "at_unix_ms": unix_ms()}));
+                }
                 Some(EngineEvent::RelayResumed) => {
                     eprintln!("relay connection back");
                     relay_resumes += 1;
@@ -439,6 +515,15 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                         handle.set_microphone(DeviceChoice::Synthetic(id));
                     }
                 }
+            }
+            _ = tokio::time::sleep_until(share_at), if connected && share.is_some() => {
+                if let Some(choice) = share.take() {
+                    handle.share(Some((choice, args.share_fps.clamp(1, 30))));
+                }
+            }
+            _ = tokio::time::sleep_until(unshare_at.unwrap_or(far)), if unshare_at.is_some() => {
+                unshare_at = None;
+                handle.share(None);
             }
             _ = tokio::time::sleep_until(mute_deadline) => {
                 muted = true;
@@ -498,6 +583,15 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                         "p95": engine::quantile(&r.audio_latency_ms, 0.95),
                         "samples": r.audio_latency_ms.len(),
                     },
+                    "sharing": r.sharing,
+                    "share_frames_decoded": r.share_frames_decoded,
+                    "share_first_frame_ms": r.share_first_frame_ms,
+                    "share_pattern_id": r.share_pattern_id,
+                    "share_latency_ms": {
+                        "p50": engine::quantile(&r.share_latency_ms, 0.5),
+                        "p95": engine::quantile(&r.share_latency_ms, 0.95),
+                        "samples": r.share_latency_ms.len(),
+                    },
                 })
             })
             .collect();
@@ -514,6 +608,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "network_changes": network_changes,
             "device_switches": device_switches,
             "device_errors": device_errors,
+            "share": share_log,
             "left_at_unix_ms": left_at_unix_ms,
             "ended": end,
         });

@@ -12,20 +12,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use confer_media::synthetic::{FrameStamp, MarkerDetector, read_stamp, tone_hz, tone_level};
+use confer_media::synthetic::{MarkerDetector, read_stamp, tone_hz, tone_level};
 use confer_media::{
     AudioProcessor, Camera, CameraChoice, DeviceChoice, FRAME_SAMPLES, H264Config, H264Decoder, H264Encoder,
     I420Frame, Microphone, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig, Speaker,
-    StreamLevel,
 };
-use confer_proto::{ClientMessage, InviteLink, Knocker, LeaveReason, Participant, PeerId, SignalPayload};
+use confer_proto::{ClientMessage, InviteLink, LeaveReason, Participant, PeerId, SignalPayload};
 use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
 use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, bitrate_ceiling, is_offerer, next_bitrate};
 use crate::nopath::NoPathCause;
-use crate::peer::{LocalTracks, Path, Peer, PeerEvent, RelayAnswer, Stack};
+use crate::peer::{LocalTracks, Peer, PeerEvent, RelayAnswer, Stack};
+use crate::share::{ShareChoice, ShareOut, Sharing};
 use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signaling, SignalingEvent};
+
+mod events;
+
+pub use events::{EngineEvent, PeerReport, PeerStats, quantile};
 
 /// Where the engine's media comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,192 +91,6 @@ impl EngineConfig {
     }
 }
 
-/// What the engine reports.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum EngineEvent {
-    /// Seated in the room.
-    Joined {
-        /// This participant's id.
-        peer_id: PeerId,
-        /// Everyone else.
-        participants: Vec<Participant>,
-        /// Whether this participant is a host (may lock, admit, deny, remove).
-        host: bool,
-        /// Whether guests must knock.
-        locked: bool,
-        /// Who waits to be let in (hosts only).
-        knocking: Vec<Knocker>,
-    },
-    /// Someone knocks (hosts only).
-    Knock(Knocker),
-    /// A knock ended: admitted, denied, gave up or timed out (hosts only).
-    KnockEnded(PeerId),
-    /// The room was locked or unlocked.
-    RoomLocked {
-        /// Locked now.
-        locked: bool,
-    },
-    /// The relay refused something without ending the call (`rate_limited`, `not_host`, ...).
-    RelayError {
-        /// Its code.
-        code: confer_proto::ErrorCode,
-        /// Its explanation.
-        message: String,
-    },
-    /// Waiting for a host to admit us.
-    Knocking,
-    /// Someone joined, or changed their state (mute, camera, hand, reconnecting).
-    Participant(Participant),
-    /// Someone's connection to the relay dropped; their seat (and probably media) remains.
-    ParticipantReconnecting(PeerId),
-    /// Someone left.
-    ParticipantLeft {
-        /// Who.
-        id: PeerId,
-        /// Why.
-        reason: LeaveReason,
-    },
-    /// Media flows with this participant.
-    PeerConnected {
-        /// Who.
-        id: PeerId,
-        /// How the path was made.
-        path: Option<Path>,
-    },
-    /// No network path to this participant (yet): said within the first connection attempt's
-    /// timeout (10 s), while ICE restarts go on (`retrying`), and again when they are given up.
-    PeerUnreachable {
-        /// Who.
-        id: PeerId,
-        /// The cause in English with what was tried (for logs and the CLI).
-        detail: String,
-        /// The cause, for the UI to word in the user's language; `None` for a local failure
-        /// named in `detail` (the peer connection could not be made).
-        cause: Option<NoPathCause>,
-        /// ICE restarts go on; a connection may still come.
-        retrying: bool,
-    },
-    /// A decoded video frame from a participant.
-    VideoFrame {
-        /// From whom.
-        from: PeerId,
-        /// The picture.
-        frame: Arc<I420Frame>,
-        /// The synthetic camera's stamp, if the picture carries one.
-        stamp: Option<FrameStamp>,
-    },
-    /// What this participant's camera sends (each frame sent), for the self view.
-    SelfView(Arc<I420Frame>),
-    /// Audio levels per participant (every 100 ms) and who speaks most.
-    AudioLevels {
-        /// Level per participant.
-        levels: Vec<(PeerId, StreamLevel)>,
-        /// The active speaker.
-        active_speaker: Option<PeerId>,
-    },
-    /// A chat message.
-    Chat {
-        /// From whom.
-        from: PeerId,
-        /// The text.
-        text: String,
-    },
-    /// A device switch took effect.
-    DeviceSwitched {
-        /// Which: `camera`, `microphone` or `speaker`.
-        device: &'static str,
-    },
-    /// A device could not be opened (the one before it stays in use), or its capture stopped.
-    DeviceFailed {
-        /// Which: `camera`, `microphone` or `speaker`.
-        device: &'static str,
-        /// Why, in the system's words.
-        reason: String,
-    },
-    /// Each connected participant's statistics, once a second.
-    Stats(Vec<(PeerId, PeerStats)>),
-    /// The machine's addresses changed; connections are being moved (ICE restarts).
-    NetworkChanged {
-        /// Addresses that appeared.
-        added: Vec<std::net::IpAddr>,
-        /// Addresses that went away.
-        removed: Vec<std::net::IpAddr>,
-    },
-    /// The relay connection dropped; signaling is coming back (media keeps flowing).
-    RelayReconnecting {
-        /// Why it dropped.
-        cause: String,
-    },
-    /// Signaling is back.
-    RelayResumed,
-    /// The call is over for us: left (`None`) or why not.
-    Ended(Option<String>),
-}
-
-/// One participant's connection over the last second.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PeerStats {
-    /// Round-trip time, ms (from RTCP receiver reports).
-    pub rtt_ms: Option<f64>,
-    /// Packets lost of what it sent us (0..1), from sequence numbers.
-    pub receive_loss: f64,
-    /// Packets lost of the video we send it (0..1), as it reports.
-    pub send_loss: Option<f64>,
-    /// Interarrival jitter of the video we send it, ms, as it reports.
-    pub send_jitter_ms: Option<f64>,
-    /// Video received, kbit/s.
-    pub receive_video_kbps: f64,
-    /// Audio received, kbit/s.
-    pub receive_audio_kbps: f64,
-    /// What we send it (the shared encode: video and audio), kbit/s.
-    pub send_kbps: f64,
-    /// Video frames decoded per second.
-    pub frame_rate: f64,
-    /// The selected candidate pair's path.
-    pub path: Option<Path>,
-}
-
-/// What one remote participant looks like to the engine's owner, for reports.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PeerReport {
-    /// Display name.
-    pub name: String,
-    /// Milliseconds from join to this peer's first decoded frame.
-    pub first_frame_ms: Option<u64>,
-    /// Milliseconds from join to the first ICE connection with this peer.
-    pub connected_ms: Option<u64>,
-    /// Frames decoded.
-    pub video_frames_decoded: u64,
-    /// Milliseconds from join to the last decoded frame.
-    pub last_frame_ms: Option<u64>,
-    /// The longest wait between two decoded frames of its video, ms: how long the picture froze
-    /// at worst (a network change, a lost keyframe).
-    pub longest_video_gap_ms: u64,
-    /// The pattern id read from its synthetic video.
-    pub pattern_id: Option<u32>,
-    /// The synthetic tone last heard from it, Hz.
-    pub audio_tone_hz: Option<f64>,
-    /// The selected candidate pair's path.
-    pub path: Option<Path>,
-    /// Whether it is muted (as it says).
-    pub muted: bool,
-    /// Whether its hand is raised (as it says).
-    pub hand_raised: bool,
-    /// ICE restarts this side made (as the offerer).
-    pub ice_restarts: u32,
-    /// The connection over the last second.
-    pub stats: PeerStats,
-    /// Glass-to-glass video latency, ms: decode time minus the capture time stamped into each
-    /// synthetic frame (clocks must agree: same machine or NTP), one sample per frame (last 10,000).
-    pub video_latency_ms: Vec<f64>,
-    /// Audio latency to the speaker queue, ms, from the synthetic microphone's markers.
-    pub audio_latency_ms: Vec<f64>,
-    /// The candidate types this participant's signals carried (`host`, `srflx`, `relay`, …): what
-    /// of its network it showed us (a relay-only participant shows `relay` alone).
-    pub candidates_received: Vec<&'static str>,
-}
-
 /// `cause` as what the relay's URLs answered our own requests (`verdict`, once asked) makes it
 /// more exact, with those answers in words ("; …", or nothing): a relay that could not be reached
 /// may have refused our credentials; where relay candidates were exchanged and nothing got through,
@@ -285,14 +103,6 @@ fn refine(cause: NoPathCause, verdict: Option<&(NoPathCause, String)>) -> (NoPat
         }
         _ => (cause, String::new()),
     }
-}
-
-/// The `q` quantile (0..=1) of `values`, or `None` if empty.
-pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let index = ((sorted.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
-    sorted.get(index).copied()
 }
 
 fn unix_us() -> u64 {
@@ -310,6 +120,7 @@ enum Command {
     Microphone(DeviceChoice),
     Speaker(DeviceChoice),
     Host(ClientMessage),
+    Share(Option<(ShareChoice, u32)>),
     Report(tokio::sync::oneshot::Sender<HashMap<PeerId, PeerReport>>),
 }
 
@@ -320,6 +131,13 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
+    /// Shares a screen, a window or the synthetic page at `fps` (1–30) with everyone, in place
+    /// of what is shared now; `None` stops sharing. Answered by [`EngineEvent::ShareStarted`] or
+    /// [`EngineEvent::ShareStopped`] with the reason it could not start.
+    pub fn share(&self, share: Option<(ShareChoice, u32)>) {
+        let _ = self.commands.send(Command::Share(share));
+    }
+
     /// Leaves the call.
     pub fn leave(&self) {
         let _ = self.commands.send(Command::Leave);
@@ -406,6 +224,7 @@ pub async fn join(
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+    let (share_tx, share_rx) = mpsc::channel(crate::share::QUEUE);
     let sending = Arc::new(Sending::default());
     let (speaker, swaps) = start_media(&config, &sending, media_tx)?;
 
@@ -430,6 +249,8 @@ pub async fn join(
         awaiting_diagnosis: Vec::new(),
         participants: HashMap::new(),
         hand_raised: false,
+        sharing: None,
+        share_out: share_tx,
         addresses: crate::peer::local_addresses(),
         sent_bytes: 0,
         worst_loss: None,
@@ -444,7 +265,7 @@ pub async fn join(
             let _ = engine.events.send(EngineEvent::Knocking);
         }
     }
-    tokio::spawn(engine.run(signal_events, peer_rx, command_rx, media_rx));
+    tokio::spawn(engine.run(signal_events, peer_rx, command_rx, (media_rx, share_rx)));
     Ok((EngineHandle { commands }, events))
 }
 
@@ -724,7 +545,8 @@ struct Engine {
     swaps: Swaps,
     device_jobs: DeviceJobs,
     sending: Arc<Sending>,
-    decoders: HashMap<PeerId, H264Decoder>,
+    /// Per peer, the camera's decoder (`false`) and the screen share's (`true`).
+    decoders: HashMap<(PeerId, bool), H264Decoder>,
     reports: HashMap<PeerId, PeerReport>,
     /// The TURN URLs' answers to our own requests, once asked (see [`Engine::diagnose_relay`]).
     relay_diagnosis: Option<Vec<RelayAnswer>>,
@@ -734,6 +556,10 @@ struct Engine {
     participants: HashMap<PeerId, Participant>,
     /// Our hand is raised.
     hand_raised: bool,
+    /// Our screen share, while it runs.
+    sharing: Option<Sharing>,
+    /// Where a share's thread hands its access units.
+    share_out: mpsc::Sender<ShareOut>,
     /// The machine's interface addresses at the last look.
     addresses: std::collections::BTreeSet<std::net::IpAddr>,
     /// Bytes encoded (video and audio) since the last statistics.
@@ -757,7 +583,7 @@ impl Engine {
         mut signal_events: mpsc::UnboundedReceiver<SignalingEvent>,
         mut peer_events: mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut media: mpsc::UnboundedReceiver<Encoded>,
+        (mut media, mut shared): (mpsc::UnboundedReceiver<Encoded>, mpsc::Receiver<ShareOut>),
     ) {
         let mut playout_tick = tokio::time::interval(Duration::from_millis(20));
         playout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -800,6 +626,13 @@ impl Engine {
                         let _ = self.events.send(EngineEvent::DeviceFailed { device, reason });
                     }
                 },
+                Some(out) = shared.recv() => match out {
+                    ShareOut::Frame(data, duration) => {
+                        self.sent_bytes += data.len() as u64;
+                        self.tracks.send_screen(data, duration).await;
+                    }
+                    ShareOut::Ended(why) => self.stop_sharing(Some(why)).await,
+                },
                 _ = playout_tick.tick() => {
                     ticks += 1;
                     self.play(ticks.is_multiple_of(5));
@@ -809,6 +642,10 @@ impl Engine {
             }
         };
         self.sending.stop.store(true, Ordering::Relaxed);
+        if let Some(sharing) = self.sharing.take() {
+            // Dropping it waits for its thread (at most an encode): not on the runtime's thread.
+            let _ = tokio::task::spawn_blocking(move || drop(sharing)).await;
+        }
         for slot in self.peers.values() {
             slot.peer.close().await;
         }
@@ -910,7 +747,8 @@ impl Engine {
             slot.peer.close().await;
         }
         self.playout.remove_stream(id);
-        self.decoders.remove(id);
+        self.decoders.remove(&(id.clone(), false));
+        self.decoders.remove(&(id.clone(), true));
         self.tone_windows.remove(id);
         self.markers.remove(id);
     }
@@ -1029,11 +867,15 @@ impl Engine {
                     report.path = path;
                     report.connected_ms.get_or_insert(self.started.elapsed().as_millis() as u64);
                     self.sending.keyframe.store(true, Ordering::Relaxed);
+                    if let Some(sharing) = &self.sharing {
+                        sharing.request_keyframe();
+                    }
                     let _ = self.events.send(EngineEvent::PeerConnected { id: from.clone(), path });
                 }
                 self.act(&from, action).await;
             }
-            PeerEvent::Video { access_unit } => self.on_video(from, &access_unit),
+            PeerEvent::Video { access_unit, screen: false } => self.on_video(from, &access_unit),
+            PeerEvent::Video { access_unit, screen: true } => self.on_share_video(from, &access_unit),
             PeerEvent::Audio { rtp_timestamp, payload } => {
                 let arrival = self.now().as_micros() as u64;
                 self.playout.push(&from, rtp_timestamp, payload, arrival);
@@ -1042,9 +884,17 @@ impl Engine {
                 Ok(PeerMessage::Chat { text }) => {
                     let _ = self.events.send(EngineEvent::Chat { from, text });
                 }
-                Ok(PeerMessage::State { muted, camera, hand_raised }) => {
+                Ok(PeerMessage::State { muted, camera, hand_raised, sharing }) => {
                     let report = self.reports.entry(from.clone()).or_default();
                     (report.muted, report.hand_raised) = (muted, hand_raised);
+                    if report.sharing != sharing {
+                        report.sharing = sharing;
+                        if !sharing {
+                            // The next share starts with a keyframe, maybe at another size.
+                            self.decoders.remove(&(from.clone(), true));
+                        }
+                        let _ = self.events.send(EngineEvent::PeerSharing { id: from.clone(), sharing });
+                    }
                     if let Some(participant) = self.participants.get_mut(&from) {
                         (participant.muted, participant.camera, participant.hand_raised) =
                             (muted, camera, hand_raised);
@@ -1053,7 +903,14 @@ impl Engine {
                 }
                 Err(err) => tracing::debug!(peer = %from, error = %err, "a data-channel message was refused"),
             },
-            PeerEvent::KeyframeRequested => self.sending.keyframe.store(true, Ordering::Relaxed),
+            PeerEvent::KeyframeRequested { screen: false } => {
+                self.sending.keyframe.store(true, Ordering::Relaxed);
+            }
+            PeerEvent::KeyframeRequested { screen: true } => {
+                if let Some(sharing) = &self.sharing {
+                    sharing.request_keyframe();
+                }
+            }
             PeerEvent::SendReport { loss, jitter_ms } => {
                 let stats = &mut self.reports.entry(from.clone()).or_default().stats;
                 (stats.send_loss, stats.send_jitter_ms) = (Some(loss), Some(jitter_ms));
@@ -1092,15 +949,37 @@ impl Engine {
         }
     }
 
-    fn on_video(&mut self, from: PeerId, access_unit: &[u8]) {
-        let decoder = match self.decoders.entry(from.clone()) {
+    /// Decodes an access unit of `from`'s camera (`screen` false) or share.
+    fn decode(&mut self, from: &PeerId, screen: bool, access_unit: &[u8]) -> Option<I420Frame> {
+        let decoder = match self.decoders.entry((from.clone(), screen)) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => match H264Decoder::new() {
                 Ok(decoder) => entry.insert(decoder),
-                Err(_) => return,
+                Err(_) => return None,
             },
         };
-        let Ok(Some(frame)) = decoder.decode(access_unit) else { return };
+        decoder.decode(access_unit).ok().flatten()
+    }
+
+    fn on_share_video(&mut self, from: PeerId, access_unit: &[u8]) {
+        let Some(frame) = self.decode(&from, true, access_unit) else { return };
+        let stamp = read_stamp(&frame);
+        let since_start = self.started.elapsed().as_millis() as u64;
+        let report = self.reports.entry(from.clone()).or_default();
+        report.share_frames_decoded += 1;
+        report.share_first_frame_ms.get_or_insert(since_start);
+        if let Some(stamp) = stamp {
+            report.share_pattern_id = Some(stamp.id);
+            let latency = (unix_us() / 1_000) as f64 - stamp.captured_ms as f64;
+            if report.share_latency_ms.len() < 10_000 && (0.0..10_000.0).contains(&latency) {
+                report.share_latency_ms.push(latency);
+            }
+        }
+        let _ = self.events.send(EngineEvent::ShareFrame { from, frame: Arc::new(frame), stamp });
+    }
+
+    fn on_video(&mut self, from: PeerId, access_unit: &[u8]) {
+        let Some(frame) = self.decode(&from, false, access_unit) else { return };
         let stamp = read_stamp(&frame);
         let since_start = self.started.elapsed().as_millis() as u64;
         let report = self.reports.entry(from.clone()).or_default();
@@ -1400,7 +1279,49 @@ impl Engine {
             muted: !self.sending.audio.load(Ordering::Relaxed),
             camera: self.sending.video.load(Ordering::Relaxed),
             hand_raised: self.hand_raised,
+            sharing: self.sharing.is_some(),
         }
+    }
+
+    /// Starts sharing `choice` at `fps` in place of any share running now.
+    async fn start_sharing(&mut self, choice: ShareChoice, fps: u32) {
+        if let Some(old) = self.sharing.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+        }
+        let out = self.share_out.clone();
+        // Opening asks the display about the source: off the engine's thread.
+        let started = tokio::task::spawn_blocking(move || Sharing::start(&choice, fps, out)).await;
+        match started {
+            Ok(Ok(sharing)) => {
+                let source = sharing.source().to_owned();
+                tracing::info!(%source, fps, "sharing");
+                self.sharing = Some(sharing);
+                let _ = self.events.send(EngineEvent::ShareStarted { source });
+            }
+            Ok(Err(err)) => {
+                let _ = self.events.send(EngineEvent::ShareStopped { reason: Some(err.to_string()) });
+            }
+            Err(err) => {
+                let _ = self.events.send(EngineEvent::ShareStopped { reason: Some(err.to_string()) });
+            }
+        }
+        let state = self.my_state();
+        self.tell_everyone(&state).await;
+    }
+
+    /// Stops our share, asked (`reason` `None`) or because it ended on its own.
+    async fn stop_sharing(&mut self, reason: Option<String>) {
+        let Some(sharing) = self.sharing.take() else { return };
+        if sharing.dropped() > 0 {
+            tracing::debug!(
+                dropped = sharing.dropped(),
+                "share access units dropped while the engine was behind"
+            );
+        }
+        let _ = tokio::task::spawn_blocking(move || drop(sharing)).await;
+        let _ = self.events.send(EngineEvent::ShareStopped { reason });
+        let state = self.my_state();
+        self.tell_everyone(&state).await;
     }
 
     /// Sends a message on every peer's data channel (waiting there until it opens).
@@ -1451,6 +1372,8 @@ impl Engine {
                 });
             }
             Command::Host(message) => self.signaling.send(message),
+            Command::Share(Some((choice, fps))) => self.start_sharing(choice, fps).await,
+            Command::Share(None) => self.stop_sharing(None).await,
             Command::Report(reply) => {
                 let mut reports = self.reports.clone();
                 for (id, slot) in &self.peers {

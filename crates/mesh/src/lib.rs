@@ -10,6 +10,7 @@ pub mod netcheck;
 pub mod nopath;
 mod peer;
 pub mod rooms;
+pub mod share;
 pub mod signaling;
 pub mod tls;
 mod turn_probe;

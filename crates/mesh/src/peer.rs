@@ -143,6 +143,19 @@ impl Stack {
 pub(crate) struct LocalTracks {
     video: Arc<TrackLocalStaticSample>,
     audio: Arc<TrackLocalStaticSample>,
+    /// The screen share: on every connection from the start, sending only while sharing.
+    screen: Arc<TrackLocalStaticSample>,
+}
+
+/// The track id of a screen share (the `msid` a receiver tells it apart by).
+pub(crate) const SCREEN_TRACK: &str = "screen";
+
+/// Which of our tracks a sender carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Camera,
+    Audio,
+    Screen,
 }
 
 impl std::fmt::Debug for LocalTracks {
@@ -156,7 +169,18 @@ impl LocalTracks {
         Self {
             video: Arc::new(TrackLocalStaticSample::new(h264(), "video".into(), "confer".into())),
             audio: Arc::new(TrackLocalStaticSample::new(opus(), "audio".into(), "confer".into())),
+            screen: Arc::new(TrackLocalStaticSample::new(
+                h264(),
+                SCREEN_TRACK.into(),
+                "confer-screen".into(),
+            )),
         }
+    }
+
+    /// Sends one access unit of the screen share to every peer.
+    pub(crate) async fn send_screen(&self, access_unit: Vec<u8>, duration: Duration) {
+        let sample = Sample { data: Bytes::from(access_unit), duration, ..Default::default() };
+        let _ = self.screen.write_sample(&sample).await;
     }
 
     /// Sends one H.264 access unit (Annex B, SPS/PPS before every IDR) to every peer.
@@ -234,14 +258,15 @@ pub(crate) enum PeerEvent {
     Signal(SignalPayload),
     /// The ICE transport changed state.
     Ice(crate::decide::IceEvent),
-    /// An H.264 access unit arrived (Annex B). After loss a keyframe has been asked for.
-    Video { access_unit: Vec<u8> },
+    /// An H.264 access unit arrived (Annex B), of the camera or (`screen`) of a screen share.
+    /// After loss a keyframe has been asked for.
+    Video { access_unit: Vec<u8>, screen: bool },
     /// An Opus packet arrived.
     Audio { rtp_timestamp: u32, payload: Vec<u8> },
     /// A data channel message.
     Data(String),
-    /// The peer asked for a keyframe.
-    KeyframeRequested,
+    /// The peer asked for a keyframe of our camera or (`screen`) of our share.
+    KeyframeRequested { screen: bool },
     /// What the peer reports of the video we send, from its receiver reports: loss (0..1) and
     /// interarrival jitter.
     SendReport {
@@ -387,8 +412,12 @@ impl Peer {
             pc.add_track(Arc::clone(&tracks.video) as Arc<dyn TrackLocal + Send + Sync>).await?;
         let audio_sender =
             pc.add_track(Arc::clone(&tracks.audio) as Arc<dyn TrackLocal + Send + Sync>).await?;
-        watch_rtcp(video_sender, remote.clone(), events.clone(), true);
-        watch_rtcp(audio_sender, remote.clone(), events.clone(), false);
+        // Third, after the camera and the microphone: their m-lines keep their places.
+        let screen_sender =
+            pc.add_track(Arc::clone(&tracks.screen) as Arc<dyn TrackLocal + Send + Sync>).await?;
+        watch_rtcp(video_sender, remote.clone(), events.clone(), Sent::Camera);
+        watch_rtcp(audio_sender, remote.clone(), events.clone(), Sent::Audio);
+        watch_rtcp(screen_sender, remote.clone(), events.clone(), Sent::Screen);
         // The data channel is announced in band (DCEP) by the offerer. (Negotiated channels race
         // in webrtc 0.17: a message that arrives before the crate has set up its own side of the
         // stream is taken for an announcement, fails, and the stream is closed.)
@@ -823,27 +852,28 @@ fn watch_rtcp(
     sender: Arc<RTCRtpSender>,
     who: PeerId,
     events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
-    video: bool,
+    sent: Sent,
 ) {
     tokio::spawn(async move {
         let ssrc = sender.get_parameters().await.encodings.first().map(|e| e.ssrc);
         while let Ok((packets, _)) = sender.read_rtcp().await {
             for packet in packets {
                 let any = packet.as_any();
-                if video
+                if sent != Sent::Audio
                     && (any
                         .downcast_ref::<PictureLossIndication>()
                         .is_some_and(|p| Some(p.media_ssrc) == ssrc)
                         || any.downcast_ref::<FullIntraRequest>().is_some())
                 {
-                    let _ = events.send((who.clone(), PeerEvent::KeyframeRequested));
+                    let screen = sent == Sent::Screen;
+                    let _ = events.send((who.clone(), PeerEvent::KeyframeRequested { screen }));
                 } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
                     for block in report.reports.iter().filter(|b| Some(b.ssrc) == ssrc) {
                         let now = unix2ntp(SystemTime::now());
                         if let Some(rtt) = round_trip(now, block.last_sender_report, block.delay) {
                             let _ = events.send((who.clone(), PeerEvent::RoundTrip(rtt)));
                         }
-                        if video {
+                        if sent == Sent::Camera {
                             let report = PeerEvent::SendReport {
                                 loss: f64::from(block.fraction_lost) / 256.0,
                                 // In RTP timestamp units: 90 kHz for video.
@@ -881,6 +911,7 @@ async fn read_track(
     received: Arc<Received>,
 ) {
     let mime = track.codec().capability.mime_type.to_ascii_lowercase();
+    let screen = track.id() == SCREEN_TRACK;
     let mut sequence = SequenceCounter::default();
     let mut count = |packet: &webrtc::rtp::packet::Packet, bytes: &AtomicU64| {
         bytes.fetch_add(12 + packet.payload.len() as u64, Ordering::Relaxed);
@@ -916,7 +947,7 @@ async fn read_track(
                     pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]).await;
             }
             for access_unit in complete {
-                if events.send((who.clone(), PeerEvent::Video { access_unit })).is_err() {
+                if events.send((who.clone(), PeerEvent::Video { access_unit, screen })).is_err() {
                     return;
                 }
             }

@@ -1,0 +1,241 @@
+//! What the engine tells its owner: events as they happen, and per-peer reports and statistics.
+
+use std::sync::Arc;
+
+use confer_media::synthetic::FrameStamp;
+use confer_media::{I420Frame, StreamLevel};
+use confer_proto::{Knocker, LeaveReason, Participant, PeerId};
+
+use crate::nopath::NoPathCause;
+use crate::peer::Path;
+
+/// What the engine reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// Seated in the room.
+    Joined {
+        /// This participant's id.
+        peer_id: PeerId,
+        /// Everyone else.
+        participants: Vec<Participant>,
+        /// Whether this participant is a host (may lock, admit, deny, remove).
+        host: bool,
+        /// Whether guests must knock.
+        locked: bool,
+        /// Who waits to be let in (hosts only).
+        knocking: Vec<Knocker>,
+    },
+    /// Someone knocks (hosts only).
+    Knock(Knocker),
+    /// A knock ended: admitted, denied, gave up or timed out (hosts only).
+    KnockEnded(PeerId),
+    /// The room was locked or unlocked.
+    RoomLocked {
+        /// Locked now.
+        locked: bool,
+    },
+    /// The relay refused something without ending the call (`rate_limited`, `not_host`, ...).
+    RelayError {
+        /// Its code.
+        code: confer_proto::ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// Waiting for a host to admit us.
+    Knocking,
+    /// Someone joined, or changed their state (mute, camera, hand, reconnecting).
+    Participant(Participant),
+    /// Someone's connection to the relay dropped; their seat (and probably media) remains.
+    ParticipantReconnecting(PeerId),
+    /// Someone left.
+    ParticipantLeft {
+        /// Who.
+        id: PeerId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Media flows with this participant.
+    PeerConnected {
+        /// Who.
+        id: PeerId,
+        /// How the path was made.
+        path: Option<Path>,
+    },
+    /// No network path to this participant (yet): said within the first connection attempt's
+    /// timeout (10 s), while ICE restarts go on (`retrying`), and again when they are given up.
+    PeerUnreachable {
+        /// Who.
+        id: PeerId,
+        /// The cause in English with what was tried (for logs and the CLI).
+        detail: String,
+        /// The cause, for the UI to word in the user's language; `None` for a local failure
+        /// named in `detail` (the peer connection could not be made).
+        cause: Option<NoPathCause>,
+        /// ICE restarts go on; a connection may still come.
+        retrying: bool,
+    },
+    /// A decoded video frame from a participant.
+    VideoFrame {
+        /// From whom.
+        from: PeerId,
+        /// The picture.
+        frame: Arc<I420Frame>,
+        /// The synthetic camera's stamp, if the picture carries one.
+        stamp: Option<FrameStamp>,
+    },
+    /// What this participant's camera sends (each frame sent), for the self view.
+    SelfView(Arc<I420Frame>),
+    /// A decoded picture of a participant's screen share.
+    ShareFrame {
+        /// From whom.
+        from: PeerId,
+        /// The picture.
+        frame: Arc<I420Frame>,
+        /// The synthetic page's stamp, if the picture carries one.
+        stamp: Option<FrameStamp>,
+    },
+    /// A participant started or stopped sharing (as its data channel says).
+    PeerSharing {
+        /// Who.
+        id: PeerId,
+        /// Sharing now.
+        sharing: bool,
+    },
+    /// Our share started: every peer is sent it.
+    ShareStarted {
+        /// What is shared (`screen:<n>`, `window:<id>`, `synthetic`).
+        source: String,
+    },
+    /// Our share stopped: asked (`reason` is `None`), or on its own (the window closed, the
+    /// display went away) or refused at the start, with why.
+    ShareStopped {
+        /// Why, if it was not asked for.
+        reason: Option<String>,
+    },
+    /// Audio levels per participant (every 100 ms) and who speaks most.
+    AudioLevels {
+        /// Level per participant.
+        levels: Vec<(PeerId, StreamLevel)>,
+        /// The active speaker.
+        active_speaker: Option<PeerId>,
+    },
+    /// A chat message.
+    Chat {
+        /// From whom.
+        from: PeerId,
+        /// The text.
+        text: String,
+    },
+    /// A device switch took effect.
+    DeviceSwitched {
+        /// Which: `camera`, `microphone` or `speaker`.
+        device: &'static str,
+    },
+    /// A device could not be opened (the one before it stays in use), or its capture stopped.
+    DeviceFailed {
+        /// Which: `camera`, `microphone` or `speaker`.
+        device: &'static str,
+        /// Why, in the system's words.
+        reason: String,
+    },
+    /// Each connected participant's statistics, once a second.
+    Stats(Vec<(PeerId, PeerStats)>),
+    /// The machine's addresses changed; connections are being moved (ICE restarts).
+    NetworkChanged {
+        /// Addresses that appeared.
+        added: Vec<std::net::IpAddr>,
+        /// Addresses that went away.
+        removed: Vec<std::net::IpAddr>,
+    },
+    /// The relay connection dropped; signaling is coming back (media keeps flowing).
+    RelayReconnecting {
+        /// Why it dropped.
+        cause: String,
+    },
+    /// Signaling is back.
+    RelayResumed,
+    /// The call is over for us: left (`None`) or why not.
+    Ended(Option<String>),
+}
+
+/// One participant's connection over the last second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerStats {
+    /// Round-trip time, ms (from RTCP receiver reports).
+    pub rtt_ms: Option<f64>,
+    /// Packets lost of what it sent us (0..1), from sequence numbers.
+    pub receive_loss: f64,
+    /// Packets lost of the video we send it (0..1), as it reports.
+    pub send_loss: Option<f64>,
+    /// Interarrival jitter of the video we send it, ms, as it reports.
+    pub send_jitter_ms: Option<f64>,
+    /// Video received, kbit/s.
+    pub receive_video_kbps: f64,
+    /// Audio received, kbit/s.
+    pub receive_audio_kbps: f64,
+    /// What we send it (the shared encode: video and audio), kbit/s.
+    pub send_kbps: f64,
+    /// Video frames decoded per second.
+    pub frame_rate: f64,
+    /// The selected candidate pair's path.
+    pub path: Option<Path>,
+}
+
+/// What one remote participant looks like to the engine's owner, for reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerReport {
+    /// Display name.
+    pub name: String,
+    /// Milliseconds from join to this peer's first decoded frame.
+    pub first_frame_ms: Option<u64>,
+    /// Milliseconds from join to the first ICE connection with this peer.
+    pub connected_ms: Option<u64>,
+    /// Frames decoded.
+    pub video_frames_decoded: u64,
+    /// Milliseconds from join to the last decoded frame.
+    pub last_frame_ms: Option<u64>,
+    /// The longest wait between two decoded frames of its video, ms: how long the picture froze
+    /// at worst (a network change, a lost keyframe).
+    pub longest_video_gap_ms: u64,
+    /// The pattern id read from its synthetic video.
+    pub pattern_id: Option<u32>,
+    /// The synthetic tone last heard from it, Hz.
+    pub audio_tone_hz: Option<f64>,
+    /// The selected candidate pair's path.
+    pub path: Option<Path>,
+    /// Whether it is muted (as it says).
+    pub muted: bool,
+    /// Whether its hand is raised (as it says).
+    pub hand_raised: bool,
+    /// ICE restarts this side made (as the offerer).
+    pub ice_restarts: u32,
+    /// The connection over the last second.
+    pub stats: PeerStats,
+    /// Glass-to-glass video latency, ms: decode time minus the capture time stamped into each
+    /// synthetic frame (clocks must agree: same machine or NTP), one sample per frame (last 10,000).
+    pub video_latency_ms: Vec<f64>,
+    /// Audio latency to the speaker queue, ms, from the synthetic microphone's markers.
+    pub audio_latency_ms: Vec<f64>,
+    /// The candidate types this participant's signals carried (`host`, `srflx`, `relay`, …): what
+    /// of its network it showed us (a relay-only participant shows `relay` alone).
+    pub candidates_received: Vec<&'static str>,
+    /// Whether it shares its screen now (as it says).
+    pub sharing: bool,
+    /// Pictures of its screen share decoded.
+    pub share_frames_decoded: u64,
+    /// Milliseconds from join to the first decoded picture of its share.
+    pub share_first_frame_ms: Option<u64>,
+    /// The pattern id read from its synthetic share.
+    pub share_pattern_id: Option<u32>,
+    /// Glass-to-glass latency of its share, ms, from the stamps (last 10,000).
+    pub share_latency_ms: Vec<f64>,
+}
+
+/// The `q` quantile (0..=1) of `values`, or `None` if empty.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let index = ((sorted.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(index).copied()
+}
