@@ -1,7 +1,8 @@
 //! Interoperability with a browser: Debian's Chromium, headless, runs `tests/browser/peer.html`
 //! (a participant written from docs/PROTOCOL.md alone), joins the room through the real relay
 //! over WSS and calls a `confer` participant. Both must decode what the other sends, H.264 and
-//! Opus, and read the other's stamp, tone and data-channel messages.
+//! Opus, and read the other's stamp, tone and data-channel messages, and the browser receives
+//! Confer's screen share on its own track.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -173,7 +174,7 @@ fn chromium_and_confer_see_and_hear_each_other() {
         2,
         16.0,
         SMALL,
-        &["--chat", "hello from Confer", "--chat-after", "5"],
+        &["--chat", "hello from Confer", "--chat-after", "5", "--share", "synthetic:41", "--share-fps", "5"],
     );
     std::thread::sleep(Duration::from_millis(500));
     let url = format!(
@@ -211,6 +212,13 @@ fn chromium_and_confer_see_and_hear_each_other() {
         "Confer's chat reaches Chromium"
     );
     assert_eq!(confer_seen["state"]["muted"], false, "Confer tells its state on the data channel");
+
+    // Confer's screen share, on the third m-line (section 10), told apart by its stream id.
+    let share = &confer_seen["share"];
+    eprintln!("Confer → Chromium share: {share}");
+    assert_eq!(share["pattern_id"], 41, "Chromium reads Confer's shared page");
+    assert!(share["stamped_frames"].as_u64().unwrap() >= 20, "Chromium saw too few pictures of the share");
+    assert_eq!(confer_seen["state"]["sharing"], true, "Confer says it shares");
 
     // What Confer got from Chromium.
     let seen = &report["peers"][0];

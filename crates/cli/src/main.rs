@@ -309,7 +309,8 @@ struct JoinArgs {
     #[arg(long)]
     switch_pattern: Option<u32>,
     /// Share a screen or window (`screen:N`, `window:ID`: see `confer screens`) or the synthetic
-    /// page of text (`synthetic`, stamped with the pattern id), once connected to someone.
+    /// page of text (`synthetic`, stamped with the pattern id, or `synthetic:N` with pattern N),
+    /// once connected to someone.
     #[arg(long)]
     share: Option<String>,
     /// Share frames per second (1-30).
@@ -404,10 +405,20 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
         .map_or(far, |(after, _, _)| tokio::time::Instant::now() + Duration::from_secs_f64(after.max(0.0)));
     let mut connected = false;
     let pattern_id = args.pattern_id.unwrap_or_else(|| pattern_from(&args.name));
-    let mut share = args.share.as_deref().map(|source| match source {
-        "synthetic" => ShareChoice::Synthetic { pattern_id, scroll: 4 },
-        id => ShareChoice::Source(id.to_owned()),
-    });
+    let mut share = match args.share.as_deref() {
+        None => None,
+        Some("synthetic") => Some(ShareChoice::Synthetic { pattern_id, scroll: 4 }),
+        Some(synthetic) if synthetic.starts_with("synthetic:") => {
+            match synthetic["synthetic:".len()..].parse() {
+                Ok(id) => Some(ShareChoice::Synthetic { pattern_id: id, scroll: 4 }),
+                Err(_) => {
+                    eprintln!("confer: --share synthetic:N takes a pattern id, a number");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Some(id) => Some(ShareChoice::Source(id.to_owned())),
+    };
     let share_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.share_after.max(0.0));
     let mut unshare_at = None;
     let mut share_log = Vec::new();
