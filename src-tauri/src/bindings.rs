@@ -8,7 +8,7 @@ use crate::commands::SettingsState;
 use crate::dto::{
     ErrorCode, FrameSocket, JoinRequest, Quality, UiDevice, UiDevices, UiError, UiEvent, UiKnocker,
     UiLeaveReason, UiLevel, UiMeeting, UiNetworkReport, UiParticipant, UiPeerStats, UiPreviewEvent,
-    UiServerCheck, UiSoundCheck,
+    UiServerCheck, UiShareSource, UiSoundCheck,
 };
 use crate::settings::{RecentMeeting, Settings, VideoQuality};
 
@@ -25,6 +25,7 @@ fn generated() -> String {
         ErrorCode::decl(&config),
         UiError::decl(&config),
         UiDevice::decl(&config),
+        UiShareSource::decl(&config),
         UiDevices::decl(&config),
         FrameSocket::decl(&config),
         UiMeeting::decl(&config),

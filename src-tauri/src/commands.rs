@@ -12,7 +12,11 @@ use confer_proto::{ClientMessage, InviteLink, PeerId};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter as _, State};
 
-use crate::dto::{ErrorCode, FrameSocket, JoinRequest, UiDevice, UiDevices, UiError, UiEvent, UiMeeting};
+use confer_mesh::share::{DEFAULT_SHARE_FPS, ShareChoice};
+
+use crate::dto::{
+    ErrorCode, FrameSocket, JoinRequest, UiDevice, UiDevices, UiError, UiEvent, UiMeeting, UiShareSource,
+};
 use crate::settings::{RecentMeeting, Settings};
 use crate::{Shell, embedded};
 
@@ -185,7 +189,16 @@ async fn forward(
                 frames.publish("self", Arc::clone(frame), 0);
                 continue;
             }
-            EngineEvent::ParticipantLeft { id, .. } => frames.forget(id.as_str()),
+            EngineEvent::ShareFrame { from, frame, stamp } => {
+                let captured_us = stamp.map_or(0, |s| s.captured_ms * 1000);
+                frames.publish(&format!("share:{from}"), Arc::clone(frame), captured_us);
+                continue;
+            }
+            EngineEvent::PeerSharing { id, sharing: false } => frames.forget(&format!("share:{id}")),
+            EngineEvent::ParticipantLeft { id, .. } => {
+                frames.forget(id.as_str());
+                frames.forget(&format!("share:{id}"));
+            }
             EngineEvent::Ended(_) => ended = true,
             _ => {}
         }
@@ -263,6 +276,65 @@ pub async fn set_camera(on: bool, shell: State<'_, Shell>) -> Result<(), UiError
 pub async fn raise_hand(raised: bool, shell: State<'_, Shell>) -> Result<(), UiError> {
     with_call(&shell, |h| {
         h.raise_hand(raised);
+        Ok(())
+    })
+    .await
+}
+
+/// The screens and windows that can be shared, each with a thumbnail.
+#[tauri::command]
+pub async fn share_sources() -> Result<Vec<UiShareSource>, UiError> {
+    let share_error = |e: &dyn std::fmt::Display| UiError::new(ErrorCode::Share, e.to_string());
+    tauri::async_runtime::spawn_blocking(move || {
+        let sources = confer_media::share_sources().map_err(|e| share_error(&e))?;
+        Ok(sources
+            .into_iter()
+            .map(|s| UiShareSource {
+                thumbnail: confer_media::share_thumbnail(&s.id, 320, 180)
+                    .ok()
+                    .and_then(|frame| jpeg_data_url(&frame)),
+                kind: match s.kind {
+                    confer_media::ShareKind::Screen => "screen",
+                    _ => "window",
+                }
+                .to_owned(),
+                id: s.id,
+                name: s.name,
+                width: s.width,
+                height: s.height,
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| share_error(&e))?
+}
+
+/// A picture as a `data:` URL of a JPEG, for an `<img>`.
+fn jpeg_data_url(frame: &confer_media::I420Frame) -> Option<String> {
+    use base64::Engine as _;
+    let mut jpeg = Vec::new();
+    let (width, height) = (u16::try_from(frame.width()).ok()?, u16::try_from(frame.height()).ok()?);
+    jpeg_encoder::Encoder::new(&mut jpeg, 75)
+        .encode(&frame.to_rgb(), width, height, jpeg_encoder::ColorType::Rgb)
+        .ok()?;
+    Some(format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(jpeg)))
+}
+
+/// Shares a screen or window (`screen:<n>`, `window:<id>`) with everyone in the call, in place
+/// of what is shared now; `null` stops sharing. A `share_started` or `share_stopped` event says
+/// how it went.
+#[tauri::command]
+pub async fn share_screen(source: Option<String>, shell: State<'_, Shell>) -> Result<(), UiError> {
+    let choice = match source {
+        Some(id) => {
+            confer_media::ShareTarget::parse(&id)
+                .map_err(|e| UiError::new(ErrorCode::Share, e.to_string()))?;
+            Some((ShareChoice::Source(id), DEFAULT_SHARE_FPS))
+        }
+        None => None,
+    };
+    with_call(&shell, |h| {
+        h.share(choice);
         Ok(())
     })
     .await

@@ -271,6 +271,24 @@ pub enum UiEvent {
     },
     /// Signaling is back.
     RelayResumed,
+    /// Our screen share started; the frames of a peer's share are frame-socket tile
+    /// `share:<peer id>`.
+    ShareStarted {
+        /// What is shared (`screen:<n>`, `window:<id>`).
+        source: String,
+    },
+    /// Our screen share stopped: asked (`reason` null), or on its own or refused, with why.
+    ShareStopped {
+        /// Why, if it was not asked for.
+        reason: Option<String>,
+    },
+    /// A participant started or stopped sharing its screen.
+    PeerSharing {
+        /// Who.
+        id: String,
+        /// Sharing now.
+        sharing: bool,
+    },
     /// The call is over: left (`reason` is null) or why not.
     Ended {
         /// Why, if not by leaving.
@@ -362,7 +380,14 @@ impl UiEvent {
             EngineEvent::RelayReconnecting { cause } => Self::RelayReconnecting { cause: cause.clone() },
             EngineEvent::RelayResumed => Self::RelayResumed,
             EngineEvent::Ended(reason) => Self::Ended { reason: reason.clone() },
-            EngineEvent::VideoFrame { .. } | EngineEvent::SelfView(_) => return None,
+            EngineEvent::ShareStarted { source } => Self::ShareStarted { source: source.clone() },
+            EngineEvent::ShareStopped { reason } => Self::ShareStopped { reason: reason.clone() },
+            EngineEvent::PeerSharing { id, sharing } => {
+                Self::PeerSharing { id: id.to_string(), sharing: *sharing }
+            }
+            EngineEvent::VideoFrame { .. } | EngineEvent::SelfView(_) | EngineEvent::ShareFrame { .. } => {
+                return None;
+            }
             _ => return None,
         })
     }
@@ -397,6 +422,8 @@ pub enum ErrorCode {
     RoomCreation,
     /// The meeting server built into the app could not start.
     EmbeddedRelay,
+    /// Screens and windows could not be listed or shared (no display, a Wayland session).
+    Share,
 }
 
 /// How every command fails: a stable code for the page to translate and the detail in the
@@ -429,6 +456,24 @@ impl From<EngineError> for UiError {
         };
         Self::new(code, err.to_string())
     }
+}
+
+/// A screen or window the user can share, for the picker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiShareSource {
+    /// Id to share it by: `screen:<n>` or `window:<id>`.
+    pub id: String,
+    /// `screen` or `window`.
+    pub kind: String,
+    /// The monitor's name or the window's title.
+    pub name: String,
+    /// Its size now, pixels.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// A picture of it (`data:image/jpeg;base64,…`, at most 320 x 180), if one could be taken.
+    pub thumbnail: Option<String>,
 }
 
 /// A camera, microphone or speaker the user can pick.

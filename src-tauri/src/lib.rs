@@ -108,6 +108,8 @@ pub fn run() {
             commands::set_muted,
             commands::set_camera,
             commands::raise_hand,
+            commands::share_sources,
+            commands::share_screen,
             commands::send_chat,
             commands::choose_device,
             commands::host_action,

@@ -146,20 +146,7 @@ impl Drop for PatternWindow {
     }
 }
 
-/// I420 (BT.601, limited range) to the B G R X bytes of a 24-bit X visual.
+/// I420 to the B G R X bytes of a 24-bit X visual.
 pub fn to_bgrx(frame: &I420Frame) -> Vec<u8> {
-    let (w, h) = (frame.width(), frame.height());
-    let mut out = Vec::with_capacity(w * h * 4);
-    for row in 0..h {
-        for col in 0..w {
-            let y = i32::from(frame.y()[row * w + col]) - 16;
-            let u = i32::from(frame.u()[(row / 2) * (w / 2) + col / 2]) - 128;
-            let v = i32::from(frame.v()[(row / 2) * (w / 2) + col / 2]) - 128;
-            let r = (298 * y + 409 * v + 128) >> 8;
-            let g = (298 * y - 100 * u - 208 * v + 128) >> 8;
-            let b = (298 * y + 516 * u + 128) >> 8;
-            out.extend([b.clamp(0, 255) as u8, g.clamp(0, 255) as u8, r.clamp(0, 255) as u8, 0]);
-        }
-    }
-    out
+    frame.to_rgb().chunks_exact(3).flat_map(|p| [p[2], p[1], p[0], 0]).collect()
 }

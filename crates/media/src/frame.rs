@@ -146,6 +146,25 @@ impl I420Frame {
         })
     }
 
+    /// The picture as R G B bytes, row after row (BT.601, limited range): for a thumbnail, a
+    /// test that paints it into a window.
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let (w, h) = (self.width, self.height);
+        let mut out = Vec::with_capacity(w * h * 3);
+        for row in 0..h {
+            for col in 0..w {
+                let y = i32::from(self.y[row * w + col]) - 16;
+                let chroma = (row / 2) * (w / 2) + col / 2;
+                let (u, v) = (i32::from(self.u[chroma]) - 128, i32::from(self.v[chroma]) - 128);
+                let r = (298 * y + 409 * v + 128) >> 8;
+                let g = (298 * y - 100 * u - 208 * v + 128) >> 8;
+                let b = (298 * y + 516 * u + 128) >> 8;
+                out.extend([r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8]);
+            }
+        }
+        out
+    }
+
     /// Half the size by 2x2 averages (width and height multiples of 4).
     fn halved(&self) -> Self {
         let (w, h) = (self.width / 2, self.height / 2);
@@ -293,6 +312,19 @@ mod tests {
             I420Frame::from_planes(w, h, (&y[..10], &u, &v), (8, 4, 4)),
             Err(FrameError::PlaneTooShort { plane: "y", .. })
         ));
+    }
+
+    #[test]
+    fn rgb_comes_back_to_the_same_picture() {
+        let mut frame = I420Frame::filled(4, 2, (81, 90, 240)).unwrap();
+        frame.fill_rect(2, 0, 2, 2, (235, 128, 128));
+        let rgb = frame.to_rgb();
+        assert_eq!(rgb.len(), 4 * 2 * 3);
+        // Limited-range red (81, 90, 240) is full red; (235, 128, 128) is white.
+        assert!(rgb[0] > 250 && rgb[1] < 5 && rgb[2] < 5, "{:?}", &rgb[..3]);
+        assert_eq!(&rgb[6..9], &[255, 255, 255]);
+        let back = crate::to_i420(crate::PixelFormat::Rgb, &rgb, 4, 2).unwrap();
+        assert!(back.luma_psnr(&frame).unwrap() > 40.0);
     }
 
     #[test]

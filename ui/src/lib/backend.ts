@@ -11,6 +11,7 @@ import type {
   UiMeeting,
   UiNetworkReport,
   UiPreviewEvent,
+  UiShareSource,
   UiSoundCheck,
 } from "./bindings";
 
@@ -29,6 +30,10 @@ export interface Backend {
   setMuted(muted: boolean): Promise<void>;
   setCamera(on: boolean): Promise<void>;
   raiseHand(raised: boolean): Promise<void>;
+  /** The screens and windows that can be shared, with thumbnails. */
+  shareSources(): Promise<UiShareSource[]>;
+  /** Shares a screen or window with everyone (`null` stops); `share_*` events say how it went. */
+  shareScreen(source: string | null): Promise<void>;
   sendChat(text: string): Promise<void>;
   chooseDevice(kind: DeviceKind, id: string): Promise<void>;
   hostAction(action: HostAction, peer?: string): Promise<void>;
@@ -83,6 +88,8 @@ async function tauriBackend(): Promise<Backend> {
     setMuted: (muted) => invoke("set_muted", { muted }),
     setCamera: (on) => invoke("set_camera", { on }),
     raiseHand: (raised) => invoke("raise_hand", { raised }),
+    shareSources: () => invoke("share_sources"),
+    shareScreen: (source) => invoke("share_screen", { source }),
     sendChat: (text) => invoke("send_chat", { text }),
     chooseDevice: (kind, id) => invoke("choose_device", { kind, id }),
     hostAction: (action, peer) => invoke("host_action", { action, peer: peer ?? null }),

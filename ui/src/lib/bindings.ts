@@ -120,7 +120,23 @@ peers: Array<UiPeerStats>, } | { "type": "network_changed" } | { "type": "relay_
 /**
  * Why it dropped.
  */
-cause: string, } | { "type": "relay_resumed" } | { "type": "ended", 
+cause: string, } | { "type": "relay_resumed" } | { "type": "share_started", 
+/**
+ * What is shared (`screen:<n>`, `window:<id>`).
+ */
+source: string, } | { "type": "share_stopped", 
+/**
+ * Why, if it was not asked for.
+ */
+reason: string | null, } | { "type": "peer_sharing", 
+/**
+ * Who.
+ */
+id: string, 
+/**
+ * Sharing now.
+ */
+sharing: boolean, } | { "type": "ended", 
 /**
  * Why, if not by leaving.
  */
@@ -227,7 +243,7 @@ export type Quality = "good" | "fair" | "poor";
 
 export type UiLeaveReason = "left" | "removed" | "timeout";
 
-export type ErrorCode = "bad_link" | "relay_unreachable" | "refused" | "relay_protocol" | "media" | "webrtc" | "not_in_call" | "in_call" | "chat" | "settings" | "room_creation" | "embedded_relay";
+export type ErrorCode = "bad_link" | "relay_unreachable" | "refused" | "relay_protocol" | "media" | "webrtc" | "not_in_call" | "in_call" | "chat" | "settings" | "room_creation" | "embedded_relay" | "share";
 
 export type UiError = { 
 /**
@@ -252,6 +268,32 @@ name: string,
  * Whether it is the system default.
  */
 is_default: boolean, };
+
+export type UiShareSource = { 
+/**
+ * Id to share it by: `screen:<n>` or `window:<id>`.
+ */
+id: string, 
+/**
+ * `screen` or `window`.
+ */
+kind: string, 
+/**
+ * The monitor's name or the window's title.
+ */
+name: string, 
+/**
+ * Its size now, pixels.
+ */
+width: number, 
+/**
+ * Height.
+ */
+height: number, 
+/**
+ * A picture of it (`data:image/jpeg;base64,…`, at most 320 x 180), if one could be taken.
+ */
+thumbnail: string | null, };
 
 export type UiDevices = { 
 /**

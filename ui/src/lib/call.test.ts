@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { initialCall, MAX_CHAT_LINES, ownChat, reduce } from "./call";
+import { initialCall, MAX_CHAT_LINES, ownChat, reduce, shownShare } from "./call";
 import type { UiEvent, UiParticipant } from "./bindings";
 
 const alice: UiParticipant = {
@@ -37,6 +37,27 @@ describe("the call state", () => {
     expect(s.peers).toHaveLength(1);
     expect(s.peers[0]).toMatchObject({ id: "b", muted: true, connected: true });
     expect(s.notice).toEqual({ key: "left.left", params: { name: "Alice" } });
+  });
+
+  it("shows a peer's share while it lasts and says why our own share stopped", () => {
+    let s = play(
+      { type: "joined", self_id: "me", participants: [alice, bob], host: false, locked: false, knocking: [] },
+      { type: "peer_sharing", id: "b", sharing: true },
+    );
+    expect(shownShare(s)?.name).toBe("Bob");
+    // A presence update from the relay does not lose the share.
+    s = reduce(s, { type: "participant", participant: { ...bob, muted: true } });
+    expect(shownShare(s)?.id).toBe("b");
+    s = reduce(s, { type: "peer_sharing", id: "b", sharing: false });
+    expect(shownShare(s)).toBeNull();
+    s = reduce(s, { type: "share_started", source: "window:7" });
+    expect(s.myShare).toBe("window:7");
+    s = reduce(s, { type: "share_stopped", reason: "the shared window was closed" });
+    expect(s.myShare).toBeNull();
+    expect(s.notice).toEqual({ key: "share.stopped_because", params: { reason: "the shared window was closed" } });
+    const asked = reduce(reduce(s, { type: "share_started", source: "screen:0" }), { type: "share_stopped", reason: null });
+    expect(asked.myShare).toBeNull();
+    expect(asked.notice).toEqual(s.notice);
   });
 
   it("names the peer it has no path to, why, and whether it is still trying", () => {

@@ -15,6 +15,8 @@ export interface Peer extends UiParticipant {
   unreachable: Unreachable | null;
   speaking: boolean;
   stats: UiPeerStats | null;
+  /** Sharing a screen now: its pictures are frame-socket tile `share:<id>`. */
+  sharing: boolean;
 }
 
 export interface Unreachable {
@@ -42,6 +44,8 @@ export interface CallState {
   activeSpeaker: string | null;
   /** The latest notice worth a toast (device failed, relay error, someone left). */
   notice: { key: string; params: Record<string, string> } | null;
+  /** What this participant shares (`screen:<n>`, `window:<id>`), while it does. */
+  myShare: string | null;
 }
 
 export function initialCall(): CallState {
@@ -55,6 +59,7 @@ export function initialCall(): CallState {
     chat: [],
     activeSpeaker: null,
     notice: null,
+    myShare: null,
   };
 }
 
@@ -65,6 +70,7 @@ function peerFrom(p: UiParticipant, old?: Peer): Peer {
     unreachable: old?.unreachable ?? null,
     speaking: old?.speaking ?? false,
     stats: old?.stats ?? null,
+    sharing: old?.sharing ?? false,
   };
 }
 
@@ -160,8 +166,23 @@ export function reduce(state: CallState, event: UiEvent): CallState {
     case "relay_resumed":
       return { ...state, phase: { kind: "in_call" } };
     case "ended":
-      return { ...state, phase: { kind: "ended", reason: event.reason } };
+      return { ...state, phase: { kind: "ended", reason: event.reason }, myShare: null };
+    case "share_started":
+      return { ...state, myShare: event.source };
+    case "share_stopped":
+      return {
+        ...state,
+        myShare: null,
+        notice: event.reason ? { key: "share.stopped_because", params: { reason: event.reason } } : state.notice,
+      };
+    case "peer_sharing":
+      return { ...state, peers: updatePeer(state, event.id, (p) => ({ ...p, sharing: event.sharing })) };
   }
+}
+
+/** Whose share to show large: the first participant sharing (in join order), if any. */
+export function shownShare(state: CallState): Peer | null {
+  return state.peers.find((p) => p.sharing) ?? null;
 }
 
 /** Adds a message this participant sent. */

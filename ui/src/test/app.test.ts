@@ -130,6 +130,62 @@ describe("the app against a mock backend", () => {
     expect(screen.queryByTestId("phase")).toBeNull();
   });
 
+  it("shares a window chosen in the picker, says so with a Stop button, and shows a peer's share", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    mock.emit({
+      type: "joined",
+      self_id: "me",
+      host: false,
+      locked: false,
+      knocking: [],
+      participants: [
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, reconnecting: false },
+      ],
+    });
+    await fireEvent.click(screen.getByTestId("share"));
+    const picker = await screen.findByRole("dialog", { name: "Share your screen or a window" });
+    const choices = await screen.findAllByTestId("share-source");
+    expect(choices.map((c) => c.dataset.source)).toEqual(["screen:0", "window:42"]);
+    expect(picker.textContent).toContain("Quarterly figures");
+    const window42 = choices.find((c) => c.dataset.source === "window:42");
+    if (!window42) throw new Error("the window is not offered");
+    await fireEvent.click(window42);
+    expect(screen.queryByTestId("share-picker")).toBeNull();
+    expect(mock.calls.filter(([n]) => n === "share_screen")).toEqual([["share_screen", "window:42"]]);
+    mock.emit({ type: "share_started", source: "window:42" });
+    const bar = await screen.findByTestId("sharing-bar");
+    expect(bar.textContent).toContain("You are sharing “Quarterly figures” with everyone.");
+    await fireEvent.click(screen.getByTestId("stop-share"));
+    expect(mock.calls.filter(([n]) => n === "share_screen").at(-1)).toEqual(["share_screen", null]);
+    mock.emit({ type: "share_stopped", reason: "the shared window was closed" });
+    await waitFor(() => expect(screen.queryByTestId("sharing-bar")).toBeNull());
+    expect(screen.getByText("Your screen share stopped: the shared window was closed")).toBeTruthy();
+
+    // Alice shares: her share gets a tile of its own beside the camera tiles.
+    mock.emit({ type: "peer_sharing", id: "a", sharing: true });
+    const shared = await waitFor(() => {
+      const tile = screen.getAllByTestId("tile").find((t) => t.dataset.tile === "share:a");
+      if (!tile) throw new Error("no share tile yet");
+      return tile;
+    });
+    // (Its size needs a real layout: the desktop test measures it in WebKit.)
+    expect(shared.getAttribute("aria-label")).toBe("Alice's screen");
+    mock.emit({ type: "peer_sharing", id: "a", sharing: false });
+    await waitFor(() => expect(screen.getAllByTestId("tile")).toHaveLength(2));
+  });
+
+  it("closes the share picker with Escape without sharing", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    await fireEvent.click(screen.getByTestId("share"));
+    const picker = await screen.findByTestId("share-picker");
+    await screen.findAllByTestId("share-source");
+    await fireEvent.keyDown(picker, { key: "Escape" });
+    expect(screen.queryByTestId("share-picker")).toBeNull();
+    expect(mock.calls.filter(([n]) => n === "share_screen")).toEqual([]);
+  });
+
   it("mutes with the button and with M, and leaves", async () => {
     const mock = mockBackend();
     await toCall(mock);

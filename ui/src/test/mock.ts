@@ -1,6 +1,6 @@
 // A backend that records what the page asked for and lets a test play call events.
 import type { Backend } from "../lib/backend";
-import type { Settings, UiError, UiEvent, UiNetworkReport, UiPreviewEvent } from "../lib/bindings";
+import type { Settings, UiError, UiEvent, UiNetworkReport, UiPreviewEvent, UiShareSource } from "../lib/bindings";
 
 export const defaultSettings: Settings = {
   name: "Ada",
@@ -27,6 +27,8 @@ export interface Mock extends Backend {
   preview(event: UiPreviewEvent): void;
   /** What the network check answers. */
   network: UiNetworkReport;
+  /** What can be shared. */
+  sources: UiShareSource[];
 }
 
 export function mockBackend(settings: Settings = defaultSettings): Mock {
@@ -42,6 +44,10 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
     calls,
     failJoinWith: null,
     duringJoin: [],
+    sources: [
+      { id: "screen:0", kind: "screen", name: "DP-1", width: 1920, height: 1080, thumbnail: null },
+      { id: "window:42", kind: "window", name: "Quarterly figures", width: 800, height: 600, thumbnail: null },
+    ],
     network: {
       relay_ms: 12,
       relay_error: null,
@@ -95,6 +101,11 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
     setMuted: (muted) => record("set_muted", muted),
     setCamera: (on) => record("set_camera", on),
     raiseHand: (raised) => record("raise_hand", raised),
+    shareSources: async () => {
+      calls.push(["share_sources", null]);
+      return mock.sources;
+    },
+    shareScreen: (source) => record("share_screen", source),
     sendChat: (text) => record("send_chat", text),
     chooseDevice: (kind, id) => record("choose_device", { kind, id }),
     hostAction: (action, peer) => record("host_action", { action, peer }),
