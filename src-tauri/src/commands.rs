@@ -287,12 +287,13 @@ pub async fn share_sources() -> Result<Vec<UiShareSource>, UiError> {
     let share_error = |e: &dyn std::fmt::Display| UiError::new(ErrorCode::Share, e.to_string());
     tauri::async_runtime::spawn_blocking(move || {
         let sources = confer_media::share_sources().map_err(|e| share_error(&e))?;
+        let ids: Vec<&str> = sources.iter().map(|s| s.id.as_str()).collect();
+        let thumbnails = confer_media::share_thumbnails(&ids, 320, 180);
         Ok(sources
             .into_iter()
-            .map(|s| UiShareSource {
-                thumbnail: confer_media::share_thumbnail(&s.id, 320, 180)
-                    .ok()
-                    .and_then(|frame| jpeg_data_url(&frame)),
+            .zip(thumbnails)
+            .map(|(s, thumbnail)| UiShareSource {
+                thumbnail: thumbnail.ok().and_then(|frame| jpeg_data_url(&frame)),
                 kind: match s.kind {
                     confer_media::ShareKind::Screen => "screen",
                     _ => "window",

@@ -1,6 +1,6 @@
 //! The desktop app as a user runs it: the real app (Tauri, WebKitGTK) in a real window on a
 //! virtual X display, driven through WebDriver, in a real call with the real relay and two
-//! headless `confer` participants.
+//! headless `confer` participants; screen sharing both ways, with a real X window shared.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use confer_media::I420Frame;
 use confer_media::synthetic::read_stamp;
 use confer_tests::desktop::{AppHome, Driver, SessionBus, Xvfb, desktop_app};
+use confer_tests::screen::PatternWindow;
 use confer_tests::{Relay, SMALL, report_of, spawn_synthetic};
 use serde_json::{Value, json};
 
@@ -394,4 +395,102 @@ fn the_host_locks_the_room_admits_and_denies_knockers_and_removes_a_participant(
     // (A removed participant's engine stops at once, so its report lists nobody; its log says
     // it was connected to the app while it was in.)
     assert!(log.contains("connected to"), "Kim was connected while she was in:\n{log}");
+}
+
+#[test]
+fn the_app_shares_a_window_picked_with_its_thumbnail_and_shows_a_peers_share_large() {
+    let _serial = one_at_a_time();
+    let xvfb = Xvfb::start();
+    // A window on the app's display whose picture the test paints: what the user will share.
+    let slides = PatternWindow::open(&xvfb.display, "Slides", 61, (790, 520), (480, 270));
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    // Bob shares the synthetic page (pattern 55) from the moment someone is there.
+    let bob = spawn_synthetic(&host_link, "Bob", 3, 40.0, SMALL, &["--share", "synthetic:55"]);
+
+    let home = AppHome::new();
+    home.settings(&settings(4));
+    let driver = Driver::start(&desktop_app(), &["--automation"], &xvfb.display, &home);
+    driver.find("[data-testid=new-meeting]", Duration::from_secs(30));
+    driver.open_lobby(&invite, "Desk");
+    driver.click("[data-testid=join-now]");
+
+    // Bob's share: a tile of its own, larger than the camera tiles, drawing his page.
+    let share_tile = driver.wait_for(
+        "Bob's share drawn",
+        "const t = window.__confer.tiles().find(t => t.id.startsWith('share:') && t.drawn >= 5); return t && t.id",
+        Duration::from_secs(30),
+    );
+    let share_tile = share_tile.as_str().unwrap().to_owned();
+    let sizes = driver.execute(
+        "return [...document.querySelectorAll('[data-testid=tile]')].map(t => [t.dataset.tile, t.getBoundingClientRect().width])",
+        &[],
+    );
+    eprintln!("tiles and widths: {sizes}");
+    let width_of = |id: &str| {
+        sizes.as_array().unwrap().iter().find(|t| t[0] == id).map(|t| t[1].as_f64().unwrap()).unwrap()
+    };
+    let camera_width = width_of(share_tile.trim_start_matches("share:"));
+    assert!(width_of(&share_tile) > 3.0 * camera_width, "the share is shown large: {sizes}");
+    assert_eq!(pattern_in(&snapshot(&driver, &share_tile)), Some(55), "the share tile shows Bob's page");
+    xvfb.screenshot("share-received", WINDOW);
+
+    // The picker lists the window by its title, with a thumbnail of what it shows.
+    driver.click("[data-testid=share]");
+    let offered = driver.wait_for(
+        "the picker lists the window",
+        "const b = [...document.querySelectorAll('[data-testid=share-source]')].find(b => b.textContent.includes('Slides')); return b && [b.dataset.source, b.querySelector('img')?.src ?? null, b.textContent]",
+        Duration::from_secs(15),
+    );
+    eprintln!("offered: {} {}", offered[0], offered[2]);
+    assert_eq!(offered[0], slides.share_id());
+    assert!(offered[2].as_str().unwrap().contains("480×270"), "{offered}");
+    // Its thumbnail shows the window's own picture (the app's window covers most of it on screen).
+    let jpeg = offered[1].as_str().expect("a thumbnail").strip_prefix("data:image/jpeg;base64,").unwrap();
+    let jpeg = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, jpeg).unwrap();
+    let thumbnail = confer_media::to_i420(confer_media::PixelFormat::Mjpeg, &jpeg, 0, 0).unwrap();
+    assert_eq!(read_stamp(&thumbnail).map(|s| s.id), Some(61), "the thumbnail shows the window");
+    let listed = driver.execute(
+        "return [...document.querySelectorAll('[data-testid=share-source]')].map(b => b.textContent)",
+        &[],
+    );
+    assert!(
+        !listed.as_array().unwrap().iter().any(|t| t.as_str().unwrap().contains("Confer")),
+        "the app does not offer its own window: {listed}"
+    );
+    let problems = driver.accessibility_violations();
+    assert!(problems.is_empty(), "the share picker's accessibility audit: {problems:#?}");
+    xvfb.screenshot("share-picker", WINDOW);
+    driver.click(&format!("[data-testid=share-source][data-source='{}']", slides.share_id()));
+    let bar = driver.wait_for(
+        "the sharing bar",
+        "const b = document.querySelector('[data-testid=sharing-bar]'); return b && b.textContent",
+        Duration::from_secs(10),
+    );
+    assert!(bar.as_str().unwrap().contains("You are sharing “Slides” with everyone."), "{bar}");
+    std::thread::sleep(Duration::from_secs(5));
+    driver.click("[data-testid=stop-share]");
+    driver.wait_for(
+        "the sharing bar gone",
+        "return !document.querySelector('[data-testid=sharing-bar]')",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    driver.click("[data-testid=leave]");
+    driver.find("[data-testid=ended]", Duration::from_secs(10));
+
+    let (report, log) = report_of(bob);
+    eprintln!("--- Bob: {report}\n{log}");
+    let desk = peer(&report, "Desk");
+    assert_eq!(desk["share_pattern_id"], 61, "Bob receives the window the app shared: {desk}");
+    assert!(desk["share_frames_decoded"].as_u64().unwrap() >= 10, "{desk}");
+    let told: Vec<&Value> =
+        report["share"].as_array().unwrap().iter().filter(|e| e["event"] == "peer").collect();
+    assert_eq!(
+        told.iter().map(|e| e["sharing"].clone()).collect::<Vec<_>>(),
+        [json!(true), json!(false)],
+        "{told:?}"
+    );
+    eprintln!("app log:\n{}", home.log());
 }

@@ -58,9 +58,13 @@ fn the_picker_lists_the_screen_and_windows_by_title(xvfb: &Xvfb) {
     assert_eq!((listed.kind, listed.name.as_str()), (ShareKind::Window, "Quarterly figures"));
     assert_eq!((listed.width, listed.height), (640, 360));
 
+    // A thumbnail shows the window's own picture, even where another window covers it.
+    let cover = PatternWindow::open(&xvfb.display, "Cover", 5, (60, 40), (400, 300));
+    cover.raise();
     let thumbnail = share_thumbnail(&window.share_id(), 320, 240).unwrap();
     assert_eq!((thumbnail.width(), thumbnail.height()), (320, 180), "the window's shape, fitted");
     assert_eq!(read_stamp(&thumbnail).map(|s| s.id), Some(PATTERN));
+    drop(cover);
     let err = share_thumbnail("window:123456789", 320, 180).unwrap_err();
     assert!(matches!(err, ScreenError::NoSuchSource(_)), "{err:?}");
     let err = ScreenShare::open("screen:4", 5).unwrap_err();

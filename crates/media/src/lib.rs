@@ -35,5 +35,5 @@ pub use processing::{AudioProcessor, PROCESSING_FRAME, ProcessingConfig, Process
 pub use resample::{ResampleError, StreamResampler};
 pub use screen::{
     MAX_SHARE_SIZE, SHARE_FPS, ScreenError, ScreenShare, ShareEnded, ShareKind, ShareSource, ShareTarget,
-    share_sources, share_thumbnail,
+    share_sources, share_thumbnail, share_thumbnails,
 };

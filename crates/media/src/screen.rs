@@ -153,22 +153,52 @@ pub fn share_sources() -> Result<Vec<ShareSource>, ScreenError> {
     backend()?.sources()
 }
 
+/// How long programs get to repaint windows newly redirected for a thumbnail.
+const REPAINT: Duration = Duration::from_millis(150);
+
 /// One picture of `id`, scaled to fit `max_width` x `max_height` (for the picker).
 pub fn share_thumbnail(id: &str, max_width: usize, max_height: usize) -> Result<I420Frame, ScreenError> {
-    let target = ShareTarget::parse(id)?;
-    let mut backend = backend()?;
-    backend.check(target)?;
-    match backend.grab(target) {
-        Ok(grab) => {
-            let frame = to_frame(&grab, (max_width.max(2), max_height.max(2)))
-                .map_err(|reason| ScreenError::Capture { source_id: target.id(), reason })?;
-            Ok(frame)
-        }
-        Err(GrabError::Hidden) => {
-            Err(ScreenError::Capture { source_id: target.id(), reason: "the window is minimised".into() })
-        }
-        Err(GrabError::Ended(_)) => Err(ScreenError::NoSuchSource(target.id())),
+    share_thumbnails(&[id], max_width, max_height)
+        .pop()
+        .unwrap_or_else(|| Err(ScreenError::BadId(id.to_owned())))
+}
+
+/// A picture of each of `ids`, in order, each scaled to fit `max_width` x `max_height`: the
+/// picker's thumbnails, taken on one connection (windows shown with their own content, which
+/// their programs repaint within [`REPAINT`] of being asked).
+pub fn share_thumbnails(
+    ids: &[&str],
+    max_width: usize,
+    max_height: usize,
+) -> Vec<Result<I420Frame, ScreenError>> {
+    let mut backend = match backend() {
+        Ok(backend) => backend,
+        Err(err) => return ids.iter().map(|_| Err(err.clone())).collect(),
+    };
+    let targets: Vec<Result<ShareTarget, ScreenError>> =
+        ids.iter().map(|id| ShareTarget::parse(id)).collect();
+    let mut fresh = false;
+    for target in targets.iter().flatten() {
+        fresh |= backend.prepare(*target);
     }
+    if fresh {
+        std::thread::sleep(REPAINT);
+    }
+    targets
+        .into_iter()
+        .map(|target| {
+            let target = target?;
+            match backend.grab(target) {
+                Ok(grab) => to_frame(&grab, (max_width.max(2), max_height.max(2)))
+                    .map_err(|reason| ScreenError::Capture { source_id: target.id(), reason }),
+                Err(GrabError::Hidden) => Err(ScreenError::Capture {
+                    source_id: target.id(),
+                    reason: "the window is minimised".into(),
+                }),
+                Err(GrabError::Ended(_)) => Err(ScreenError::NoSuchSource(target.id())),
+            }
+        })
+        .collect()
 }
 
 /// A running share: frames from a capture thread of its own.
@@ -341,6 +371,9 @@ struct Backend;
 
 #[cfg(not(target_os = "linux"))]
 impl Backend {
+    fn prepare(&mut self, _: ShareTarget) -> bool {
+        false
+    }
     fn sources(&mut self) -> Result<Vec<ShareSource>, ScreenError> {
         Ok(Vec::new())
     }

@@ -25,6 +25,7 @@ pub(crate) struct X11 {
     randr: bool,
     net_client_list: Atom,
     net_wm_name: Atom,
+    net_wm_pid: Atom,
     utf8_string: Atom,
     /// Windows this connection has redirected (XComposite keeps them redirected until it closes).
     redirected: Vec<Window>,
@@ -61,8 +62,12 @@ impl X11 {
         let atom = |name: &[u8]| -> Result<Atom, ScreenError> {
             Ok(conn.intern_atom(false, name).map_err(lost)?.reply().map_err(lost)?.atom)
         };
-        let (net_client_list, net_wm_name, utf8_string) =
-            (atom(b"_NET_CLIENT_LIST")?, atom(b"_NET_WM_NAME")?, atom(b"UTF8_STRING")?);
+        let (net_client_list, net_wm_name, net_wm_pid, utf8_string) = (
+            atom(b"_NET_CLIENT_LIST")?,
+            atom(b"_NET_WM_NAME")?,
+            atom(b"_NET_WM_PID")?,
+            atom(b"UTF8_STRING")?,
+        );
         Ok(Self {
             conn,
             root,
@@ -70,6 +75,7 @@ impl X11 {
             randr,
             net_client_list,
             net_wm_name,
+            net_wm_pid,
             utf8_string,
             redirected: Vec::new(),
         })
@@ -147,6 +153,36 @@ impl X11 {
             .or_else(|| read(AtomEnum::WM_NAME.into(), AtomEnum::STRING.into()))
     }
 
+    /// The process that owns `window`, as it says (`_NET_WM_PID`).
+    fn pid(&self, window: Window) -> Option<u32> {
+        let reply = self
+            .conn
+            .get_property(false, window, self.net_wm_pid, AtomEnum::CARDINAL, 0, 1)
+            .ok()?
+            .reply()
+            .ok()?;
+        reply.value32()?.next()
+    }
+
+    /// Gets `target` ready to be grabbed with its own content: a window is redirected (once per
+    /// connection). Returns whether that was new: the window's own picture then arrives as its
+    /// program repaints (X sends it an Expose), and a grab at once may show what covered it.
+    pub(crate) fn prepare(&mut self, target: ShareTarget) -> bool {
+        let ShareTarget::Window(window) = target else { return false };
+        if !self.composite || self.redirected.contains(&window) {
+            return false;
+        }
+        let redirected = self
+            .conn
+            .composite_redirect_window(window, composite::Redirect::AUTOMATIC)
+            .ok()
+            .is_some_and(|cookie| cookie.check().is_ok());
+        if redirected {
+            self.redirected.push(window);
+        }
+        redirected
+    }
+
     pub(crate) fn sources(&mut self) -> Result<Vec<ShareSource>, ScreenError> {
         let mut sources: Vec<ShareSource> = self
             .monitors()?
@@ -161,6 +197,10 @@ impl X11 {
             })
             .collect();
         for window in self.windows()? {
+            // This process's own windows (the app sharing) would show themselves in a loop.
+            if self.pid(window) == Some(std::process::id()) {
+                continue;
+            }
             let Some(title) = self.title(window) else { continue };
             let Ok(Ok(geometry)) = self.conn.get_geometry(window).map(|c| c.reply()) else { continue };
             if geometry.width < MIN_WINDOW || geometry.height < MIN_WINDOW {
