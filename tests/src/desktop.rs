@@ -22,10 +22,24 @@ pub struct Xvfb {
 }
 
 impl Xvfb {
-    /// Starts Xvfb on a free display number (it picks one and says which).
+    /// Starts Xvfb on a free display number (it picks one and says which), 1280 x 800.
     pub fn start() -> Self {
+        Self::start_sized(1280, 800)
+    }
+
+    /// Starts Xvfb with a screen of `width` x `height`.
+    pub fn start_sized(width: u32, height: u32) -> Self {
         let mut child = Command::new("Xvfb")
-            .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"])
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                &format!("{width}x{height}x24"),
+                "-nolisten",
+                "tcp",
+                "-noreset",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -38,6 +52,11 @@ impl Xvfb {
 }
 
 impl Xvfb {
+    /// The X server's process id (to measure its CPU).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// With `CONFER_SCREENSHOTS=DIR` set, saves the screen's top-left `width`x`height` (where the
     /// app's window opens: there is no window manager) as `DIR/NAME.png` (xwd from x11-apps, and
     /// tools/xwd2png.py). How the README's screenshots are made.

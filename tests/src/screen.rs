@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use confer_media::I420Frame;
-use confer_media::synthetic::SyntheticCamera;
+use confer_media::synthetic::{SyntheticCamera, SyntheticScreen};
 use x11rb::connection::Connection as _;
 use x11rb::protocol::xproto::{
     AtomEnum, ConfigureWindowAux, ConnectionExt as _, CreateGCAux, CreateWindowAux, ImageFormat, PropMode,
@@ -32,13 +32,55 @@ pub struct PatternWindow {
     painter: Option<JoinHandle<()>>,
 }
 
+/// What a window shows.
+enum Picture {
+    Camera(SyntheticCamera),
+    Page(SyntheticScreen),
+}
+
+impl Picture {
+    fn next(&mut self) -> I420Frame {
+        match self {
+            Self::Camera(camera) => camera.next_frame(crate::unix_ms()).0,
+            Self::Page(page) => page.next_frame(crate::unix_ms()).0,
+        }
+    }
+}
+
 impl PatternWindow {
-    /// A `width` x `height` window at (`x`, `y`) on `display`, titled `title`, showing pattern
-    /// `pattern`.
+    /// A `width` x `height` window at (`x`, `y`) on `display`, titled `title`, showing the
+    /// synthetic camera's picture of pattern `pattern`.
     pub fn open(
         display: &str,
         title: &str,
         pattern: u32,
+        at: (i16, i16),
+        (width, height): (u16, u16),
+    ) -> Self {
+        let camera = SyntheticCamera::new(pattern, usize::from(width), usize::from(height))
+            .unwrap()
+            .with_name("shared window");
+        Self::showing(display, title, Picture::Camera(camera), at, (width, height))
+    }
+
+    /// A window showing the synthetic page of text (pattern `pattern`), scrolling `scroll`
+    /// pixels at each repaint (0: still).
+    pub fn open_page(
+        display: &str,
+        title: &str,
+        pattern: u32,
+        scroll: usize,
+        at: (i16, i16),
+        (width, height): (u16, u16),
+    ) -> Self {
+        let page = SyntheticScreen::new(pattern, usize::from(width), usize::from(height), scroll).unwrap();
+        Self::showing(display, title, Picture::Page(page), at, (width, height))
+    }
+
+    fn showing(
+        display: &str,
+        title: &str,
+        mut picture: Picture,
         (x, y): (i16, i16),
         (width, height): (u16, u16),
     ) -> Self {
@@ -70,14 +112,10 @@ impl PatternWindow {
             let (conn, stop) = (conn.clone(), stop.clone());
             let depth = root.root_depth;
             std::thread::spawn(move || {
-                let mut camera = SyntheticCamera::new(pattern, usize::from(width), usize::from(height))
-                    .unwrap()
-                    .with_name("shared window");
                 let gc = conn.generate_id().unwrap();
                 conn.create_gc(gc, id, &CreateGCAux::new()).unwrap();
                 while !stop.load(Ordering::Relaxed) {
-                    let (frame, _) = camera.next_frame(crate::unix_ms());
-                    let bgrx = to_bgrx(&frame);
+                    let bgrx = to_bgrx(&picture.next());
                     let stride = usize::from(width) * 4;
                     for (band, rows) in bgrx.chunks(stride * BAND).enumerate() {
                         let lines = (rows.len() / stride) as u16;

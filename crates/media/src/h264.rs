@@ -99,11 +99,16 @@ impl H264Encoder {
             .rate_control_mode(RateControlMode::Bitrate)
             .bitrate(BitRate::from_bps(config.bitrate_bps))
             .max_frame_rate(FrameRate::from_hz(config.fps))
-            .usage_type(match config.content {
-                VideoContent::Camera => UsageType::CameraVideoRealTime,
-                VideoContent::Screen => UsageType::ScreenContentRealTime,
-            })
             .skip_frames(false);
+        let settings = match config.content {
+            VideoContent::Camera => settings.usage_type(UsageType::CameraVideoRealTime),
+            // Screen content mode has no adaptive quantisation or background detection (openh264
+            // turns them off with a warning on stderr when asked).
+            VideoContent::Screen => settings
+                .usage_type(UsageType::ScreenContentRealTime)
+                .adaptive_quantization(false)
+                .background_detection(false),
+        };
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), settings)
             .map_err(|e| H264Error::Init(e.to_string()))?;
         Ok(Self { encoder, keyframe_requested: false, bitrate_bps: config.bitrate_bps })
