@@ -369,7 +369,8 @@ pub async fn choose_device(kind: String, id: String, shell: State<'_, Shell>) ->
     .await
 }
 
-/// A host action: `lock`, `unlock`, or `admit`, `deny`, `remove` with a participant id.
+/// A host action: `lock`, `unlock`, `several_shares`, `one_share`, or `admit`, `deny`,
+/// `remove`, `stop_share` with a participant id.
 #[tauri::command]
 pub async fn host_action(
     action: String,
@@ -386,6 +387,9 @@ pub async fn host_action(
         "admit" => ClientMessage::Admit { peer: peer()? },
         "deny" => ClientMessage::Deny { peer: peer()? },
         "remove" => ClientMessage::Remove { peer: peer()? },
+        "stop_share" => ClientMessage::StopShare { peer: peer()? },
+        "several_shares" => ClientMessage::SharePolicy { several: true },
+        "one_share" => ClientMessage::SharePolicy { several: false },
         other => return Err(UiError::new(ErrorCode::NotInCall, format!("no such host action: {other}"))),
     };
     with_call(&shell, |h| {

@@ -282,6 +282,11 @@ pub enum UiEvent {
         /// Why, if it was not asked for.
         reason: Option<String>,
     },
+    /// A host changed how many may share a screen at once.
+    SharePolicy {
+        /// Several at once (else one).
+        several: bool,
+    },
     /// A participant started or stopped sharing its screen.
     PeerSharing {
         /// Who.
@@ -385,6 +390,7 @@ impl UiEvent {
             EngineEvent::PeerSharing { id, sharing } => {
                 Self::PeerSharing { id: id.to_string(), sharing: *sharing }
             }
+            EngineEvent::SharePolicy { several } => Self::SharePolicy { several: *several },
             EngineEvent::VideoFrame { .. } | EngineEvent::SelfView(_) | EngineEvent::ShareFrame { .. } => {
                 return None;
             }

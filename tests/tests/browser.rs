@@ -218,7 +218,6 @@ fn chromium_and_confer_see_and_hear_each_other() {
     eprintln!("Confer → Chromium share: {share}");
     assert_eq!(share["pattern_id"], 41, "Chromium reads Confer's shared page");
     assert!(share["stamped_frames"].as_u64().unwrap() >= 20, "Chromium saw too few pictures of the share");
-    assert_eq!(confer_seen["state"]["sharing"], true, "Confer says it shares");
 
     // What Confer got from Chromium.
     let seen = &report["peers"][0];

@@ -406,8 +406,9 @@ fn the_app_shares_a_window_picked_with_its_thumbnail_and_shows_a_peers_share_lar
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
     let (host_link, invite) = relay.host();
-    // Bob shares the synthetic page (pattern 55) from the moment someone is there.
-    let bob = spawn_synthetic(&host_link, "Bob", 3, 40.0, SMALL, &["--share", "synthetic:55"]);
+    // Bob shares the synthetic page (pattern 55) for 12 s from the moment someone is there.
+    let bob =
+        spawn_synthetic(&host_link, "Bob", 3, 45.0, SMALL, &["--share", "synthetic:55", "--share-for", "12"]);
 
     let home = AppHome::new();
     home.settings(&settings(4));
@@ -436,7 +437,30 @@ fn the_app_shares_a_window_picked_with_its_thumbnail_and_shows_a_peers_share_lar
     assert_eq!(pattern_in(&snapshot(&driver, &share_tile)), Some(55), "the share tile shows Bob's page");
     xvfb.screenshot("share-received", WINDOW);
 
-    // The picker lists the window by its title, with a thumbnail of what it shows.
+    // While Bob shares, the app's share is refused (one at a time), and the page says who shares.
+    driver.click("[data-testid=share]");
+    driver.wait_for(
+        "the picker lists the window",
+        "return document.querySelectorAll('[data-testid=share-source]').length > 0",
+        Duration::from_secs(15),
+    );
+    driver.click(&format!("[data-testid=share-source][data-source='{}']", slides.share_id()));
+    let refused = driver.wait_for(
+        "the refusal",
+        "const n = document.querySelector('.notice'); return n && n.textContent.includes('Bob is sharing') && n.textContent",
+        Duration::from_secs(10),
+    );
+    assert!(refused.as_str().unwrap().contains("one share at a time"), "{refused}");
+    assert_eq!(driver.execute("return !!document.querySelector('[data-testid=sharing-bar]')", &[]), false);
+    // Bob's share ends: its tile goes.
+    driver.wait_for(
+        "Bob's share ended",
+        "return !document.querySelector(\"[data-tile^='share:']\")",
+        Duration::from_secs(20),
+    );
+
+    // Now the app may share. The picker lists the window by its title, with a thumbnail of what
+    // it shows.
     driver.click("[data-testid=share]");
     let offered = driver.wait_for(
         "the picker lists the window",

@@ -2,7 +2,8 @@
 //! content the test paints, the others receive it on the share track beside the camera and read
 //! the window's pattern back; closing the window ends the share for everyone within a second; a
 //! participant who joins while a share runs receives it; a share stopped by its sharer ends for
-//! everyone.
+//! everyone; the relay allows one share at a time (a second sharer is told who shares) and a
+//! host can stop a share.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::process::{Command, Stdio};
@@ -139,4 +140,48 @@ fn a_late_joiner_receives_a_share_in_progress_and_the_sharer_stopping_ends_it() 
         );
         assert_eq!(peer(report, "Ann")["sharing"], false);
     }
+}
+
+#[test]
+fn one_share_at_a_time_the_second_is_told_who_shares_and_a_host_can_stop_a_share() {
+    let _serial = one_at_a_time();
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    // Ann (host) shares from the start for 6 s and stops every share at 11 s; Bob asks at 3 s,
+    // while Ann's runs; Cid asks at 9 s, after it.
+    let ann = spawn_synthetic(
+        &host_link,
+        "Ann",
+        11,
+        14.0,
+        SMALL,
+        &["--share", "synthetic", "--share-for", "6", "--host-stop-shares-after", "11"],
+    );
+    let bob =
+        spawn_synthetic(&invite, "Bob", 12, 14.0, SMALL, &["--share", "synthetic", "--share-after", "3"]);
+    let cid =
+        spawn_synthetic(&invite, "Cid", 13, 14.0, SMALL, &["--share", "synthetic", "--share-after", "9"]);
+    let (ann, ann_log) = report_of(ann);
+    let (bob, bob_log) = report_of(bob);
+    let (cid, cid_log) = report_of(cid);
+    eprintln!("--- Ann: {ann}\n{ann_log}\n--- Bob: {bob}\n{bob_log}\n--- Cid: {cid}\n{cid_log}");
+    // Bob was refused, told who shares, and sent nothing.
+    assert_eq!(logged(&bob, "started", None), None, "Bob's share never started");
+    let refused =
+        bob["share"].as_array().unwrap().iter().find(|e| e["event"] == "stopped").expect("Bob told");
+    let why = refused["reason"].as_str().unwrap();
+    assert!(why.contains("Ann is sharing; one share at a time"), "{why}");
+    for report in [&ann, &cid] {
+        assert_eq!(peer(report, "Bob")["share_frames_decoded"], 0, "nobody received a share from Bob");
+    }
+    // Cid's share, after Ann's, was granted and reached the others...
+    assert!(logged(&cid, "started", None).is_some(), "Cid shared once Ann had stopped");
+    assert_eq!(peer(&bob, "Cid")["share_pattern_id"], 13);
+    assert_eq!(peer(&ann, "Cid")["share_pattern_id"], 13);
+    // ...until the host stopped it, which Cid was told by name.
+    let stopped =
+        cid["share"].as_array().unwrap().iter().find(|e| e["event"] == "stopped").expect("Cid's stop");
+    assert_eq!(stopped["reason"], "a host stopped your share");
+    assert_eq!(peer(&bob, "Cid")["sharing"], false);
 }

@@ -322,6 +322,9 @@ struct JoinArgs {
     /// Stop the share after it has run this many seconds.
     #[arg(long)]
     share_for: Option<f64>,
+    /// As a host, stop everyone's screen share this many seconds after starting.
+    #[arg(long)]
+    host_stop_shares_after: Option<f64>,
 }
 
 fn unix_ms() -> u64 {
@@ -422,6 +425,11 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let share_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.share_after.max(0.0));
     let mut unshare_at = None;
     let mut share_log = Vec::new();
+    // Who shares now, as the engine says.
+    let mut sharers = std::collections::BTreeSet::new();
+    let mut stop_shares_at = args
+        .host_stop_shares_after
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let chat_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.chat_after.max(0.0));
     let end = loop {
         let until = deadline.unwrap_or(far);
@@ -499,6 +507,11 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 }
                 Some(EngineEvent::PeerSharing { id, sharing }) => {
                     eprintln!("{id} {} sharing", if sharing { "started" } else { "stopped" });
+                    if sharing {
+                        sharers.insert(id.clone());
+                    } else {
+                        sharers.remove(&id);
+                    }
                     share_log.push(json!({"event": "peer", "id": id.to_string(), "sharing": sharing, "at_unix_ms": unix_ms()}));
                 }
                 Some(EngineEvent::RelayResumed) => {
@@ -530,6 +543,13 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             _ = tokio::time::sleep_until(share_at), if connected && share.is_some() => {
                 if let Some(choice) = share.take() {
                     handle.share(Some((choice, args.share_fps.clamp(1, 30))));
+                }
+            }
+            _ = tokio::time::sleep_until(stop_shares_at.unwrap_or(far)), if stop_shares_at.is_some() => {
+                stop_shares_at = None;
+                for peer in &sharers {
+                    eprintln!("stopping {peer}'s share");
+                    handle.host(confer_proto::ClientMessage::StopShare { peer: peer.clone() });
                 }
             }
             _ = tokio::time::sleep_until(unshare_at.unwrap_or(far)), if unshare_at.is_some() => {

@@ -1,5 +1,5 @@
 //! What peers say to each other on their data channel (docs/PROTOCOL.md, section 10): chat, and
-//! their own state (mute, camera, hand, screen share), which must not wait on the relay. One JSON object per
+//! their own state (mute, camera, hand), which must not wait on the relay. One JSON object per
 //! text message. What arrives is untrusted: it is size-checked, and anything that is not a
 //! message of this version is refused with a reason and changes nothing.
 
@@ -29,10 +29,6 @@ pub enum PeerMessage {
         camera: bool,
         /// Hand raised.
         hand_raised: bool,
-        /// Sharing a screen or window on the `screen` track (absent from peers that cannot
-        /// share: false).
-        #[serde(default)]
-        sharing: bool,
     },
 }
 
@@ -87,23 +83,16 @@ mod tests {
     fn messages_read_back_as_sent() {
         for message in [
             PeerMessage::Chat { text: "héllo \"there\"\n".into() },
-            PeerMessage::State { muted: true, camera: false, hand_raised: true, sharing: true },
+            PeerMessage::State { muted: true, camera: false, hand_raised: true },
         ] {
             assert_eq!(PeerMessage::decode(&message.encode()), Ok(message));
         }
-        // The documented form (what a browser sends); a peer that cannot share leaves out
-        // `sharing`.
+        // The documented form (what a browser sends).
         assert_eq!(
             PeerMessage::decode(
                 r#"{"type":"state","muted":false,"camera":true,"hand_raised":false,"extra":1}"#
             ),
-            Ok(PeerMessage::State { muted: false, camera: true, hand_raised: false, sharing: false })
-        );
-        assert_eq!(
-            PeerMessage::decode(
-                r#"{"type":"state","muted":false,"camera":true,"hand_raised":false,"sharing":true}"#
-            ),
-            Ok(PeerMessage::State { muted: false, camera: true, hand_raised: false, sharing: true })
+            Ok(PeerMessage::State { muted: false, camera: true, hand_raised: false })
         );
     }
 

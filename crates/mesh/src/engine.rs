@@ -17,7 +17,7 @@ use confer_media::{
     AudioProcessor, Camera, CameraChoice, DeviceChoice, FRAME_SAMPLES, H264Config, H264Decoder, H264Encoder,
     I420Frame, Microphone, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig, Speaker,
 };
-use confer_proto::{ClientMessage, InviteLink, LeaveReason, Participant, PeerId, SignalPayload};
+use confer_proto::{ClientMessage, ErrorCode, InviteLink, LeaveReason, Participant, PeerId, SignalPayload};
 use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
@@ -250,6 +250,7 @@ pub async fn join(
         participants: HashMap::new(),
         hand_raised: false,
         sharing: None,
+        share_wanted: None,
         share_out: share_tx,
         addresses: crate::peer::local_addresses(),
         sent_bytes: 0,
@@ -558,6 +559,8 @@ struct Engine {
     hand_raised: bool,
     /// Our screen share, while it runs.
     sharing: Option<Sharing>,
+    /// A share asked of the relay and not yet granted (one at a time per room).
+    share_wanted: Option<(ShareChoice, u32)>,
     /// Where a share's thread hands its access units.
     share_out: mpsc::Sender<ShareOut>,
     /// The machine's interface addresses at the last look.
@@ -672,11 +675,17 @@ impl Engine {
     }
 
     async fn add_participant(&mut self, participant: Participant) {
-        let Some(session) = &self.session else { return };
+        if self.session.is_none() {
+            return;
+        }
         let id = participant.id.clone();
         self.reports.entry(id.clone()).or_default().name.clone_from(&participant.name);
         self.participants.insert(id.clone(), participant.clone());
+        let sharing = participant.sharing;
         let _ = self.events.send(EngineEvent::Participant(participant));
+        // (After the participant: the page shows a share of someone it knows.)
+        self.peer_sharing(&id, sharing);
+        let Some(session) = &self.session else { return };
         if self.peers.contains_key(&id) {
             return;
         }
@@ -761,10 +770,19 @@ impl Engine {
                 self.add_participant(participant).await;
             }
             SignalingEvent::PeerUpdated(participant) => {
-                // The relay tells everyone, this participant too, of its own changes.
+                // The relay tells everyone, this participant too, of its own changes: the share
+                // it granted us, or a host stopping it.
                 if self.session.as_ref().is_some_and(|s| s.peer_id == participant.id) {
+                    if participant.sharing
+                        && let Some((choice, fps)) = self.share_wanted.take()
+                    {
+                        self.start_sharing(choice, fps).await;
+                    } else if !participant.sharing && self.sharing.is_some() && self.share_wanted.is_none() {
+                        self.stop_sharing(Some("a host stopped your share".into())).await;
+                    }
                     return;
                 }
+                self.peer_sharing(&participant.id, participant.sharing);
                 if let Some(report) = self.reports.get_mut(&participant.id) {
                     report.muted = participant.muted;
                     report.hand_raised = participant.hand_raised;
@@ -804,6 +822,11 @@ impl Engine {
             }
             SignalingEvent::Resumed { session, gap } => {
                 let _ = self.events.send(EngineEvent::RelayResumed);
+                // A relay that restarted has forgotten who shares: claim the share again (a
+                // `share_taken` answer stops it, if someone took it meanwhile).
+                if self.sharing.is_some() {
+                    self.signaling.send(ClientMessage::Share { on: true });
+                }
                 for participant in &session.participants {
                     self.unconfirmed.remove(&participant.id);
                     if !self.peers.contains_key(&participant.id) {
@@ -840,6 +863,27 @@ impl Engine {
             }
             SignalingEvent::RoomLocked { locked, .. } => {
                 let _ = self.events.send(EngineEvent::RoomLocked { locked });
+            }
+            SignalingEvent::SharePolicy { several } => {
+                let _ = self.events.send(EngineEvent::SharePolicy { several });
+            }
+            SignalingEvent::Error { code: ErrorCode::ShareTaken, message } => {
+                // Refused (someone else shares), or our share was not given back after a relay
+                // restart because someone took the floor meanwhile.
+                self.share_wanted = None;
+                if self.sharing.is_some() {
+                    self.stop_sharing(Some(message)).await;
+                } else {
+                    let _ = self.events.send(EngineEvent::ShareStopped { reason: Some(message) });
+                }
+            }
+            SignalingEvent::Error { code: ErrorCode::UnknownType, .. } if self.share_wanted.is_some() => {
+                // A relay from before shares went through it: its presence would say nobody
+                // shares, so sharing without its word would confuse everyone.
+                self.share_wanted = None;
+                let reason =
+                    "the meeting server is too old to arbitrate screen shares (update it)".to_owned();
+                let _ = self.events.send(EngineEvent::ShareStopped { reason: Some(reason) });
             }
             SignalingEvent::Error { code, message } => {
                 let _ = self.events.send(EngineEvent::RelayError { code, message });
@@ -884,17 +928,9 @@ impl Engine {
                 Ok(PeerMessage::Chat { text }) => {
                     let _ = self.events.send(EngineEvent::Chat { from, text });
                 }
-                Ok(PeerMessage::State { muted, camera, hand_raised, sharing }) => {
+                Ok(PeerMessage::State { muted, camera, hand_raised }) => {
                     let report = self.reports.entry(from.clone()).or_default();
                     (report.muted, report.hand_raised) = (muted, hand_raised);
-                    if report.sharing != sharing {
-                        report.sharing = sharing;
-                        if !sharing {
-                            // The next share starts with a keyframe, maybe at another size.
-                            self.decoders.remove(&(from.clone(), true));
-                        }
-                        let _ = self.events.send(EngineEvent::PeerSharing { id: from.clone(), sharing });
-                    }
                     if let Some(participant) = self.participants.get_mut(&from) {
                         (participant.muted, participant.camera, participant.hand_raised) =
                             (muted, camera, hand_raised);
@@ -1279,8 +1315,32 @@ impl Engine {
             muted: !self.sending.audio.load(Ordering::Relaxed),
             camera: self.sending.video.load(Ordering::Relaxed),
             hand_raised: self.hand_raised,
-            sharing: self.sharing.is_some(),
         }
+    }
+
+    /// A peer shares or not, as the relay's presence says (the relay grants shares).
+    fn peer_sharing(&mut self, id: &PeerId, sharing: bool) {
+        let report = self.reports.entry(id.clone()).or_default();
+        if report.sharing == sharing {
+            return;
+        }
+        report.sharing = sharing;
+        if !sharing {
+            // The next share starts with a keyframe, maybe at another size.
+            self.decoders.remove(&(id.clone(), true));
+        }
+        let _ = self.events.send(EngineEvent::PeerSharing { id: id.clone(), sharing });
+    }
+
+    /// Asks the relay for the share (one at a time per room); it starts once granted. Switching
+    /// what we share needs no asking.
+    async fn ask_to_share(&mut self, choice: ShareChoice, fps: u32) {
+        if self.sharing.is_some() {
+            self.start_sharing(choice, fps).await;
+            return;
+        }
+        self.share_wanted = Some((choice, fps));
+        self.signaling.send(ClientMessage::Share { on: true });
     }
 
     /// Starts sharing `choice` at `fps` in place of any share running now.
@@ -1298,20 +1358,27 @@ impl Engine {
                 self.sharing = Some(sharing);
                 let _ = self.events.send(EngineEvent::ShareStarted { source });
             }
-            Ok(Err(err)) => {
-                let _ = self.events.send(EngineEvent::ShareStopped { reason: Some(err.to_string()) });
-            }
-            Err(err) => {
-                let _ = self.events.send(EngineEvent::ShareStopped { reason: Some(err.to_string()) });
-            }
+            Ok(Err(err)) => self.share_failed(err.to_string()),
+            Err(err) => self.share_failed(err.to_string()),
         }
-        let state = self.my_state();
-        self.tell_everyone(&state).await;
+    }
+
+    /// The share could not start: the floor goes back.
+    fn share_failed(&mut self, reason: String) {
+        self.signaling.send(ClientMessage::Share { on: false });
+        let _ = self.events.send(EngineEvent::ShareStopped { reason: Some(reason) });
     }
 
     /// Stops our share, asked (`reason` `None`) or because it ended on its own.
     async fn stop_sharing(&mut self, reason: Option<String>) {
+        if self.share_wanted.take().is_some() {
+            // Asked for and not granted yet: take the request back.
+            self.signaling.send(ClientMessage::Share { on: false });
+            let _ = self.events.send(EngineEvent::ShareStopped { reason });
+            return;
+        }
         let Some(sharing) = self.sharing.take() else { return };
+        self.signaling.send(ClientMessage::Share { on: false });
         if sharing.dropped() > 0 {
             tracing::debug!(
                 dropped = sharing.dropped(),
@@ -1320,8 +1387,6 @@ impl Engine {
         }
         let _ = tokio::task::spawn_blocking(move || drop(sharing)).await;
         let _ = self.events.send(EngineEvent::ShareStopped { reason });
-        let state = self.my_state();
-        self.tell_everyone(&state).await;
     }
 
     /// Sends a message on every peer's data channel (waiting there until it opens).
@@ -1372,7 +1437,7 @@ impl Engine {
                 });
             }
             Command::Host(message) => self.signaling.send(message),
-            Command::Share(Some((choice, fps))) => self.start_sharing(choice, fps).await,
+            Command::Share(Some((choice, fps))) => self.ask_to_share(choice, fps).await,
             Command::Share(None) => self.stop_sharing(None).await,
             Command::Report(reply) => {
                 let mut reports = self.reports.clone();

@@ -132,6 +132,11 @@ pub enum SignalingEvent {
         /// By whom.
         by: PeerId,
     },
+    /// A host changed how many may share a screen at once.
+    SharePolicy {
+        /// Several at once (else one).
+        several: bool,
+    },
     /// Someone knocks (hosts only).
     Knock(Knocker),
     /// A knock ended (hosts only).
@@ -561,6 +566,7 @@ impl Client {
             ServerMessage::PeerResumed { peer } => SignalingEvent::PeerResumed(peer),
             ServerMessage::PeerUpdated { peer } => SignalingEvent::PeerUpdated(peer),
             ServerMessage::RoomLocked { locked, by } => SignalingEvent::RoomLocked { locked, by },
+            ServerMessage::SharePolicy { several, .. } => SignalingEvent::SharePolicy { several },
             ServerMessage::Knock { peer } => SignalingEvent::Knock(peer),
             ServerMessage::KnockEnded { peer } => SignalingEvent::KnockEnded(peer),
             ServerMessage::Reconnect { after_ms } => {

@@ -76,6 +76,8 @@ error_codes! {
     Removed = "removed", 4413;
     /// Another connection resumed your seat.
     Replaced = "replaced", 4414;
+    /// Someone else shares a screen, and the room allows one share at a time.
+    ShareTaken = "share_taken", 4416;
     /// The seat is gone (grace period over, removed, or left), or the resume token was replaced
     /// by newer ones.
     ResumeFailed = "resume_failed", 4415;

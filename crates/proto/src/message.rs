@@ -55,6 +55,9 @@ pub struct Participant {
     /// Whether it raised its hand.
     #[serde(default)]
     pub hand_raised: bool,
+    /// Whether it holds the screen share (granted by `share`).
+    #[serde(default)]
+    pub sharing: bool,
     /// Whether its connection is live.
     pub state: PeerState,
 }
@@ -184,6 +187,25 @@ pub enum ClientMessage {
         /// Hand raised.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hand_raised: Option<bool>,
+    },
+    /// Start (`on`) or stop sharing a screen. Starting is granted (a `peer_updated` of yourself
+    /// with `sharing: true`, to everyone) or refused with `share_taken` while someone else
+    /// shares and the room allows one share at a time.
+    Share {
+        /// Sharing from now on.
+        on: bool,
+    },
+    /// Host: stop a participant's screen share (it sees its own `peer_updated` with
+    /// `sharing: false`).
+    StopShare {
+        /// The sharer.
+        peer: PeerId,
+    },
+    /// Host: let several participants share at once (`several`), or one at a time (the
+    /// default; shares running now go on).
+    SharePolicy {
+        /// Several at once.
+        several: bool,
     },
     /// Host: newcomers must knock from now on.
     Lock,
@@ -317,6 +339,13 @@ pub enum ServerMessage {
     RoomLocked {
         /// Now locked?
         locked: bool,
+        /// The host who did it.
+        by: PeerId,
+    },
+    /// A host changed how many may share a screen at once.
+    SharePolicy {
+        /// Several at once (else one).
+        several: bool,
         /// The host who did it.
         by: PeerId,
     },

@@ -6,8 +6,22 @@ use serde::Deserialize;
 use crate::{ClientMessage, ErrorCode, ProtoError, ServerMessage, SignalPayload, limits};
 
 /// The `type` tags of [`ClientMessage`].
-const CLIENT_TYPES: &[&str] =
-    &["join", "resume", "signal", "update", "lock", "unlock", "admit", "deny", "remove", "ping", "leave"];
+const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "resume",
+    "signal",
+    "update",
+    "share",
+    "stop_share",
+    "share_policy",
+    "lock",
+    "unlock",
+    "admit",
+    "deny",
+    "remove",
+    "ping",
+    "leave",
+];
 
 /// Decodes and validates one message from a client. The error says which documented code
 /// applies; nothing the input holds can make this panic.
@@ -105,7 +119,10 @@ fn validate_client(msg: &ClientMessage) -> Result<(), ProtoError> {
         }
         ClientMessage::Signal { payload, .. } => validate_payload(payload),
         ClientMessage::Update { name, .. } => name.as_deref().map_or(Ok(()), check_name),
-        ClientMessage::Lock
+        ClientMessage::Share { .. }
+        | ClientMessage::StopShare { .. }
+        | ClientMessage::SharePolicy { .. }
+        | ClientMessage::Lock
         | ClientMessage::Unlock
         | ClientMessage::Admit { .. }
         | ClientMessage::Deny { .. }
@@ -229,6 +246,9 @@ mod tests {
                 payload: SignalPayload::EndOfCandidates { username_fragment: None },
             },
             ClientMessage::Update { name: None, muted: None, camera: None, hand_raised: None },
+            ClientMessage::Share { on: true },
+            ClientMessage::StopShare { peer: peer.clone() },
+            ClientMessage::SharePolicy { several: true },
             ClientMessage::Lock,
             ClientMessage::Unlock,
             ClientMessage::Admit { peer: peer.clone() },

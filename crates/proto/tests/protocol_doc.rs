@@ -28,8 +28,22 @@ fn every_client_example_decodes_and_every_client_type_has_one() {
         decode_client(example).unwrap_or_else(|e| panic!("{e}: {example}"));
     }
     let types: BTreeSet<String> = examples.iter().map(|e| type_of(e)).collect();
-    let expected =
-        ["join", "resume", "signal", "update", "lock", "unlock", "admit", "deny", "remove", "leave", "ping"];
+    let expected = [
+        "join",
+        "resume",
+        "signal",
+        "update",
+        "share",
+        "stop_share",
+        "share_policy",
+        "lock",
+        "unlock",
+        "admit",
+        "deny",
+        "remove",
+        "leave",
+        "ping",
+    ];
     assert_eq!(types, expected.iter().map(|s| (*s).to_owned()).collect());
 }
 
@@ -53,6 +67,7 @@ fn every_server_example_decodes_and_every_server_type_has_one() {
         "peer_updated",
         "signal",
         "room_locked",
+        "share_policy",
         "pong",
         "reconnect",
         "error",

@@ -96,6 +96,8 @@ struct Seat {
     muted: bool,
     camera: bool,
     hand_raised: bool,
+    /// Holds the screen share (granted by `share`).
+    sharing: bool,
     disconnected_at: Option<Instant>,
     next_seq: u64,
     /// Issue times of the newest resume token handed to this seat and of the one before; only
@@ -116,6 +118,7 @@ impl Seat {
             muted: self.muted,
             camera: self.camera,
             hand_raised: self.hand_raised,
+            sharing: self.sharing,
             state: if self.conn.is_some() { PeerState::Active } else { PeerState::Reconnecting },
         }
     }
@@ -145,6 +148,8 @@ pub(crate) struct Room {
     knocks: Vec<Knock>,
     locked: bool,
     waiting_room: bool,
+    /// Several may share a screen at once (a host allowed it); else one at a time.
+    several_shares: bool,
     empty_since: Option<Instant>,
     /// Whether anyone has been seated or knocked here yet.
     occupied_once: bool,
@@ -166,6 +171,7 @@ impl Room {
             knocks: Vec::new(),
             locked: false,
             waiting_room,
+            several_shares: false,
             empty_since: Some(now),
             occupied_once: false,
             ended: VecDeque::new(),
@@ -251,6 +257,7 @@ impl Room {
             muted: request.muted,
             camera: request.camera,
             hand_raised: false,
+            sharing: false,
             disconnected_at: None,
             next_seq: first_seq,
             tokens_ms: [request.welcome.resume_issued_ms; 2],
@@ -395,6 +402,30 @@ impl Room {
                 let update = ServerMessage::PeerUpdated { peer: seat.participant() };
                 self.broadcast(&update);
             }
+            ClientMessage::Share { on } => self.share(index, conn, on),
+            ClientMessage::StopShare { peer } => {
+                if self.require_host(index, conn) {
+                    match self.seats.iter_mut().find(|s| s.peer == peer) {
+                        Some(seat) => {
+                            seat.sharing = false;
+                            let update = ServerMessage::PeerUpdated { peer: seat.participant() };
+                            self.broadcast(&update);
+                        }
+                        None => self.reject(
+                            conn,
+                            ErrorCode::PeerNotFound,
+                            "no participant with that id in your room",
+                        ),
+                    }
+                }
+            }
+            ClientMessage::SharePolicy { several } => {
+                if self.require_host(index, conn) {
+                    self.several_shares = several;
+                    let by = self.seats[index].peer.clone();
+                    self.broadcast(&ServerMessage::SharePolicy { several, by });
+                }
+            }
             ClientMessage::Lock | ClientMessage::Unlock => {
                 if self.require_host(index, conn) {
                     self.locked = matches!(msg, ClientMessage::Lock);
@@ -432,6 +463,23 @@ impl Room {
                 self.reject(conn, ErrorCode::AlreadyJoined, "this connection already joined");
             }
         }
+    }
+
+    /// Grants or ends a seat's screen share: one at a time unless a host allowed several.
+    fn share(&mut self, index: usize, conn: ConnId, on: bool) {
+        if on && !self.several_shares {
+            let others = self.seats.iter().enumerate().find(|(i, s)| *i != index && s.sharing);
+            if let Some((_, sharer)) = others {
+                let detail =
+                    format!("{} is sharing; one share at a time (a host can allow more)", sharer.name);
+                self.reject(conn, ErrorCode::ShareTaken, &detail);
+                return;
+            }
+        }
+        let seat = &mut self.seats[index];
+        seat.sharing = on;
+        let update = ServerMessage::PeerUpdated { peer: seat.participant() };
+        self.broadcast(&update);
     }
 
     fn signal(&mut self, from_index: usize, conn: ConnId, to: &PeerId, payload: SignalPayload) {

@@ -16,7 +16,15 @@ import type {
 } from "./bindings";
 
 export type DeviceKind = "camera" | "microphone" | "speaker";
-export type HostAction = "lock" | "unlock" | "admit" | "deny" | "remove";
+export type HostAction =
+  | "lock"
+  | "unlock"
+  | "admit"
+  | "deny"
+  | "remove"
+  | "stop_share"
+  | "several_shares"
+  | "one_share";
 
 export interface Backend {
   frameSocket(): Promise<FrameSocket>;

@@ -128,7 +128,11 @@ source: string, } | { "type": "share_stopped",
 /**
  * Why, if it was not asked for.
  */
-reason: string | null, } | { "type": "peer_sharing", 
+reason: string | null, } | { "type": "share_policy", 
+/**
+ * Several at once (else one).
+ */
+several: boolean, } | { "type": "peer_sharing", 
 /**
  * Who.
  */

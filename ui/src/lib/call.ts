@@ -46,6 +46,8 @@ export interface CallState {
   notice: { key: string; params: Record<string, string> } | null;
   /** What this participant shares (`screen:<n>`, `window:<id>`), while it does. */
   myShare: string | null;
+  /** Several may share at once (a host allowed it); else one at a time. */
+  severalShares: boolean;
 }
 
 export function initialCall(): CallState {
@@ -60,6 +62,7 @@ export function initialCall(): CallState {
     activeSpeaker: null,
     notice: null,
     myShare: null,
+    severalShares: false,
   };
 }
 
@@ -175,6 +178,8 @@ export function reduce(state: CallState, event: UiEvent): CallState {
         myShare: null,
         notice: event.reason ? { key: "share.stopped_because", params: { reason: event.reason } } : state.notice,
       };
+    case "share_policy":
+      return { ...state, severalShares: event.several };
     case "peer_sharing":
       return { ...state, peers: updatePeer(state, event.id, (p) => ({ ...p, sharing: event.sharing })) };
   }

@@ -175,6 +175,35 @@ describe("the app against a mock backend", () => {
     await waitFor(() => expect(screen.getAllByTestId("tile")).toHaveLength(2));
   });
 
+  it("lets a host stop a participant's share and allow several at once", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    mock.emit({
+      type: "joined",
+      self_id: "me",
+      host: true,
+      locked: false,
+      knocking: [],
+      participants: [
+        { id: "a", name: "Alice", host: false, muted: false, camera: true, hand_raised: false, reconnecting: false },
+      ],
+    });
+    mock.emit({ type: "peer_sharing", id: "a", sharing: true });
+    await fireEvent.click(screen.getByTestId("people-toggle"));
+    await fireEvent.click(await screen.findByRole("button", { name: "Stop Alice's screen share" }));
+    const policy = screen.getByTestId("share-policy");
+    expect(policy.textContent).toContain("Let several share at once");
+    await fireEvent.click(policy);
+    mock.emit({ type: "share_policy", several: true });
+    await waitFor(() => expect(screen.getByTestId("share-policy").textContent).toContain("One screen share at a time"));
+    expect(mock.calls.filter(([n]) => n === "host_action")).toEqual([
+      ["host_action", { action: "stop_share", peer: "a" }],
+      ["host_action", { action: "several_shares", peer: undefined }],
+    ]);
+    mock.emit({ type: "peer_sharing", id: "a", sharing: false });
+    await waitFor(() => expect(screen.queryByTestId("stop-peer-share")).toBeNull());
+  });
+
   it("closes the share picker with Escape without sharing", async () => {
     const mock = mockBackend();
     await toCall(mock);

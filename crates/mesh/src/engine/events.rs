@@ -95,7 +95,12 @@ pub enum EngineEvent {
         /// The synthetic page's stamp, if the picture carries one.
         stamp: Option<FrameStamp>,
     },
-    /// A participant started or stopped sharing (as its data channel says).
+    /// A host changed how many may share a screen at once.
+    SharePolicy {
+        /// Several at once (else one).
+        several: bool,
+    },
+    /// A participant started or stopped sharing (as the relay, which grants shares, says).
     PeerSharing {
         /// Who.
         id: PeerId,

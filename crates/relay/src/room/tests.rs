@@ -340,3 +340,88 @@ fn a_room_just_opened_is_not_evicted_but_one_that_was_used_is() {
     drain(&mut used);
     assert!(used.is_evictable(t0));
 }
+
+/// Who `outputs` say shares, as each `peer_updated` told it (the last word per peer).
+fn sharing_told(outputs: &[(ConnId, ServerMessage)], to: ConnId) -> Vec<(PeerId, bool)> {
+    outputs
+        .iter()
+        .filter_map(|(conn, m)| match m {
+            ServerMessage::PeerUpdated { peer } if *conn == to => Some((peer.id.clone(), peer.sharing)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_screen_share_at_a_time_unless_a_host_allows_several_and_a_host_can_stop_one() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest), (3, Role::Guest)]);
+    // P2 shares: granted, and everyone (P2 too) is told.
+    room.message(t0, 2, ClientMessage::Share { on: true });
+    let out = drain(&mut room);
+    for conn in [1, 2, 3] {
+        assert_eq!(sharing_told(&out, conn), [(peer(2), true)], "conn {conn}: {out:?}");
+    }
+    // P3 asks too: refused with the sharer's name, and nothing changes for anyone.
+    room.message(t0, 3, ClientMessage::Share { on: true });
+    match &drain(&mut room)[..] {
+        [(3, ServerMessage::Error { code: ErrorCode::ShareTaken, message, fatal: false })] => {
+            assert!(message.contains("P2 is sharing"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A guest may not stop another's share or change the rule.
+    room.message(t0, 3, ClientMessage::StopShare { peer: peer(2) });
+    room.message(t0, 3, ClientMessage::SharePolicy { several: true });
+    assert!(matches!(
+        drain(&mut room)[..],
+        [
+            (3, ServerMessage::Error { code: ErrorCode::RoleForbidden, .. }),
+            (3, ServerMessage::Error { code: ErrorCode::RoleForbidden, .. })
+        ]
+    ));
+    // The host allows several: P3's share is granted beside P2's.
+    room.message(t0, 1, ClientMessage::SharePolicy { several: true });
+    room.message(t0, 3, ClientMessage::Share { on: true });
+    let out = drain(&mut room);
+    assert!(
+        out.iter().any(|(c, m)| *c == 2 && matches!(m, ServerMessage::SharePolicy { several: true, .. }))
+    );
+    assert_eq!(sharing_told(&out, 2), [(peer(3), true)]);
+    // The host stops P2's share: P2 learns it from its own update, as everyone does.
+    room.message(t0, 1, ClientMessage::StopShare { peer: peer(2) });
+    assert_eq!(sharing_told(&drain(&mut room), 2), [(peer(2), false)]);
+    room.message(t0, 1, ClientMessage::StopShare { peer: peer(9) });
+    assert!(matches!(
+        drain(&mut room)[..],
+        [(1, ServerMessage::Error { code: ErrorCode::PeerNotFound, .. })]
+    ));
+    // Back to one at a time: P3 keeps its share; P2 may not start another while it lasts, and
+    // may once P3 stops (or leaves).
+    room.message(t0, 1, ClientMessage::SharePolicy { several: false });
+    drain(&mut room);
+    room.message(t0, 2, ClientMessage::Share { on: true });
+    assert!(matches!(drain(&mut room)[..], [(2, ServerMessage::Error { code: ErrorCode::ShareTaken, .. })]));
+    room.message(t0, 3, ClientMessage::Leave);
+    drain(&mut room);
+    room.message(t0, 2, ClientMessage::Share { on: true });
+    assert_eq!(sharing_told(&drain(&mut room), 1), [(peer(2), true)]);
+}
+
+#[test]
+fn a_sharer_who_reconnects_keeps_the_share() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    room.message(t0, 2, ClientMessage::Share { on: true });
+    drain(&mut room);
+    room.disconnect(t0, 2);
+    room.resume(resume_request(5, 2, 0));
+    let out = drain(&mut room);
+    let resumed = out.iter().find_map(|(c, m)| match m {
+        ServerMessage::PeerResumed { peer } if *c == 1 => Some(peer.sharing),
+        _ => None,
+    });
+    assert_eq!(resumed, Some(true), "{out:?}");
+    room.message(t0, 1, ClientMessage::Share { on: true });
+    assert!(matches!(drain(&mut room)[..], [(1, ServerMessage::Error { code: ErrorCode::ShareTaken, .. })]));
+}
