@@ -341,6 +341,12 @@ pub async fn share_screen(source: Option<String>, shell: State<'_, Shell>) -> Re
     .await
 }
 
+/// Sends a reaction (👍 👏 😂 ❤️ 🎉 😮) to everyone.
+#[tauri::command]
+pub async fn react(emoji: String, shell: State<'_, Shell>) -> Result<(), UiError> {
+    with_call(&shell, |h| h.react(&emoji).map_err(|e| UiError::new(ErrorCode::Chat, e.to_string()))).await
+}
+
 /// Sends a chat message to everyone.
 #[tauri::command]
 pub async fn send_chat(text: String, shell: State<'_, Shell>) -> Result<(), UiError> {

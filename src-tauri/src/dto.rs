@@ -282,6 +282,13 @@ pub enum UiEvent {
         /// Why, if it was not asked for.
         reason: Option<String>,
     },
+    /// A participant reacted (the emoji floats on its tile).
+    Reaction {
+        /// Who.
+        from: String,
+        /// One of 👍 👏 😂 ❤️ 🎉 😮.
+        emoji: String,
+    },
     /// A host changed how many may share a screen at once.
     SharePolicy {
         /// Several at once (else one).
@@ -391,6 +398,9 @@ impl UiEvent {
                 Self::PeerSharing { id: id.to_string(), sharing: *sharing }
             }
             EngineEvent::SharePolicy { several } => Self::SharePolicy { several: *several },
+            EngineEvent::Reaction { from, emoji } => {
+                Self::Reaction { from: from.to_string(), emoji: emoji.clone() }
+            }
             EngineEvent::VideoFrame { .. } | EngineEvent::SelfView(_) | EngineEvent::ShareFrame { .. } => {
                 return None;
             }

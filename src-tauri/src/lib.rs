@@ -110,6 +110,7 @@ pub fn run() {
             commands::raise_hand,
             commands::share_sources,
             commands::share_screen,
+            commands::react,
             commands::send_chat,
             commands::choose_device,
             commands::host_action,

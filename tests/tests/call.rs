@@ -24,7 +24,7 @@ fn peer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
 }
 
 #[test]
-fn four_participants_see_and_hear_each_other_chat_and_see_mute() {
+fn four_participants_see_and_hear_each_other_chat_react_and_see_mute() {
     let _serial = one_at_a_time();
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
@@ -37,7 +37,7 @@ fn four_participants_see_and_hear_each_other_chat_and_see_mute() {
         // Everyone greets everyone at 7 s, when all four are in the call.
         let mut extra = vec!["--chat", chat.as_str(), "--chat-after", "7"];
         if *name == "Bob" {
-            extra.extend(["--mute-after", "7"]);
+            extra.extend(["--mute-after", "7", "--react", "👏"]);
         }
         // Dee joins late: 3 s after the others, and stays as long.
         if *name == "Dee" {
@@ -72,6 +72,11 @@ fn four_participants_see_and_hear_each_other_chat_and_see_mute() {
             );
             if *other == "Bob" {
                 assert_eq!(seen["muted"], true, "{me} does not see Bob muted");
+                let reactions = report["reactions"].as_array().unwrap();
+                assert!(
+                    reactions.iter().any(|r| r["from"] == seen["id"] && r["emoji"] == "👏"),
+                    "{me} did not get Bob's applause: {reactions:?}"
+                );
             }
         }
     }

@@ -76,7 +76,7 @@ enum Command {
         /// The invite link (confer://… or https://…).
         link: String,
         #[command(flatten)]
-        args: JoinArgs,
+        args: Box<JoinArgs>,
     },
 }
 
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             }
             Command::Check { link, json } => check(&link, json).await,
             Command::Screens { json } => screens(json),
-            Command::Join { link, args } => join(&link, args).await,
+            Command::Join { link, args } => join(&link, *args).await,
         }
     })
 }
@@ -285,6 +285,9 @@ struct JoinArgs {
     /// When to send `--chat`, seconds after starting.
     #[arg(long, default_value_t = 0.0)]
     chat_after: f64,
+    /// Send this reaction (👍 👏 😂 ❤️ 🎉 😮) with the chat message, at `--chat-after`.
+    #[arg(long)]
+    react: Option<String>,
     /// Mute the microphone after this many seconds.
     #[arg(long)]
     mute_after: Option<f64>,
@@ -386,6 +389,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let mut chat = args.chat.clone();
     let mut peer_id = None;
     let mut chats = Vec::new();
+    let mut reactions = Vec::new();
+    let mut react = args.react.clone();
     let mut left = Vec::new();
     let mut reconnecting = Vec::new();
     let mut unreachable = Vec::new();
@@ -478,6 +483,9 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     }
                 }
                 Some(EngineEvent::Chat { from, text }) => chats.push(json!({"from": from.to_string(), "text": text})),
+                Some(EngineEvent::Reaction { from, emoji }) => {
+                    reactions.push(json!({"from": from.to_string(), "emoji": emoji, "at_unix_ms": unix_ms()}));
+                }
                 Some(EngineEvent::RelayReconnecting { cause }) => {
                     eprintln!("relay connection lost ({cause}); reconnecting");
                     if relay_lost.len() < 32 {
@@ -522,11 +530,16 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 Some(_) => {}
                 None => break Some("the engine stopped".into()),
             },
-            _ = tokio::time::sleep_until(chat_at), if connected && chat.is_some() => {
+            _ = tokio::time::sleep_until(chat_at), if connected && (chat.is_some() || react.is_some()) => {
                 if let Some(text) = chat.take()
                     && let Err(err) = handle.chat(&text)
                 {
                     eprintln!("confer: chat not sent: {err}");
+                }
+                if let Some(emoji) = react.take()
+                    && let Err(err) = handle.react(&emoji)
+                {
+                    eprintln!("confer: reaction not sent: {err}");
                 }
             }
             _ = tokio::time::sleep_until(switch_at), if switch.is_some() => {
@@ -630,6 +643,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "peer_id": peer_id,
             "peers": peers,
             "chat": chats,
+            "reactions": reactions,
             "left": left,
             "reconnecting": reconnecting,
             "unreachable": unreachable,

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_MESSAGE: usize = 32 * 1024;
 /// The longest chat message, in characters.
 pub const MAX_CHAT: usize = 4_000;
+/// The reactions a participant can send (each floats on the sender's tile for a moment).
+pub const REACTIONS: [&str; 6] = ["👍", "👏", "😂", "❤️", "🎉", "😮"];
 
 /// One data-channel message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +22,11 @@ pub enum PeerMessage {
     Chat {
         /// The text, 1 to 4,000 characters.
         text: String,
+    },
+    /// A reaction to what is going on: one of [`REACTIONS`].
+    Reaction {
+        /// The emoji.
+        emoji: String,
     },
     /// The sender's own state as it is now (sent when the channel opens and on every change).
     State {
@@ -44,6 +51,14 @@ pub enum DataError {
     /// A chat message that is empty, only white space, or longer than [`MAX_CHAT`] characters.
     #[error("chat text must be 1 to {MAX_CHAT} characters, not only white space")]
     ChatLength,
+    /// A reaction that is not one of [`REACTIONS`].
+    #[error("not a reaction Confer knows (one of 👍 👏 😂 ❤️ 🎉 😮)")]
+    UnknownReaction,
+}
+
+/// A reaction is one of [`REACTIONS`].
+pub fn check_reaction(emoji: &str) -> Result<(), DataError> {
+    if REACTIONS.contains(&emoji) { Ok(()) } else { Err(DataError::UnknownReaction) }
 }
 
 /// A chat text is 1 to [`MAX_CHAT`] characters and not only white space.
@@ -61,8 +76,10 @@ impl PeerMessage {
             return Err(DataError::TooLarge(text.len()));
         }
         let message: Self = serde_json::from_str(text).map_err(|e| DataError::Invalid(e.to_string()))?;
-        if let Self::Chat { text } = &message {
-            check_chat(text)?;
+        match &message {
+            Self::Chat { text } => check_chat(text)?,
+            Self::Reaction { emoji } => check_reaction(emoji)?,
+            Self::State { .. } => {}
         }
         Ok(message)
     }
@@ -84,6 +101,7 @@ mod tests {
         for message in [
             PeerMessage::Chat { text: "héllo \"there\"\n".into() },
             PeerMessage::State { muted: true, camera: false, hand_raised: true },
+            PeerMessage::Reaction { emoji: "🎉".into() },
         ] {
             assert_eq!(PeerMessage::decode(&message.encode()), Ok(message));
         }
@@ -98,6 +116,14 @@ mod tests {
 
     #[test]
     fn bad_messages_are_refused_with_a_reason() {
+        assert_eq!(
+            PeerMessage::decode(r#"{"type":"reaction","emoji":"💩"}"#),
+            Err(DataError::UnknownReaction)
+        );
+        assert_eq!(
+            PeerMessage::decode(r#"{"type":"reaction","emoji":"👍👍"}"#),
+            Err(DataError::UnknownReaction)
+        );
         assert!(matches!(PeerMessage::decode("chat:hi"), Err(DataError::Invalid(_))));
         assert!(matches!(PeerMessage::decode(r#"{"type":"dance"}"#), Err(DataError::Invalid(_))));
         assert!(matches!(

@@ -113,6 +113,7 @@ fn unix_us() -> u64 {
 enum Command {
     Leave,
     Chat(String),
+    React(String),
     Mute(bool),
     Camera(bool),
     Hand(bool),
@@ -149,6 +150,13 @@ impl EngineHandle {
     pub fn chat(&self, text: &str) -> Result<(), crate::data::DataError> {
         crate::data::check_chat(text)?;
         let _ = self.commands.send(Command::Chat(text.to_owned()));
+        Ok(())
+    }
+
+    /// Sends a reaction (one of [`crate::data::REACTIONS`]) to everyone.
+    pub fn react(&self, emoji: &str) -> Result<(), crate::data::DataError> {
+        crate::data::check_reaction(emoji)?;
+        let _ = self.commands.send(Command::React(emoji.to_owned()));
         Ok(())
     }
 
@@ -925,6 +933,9 @@ impl Engine {
                 self.playout.push(&from, rtp_timestamp, payload, arrival);
             }
             PeerEvent::Data(text) => match PeerMessage::decode(&text) {
+                Ok(PeerMessage::Reaction { emoji }) => {
+                    let _ = self.events.send(EngineEvent::Reaction { from, emoji });
+                }
                 Ok(PeerMessage::Chat { text }) => {
                     let _ = self.events.send(EngineEvent::Chat { from, text });
                 }
@@ -1400,6 +1411,7 @@ impl Engine {
     async fn on_command(&mut self, command: Command) {
         match command {
             Command::Chat(text) => self.tell_everyone(&PeerMessage::Chat { text }).await,
+            Command::React(emoji) => self.tell_everyone(&PeerMessage::Reaction { emoji }).await,
             Command::Mute(muted) => {
                 self.sending.audio.store(!muted, Ordering::Relaxed);
                 let state = self.my_state();

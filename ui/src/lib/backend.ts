@@ -43,6 +43,8 @@ export interface Backend {
   /** Shares a screen or window with everyone (`null` stops); `share_*` events say how it went. */
   shareScreen(source: string | null): Promise<void>;
   sendChat(text: string): Promise<void>;
+  /** Sends a reaction (one of `REACTIONS`) to everyone. */
+  react(emoji: string): Promise<void>;
   chooseDevice(kind: DeviceKind, id: string): Promise<void>;
   hostAction(action: HostAction, peer?: string): Promise<void>;
   /** Calls `handler` for every call event until the returned function is called. */
@@ -99,6 +101,7 @@ async function tauriBackend(): Promise<Backend> {
     shareSources: () => invoke("share_sources"),
     shareScreen: (source) => invoke("share_screen", { source }),
     sendChat: (text) => invoke("send_chat", { text }),
+    react: (emoji) => invoke("react", { emoji }),
     chooseDevice: (kind, id) => invoke("choose_device", { kind, id }),
     hostAction: (action, peer) => invoke("host_action", { action, peer: peer ?? null }),
     onCallEvent: async (handler) => listen<UiEvent>("call", (e) => handler(e.payload)),

@@ -128,7 +128,15 @@ source: string, } | { "type": "share_stopped",
 /**
  * Why, if it was not asked for.
  */
-reason: string | null, } | { "type": "share_policy", 
+reason: string | null, } | { "type": "reaction", 
+/**
+ * Who.
+ */
+from: string, 
+/**
+ * One of 👍 👏 😂 ❤️ 🎉 😮.
+ */
+emoji: string, } | { "type": "share_policy", 
 /**
  * Several at once (else one).
  */

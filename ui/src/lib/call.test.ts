@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { initialCall, MAX_CHAT_LINES, ownChat, reduce, shownShare } from "./call";
+import { REACTION_MS, addReaction, expireReactions, initialCall, MAX_CHAT_LINES, ownChat, reduce, shownShare } from "./call";
 import type { UiEvent, UiParticipant } from "./bindings";
 
 const alice: UiParticipant = {
@@ -37,6 +37,20 @@ describe("the call state", () => {
     expect(s.peers).toHaveLength(1);
     expect(s.peers[0]).toMatchObject({ id: "b", muted: true, connected: true });
     expect(s.notice).toEqual({ key: "left.left", params: { name: "Alice" } });
+  });
+
+  it("floats reactions on their tiles for a few seconds, and ignores unknown ones", () => {
+    let s = play(
+      { type: "joined", self_id: "me", participants: [alice], host: false, locked: false, knocking: [] },
+      { type: "reaction", from: "a", emoji: "🎉" },
+      { type: "reaction", from: "a", emoji: "💩" },
+    );
+    expect(s.reactions.map((r) => [r.tile, r.emoji])).toEqual([["a", "🎉"]]);
+    const at = s.reactions[0]?.at ?? 0;
+    s = addReaction(s, "self", "👍", at + 1000);
+    expect(expireReactions(s, at + REACTION_MS - 1).reactions).toHaveLength(2);
+    expect(expireReactions(s, at + REACTION_MS).reactions.map((r) => r.emoji)).toEqual(["👍"]);
+    expect(expireReactions(s, at + REACTION_MS + 1000).reactions).toEqual([]);
   });
 
   it("shows a peer's share while it lasts and says why our own share stopped", () => {

@@ -33,6 +33,21 @@ export interface ChatLine {
   mine: boolean;
 }
 
+/** The reactions a participant can send. */
+export const REACTIONS = ["👍", "👏", "😂", "❤️", "🎉", "😮"] as const;
+/** How long a reaction floats on its tile, ms. */
+export const REACTION_MS = 4000;
+
+export interface FloatingReaction {
+  /** Unique among the reactions shown. */
+  key: number;
+  /** The tile: a participant id, or `self`. */
+  tile: string;
+  emoji: string;
+  /** When it arrived (`Date.now()`). */
+  at: number;
+}
+
 export interface CallState {
   phase: Phase;
   selfId: string | null;
@@ -48,6 +63,10 @@ export interface CallState {
   myShare: string | null;
   /** Several may share at once (a host allowed it); else one at a time. */
   severalShares: boolean;
+  /** Reactions floating on tiles now, oldest first. */
+  reactions: FloatingReaction[];
+  /** Key of the next reaction. */
+  nextReaction: number;
 }
 
 export function initialCall(): CallState {
@@ -63,7 +82,21 @@ export function initialCall(): CallState {
     notice: null,
     myShare: null,
     severalShares: false,
+    reactions: [],
+    nextReaction: 1,
   };
+}
+
+/** Adds a reaction on `tile`; at most 20 float at once (the oldest go first). */
+export function addReaction(state: CallState, tile: string, emoji: string, at: number = Date.now()): CallState {
+  const reaction = { key: state.nextReaction, tile, emoji, at };
+  return { ...state, reactions: [...state.reactions, reaction].slice(-20), nextReaction: state.nextReaction + 1 };
+}
+
+/** Drops the reactions that have floated for [`REACTION_MS`] by `now`. */
+export function expireReactions(state: CallState, now: number = Date.now()): CallState {
+  const kept = state.reactions.filter((r) => now - r.at < REACTION_MS);
+  return kept.length === state.reactions.length ? state : { ...state, reactions: kept };
 }
 
 function peerFrom(p: UiParticipant, old?: Peer): Peer {
@@ -178,6 +211,8 @@ export function reduce(state: CallState, event: UiEvent): CallState {
         myShare: null,
         notice: event.reason ? { key: "share.stopped_because", params: { reason: event.reason } } : state.notice,
       };
+    case "reaction":
+      return (REACTIONS as readonly string[]).includes(event.emoji) ? addReaction(state, event.from, event.emoji) : state;
     case "share_policy":
       return { ...state, severalShares: event.several };
     case "peer_sharing":

@@ -204,6 +204,27 @@ describe("the app against a mock backend", () => {
     await waitFor(() => expect(screen.queryByTestId("stop-peer-share")).toBeNull());
   });
 
+  it("sends a reaction from the bar and floats it on the sender's tile, and shows others' on theirs", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    mock.emit({
+      type: "joined",
+      self_id: "me",
+      host: false,
+      locked: false,
+      knocking: [],
+      participants: [
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, reconnecting: false },
+      ],
+    });
+    await fireEvent.click(screen.getByRole("button", { name: "React with 👏" }));
+    expect(mock.calls.filter(([n]) => n === "react")).toEqual([["react", "👏"]]);
+    const tile = (id: string) => screen.getAllByTestId("tile").find((t) => t.dataset.tile === id);
+    await waitFor(() => expect(tile("self")?.querySelector("[data-testid=reaction]")?.textContent).toBe("👏"));
+    mock.emit({ type: "reaction", from: "a", emoji: "❤️" });
+    await waitFor(() => expect(tile("a")?.querySelector("[data-testid=reaction]")?.textContent).toBe("❤️"));
+  });
+
   it("closes the share picker with Escape without sharing", async () => {
     const mock = mockBackend();
     await toCall(mock);

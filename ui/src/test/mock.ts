@@ -107,6 +107,7 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
     },
     shareScreen: (source) => record("share_screen", source),
     sendChat: (text) => record("send_chat", text),
+    react: (emoji) => record("react", emoji),
     chooseDevice: (kind, id) => record("choose_device", { kind, id }),
     hostAction: (action, peer) => record("host_action", { action, peer }),
     onCallEvent: async (handler) => {

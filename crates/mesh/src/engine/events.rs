@@ -125,6 +125,13 @@ pub enum EngineEvent {
         /// The active speaker.
         active_speaker: Option<PeerId>,
     },
+    /// A reaction (one of [`crate::data::REACTIONS`]).
+    Reaction {
+        /// From whom.
+        from: PeerId,
+        /// The emoji.
+        emoji: String,
+    },
     /// A chat message.
     Chat {
         /// From whom.
