@@ -574,6 +574,7 @@ pub async fn bench_tiles(
             muted: true,
             camera: true,
             hand_raised: false,
+            hand_order: None,
             reconnecting: false,
         })
         .collect::<Vec<_>>();

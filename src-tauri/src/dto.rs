@@ -27,6 +27,9 @@ pub struct UiParticipant {
     pub camera: bool,
     /// Whether its hand is raised.
     pub hand_raised: bool,
+    /// Its place in the queue of raised hands (lower: raised earlier), once the relay has
+    /// counted it.
+    pub hand_order: Option<u64>,
     /// Whether its connection to the relay dropped (it may come back).
     pub reconnecting: bool,
 }
@@ -40,6 +43,7 @@ impl From<&Participant> for UiParticipant {
             muted: p.muted,
             camera: p.camera,
             hand_raised: p.hand_raised,
+            hand_order: p.hand_order.filter(|_| p.hand_raised),
             reconnecting: p.state == PeerState::Reconnecting,
         }
     }
@@ -282,6 +286,11 @@ pub enum UiEvent {
         /// Why, if it was not asked for.
         reason: Option<String>,
     },
+    /// This participant as the relay sees it (the place of its raised hand in the queue).
+    Myself {
+        /// This participant.
+        participant: UiParticipant,
+    },
     /// A participant reacted (the emoji floats on its tile).
     Reaction {
         /// Who.
@@ -398,6 +407,7 @@ impl UiEvent {
                 Self::PeerSharing { id: id.to_string(), sharing: *sharing }
             }
             EngineEvent::SharePolicy { several } => Self::SharePolicy { several: *several },
+            EngineEvent::Myself(p) => Self::Myself { participant: p.into() },
             EngineEvent::Reaction { from, emoji } => {
                 Self::Reaction { from: from.to_string(), emoji: emoji.clone() }
             }

@@ -24,7 +24,7 @@ fn peer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
 }
 
 #[test]
-fn four_participants_see_and_hear_each_other_chat_react_and_see_mute() {
+fn four_participants_see_and_hear_each_other_chat_react_queue_hands_and_see_mute() {
     let _serial = one_at_a_time();
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
@@ -38,6 +38,13 @@ fn four_participants_see_and_hear_each_other_chat_react_and_see_mute() {
         let mut extra = vec!["--chat", chat.as_str(), "--chat-after", "7"];
         if *name == "Bob" {
             extra.extend(["--mute-after", "7", "--react", "👏"]);
+        }
+        // Cid raises a hand at 5 s, Ann at 6 s: the queue keeps that order for everyone.
+        if *name == "Cid" {
+            extra.extend(["--raise-hand-after", "5"]);
+        }
+        if *name == "Ann" {
+            extra.extend(["--raise-hand-after", "6"]);
         }
         // Dee joins late: 3 s after the others, and stays as long.
         if *name == "Dee" {
@@ -70,6 +77,13 @@ fn four_participants_see_and_hear_each_other_chat_react_and_see_mute() {
                 chats.iter().any(|c| c["text"] == format!("hello from {other}")),
                 "{me} did not get {other}'s chat: {chats:?}"
             );
+            if *other == "Cid" && me != "Ann" {
+                let (cid, ann) = (seen["hand_order"].as_u64(), peer(report, "Ann")["hand_order"].as_u64());
+                assert!(
+                    cid.is_some() && ann.is_some() && cid < ann,
+                    "{me}'s queue: Cid {cid:?}, then Ann {ann:?}"
+                );
+            }
             if *other == "Bob" {
                 assert_eq!(seen["muted"], true, "{me} does not see Bob muted");
                 let reactions = report["reactions"].as_array().unwrap();

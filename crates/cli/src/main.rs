@@ -291,6 +291,9 @@ struct JoinArgs {
     /// Mute the microphone after this many seconds.
     #[arg(long)]
     mute_after: Option<f64>,
+    /// Raise the hand after this many seconds.
+    #[arg(long)]
+    raise_hand_after: Option<f64>,
     /// Use TURN relay candidates only.
     #[arg(long)]
     relay_only: bool,
@@ -391,6 +394,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let mut chats = Vec::new();
     let mut reactions = Vec::new();
     let mut react = args.react.clone();
+    let mut hand_at =
+        args.raise_hand_after.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut left = Vec::new();
     let mut reconnecting = Vec::new();
     let mut unreachable = Vec::new();
@@ -569,6 +574,10 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 unshare_at = None;
                 handle.share(None);
             }
+            _ = tokio::time::sleep_until(hand_at.unwrap_or(far)), if hand_at.is_some() => {
+                hand_at = None;
+                handle.raise_hand(true);
+            }
             _ = tokio::time::sleep_until(mute_deadline) => {
                 muted = true;
                 handle.mute(true);
@@ -605,6 +614,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "candidates_received": r.candidates_received,
                     "muted": r.muted,
                     "hand_raised": r.hand_raised,
+                    "hand_order": r.hand_order,
                     "ice_restarts": r.ice_restarts,
                     "stats": {
                         "rtt_ms": r.stats.rtt_ms,

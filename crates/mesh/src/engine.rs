@@ -781,6 +781,7 @@ impl Engine {
                 // The relay tells everyone, this participant too, of its own changes: the share
                 // it granted us, or a host stopping it.
                 if self.session.as_ref().is_some_and(|s| s.peer_id == participant.id) {
+                    let _ = self.events.send(EngineEvent::Myself(participant.clone()));
                     if participant.sharing
                         && let Some((choice, fps)) = self.share_wanted.take()
                     {
@@ -794,6 +795,7 @@ impl Engine {
                 if let Some(report) = self.reports.get_mut(&participant.id) {
                     report.muted = participant.muted;
                     report.hand_raised = participant.hand_raised;
+                    report.hand_order = participant.hand_order;
                     report.name.clone_from(&participant.name);
                 }
                 self.participants.insert(participant.id.clone(), participant.clone());

@@ -55,6 +55,10 @@ pub struct Participant {
     /// Whether it raised its hand.
     #[serde(default)]
     pub hand_raised: bool,
+    /// Its place in the room's queue of raised hands: raised hands ordered by this number were
+    /// raised in that order (absent while the hand is down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hand_order: Option<u64>,
     /// Whether it holds the screen share (granted by `share`).
     #[serde(default)]
     pub sharing: bool,

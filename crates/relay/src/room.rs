@@ -96,6 +96,8 @@ struct Seat {
     muted: bool,
     camera: bool,
     hand_raised: bool,
+    /// When the hand went up, as the room counts raises (the queue's order).
+    hand_order: Option<u64>,
     /// Holds the screen share (granted by `share`).
     sharing: bool,
     disconnected_at: Option<Instant>,
@@ -118,6 +120,7 @@ impl Seat {
             muted: self.muted,
             camera: self.camera,
             hand_raised: self.hand_raised,
+            hand_order: self.hand_order,
             sharing: self.sharing,
             state: if self.conn.is_some() { PeerState::Active } else { PeerState::Reconnecting },
         }
@@ -150,6 +153,8 @@ pub(crate) struct Room {
     waiting_room: bool,
     /// Several may share a screen at once (a host allowed it); else one at a time.
     several_shares: bool,
+    /// Hands raised so far: the next raise's place in the queue.
+    hands_raised: u64,
     empty_since: Option<Instant>,
     /// Whether anyone has been seated or knocked here yet.
     occupied_once: bool,
@@ -172,6 +177,7 @@ impl Room {
             locked: false,
             waiting_room,
             several_shares: false,
+            hands_raised: 0,
             empty_since: Some(now),
             occupied_once: false,
             ended: VecDeque::new(),
@@ -257,6 +263,7 @@ impl Room {
             muted: request.muted,
             camera: request.camera,
             hand_raised: false,
+            hand_order: None,
             sharing: false,
             disconnected_at: None,
             next_seq: first_seq,
@@ -399,6 +406,13 @@ impl Room {
                 seat.muted = muted.unwrap_or(seat.muted);
                 seat.camera = camera.unwrap_or(seat.camera);
                 seat.hand_raised = hand_raised.unwrap_or(seat.hand_raised);
+                // The queue: a hand raised goes to the back; one lowered leaves it.
+                if !seat.hand_raised {
+                    seat.hand_order = None;
+                } else if seat.hand_order.is_none() {
+                    self.hands_raised += 1;
+                    seat.hand_order = Some(self.hands_raised);
+                }
                 let update = ServerMessage::PeerUpdated { peer: seat.participant() };
                 self.broadcast(&update);
             }

@@ -128,7 +128,11 @@ source: string, } | { "type": "share_stopped",
 /**
  * Why, if it was not asked for.
  */
-reason: string | null, } | { "type": "reaction", 
+reason: string | null, } | { "type": "myself", 
+/**
+ * This participant.
+ */
+participant: UiParticipant, } | { "type": "reaction", 
 /**
  * Who.
  */
@@ -179,6 +183,11 @@ camera: boolean,
  * Whether its hand is raised.
  */
 hand_raised: boolean, 
+/**
+ * Its place in the queue of raised hands (lower: raised earlier), once the relay has
+ * counted it.
+ */
+hand_order: number | null, 
 /**
  * Whether its connection to the relay dropped (it may come back).
  */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { REACTION_MS, addReaction, expireReactions, initialCall, MAX_CHAT_LINES, ownChat, reduce, shownShare } from "./call";
+import { REACTION_MS, addReaction, expireReactions, handQueue, initialCall, MAX_CHAT_LINES, ownChat, reduce, shownShare } from "./call";
 import type { UiEvent, UiParticipant } from "./bindings";
 
 const alice: UiParticipant = {
@@ -8,7 +8,7 @@ const alice: UiParticipant = {
   host: true,
   muted: false,
   camera: true,
-  hand_raised: false,
+  hand_raised: false, hand_order: null,
   reconnecting: false,
 };
 const bob: UiParticipant = { ...alice, id: "b", name: "Bob", host: false };
@@ -37,6 +37,20 @@ describe("the call state", () => {
     expect(s.peers).toHaveLength(1);
     expect(s.peers[0]).toMatchObject({ id: "b", muted: true, connected: true });
     expect(s.notice).toEqual({ key: "left.left", params: { name: "Alice" } });
+  });
+
+  it("queues raised hands in the order the relay counted them, uncounted ones last", () => {
+    const s = play(
+      { type: "joined", self_id: "me", participants: [alice, bob], host: false, locked: false, knocking: [] },
+      { type: "participant", participant: { ...bob, hand_raised: true, hand_order: 7 } },
+      { type: "participant", participant: { ...alice, hand_raised: true, hand_order: 9 } },
+      { type: "myself", participant: { ...alice, id: "me", name: "Me", hand_raised: true, hand_order: 8 } },
+    );
+    expect(handQueue(s, true, "Me").map((h) => h.name)).toEqual(["Bob", "Me", "Alice"]);
+    // Our own hand, raised here and not counted by the relay yet, goes last; lowered, it goes.
+    const fresh = reduce(s, { type: "myself", participant: { ...alice, id: "me", hand_raised: false, hand_order: null } });
+    expect(handQueue(fresh, true, "Me").map((h) => h.id)).toEqual(["b", "a", "self"]);
+    expect(handQueue(fresh, false, "Me").map((h) => h.id)).toEqual(["b", "a"]);
   });
 
   it("floats reactions on their tiles for a few seconds, and ignores unknown ones", () => {

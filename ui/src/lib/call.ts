@@ -63,6 +63,8 @@ export interface CallState {
   myShare: string | null;
   /** Several may share at once (a host allowed it); else one at a time. */
   severalShares: boolean;
+  /** This participant as the relay sees it (its hand's place in the queue). */
+  me: UiParticipant | null;
   /** Reactions floating on tiles now, oldest first. */
   reactions: FloatingReaction[];
   /** Key of the next reaction. */
@@ -82,9 +84,29 @@ export function initialCall(): CallState {
     notice: null,
     myShare: null,
     severalShares: false,
+    me: null,
     reactions: [],
     nextReaction: 1,
   };
+}
+
+export interface RaisedHand {
+  /** A participant id, or `self`. */
+  id: string;
+  name: string;
+}
+
+/**
+ * Raised hands in the order they went up (as the relay counted them; a hand it has not counted
+ * yet goes last). `handRaised` is this participant's own hand, as this page knows it first.
+ */
+export function handQueue(state: CallState, handRaised: boolean, selfName: string): RaisedHand[] {
+  const hands = state.peers
+    .filter((p) => p.hand_raised)
+    .map((p) => ({ id: p.id, name: p.name, order: p.hand_order }));
+  if (handRaised) hands.push({ id: "self", name: selfName, order: state.me?.hand_raised ? state.me.hand_order : null });
+  const place = (order: number | null) => order ?? Number.MAX_SAFE_INTEGER;
+  return hands.sort((a, b) => place(a.order) - place(b.order)).map(({ id, name }) => ({ id, name }));
 }
 
 /** Adds a reaction on `tile`; at most 20 float at once (the oldest go first). */
@@ -211,6 +233,8 @@ export function reduce(state: CallState, event: UiEvent): CallState {
         myShare: null,
         notice: event.reason ? { key: "share.stopped_because", params: { reason: event.reason } } : state.notice,
       };
+    case "myself":
+      return { ...state, me: event.participant };
     case "reaction":
       return (REACTIONS as readonly string[]).includes(event.emoji) ? addReaction(state, event.from, event.emoji) : state;
     case "share_policy":

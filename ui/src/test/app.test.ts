@@ -97,8 +97,8 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: true, muted: true, camera: true, hand_raised: false, reconnecting: false },
-        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, reconnecting: false },
+        { id: "a", name: "Alice", host: true, muted: true, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
       ],
     });
     await waitFor(() => expect(screen.getAllByTestId("tile")).toHaveLength(3));
@@ -121,7 +121,7 @@ describe("the app against a mock backend", () => {
         locked: false,
         knocking: [],
         participants: [
-          { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, reconnecting: false },
+          { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
         ],
       },
     ];
@@ -140,7 +140,7 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, reconnecting: false },
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
       ],
     });
     await fireEvent.click(screen.getByTestId("share"));
@@ -185,7 +185,7 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: false, muted: false, camera: true, hand_raised: false, reconnecting: false },
+        { id: "a", name: "Alice", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
       ],
     });
     mock.emit({ type: "peer_sharing", id: "a", sharing: true });
@@ -214,7 +214,7 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, reconnecting: false },
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
       ],
     });
     await fireEvent.click(screen.getByRole("button", { name: "React with 👏" }));

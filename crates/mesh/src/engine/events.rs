@@ -125,6 +125,8 @@ pub enum EngineEvent {
         /// The active speaker.
         active_speaker: Option<PeerId>,
     },
+    /// This participant as the relay sees it (its hand's place in the queue, its share).
+    Myself(Participant),
     /// A reaction (one of [`crate::data::REACTIONS`]).
     Reaction {
         /// From whom.
@@ -220,6 +222,8 @@ pub struct PeerReport {
     pub muted: bool,
     /// Whether its hand is raised (as it says).
     pub hand_raised: bool,
+    /// Its hand's place in the room's queue (as the relay counts raises).
+    pub hand_order: Option<u64>,
     /// ICE restarts this side made (as the offerer).
     pub ice_restarts: u32,
     /// The connection over the last second.

@@ -425,3 +425,40 @@ fn a_sharer_who_reconnects_keeps_the_share() {
     room.message(t0, 1, ClientMessage::Share { on: true });
     assert!(matches!(drain(&mut room)[..], [(1, ServerMessage::Error { code: ErrorCode::ShareTaken, .. })]));
 }
+
+#[test]
+fn raised_hands_queue_in_the_order_they_went_up() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest), (3, Role::Guest)]);
+    let hand =
+        |up: bool| ClientMessage::Update { name: None, muted: None, camera: None, hand_raised: Some(up) };
+    let order_told = |out: &[(ConnId, ServerMessage)]| {
+        out.iter()
+            .find_map(|(c, m)| match m {
+                ServerMessage::PeerUpdated { peer } if *c == 1 => Some((peer.id.clone(), peer.hand_order)),
+                _ => None,
+            })
+            .unwrap()
+    };
+    room.message(t0, 3, hand(true));
+    let cid = order_told(&drain(&mut room));
+    room.message(t0, 2, hand(true));
+    let bob = order_told(&drain(&mut room));
+    assert_eq!(cid.0, peer(3));
+    assert!(cid.1.unwrap() < bob.1.unwrap(), "P3 raised first: {cid:?} {bob:?}");
+    // Raising again keeps the place; a mute does not move it.
+    room.message(t0, 3, hand(true));
+    assert_eq!(order_told(&drain(&mut room)), cid);
+    room.message(
+        t0,
+        3,
+        ClientMessage::Update { name: None, muted: Some(true), camera: None, hand_raised: None },
+    );
+    assert_eq!(order_told(&drain(&mut room)), cid);
+    // Lowered and raised again: to the back of the queue.
+    room.message(t0, 3, hand(false));
+    assert_eq!(order_told(&drain(&mut room)), (peer(3), None));
+    room.message(t0, 3, hand(true));
+    let again = order_told(&drain(&mut room));
+    assert!(again.1.unwrap() > bob.1.unwrap(), "{again:?} after {bob:?}");
+}
