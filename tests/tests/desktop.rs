@@ -459,6 +459,30 @@ fn the_app_shares_a_window_picked_with_its_thumbnail_and_shows_a_peers_share_lar
         Duration::from_secs(20),
     );
 
+    // Speaker view: Bob's camera moves to the stage, large, and goes on drawing his picture.
+    let bob_id = share_tile.trim_start_matches("share:").to_owned();
+    driver.click("[data-testid=layout]");
+    driver.wait_for(
+        "Bob's camera on the stage",
+        &format!("const t = document.querySelector('.stage > [data-testid=tile]'); return t && t.dataset.tile === '{bob_id}'"),
+        Duration::from_secs(10),
+    );
+    driver.wait_for(
+        "the staged tile drawing",
+        &format!(
+            "const t = window.__confer.tiles().find(t => t.id === '{bob_id}'); return t && t.drawn >= 10"
+        ),
+        Duration::from_secs(10),
+    );
+    let staged = driver.execute(
+        "const t = document.querySelector('.stage > [data-testid=tile]'); return [t.dataset.tile, t.getBoundingClientRect().width]",
+        &[],
+    );
+    assert_eq!(staged[0], bob_id.as_str(), "{staged}");
+    assert!(staged[1].as_f64().unwrap() > 3.0 * camera_width, "Bob is large in speaker view: {staged}");
+    assert_eq!(pattern_in(&snapshot(&driver, &bob_id)), Some(3), "the stage shows Bob's camera");
+    driver.click("[data-testid=layout]");
+
     // Now the app may share. The picker lists the window by its title, with a thumbnail of what
     // it shows.
     driver.click("[data-testid=share]");

@@ -225,6 +225,43 @@ describe("the app against a mock backend", () => {
     await waitFor(() => expect(tile("a")?.querySelector("[data-testid=reaction]")?.textContent).toBe("❤️"));
   });
 
+  it("shows the active speaker large in speaker view, and a pinned tile large in any view", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    mock.emit({
+      type: "joined",
+      self_id: "me",
+      host: false,
+      locked: false,
+      knocking: [],
+      participants: [
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+      ],
+    });
+    const staged = () =>
+      (document.querySelector(".stage > [data-testid=tile]") as HTMLElement | null)?.dataset.tile ?? null;
+    await waitFor(() => expect(screen.getAllByTestId("tile")).toHaveLength(3));
+    expect(staged()).toBeNull();
+    await fireEvent.click(screen.getByTestId("layout"));
+    expect(staged()).toBe("a");
+    mock.emit({
+      type: "levels",
+      levels: [{ id: "b", dbfs: -20, speaking: true }],
+      active_speaker: "b",
+    });
+    await waitFor(() => expect(staged()).toBe("b"));
+    // Each participant has one tile, large or small.
+    expect(screen.getAllByTestId("tile").map((t) => t.dataset.tile).sort()).toEqual(["a", "b", "self"]);
+    // Pinning Alice puts her large, whoever speaks; back in the grid she stays pinned.
+    await fireEvent.click(screen.getByRole("button", { name: "Pin Alice large" }));
+    expect(staged()).toBe("a");
+    await fireEvent.click(screen.getByTestId("layout"));
+    expect(staged()).toBe("a");
+    await fireEvent.click(screen.getByRole("button", { name: "Unpin Alice" }));
+    expect(staged()).toBeNull();
+  });
+
   it("closes the share picker with Escape without sharing", async () => {
     const mock = mockBackend();
     await toCall(mock);
