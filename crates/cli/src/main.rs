@@ -294,6 +294,15 @@ struct JoinArgs {
     /// Raise the hand after this many seconds.
     #[arg(long)]
     raise_hand_after: Option<f64>,
+    /// Send this file to everyone connected, `--send-file-after` seconds after starting.
+    #[arg(long)]
+    send_file: Option<std::path::PathBuf>,
+    /// When to send `--send-file`, seconds after starting (and once connected).
+    #[arg(long, default_value_t = 0.0)]
+    send_file_after: f64,
+    /// Where files others send are saved (default: confer-downloads in the temporary folder).
+    #[arg(long)]
+    downloads: Option<std::path::PathBuf>,
     /// Use TURN relay candidates only.
     #[arg(long)]
     relay_only: bool,
@@ -367,6 +376,9 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     };
     let mut config = EngineConfig::synthetic(&args.name, 0);
     config.media = media;
+    if let Some(dir) = &args.downloads {
+        config.downloads.clone_from(dir);
+    }
     config.relay_only = args.relay_only;
     let Some((width, height)) =
         args.size.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
@@ -394,6 +406,10 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let mut chats = Vec::new();
     let mut reactions = Vec::new();
     let mut react = args.react.clone();
+    let mut send_file = args.send_file.clone();
+    let send_file_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.send_file_after.max(0.0));
+    let (mut files_received, mut files_sent, mut files_failed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut file_progress = 0u32;
     let mut hand_at =
         args.raise_hand_after.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut left = Vec::new();
@@ -488,6 +504,19 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     }
                 }
                 Some(EngineEvent::Chat { from, text }) => chats.push(json!({"from": from.to_string(), "text": text})),
+                Some(EngineEvent::FileProgress { .. }) => file_progress += 1,
+                Some(EngineEvent::FileReceived { from, name, size, sha256, path }) => {
+                    eprintln!("received {name} ({size} bytes) from {from}");
+                    files_received.push(json!({"from": from.to_string(), "name": name, "size": size, "sha256": sha256, "path": path, "at_unix_ms": unix_ms()}));
+                }
+                Some(EngineEvent::FileSent { to, name, size }) => {
+                    eprintln!("sent {name} ({size} bytes) to {to}");
+                    files_sent.push(json!({"to": to.to_string(), "name": name, "size": size, "at_unix_ms": unix_ms()}));
+                }
+                Some(EngineEvent::FileFailed { peer, name, sending, reason }) => {
+                    eprintln!("file {name} {} {peer} failed: {reason}", if sending { "to" } else { "from" });
+                    files_failed.push(json!({"peer": peer.to_string(), "name": name, "sending": sending, "reason": reason}));
+                }
                 Some(EngineEvent::Reaction { from, emoji }) => {
                     reactions.push(json!({"from": from.to_string(), "emoji": emoji, "at_unix_ms": unix_ms()}));
                 }
@@ -574,6 +603,11 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 unshare_at = None;
                 handle.share(None);
             }
+            _ = tokio::time::sleep_until(send_file_at), if connected && send_file.is_some() => {
+                if let Some(path) = send_file.take() {
+                    handle.send_file(&path);
+                }
+            }
             _ = tokio::time::sleep_until(hand_at.unwrap_or(far)), if hand_at.is_some() => {
                 hand_at = None;
                 handle.raise_hand(true);
@@ -654,6 +688,10 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "peers": peers,
             "chat": chats,
             "reactions": reactions,
+            "files_received": files_received,
+            "files_sent": files_sent,
+            "files_failed": files_failed,
+            "file_progress_events": file_progress,
             "left": left,
             "reconnecting": reconnecting,
             "unreachable": unreachable,

@@ -22,9 +22,13 @@ use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
 use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, bitrate_ceiling, is_offerer, next_bitrate};
+use crate::files::FileEvent;
 use crate::nopath::NoPathCause;
 use crate::peer::{LocalTracks, Peer, PeerEvent, RelayAnswer, Stack};
 use crate::share::{ShareChoice, ShareOut, Sharing};
+
+/// Files received at once from one peer; a further `file` channel is refused.
+const MAX_INCOMING: usize = 4;
 use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signaling, SignalingEvent};
 
 mod events;
@@ -73,6 +77,8 @@ pub struct EngineConfig {
     /// Hand out what the camera sends as [`EngineEvent::SelfView`] (an app's self view; a
     /// headless participant has no use for it).
     pub self_view: bool,
+    /// Where files others send are saved.
+    pub downloads: std::path::PathBuf,
 }
 
 impl EngineConfig {
@@ -87,6 +93,7 @@ impl EngineConfig {
             video_bitrate: (300_000, 800_000, 1_500_000),
             relay_only: false,
             self_view: false,
+            downloads: std::env::temp_dir().join("confer-downloads"),
         }
     }
 }
@@ -114,6 +121,7 @@ enum Command {
     Leave,
     Chat(String),
     React(String),
+    SendFile(std::path::PathBuf),
     Mute(bool),
     Camera(bool),
     Hand(bool),
@@ -151,6 +159,12 @@ impl EngineHandle {
         crate::data::check_chat(text)?;
         let _ = self.commands.send(Command::Chat(text.to_owned()));
         Ok(())
+    }
+
+    /// Sends the file at `path` to everyone connected now, each on a channel of its own
+    /// (progress, then [`EngineEvent::FileSent`] or [`EngineEvent::FileFailed`] per peer).
+    pub fn send_file(&self, path: &std::path::Path) {
+        let _ = self.commands.send(Command::SendFile(path.to_owned()));
     }
 
     /// Sends a reaction (one of [`crate::data::REACTIONS`]) to everyone.
@@ -233,6 +247,7 @@ pub async fn join(
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = mpsc::unbounded_channel();
     let (share_tx, share_rx) = mpsc::channel(crate::share::QUEUE);
+    let (file_tx, file_rx) = mpsc::unbounded_channel();
     let sending = Arc::new(Sending::default());
     let (speaker, swaps) = start_media(&config, &sending, media_tx)?;
 
@@ -260,6 +275,9 @@ pub async fn join(
         sharing: None,
         share_wanted: None,
         share_out: share_tx,
+        file_events: file_tx,
+        transfers: tokio::task::JoinSet::new(),
+        receiving: HashMap::new(),
         addresses: crate::peer::local_addresses(),
         sent_bytes: 0,
         worst_loss: None,
@@ -274,7 +292,7 @@ pub async fn join(
             let _ = engine.events.send(EngineEvent::Knocking);
         }
     }
-    tokio::spawn(engine.run(signal_events, peer_rx, command_rx, (media_rx, share_rx)));
+    tokio::spawn(engine.run(signal_events, peer_rx, command_rx, (media_rx, share_rx, file_rx)));
     Ok((EngineHandle { commands }, events))
 }
 
@@ -571,6 +589,12 @@ struct Engine {
     share_wanted: Option<(ShareChoice, u32)>,
     /// Where a share's thread hands its access units.
     share_out: mpsc::Sender<ShareOut>,
+    /// Where file transfers report (each transfer's events are few: progress every 250 ms).
+    file_events: mpsc::UnboundedSender<(PeerId, FileEvent)>,
+    /// File transfers running, aborted when the call ends.
+    transfers: tokio::task::JoinSet<()>,
+    /// Files being received, per peer (at most [`MAX_INCOMING`] each).
+    receiving: HashMap<PeerId, usize>,
     /// The machine's interface addresses at the last look.
     addresses: std::collections::BTreeSet<std::net::IpAddr>,
     /// Bytes encoded (video and audio) since the last statistics.
@@ -594,7 +618,11 @@ impl Engine {
         mut signal_events: mpsc::UnboundedReceiver<SignalingEvent>,
         mut peer_events: mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        (mut media, mut shared): (mpsc::UnboundedReceiver<Encoded>, mpsc::Receiver<ShareOut>),
+        (mut media, mut shared, mut files): (
+            mpsc::UnboundedReceiver<Encoded>,
+            mpsc::Receiver<ShareOut>,
+            mpsc::UnboundedReceiver<(PeerId, FileEvent)>,
+        ),
     ) {
         let mut playout_tick = tokio::time::interval(Duration::from_millis(20));
         playout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -644,6 +672,8 @@ impl Engine {
                     }
                     ShareOut::Ended(why) => self.stop_sharing(Some(why)).await,
                 },
+                Some((peer, event)) = files.recv() => self.on_file(peer, event),
+                Some(_) = self.transfers.join_next(), if !self.transfers.is_empty() => {}
                 _ = playout_tick.tick() => {
                     ticks += 1;
                     self.play(ticks.is_multiple_of(5));
@@ -653,6 +683,7 @@ impl Engine {
             }
         };
         self.sending.stop.store(true, Ordering::Relaxed);
+        self.transfers.abort_all();
         if let Some(sharing) = self.sharing.take() {
             // Dropping it waits for its thread (at most an encode): not on the runtime's thread.
             let _ = tokio::task::spawn_blocking(move || drop(sharing)).await;
@@ -991,6 +1022,17 @@ impl Engine {
                 }
             }
             PeerEvent::RelayDiagnosis(answers) => self.on_relay_diagnosis(answers),
+            PeerEvent::FileChannel(incoming) => {
+                let count = self.receiving.entry(from.clone()).or_default();
+                if *count >= MAX_INCOMING {
+                    tracing::info!(peer = %from, "a file channel refused: too many transfers from this peer");
+                    incoming.refuse();
+                    return;
+                }
+                *count += 1;
+                let (dir, events) = (self.config.downloads.clone(), self.file_events.clone());
+                self.transfers.spawn(crate::files::receive(incoming, dir, from, events));
+            }
             PeerEvent::RoundTrip(rtt) => {
                 self.reports.entry(from.clone()).or_default().stats.rtt_ms =
                     Some(rtt.as_secs_f64() * 1_000.0);
@@ -1331,6 +1373,80 @@ impl Engine {
         }
     }
 
+    /// Sends the file at `path` to every connected peer.
+    async fn send_file(&mut self, path: std::path::PathBuf) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let failed = |engine: &Self, peer: Option<&PeerId>, reason: String| {
+            let peer = peer.cloned().or_else(|| engine.session.as_ref().map(|s| s.peer_id.clone()));
+            if let Some(peer) = peer {
+                let _ = engine.events.send(EngineEvent::FileFailed {
+                    peer,
+                    name: name.clone(),
+                    sending: true,
+                    reason,
+                });
+            }
+        };
+        let name_ok = crate::files::plain_name(&name);
+        let digest = match name_ok {
+            Ok(_) => crate::files::digest(&path).await,
+            Err(err) => Err(err),
+        };
+        let (sha256, size) = match digest {
+            Ok((_, size)) if size > crate::files::MAX_FILE => {
+                return failed(self, None, crate::files::FileError::TooLarge(size).to_string());
+            }
+            Ok(digest) => digest,
+            Err(err) => return failed(self, None, err.to_string()),
+        };
+        let id = format!("{:016x}", rand::random::<u64>());
+        for (peer, slot) in &self.peers {
+            if !slot.connected {
+                continue;
+            }
+            match slot.peer.file_channel().await {
+                Ok(channel) => {
+                    let header = (id.clone(), name.clone(), size, sha256.clone());
+                    let events = self.file_events.clone();
+                    self.transfers.spawn(crate::files::send(
+                        channel,
+                        path.clone(),
+                        header,
+                        peer.clone(),
+                        events,
+                    ));
+                }
+                Err(err) => failed(self, Some(peer), err.to_string()),
+            }
+        }
+    }
+
+    fn on_file(&mut self, peer: PeerId, event: FileEvent) {
+        let event = match event {
+            FileEvent::Progress { id, name, done, size, sending } => {
+                EngineEvent::FileProgress { id, peer, name, done, size, sending }
+            }
+            FileEvent::Received { name, size, sha256, path, .. } => {
+                self.received_one(&peer);
+                EngineEvent::FileReceived { from: peer, name, size, sha256, path }
+            }
+            FileEvent::Sent { name, size, .. } => EngineEvent::FileSent { to: peer, name, size },
+            FileEvent::Failed { name, sending, error, .. } => {
+                if !sending {
+                    self.received_one(&peer);
+                }
+                EngineEvent::FileFailed { peer, name, sending, reason: error.to_string() }
+            }
+        };
+        let _ = self.events.send(event);
+    }
+
+    fn received_one(&mut self, peer: &PeerId) {
+        if let Some(count) = self.receiving.get_mut(peer) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
     /// A peer shares or not, as the relay's presence says (the relay grants shares).
     fn peer_sharing(&mut self, id: &PeerId, sharing: bool) {
         let report = self.reports.entry(id.clone()).or_default();
@@ -1414,6 +1530,7 @@ impl Engine {
         match command {
             Command::Chat(text) => self.tell_everyone(&PeerMessage::Chat { text }).await,
             Command::React(emoji) => self.tell_everyone(&PeerMessage::Reaction { emoji }).await,
+            Command::SendFile(path) => self.send_file(path).await,
             Command::Mute(muted) => {
                 self.sending.audio.store(!muted, Ordering::Relaxed);
                 let state = self.my_state();

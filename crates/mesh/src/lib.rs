@@ -6,6 +6,7 @@
 pub mod data;
 pub mod decide;
 pub mod engine;
+pub mod files;
 pub mod netcheck;
 pub mod nopath;
 mod peer;

@@ -277,6 +277,8 @@ pub(crate) enum PeerEvent {
     },
     /// Round-trip time to the peer, from its receiver report on one of our senders.
     RoundTrip(Duration),
+    /// The peer opened a channel to send us a file.
+    FileChannel(crate::files::Incoming),
     /// Gathering ended without a single local candidate: no path can exist.
     NothingGathered,
     /// What the meeting server's TURN URLs answered to requests of our own, asked when no relay
@@ -437,21 +439,26 @@ impl Peer {
                 )
                 .await?;
             wiring.take(&channel);
-        } else {
+        }
+        {
+            let (files, who) = (events.clone(), remote.clone());
             pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
-                let wiring = wiring.clone();
+                let (wiring, files, who) = (wiring.clone(), files.clone(), who.clone());
                 Box::pin(async move {
-                    if channel.label() == DATA_LABEL && wiring.slot.lock().is_ok_and(|s| s.is_none()) {
+                    if channel.label() == crate::files::FILE_LABEL {
+                        // Its handlers are set here, before it reads anything.
+                        let incoming = crate::files::accept(channel);
+                        let _ = files.send((who, PeerEvent::FileChannel(incoming)));
+                    } else if !offerer
+                        && channel.label() == DATA_LABEL
+                        && wiring.slot.lock().is_ok_and(|s| s.is_none())
+                    {
                         wiring.take(&channel);
                     } else {
-                        // One channel per peer: anything else a peer opens is closed once open
-                        // (closing it here, before the crate has opened it, would not stick).
-                        let closing = Arc::clone(&channel);
-                        channel.on_open(Box::new(move || {
-                            Box::pin(async move {
-                                let _ = closing.close().await;
-                            })
-                        }));
+                        // One `confer` channel per peer, made by the offerer: anything else is
+                        // closed once open (closing it here, before the crate has opened it,
+                        // would not stick).
+                        crate::files::refuse(&channel);
                     }
                 })
             }));
@@ -588,6 +595,12 @@ impl Peer {
             self.pc.add_ice_candidate(init).await?;
         }
         Ok(())
+    }
+
+    /// A new `file` channel to the peer, to send one file on.
+    pub(crate) async fn file_channel(&self) -> Result<Arc<RTCDataChannel>, PeerError> {
+        let init = RTCDataChannelInit { ordered: Some(true), ..Default::default() };
+        Ok(self.pc.create_data_channel(crate::files::FILE_LABEL, Some(init)).await?)
     }
 
     /// Sends a text message on the data channel; before it opens, the message waits (up to 64).

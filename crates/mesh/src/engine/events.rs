@@ -127,6 +127,54 @@ pub enum EngineEvent {
     },
     /// This participant as the relay sees it (its hand's place in the queue, its share).
     Myself(Participant),
+    /// A file transfer's progress (every 250 ms while it runs).
+    FileProgress {
+        /// The transfer's id.
+        id: String,
+        /// The other side.
+        peer: PeerId,
+        /// The file's name.
+        name: String,
+        /// Bytes through.
+        done: u64,
+        /// Bytes in the file.
+        size: u64,
+        /// We send it (else we receive it).
+        sending: bool,
+    },
+    /// A file arrived whole, its SHA-256 checked, and was saved.
+    FileReceived {
+        /// From whom.
+        from: PeerId,
+        /// Its name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// Its SHA-256 (hex).
+        sha256: String,
+        /// Where it was saved.
+        path: std::path::PathBuf,
+    },
+    /// A file reached a peer whole (the peer checked it).
+    FileSent {
+        /// To whom.
+        to: PeerId,
+        /// Its name.
+        name: String,
+        /// Its size.
+        size: u64,
+    },
+    /// A transfer failed, with why.
+    FileFailed {
+        /// The other side.
+        peer: PeerId,
+        /// The file's name (`?` if it never said).
+        name: String,
+        /// We were sending it.
+        sending: bool,
+        /// Why, in words.
+        reason: String,
+    },
     /// A reaction (one of [`crate::data::REACTIONS`]).
     Reaction {
         /// From whom.
