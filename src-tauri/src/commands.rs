@@ -149,7 +149,11 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
     // The call opens the devices the lobby showed: they must be free.
     close(&shell, &mut *shell.preview.lock().await).await;
     let settings = shell.settings().clone();
-    let config = engine_config(&settings, name);
+    let mut config = engine_config(&settings, name);
+    // Files others send land in the user's downloads folder, as a browser's do.
+    if let Ok(dir) = tauri::Manager::path(&app).download_dir() {
+        config.downloads = dir;
+    }
     let (handle, events) = engine::join(&link, config).await?;
     handle.mute(request.muted);
     handle.camera(request.camera);
@@ -336,6 +340,21 @@ pub async fn share_screen(source: Option<String>, shell: State<'_, Shell>) -> Re
     };
     with_call(&shell, |h| {
         h.share(choice);
+        Ok(())
+    })
+    .await
+}
+
+/// Sends the file at `path` (dropped on the window) to everyone in the call; `file_*` events
+/// follow per participant.
+#[tauri::command]
+pub async fn send_file(path: String, shell: State<'_, Shell>) -> Result<(), UiError> {
+    let path = std::path::PathBuf::from(path);
+    if !path.is_file() {
+        return Err(UiError::new(ErrorCode::File, format!("{} is not a file", path.display())));
+    }
+    with_call(&shell, |h| {
+        h.send_file(&path);
         Ok(())
     })
     .await

@@ -286,6 +286,52 @@ pub enum UiEvent {
         /// Why, if it was not asked for.
         reason: Option<String>,
     },
+    /// A file transfer's progress.
+    FileProgress {
+        /// The transfer's id (the same for each peer a file goes to).
+        id: String,
+        /// The other side.
+        peer: String,
+        /// The file's name.
+        name: String,
+        /// Bytes through.
+        done: u64,
+        /// Bytes in the file.
+        size: u64,
+        /// We send it.
+        sending: bool,
+    },
+    /// A file arrived whole and checked, and was saved.
+    FileReceived {
+        /// From whom.
+        from: String,
+        /// Its name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// Where it was saved.
+        path: String,
+    },
+    /// A file reached a peer whole.
+    FileSent {
+        /// To whom.
+        to: String,
+        /// Its name.
+        name: String,
+        /// Its size.
+        size: u64,
+    },
+    /// A transfer failed.
+    FileFailed {
+        /// The other side.
+        peer: String,
+        /// The file's name.
+        name: String,
+        /// We were sending it.
+        sending: bool,
+        /// Why.
+        reason: String,
+    },
     /// This participant as the relay sees it (the place of its raised hand in the queue).
     Myself {
         /// This participant.
@@ -408,6 +454,29 @@ impl UiEvent {
             }
             EngineEvent::SharePolicy { several } => Self::SharePolicy { several: *several },
             EngineEvent::Myself(p) => Self::Myself { participant: p.into() },
+            EngineEvent::FileProgress { id, peer, name, done, size, sending } => Self::FileProgress {
+                id: id.clone(),
+                peer: peer.to_string(),
+                name: name.clone(),
+                done: *done,
+                size: *size,
+                sending: *sending,
+            },
+            EngineEvent::FileReceived { from, name, size, path, .. } => Self::FileReceived {
+                from: from.to_string(),
+                name: name.clone(),
+                size: *size,
+                path: path.display().to_string(),
+            },
+            EngineEvent::FileSent { to, name, size } => {
+                Self::FileSent { to: to.to_string(), name: name.clone(), size: *size }
+            }
+            EngineEvent::FileFailed { peer, name, sending, reason } => Self::FileFailed {
+                peer: peer.to_string(),
+                name: name.clone(),
+                sending: *sending,
+                reason: reason.clone(),
+            },
             EngineEvent::Reaction { from, emoji } => {
                 Self::Reaction { from: from.to_string(), emoji: emoji.clone() }
             }
@@ -450,6 +519,8 @@ pub enum ErrorCode {
     EmbeddedRelay,
     /// Screens and windows could not be listed or shared (no display, a Wayland session).
     Share,
+    /// A file could not be sent (not a file, not readable).
+    File,
 }
 
 /// How every command fails: a stable code for the page to translate and the detail in the

@@ -111,6 +111,7 @@ pub fn run() {
             commands::share_sources,
             commands::share_screen,
             commands::react,
+            commands::send_file,
             commands::send_chat,
             commands::choose_device,
             commands::host_action,

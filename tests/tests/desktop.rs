@@ -398,7 +398,7 @@ fn the_host_locks_the_room_admits_and_denies_knockers_and_removes_a_participant(
 }
 
 #[test]
-fn the_app_shares_a_window_picked_with_its_thumbnail_and_shows_a_peers_share_large() {
+fn the_app_shares_a_window_picked_with_its_thumbnail_shows_a_peers_share_large_and_sends_a_file() {
     let _serial = one_at_a_time();
     let xvfb = Xvfb::start();
     // A window on the app's display whose picture the test paints: what the user will share.
@@ -407,8 +407,15 @@ fn the_app_shares_a_window_picked_with_its_thumbnail_and_shows_a_peers_share_lar
     let relay = Relay::start(state.path(), "127.0.0.1:0");
     let (host_link, invite) = relay.host();
     // Bob shares the synthetic page (pattern 55) for 12 s from the moment someone is there.
-    let bob =
-        spawn_synthetic(&host_link, "Bob", 3, 45.0, SMALL, &["--share", "synthetic:55", "--share-for", "12"]);
+    let downloads = tempfile::tempdir().unwrap();
+    let bob = spawn_synthetic(
+        &host_link,
+        "Bob",
+        3,
+        55.0,
+        SMALL,
+        &["--share", "synthetic:55", "--share-for", "12", "--downloads", downloads.path().to_str().unwrap()],
+    );
 
     let home = AppHome::new();
     home.settings(&settings(4));
@@ -524,10 +531,29 @@ fn the_app_shares_a_window_picked_with_its_thumbnail_and_shows_a_peers_share_lar
         "return !document.querySelector('[data-testid=sharing-bar]')",
         Duration::from_secs(5),
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // A file sent from the app (the command a drop on the window runs) reaches Bob whole; the
+    // chat lists it as sent.
+    let bytes: Vec<u8> =
+        (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let outbox = tempfile::tempdir().unwrap();
+    let sent_path = outbox.path().join("notes.bin");
+    std::fs::write(&sent_path, &bytes).unwrap();
+    driver.click("[data-testid=chat-toggle]");
+    driver.execute(
+        "window.__TAURI_INTERNALS__.invoke('send_file', { path: arguments[0] }); return true",
+        &[json!(sent_path.to_str().unwrap())],
+    );
+    let line = driver.wait_for(
+        "the transfer listed as sent",
+        "const l = document.querySelector('[data-testid=transfers] li[data-state=done]'); return l && l.textContent",
+        Duration::from_secs(20),
+    );
+    assert!(line.as_str().unwrap().contains("Sent notes.bin (3.0 MB) to Bob"), "{line}");
     driver.click("[data-testid=leave]");
     driver.find("[data-testid=ended]", Duration::from_secs(10));
 
+    let received = std::fs::read(downloads.path().join("notes.bin")).expect("Bob saved the file");
+    assert!(received == bytes, "Bob's copy is the app's file, byte for byte");
     let (report, log) = report_of(bob);
     eprintln!("--- Bob: {report}\n{log}");
     let desk = peer(&report, "Desk");

@@ -43,6 +43,10 @@ export interface Backend {
   /** Shares a screen or window with everyone (`null` stops); `share_*` events say how it went. */
   shareScreen(source: string | null): Promise<void>;
   sendChat(text: string): Promise<void>;
+  /** Sends the file at `path` to everyone in the call (`file_*` events follow). */
+  sendFile(path: string): Promise<void>;
+  /** Calls `handler` with the paths of files dropped on the window, until the returned function is called. */
+  onFileDrop(handler: (paths: string[]) => void): Promise<() => void>;
   /** Sends a reaction (one of `REACTIONS`) to everyone. */
   react(emoji: string): Promise<void>;
   chooseDevice(kind: DeviceKind, id: string): Promise<void>;
@@ -102,6 +106,13 @@ async function tauriBackend(): Promise<Backend> {
     shareScreen: (source) => invoke("share_screen", { source }),
     sendChat: (text) => invoke("send_chat", { text }),
     react: (emoji) => invoke("react", { emoji }),
+    sendFile: (path) => invoke("send_file", { path }),
+    onFileDrop: async (handler) => {
+      const { getCurrentWebview } = await import("@tauri-apps/api/webview");
+      return getCurrentWebview().onDragDropEvent((e) => {
+        if (e.payload.type === "drop" && e.payload.paths.length > 0) handler(e.payload.paths);
+      });
+    },
     chooseDevice: (kind, id) => invoke("choose_device", { kind, id }),
     hostAction: (action, peer) => invoke("host_action", { action, peer: peer ?? null }),
     onCallEvent: async (handler) => listen<UiEvent>("call", (e) => handler(e.payload)),

@@ -128,7 +128,75 @@ source: string, } | { "type": "share_stopped",
 /**
  * Why, if it was not asked for.
  */
-reason: string | null, } | { "type": "myself", 
+reason: string | null, } | { "type": "file_progress", 
+/**
+ * The transfer's id (the same for each peer a file goes to).
+ */
+id: string, 
+/**
+ * The other side.
+ */
+peer: string, 
+/**
+ * The file's name.
+ */
+name: string, 
+/**
+ * Bytes through.
+ */
+done: number, 
+/**
+ * Bytes in the file.
+ */
+size: number, 
+/**
+ * We send it.
+ */
+sending: boolean, } | { "type": "file_received", 
+/**
+ * From whom.
+ */
+from: string, 
+/**
+ * Its name.
+ */
+name: string, 
+/**
+ * Its size.
+ */
+size: number, 
+/**
+ * Where it was saved.
+ */
+path: string, } | { "type": "file_sent", 
+/**
+ * To whom.
+ */
+to: string, 
+/**
+ * Its name.
+ */
+name: string, 
+/**
+ * Its size.
+ */
+size: number, } | { "type": "file_failed", 
+/**
+ * The other side.
+ */
+peer: string, 
+/**
+ * The file's name.
+ */
+name: string, 
+/**
+ * We were sending it.
+ */
+sending: boolean, 
+/**
+ * Why.
+ */
+reason: string, } | { "type": "myself", 
 /**
  * This participant.
  */
@@ -264,7 +332,7 @@ export type Quality = "good" | "fair" | "poor";
 
 export type UiLeaveReason = "left" | "removed" | "timeout";
 
-export type ErrorCode = "bad_link" | "relay_unreachable" | "refused" | "relay_protocol" | "media" | "webrtc" | "not_in_call" | "in_call" | "chat" | "settings" | "room_creation" | "embedded_relay" | "share";
+export type ErrorCode = "bad_link" | "relay_unreachable" | "refused" | "relay_protocol" | "media" | "webrtc" | "not_in_call" | "in_call" | "chat" | "settings" | "room_creation" | "embedded_relay" | "share" | "file";
 
 export type UiError = { 
 /**

@@ -48,6 +48,23 @@ export interface FloatingReaction {
   at: number;
 }
 
+/** A file on its way to or from one participant. */
+export interface Transfer {
+  /** `<transfer id>:<peer>` (a file sent to everyone is one transfer per peer). */
+  key: string;
+  peer: string;
+  peerName: string;
+  name: string;
+  sending: boolean;
+  done: number;
+  size: number;
+  state: "running" | "done" | "failed";
+  /** Where a received file was saved. */
+  path: string | null;
+  /** Why it failed. */
+  reason: string | null;
+}
+
 export interface CallState {
   phase: Phase;
   selfId: string | null;
@@ -65,6 +82,8 @@ export interface CallState {
   severalShares: boolean;
   /** This participant as the relay sees it (its hand's place in the queue). */
   me: UiParticipant | null;
+  /** File transfers of this call, oldest first (at most 50 kept). */
+  transfers: Transfer[];
   /** Reactions floating on tiles now, oldest first. */
   reactions: FloatingReaction[];
   /** Key of the next reaction. */
@@ -85,6 +104,7 @@ export function initialCall(): CallState {
     myShare: null,
     severalShares: false,
     me: null,
+    transfers: [],
     reactions: [],
     nextReaction: 1,
   };
@@ -233,6 +253,34 @@ export function reduce(state: CallState, event: UiEvent): CallState {
         myShare: null,
         notice: event.reason ? { key: "share.stopped_because", params: { reason: event.reason } } : state.notice,
       };
+    case "file_progress":
+      return withTransfer(state, `${event.id}:${event.peer}`, event.peer, event.name, event.sending, (t) => ({
+        ...t,
+        done: event.done,
+        size: event.size,
+      }));
+    case "file_received":
+      // (No id in a finished transfer's event: it replaces the running one of the same name and peer.)
+      return withTransfer(state, finishing(state, event.from, event.name, false), event.from, event.name, false, (t) => ({
+        ...t,
+        done: event.size,
+        size: event.size,
+        state: "done",
+        path: event.path,
+      }));
+    case "file_sent":
+      return withTransfer(state, finishing(state, event.to, event.name, true), event.to, event.name, true, (t) => ({
+        ...t,
+        done: event.size,
+        size: event.size,
+        state: "done",
+      }));
+    case "file_failed":
+      return withTransfer(state, finishing(state, event.peer, event.name, event.sending), event.peer, event.name, event.sending, (t) => ({
+        ...t,
+        state: "failed",
+        reason: event.reason,
+      }));
     case "myself":
       return { ...state, me: event.participant };
     case "reaction":
@@ -253,4 +301,42 @@ export function shownShare(state: CallState): Peer | null {
 export function ownChat(state: CallState, text: string, name: string): CallState {
   const line = { from: state.selfId ?? "self", name, text, mine: true };
   return { ...state, chat: [...state.chat, line].slice(-MAX_CHAT_LINES) };
+}
+
+/** The key of the running transfer of `name` with `peer` in this direction, or a new one. */
+function finishing(state: CallState, peer: string, name: string, sending: boolean): string {
+  const running = state.transfers.find(
+    (t) => t.peer === peer && t.name === name && t.sending === sending && t.state === "running",
+  );
+  return running?.key ?? `${name}:${peer}:${state.transfers.length}`;
+}
+
+/** Updates (or starts) the transfer `key`. */
+function withTransfer(
+  state: CallState,
+  key: string,
+  peer: string,
+  name: string,
+  sending: boolean,
+  change: (t: Transfer) => Transfer,
+): CallState {
+  const old = state.transfers.find((t) => t.key === key);
+  const peerName = state.peers.find((p) => p.id === peer)?.name ?? "?";
+  const base: Transfer = old ?? {
+    key,
+    peer,
+    peerName,
+    name,
+    sending,
+    done: 0,
+    size: 0,
+    state: "running",
+    path: null,
+    reason: null,
+  };
+  const next = change(base);
+  const transfers = old
+    ? state.transfers.map((t) => (t.key === key ? next : t))
+    : [...state.transfers, next].slice(-50);
+  return { ...state, transfers };
 }

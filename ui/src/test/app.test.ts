@@ -262,6 +262,41 @@ describe("the app against a mock backend", () => {
     expect(staged()).toBeNull();
   });
 
+  it("sends a file dropped on the window and shows each transfer's progress and outcome in the chat", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    mock.emit({
+      type: "joined",
+      self_id: "me",
+      host: false,
+      locked: false,
+      knocking: [],
+      participants: [
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+      ],
+    });
+    await waitFor(() => expect(mock.calls.some(([n]) => n === "join")).toBe(true));
+    mock.drop(["/home/ada/slides.pdf"]);
+    await waitFor(() => expect(mock.calls.filter(([n]) => n === "send_file")).toEqual([["send_file", "/home/ada/slides.pdf"]]));
+    const size = 20 * 1024 * 1024;
+    mock.emit({ type: "file_progress", id: "f1", peer: "a", name: "slides.pdf", done: size / 4, size, sending: true });
+    mock.emit({ type: "file_progress", id: "f1", peer: "b", name: "slides.pdf", done: size / 2, size, sending: true });
+    const transfers = await screen.findByTestId("transfers");
+    await waitFor(() => expect(transfers.textContent).toContain("Sending slides.pdf (20.0 MB) to Alice: 25%"));
+    expect(transfers.textContent).toContain("Sending slides.pdf (20.0 MB) to Bob: 50%");
+    mock.emit({ type: "file_sent", to: "a", name: "slides.pdf", size });
+    mock.emit({ type: "file_failed", peer: "b", name: "slides.pdf", sending: true, reason: "the transfer stopped after 10485760 of 20971520 bytes (the other side left or closed it)" });
+    mock.emit({ type: "file_received", from: "b", name: "notes.txt", size: 2048, path: "/home/ada/Downloads/notes.txt" });
+    await waitFor(() => expect(transfers.querySelectorAll("li")).toHaveLength(3));
+    const lines = [...transfers.querySelectorAll("li")].map((li) => li.textContent?.trim());
+    expect(lines).toEqual([
+      "Sent slides.pdf (20.0 MB) to Alice",
+      "slides.pdf with Bob failed: the transfer stopped after 10485760 of 20971520 bytes (the other side left or closed it)",
+      "Received notes.txt (0.0 MB) from Bob, saved as /home/ada/Downloads/notes.txt",
+    ]);
+  });
+
   it("closes the share picker with Escape without sharing", async () => {
     const mock = mockBackend();
     await toCall(mock);

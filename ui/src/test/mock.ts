@@ -29,12 +29,15 @@ export interface Mock extends Backend {
   network: UiNetworkReport;
   /** What can be shared. */
   sources: UiShareSource[];
+  /** Drops files on the window. */
+  drop(paths: string[]): void;
 }
 
 export function mockBackend(settings: Settings = defaultSettings): Mock {
   const handlers = new Set<(e: UiEvent) => void>();
   const invites = new Set<(link: string) => void>();
   const previews = new Set<(e: UiPreviewEvent) => void>();
+  const drops = new Set<(paths: string[]) => void>();
   const calls: [string, unknown][] = [];
   const record = (name: string, args?: unknown) => {
     calls.push([name, args]);
@@ -75,6 +78,7 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
       relay_ports_blocked: false,
     },
     preview: (event) => previews.forEach((h) => h(event)),
+    drop: (paths) => drops.forEach((h) => h(paths)),
     emit: (event) => handlers.forEach((h) => h(event)),
     invite: (link) => invites.forEach((h) => h(link)),
     frameSocket: async () => ({ url: "ws://127.0.0.1:1/?token=x" }),
@@ -108,6 +112,11 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
     shareScreen: (source) => record("share_screen", source),
     sendChat: (text) => record("send_chat", text),
     react: (emoji) => record("react", emoji),
+    sendFile: (path) => record("send_file", path),
+    onFileDrop: async (handler) => {
+      drops.add(handler);
+      return () => drops.delete(handler);
+    },
     chooseDevice: (kind, id) => record("choose_device", { kind, id }),
     hostAction: (action, peer) => record("host_action", { action, peer }),
     onCallEvent: async (handler) => {
