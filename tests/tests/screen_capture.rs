@@ -1,7 +1,8 @@
 //! Screen sharing's capture on a real X server (Xvfb): the picker lists the screen and the
 //! windows by title, a window is captured with its own content even where another window covers
 //! it, a whole screen is captured at the rate asked for, thumbnails fit the picker, and a closed
-//! window ends its share with that reason. Without a display, the error says so.
+//! window ends its share with that reason. Without a display, the error says so; in a Wayland
+//! session too. `confer screens` lists the same sources.
 //!
 //! What is on screen is the synthetic camera's stamped picture, painted into real X windows by
 //! [`PatternWindow`]: the stamp read back from a captured frame proves whose picture it is and
@@ -121,6 +122,27 @@ fn closing_the_shared_window_ends_the_share(xvfb: &Xvfb) {
     assert_eq!(share.ended(), Some(ShareEnded::WindowClosed));
 }
 
+fn confer_screens_lists_what_can_be_shared_and_a_wayland_session_is_refused_by_name(xvfb: &Xvfb) {
+    let window = PatternWindow::open(&xvfb.display, "Budget 2027", PATTERN, (300, 300), (400, 300));
+    let out = std::process::Command::new(confer_tests::binary("confer-cli", "confer"))
+        .args(["screens", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = listed.as_array().unwrap().iter().find(|s| s["id"] == window.share_id()).expect("listed");
+    assert_eq!((entry["kind"].as_str(), entry["name"].as_str()), (Some("window"), Some("Budget 2027")));
+    assert_eq!((entry["width"].as_u64(), entry["height"].as_u64()), (Some(400), Some(300)));
+    let out = std::process::Command::new(confer_tests::binary("confer-cli", "confer"))
+        .arg("screens")
+        .env("XDG_SESSION_TYPE", "wayland")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("Wayland session") && said.contains("not built yet"), "{said}");
+}
+
 fn main() {
     #[allow(unsafe_code)]
     // SAFETY: single-threaded at this point: main() of a harness-less test, no thread spawned yet.
@@ -151,6 +173,9 @@ fn main() {
     });
     run("a_screen_is_captured_at_the_rate_asked_for", &|| a_screen_is_captured_at_the_rate_asked_for(&xvfb));
     run("closing_the_shared_window_ends_the_share", &|| closing_the_shared_window_ends_the_share(&xvfb));
+    run("confer_screens_lists_what_can_be_shared_and_a_wayland_session_is_refused_by_name", &|| {
+        confer_screens_lists_what_can_be_shared_and_a_wayland_session_is_refused_by_name(&xvfb);
+    });
     drop(xvfb);
     // The line scripts/test counts; a failure above panics, and cargo reports the binary failed.
     println!("\ntest result: ok. {passed} passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");

@@ -29,6 +29,30 @@ use crate::share::{ShareChoice, ShareOut, Sharing};
 
 /// Files received at once from one peer; a further `file` channel is refused.
 const MAX_INCOMING: usize = 4;
+
+/// A file transfer with one peer, as far as the engine knows it.
+#[derive(Debug)]
+struct Running {
+    handle: tokio::task::AbortHandle,
+    /// The transfer's id, once known (a received file says it in its header).
+    id: Option<String>,
+    name: String,
+    sending: bool,
+    done: u64,
+    size: u64,
+}
+
+impl Running {
+    fn new(
+        handle: tokio::task::AbortHandle,
+        id: Option<String>,
+        name: &str,
+        sending: bool,
+        size: u64,
+    ) -> Self {
+        Self { handle, id, name: name.to_owned(), sending, done: 0, size }
+    }
+}
 use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signaling, SignalingEvent};
 
 mod events;
@@ -278,6 +302,7 @@ pub async fn join(
         file_events: file_tx,
         transfers: tokio::task::JoinSet::new(),
         receiving: HashMap::new(),
+        peer_transfers: HashMap::new(),
         addresses: crate::peer::local_addresses(),
         sent_bytes: 0,
         worst_loss: None,
@@ -595,6 +620,8 @@ struct Engine {
     transfers: tokio::task::JoinSet<()>,
     /// Files being received, per peer (at most [`MAX_INCOMING`] each).
     receiving: HashMap<PeerId, usize>,
+    /// Each peer's transfers, stopped (and reported) before its connection is closed.
+    peer_transfers: HashMap<PeerId, Vec<Running>>,
     /// The machine's interface addresses at the last look.
     addresses: std::collections::BTreeSet<std::net::IpAddr>,
     /// Bytes encoded (video and audio) since the last statistics.
@@ -672,7 +699,7 @@ impl Engine {
                     }
                     ShareOut::Ended(why) => self.stop_sharing(Some(why)).await,
                 },
-                Some((peer, event)) = files.recv() => self.on_file(peer, event),
+                Some((peer, event)) = files.recv() => self.on_file(peer, event).await,
                 Some(_) = self.transfers.join_next(), if !self.transfers.is_empty() => {}
                 _ = playout_tick.tick() => {
                     ticks += 1;
@@ -786,6 +813,23 @@ impl Engine {
         self.unconfirmed.remove(id);
         self.participants.remove(id);
         self.last_counts.remove(id);
+        // Its transfers first: a send in progress must not hold up closing the connection. Each
+        // is reported stopped where it was (a file being received is deleted as its task ends).
+        for transfer in self.peer_transfers.remove(id).unwrap_or_default() {
+            if transfer.handle.is_finished() {
+                continue;
+            }
+            transfer.handle.abort();
+            let reason =
+                crate::files::FileError::Cut { done: transfer.done, size: transfer.size }.to_string();
+            let _ = self.events.send(EngineEvent::FileFailed {
+                peer: id.clone(),
+                name: transfer.name,
+                sending: transfer.sending,
+                reason,
+            });
+        }
+        self.receiving.remove(id);
         if let Some(slot) = self.peers.remove(id) {
             // What it showed of its network stays in the report after it is gone.
             let (_, received) = slot.peer.candidate_types();
@@ -1031,7 +1075,8 @@ impl Engine {
                 }
                 *count += 1;
                 let (dir, events) = (self.config.downloads.clone(), self.file_events.clone());
-                self.transfers.spawn(crate::files::receive(incoming, dir, from, events));
+                let handle = self.transfers.spawn(crate::files::receive(incoming, dir, from.clone(), events));
+                self.peer_transfers.entry(from).or_default().push(Running::new(handle, None, "?", false, 0));
             }
             PeerEvent::RoundTrip(rtt) => {
                 self.reports.entry(from.clone()).or_default().stats.rtt_ms =
@@ -1374,32 +1419,27 @@ impl Engine {
     }
 
     /// Sends the file at `path` to every connected peer.
-    async fn send_file(&mut self, path: std::path::PathBuf) {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let failed = |engine: &Self, peer: Option<&PeerId>, reason: String| {
-            let peer = peer.cloned().or_else(|| engine.session.as_ref().map(|s| s.peer_id.clone()));
-            if let Some(peer) = peer {
-                let _ = engine.events.send(EngineEvent::FileFailed {
-                    peer,
-                    name: name.clone(),
-                    sending: true,
-                    reason,
-                });
-            }
-        };
-        let name_ok = crate::files::plain_name(&name);
-        let digest = match name_ok {
-            Ok(_) => crate::files::digest(&path).await,
-            Err(err) => Err(err),
-        };
-        let (sha256, size) = match digest {
-            Ok((_, size)) if size > crate::files::MAX_FILE => {
-                return failed(self, None, crate::files::FileError::TooLarge(size).to_string());
-            }
-            Ok(digest) => digest,
-            Err(err) => return failed(self, None, err.to_string()),
-        };
-        let id = format!("{:016x}", rand::random::<u64>());
+    /// Checks and hashes the file at `path` off the engine's task (a large file takes seconds);
+    /// once that is done ([`FileEvent::Ready`]) it goes to every connected peer.
+    fn send_file(&mut self, path: std::path::PathBuf) {
+        let Some(me) = self.session.as_ref().map(|s| s.peer_id.clone()) else { return };
+        let events = self.file_events.clone();
+        self.transfers.spawn(async move {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let id = format!("{:016x}", rand::random::<u64>());
+            let event = match crate::files::prepare(&path).await {
+                Ok((size, sha256)) => FileEvent::Ready { id, name, path, size, sha256 },
+                Err(error) => FileEvent::Failed { id, name, sending: true, error },
+            };
+            let _ = events.send((me, event));
+        });
+    }
+
+    /// Opens a `file` channel to every connected peer and sends the file on each.
+    async fn send_ready_file(
+        &mut self,
+        (id, name, path, size, sha256): (String, String, std::path::PathBuf, u64, String),
+    ) {
         for (peer, slot) in &self.peers {
             if !slot.connected {
                 continue;
@@ -1408,21 +1448,45 @@ impl Engine {
                 Ok(channel) => {
                     let header = (id.clone(), name.clone(), size, sha256.clone());
                     let events = self.file_events.clone();
-                    self.transfers.spawn(crate::files::send(
+                    let handle = self.transfers.spawn(crate::files::send(
                         channel,
                         path.clone(),
                         header,
                         peer.clone(),
                         events,
                     ));
+                    let running = Running::new(handle, Some(id.clone()), &name, true, size);
+                    self.peer_transfers.entry(peer.clone()).or_default().push(running);
                 }
-                Err(err) => failed(self, Some(peer), err.to_string()),
+                Err(err) => {
+                    let failed = EngineEvent::FileFailed {
+                        peer: peer.clone(),
+                        name: name.clone(),
+                        sending: true,
+                        reason: err.to_string(),
+                    };
+                    let _ = self.events.send(failed);
+                }
             }
         }
     }
 
-    fn on_file(&mut self, peer: PeerId, event: FileEvent) {
+    async fn on_file(&mut self, peer: PeerId, event: FileEvent) {
+        if let Some(running) = self.peer_transfers.get_mut(&peer) {
+            running.retain(|transfer| !transfer.handle.is_finished());
+            if let FileEvent::Progress { id, name, done, size, sending } = &event
+                && let Some(transfer) = running
+                    .iter_mut()
+                    .find(|t| t.sending == *sending && (t.id.as_ref() == Some(id) || t.id.is_none()))
+            {
+                (transfer.id, transfer.name, transfer.done, transfer.size) =
+                    (Some(id.clone()), name.clone(), *done, *size);
+            }
+        }
         let event = match event {
+            FileEvent::Ready { id, name, path, size, sha256 } => {
+                return self.send_ready_file((id, name, path, size, sha256)).await;
+            }
             FileEvent::Progress { id, name, done, size, sending } => {
                 EngineEvent::FileProgress { id, peer, name, done, size, sending }
             }
@@ -1530,7 +1594,7 @@ impl Engine {
         match command {
             Command::Chat(text) => self.tell_everyone(&PeerMessage::Chat { text }).await,
             Command::React(emoji) => self.tell_everyone(&PeerMessage::Reaction { emoji }).await,
-            Command::SendFile(path) => self.send_file(path).await,
+            Command::SendFile(path) => self.send_file(path),
             Command::Mute(muted) => {
                 self.sending.audio.store(!muted, Ordering::Relaxed);
                 let state = self.my_state();

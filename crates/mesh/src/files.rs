@@ -40,6 +40,8 @@ const INBOX: usize = 64;
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// How long the sender waits for the receiver's verdict once everything is sent.
 const VERDICT_WAIT: Duration = Duration::from_secs(30);
+/// How long one message may take to be handed to the channel.
+const SEND_WAIT: Duration = Duration::from_secs(10);
 /// The longest file name taken, in bytes.
 const MAX_NAME: usize = 255;
 
@@ -100,6 +102,8 @@ pub enum FileError {
 /// What a transfer reports to the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FileEvent {
+    /// A file to send was checked and hashed: it can go.
+    Ready { id: String, name: String, path: PathBuf, size: u64, sha256: String },
     /// Bytes through so far (sent or received).
     Progress { id: String, name: String, done: u64, size: u64, sending: bool },
     /// Received whole and verified, saved at `path`.
@@ -148,8 +152,25 @@ fn free_path(dir: &Path, name: &str) -> PathBuf {
     (2..).map(|n| dir.join(format!("{stem} ({n}){ext}"))).find(|p| !p.exists()).unwrap_or(first)
 }
 
+/// Checks a file to send (a plain name, at most [`MAX_FILE`], before reading it) and hashes it:
+/// its size and SHA-256.
+pub(crate) async fn prepare(path: &Path) -> Result<(u64, String), FileError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    plain_name(&name)?;
+    let size =
+        tokio::fs::metadata(path).await.map_err(|e| FileError::Io(format!("{}: {e}", path.display())))?.len();
+    if size > MAX_FILE {
+        return Err(FileError::TooLarge(size));
+    }
+    let (sha256, size) = digest(path).await?;
+    if size > MAX_FILE {
+        return Err(FileError::TooLarge(size));
+    }
+    Ok((size, sha256))
+}
+
 /// SHA-256 and size of the file at `path` (read on a blocking thread).
-pub(crate) async fn digest(path: &Path) -> Result<(String, u64), FileError> {
+async fn digest(path: &Path) -> Result<(String, u64), FileError> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut file =
@@ -320,7 +341,11 @@ async fn send_inner(
                 return Err(cut(done));
             }
         }
-        channel.send(&Bytes::copy_from_slice(&buffer[..n])).await.map_err(|_| cut(done))?;
+        // (Bounded: a stack that stops taking data must not hold the transfer forever.)
+        match tokio::time::timeout(SEND_WAIT, channel.send(&Bytes::copy_from_slice(&buffer[..n]))).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return Err(cut(done)),
+        }
         done += n as u64;
         if told.elapsed() >= PROGRESS_EVERY {
             told = Instant::now();

@@ -664,8 +664,12 @@ impl Peer {
     }
 
     /// Closes the connection.
+    /// Closes the connection, waiting at most 5 s (a stack that does not finish closing must not
+    /// hold up leaving or the rest of the call).
     pub(crate) async fn close(&self) {
-        let _ = self.pc.close().await;
+        if tokio::time::timeout(Duration::from_secs(5), self.pc.close()).await.is_err() {
+            tracing::warn!("a peer connection did not close within 5 s; left behind");
+        }
     }
 }
 
