@@ -272,6 +272,18 @@ fn inbox(channel: &RTCDataChannel) -> mpsc::Receiver<Inbound> {
     rx
 }
 
+/// Where a transfer's events go, tagged with the peer on the other side.
+struct Report {
+    peer: PeerId,
+    events: mpsc::UnboundedSender<(PeerId, FileEvent)>,
+}
+
+impl Report {
+    fn tell(&self, event: FileEvent) {
+        let _ = self.events.send((self.peer.clone(), event));
+    }
+}
+
 /// Sends the file at `path` as `name` (its hash and size already known) on `channel`, a fresh
 /// `file` channel to one peer, reporting to `events`.
 pub(crate) async fn send(
@@ -281,33 +293,20 @@ pub(crate) async fn send(
     to: PeerId,
     events: mpsc::UnboundedSender<(PeerId, FileEvent)>,
 ) {
-    let (progress, mut told) = mpsc::unbounded_channel();
-    let forward = {
-        let (events, to) = (events.clone(), to.clone());
-        tokio::spawn(async move {
-            while let Some(event) = told.recv().await {
-                let _ = events.send((to.clone(), event));
-            }
-        })
-    };
-    let result = send_inner(&channel, &path, (&id, &name, size, &sha256), &progress).await;
-    drop(progress);
-    let _ = forward.await;
+    let report = Report { peer: to, events };
+    let result = send_inner(&channel, &path, (&id, &name, size, &sha256), &report).await;
     let _ = channel.close().await;
-    let _ = events.send((
-        to,
-        match result {
-            Ok(()) => FileEvent::Sent { id, name, size },
-            Err(error) => FileEvent::Failed { id, name, sending: true, error },
-        },
-    ));
+    report.tell(match result {
+        Ok(()) => FileEvent::Sent { id, name, size },
+        Err(error) => FileEvent::Failed { id, name, sending: true, error },
+    });
 }
 
 async fn send_inner(
     channel: &Arc<RTCDataChannel>,
     path: &Path,
     (id, name, size, sha256): (&str, &str, u64, &str),
-    events: &mpsc::UnboundedSender<FileEvent>,
+    report: &Report,
 ) -> Result<(), FileError> {
     let mut replies = inbox(channel);
     if !opened(channel).await {
@@ -349,7 +348,7 @@ async fn send_inner(
         done += n as u64;
         if told.elapsed() >= PROGRESS_EVERY {
             told = Instant::now();
-            let _ = events.send(FileEvent::Progress {
+            report.tell(FileEvent::Progress {
                 id: id.to_owned(),
                 name: name.to_owned(),
                 done,
@@ -386,18 +385,8 @@ pub(crate) async fn receive(
 ) {
     let Incoming { channel, mut messages } = incoming;
     let mut header = None;
-    let (progress, mut told) = mpsc::unbounded_channel();
-    let forward = {
-        let (events, from) = (events.clone(), from.clone());
-        tokio::spawn(async move {
-            while let Some(event) = told.recv().await {
-                let _ = events.send((from.clone(), event));
-            }
-        })
-    };
-    let result = receive_inner(&channel, &mut messages, &dir, &mut header, &progress).await;
-    drop(progress);
-    let _ = forward.await;
+    let report = Report { peer: from.clone(), events };
+    let result = receive_inner(&channel, &mut messages, &dir, &mut header, &report).await;
     let (id, name) = header.clone().unwrap_or_else(|| ("?".to_owned(), "?".to_owned()));
     let event = match result {
         Ok((size, sha256, path)) => {
@@ -411,7 +400,7 @@ pub(crate) async fn receive(
             FileEvent::Failed { id, name, sending: false, error }
         }
     };
-    let _ = events.send((from, event));
+    report.tell(event);
     // The sender closes once it has the verdict; a sender that does not is not waited for.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(inbound) = messages.recv().await {
@@ -429,7 +418,7 @@ async fn receive_inner(
     messages: &mut mpsc::Receiver<Inbound>,
     dir: &Path,
     header: &mut Option<(String, String)>,
-    events: &mpsc::UnboundedSender<FileEvent>,
+    report: &Report,
 ) -> Result<(u64, String, PathBuf), FileError> {
     // The header first.
     let (id, name, size, sha256) = match messages.recv().await {
@@ -454,7 +443,7 @@ async fn receive_inner(
     }
     tokio::fs::create_dir_all(dir).await.map_err(|e| FileError::Io(format!("{}: {e}", dir.display())))?;
     let part = Part(dir.join(format!(".{id}.part")));
-    let hash = write_body(messages, &part.0, (&id, &name, size), events).await?;
+    let hash = write_body(messages, &part.0, (&id, &name, size), report).await?;
     if hash != sha256 {
         return Err(FileError::Damaged(format!("its SHA-256 is {hash}, not {sha256}")));
     }
@@ -480,7 +469,7 @@ async fn write_body(
     messages: &mut mpsc::Receiver<Inbound>,
     part: &Path,
     (id, name, size): (&str, &str, u64),
-    events: &mpsc::UnboundedSender<FileEvent>,
+    report: &Report,
 ) -> Result<String, FileError> {
     let mut file =
         tokio::fs::File::create(part).await.map_err(|e| FileError::Io(format!("{}: {e}", part.display())))?;
@@ -504,7 +493,7 @@ async fn write_body(
             told = Instant::now();
             let progress =
                 FileEvent::Progress { id: id.to_owned(), name: name.to_owned(), done, size, sending: false };
-            let _ = events.send(progress);
+            report.tell(progress);
         }
     }
     file.flush().await.map_err(|e| FileError::Io(e.to_string()))?;
