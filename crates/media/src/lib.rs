@@ -14,6 +14,7 @@ mod opus_codec;
 mod playout;
 pub mod preview;
 mod processing;
+mod record;
 mod resample;
 mod screen;
 pub mod synthetic;
@@ -32,6 +33,10 @@ pub use h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder, H264Error, Vi
 pub use opus_codec::{FRAME_SAMPLES, OpusConfig, OpusDecoder, OpusEncoder, OpusError};
 pub use playout::{JitterBuffer, JitterStats, LevelMeter, Playout, PlayoutFrame, StreamLevel, dbfs};
 pub use processing::{AudioProcessor, PROCESSING_FRAME, ProcessingConfig, ProcessingError, ProcessingStats};
+pub use record::{
+    CLUSTER_BYTES, CLUSTER_SPAN, MAX_BLOCK, MAX_TRACKS, REORDER, RecordError, Recording, RecordingSummary,
+    TrackId, TrackKind,
+};
 pub use resample::{ResampleError, StreamResampler};
 pub use screen::{
     MAX_SHARE_SIZE, SHARE_FPS, ScreenError, ScreenShare, ShareEnded, ShareKind, ShareSource, ShareTarget,
