@@ -62,6 +62,9 @@ pub struct Participant {
     /// Whether it holds the screen share (granted by `share`).
     #[serde(default)]
     pub sharing: bool,
+    /// Whether it records the call on its own machine (said by `record`).
+    #[serde(default)]
+    pub recording: bool,
     /// Whether its connection is live.
     pub state: PeerState,
 }
@@ -197,6 +200,13 @@ pub enum ClientMessage {
     /// shares and the room allows one share at a time.
     Share {
         /// Sharing from now on.
+        on: bool,
+    },
+    /// Start (`on`) or stop recording the call on your own machine. Everyone is told (a
+    /// `peer_updated` with `recording`); a client starts writing only once its own
+    /// `peer_updated` says `recording: true`, so no one is recorded unannounced.
+    Record {
+        /// Recording from now on.
         on: bool,
     },
     /// Host: stop a participant's screen share (it sees its own `peer_updated` with

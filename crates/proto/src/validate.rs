@@ -12,6 +12,7 @@ const CLIENT_TYPES: &[&str] = &[
     "signal",
     "update",
     "share",
+    "record",
     "stop_share",
     "share_policy",
     "lock",
@@ -120,6 +121,7 @@ fn validate_client(msg: &ClientMessage) -> Result<(), ProtoError> {
         ClientMessage::Signal { payload, .. } => validate_payload(payload),
         ClientMessage::Update { name, .. } => name.as_deref().map_or(Ok(()), check_name),
         ClientMessage::Share { .. }
+        | ClientMessage::Record { .. }
         | ClientMessage::StopShare { .. }
         | ClientMessage::SharePolicy { .. }
         | ClientMessage::Lock
@@ -247,6 +249,7 @@ mod tests {
             },
             ClientMessage::Update { name: None, muted: None, camera: None, hand_raised: None },
             ClientMessage::Share { on: true },
+            ClientMessage::Record { on: true },
             ClientMessage::StopShare { peer: peer.clone() },
             ClientMessage::SharePolicy { several: true },
             ClientMessage::Lock,

@@ -36,6 +36,7 @@ fn every_client_example_decodes_and_every_client_type_has_one() {
         "share",
         "stop_share",
         "share_policy",
+        "record",
         "lock",
         "unlock",
         "admit",

@@ -100,6 +100,8 @@ struct Seat {
     hand_order: Option<u64>,
     /// Holds the screen share (granted by `share`).
     sharing: bool,
+    /// Records the call (said by `record`).
+    recording: bool,
     disconnected_at: Option<Instant>,
     next_seq: u64,
     /// Issue times of the newest resume token handed to this seat and of the one before; only
@@ -122,6 +124,7 @@ impl Seat {
             hand_raised: self.hand_raised,
             hand_order: self.hand_order,
             sharing: self.sharing,
+            recording: self.recording,
             state: if self.conn.is_some() { PeerState::Active } else { PeerState::Reconnecting },
         }
     }
@@ -265,6 +268,7 @@ impl Room {
             hand_raised: false,
             hand_order: None,
             sharing: false,
+            recording: false,
             disconnected_at: None,
             next_seq: first_seq,
             tokens_ms: [request.welcome.resume_issued_ms; 2],
@@ -417,6 +421,14 @@ impl Room {
                 self.broadcast(&update);
             }
             ClientMessage::Share { on } => self.share(index, conn, on),
+            ClientMessage::Record { on } => {
+                let seat = &mut self.seats[index];
+                if seat.recording != on {
+                    seat.recording = on;
+                    let update = ServerMessage::PeerUpdated { peer: seat.participant() };
+                    self.broadcast(&update);
+                }
+            }
             ClientMessage::StopShare { peer } => {
                 if self.require_host(index, conn) {
                     match self.seats.iter_mut().find(|s| s.peer == peer) {

@@ -462,3 +462,49 @@ fn raised_hands_queue_in_the_order_they_went_up() {
     let again = order_told(&drain(&mut room));
     assert!(again.1.unwrap() > bob.1.unwrap(), "{again:?} after {bob:?}");
 }
+
+#[test]
+fn everyone_is_told_who_records_newcomers_included_and_a_repeat_is_not_broadcast() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    let recording_told = |out: &[(ConnId, ServerMessage)], to: ConnId| -> Vec<(PeerId, bool)> {
+        out.iter()
+            .filter_map(|(c, m)| match m {
+                ServerMessage::PeerUpdated { peer } if *c == to => Some((peer.id.clone(), peer.recording)),
+                _ => None,
+            })
+            .collect()
+    };
+    // A guest may record (it records what it already receives); everyone, itself too, is told.
+    room.message(t0, 2, ClientMessage::Record { on: true });
+    let out = drain(&mut room);
+    for conn in [1, 2] {
+        assert_eq!(recording_told(&out, conn), [(peer(2), true)], "conn {conn}: {out:?}");
+    }
+    room.message(t0, 2, ClientMessage::Record { on: true });
+    assert!(drain(&mut room).is_empty(), "nothing changed: nothing said");
+    // A newcomer sees it in the room's list.
+    room.join(t0, request(3, Role::Guest));
+    let out = drain(&mut room);
+    let listed = out.iter().find_map(|(c, m)| match m {
+        ServerMessage::Joined { participants, .. } if *c == 3 => {
+            participants.iter().find(|p| p.id == peer(2)).map(|p| p.recording)
+        }
+        _ => None,
+    });
+    assert_eq!(listed, Some(true), "{out:?}");
+    // It keeps recording through a reconnect, and stops when it says so.
+    room.disconnect(t0, 2);
+    room.resume(resume_request(5, 2, 0));
+    let out = drain(&mut room);
+    let resumed = out.iter().find_map(|(c, m)| match m {
+        ServerMessage::PeerResumed { peer } if *c == 1 => Some(peer.recording),
+        _ => None,
+    });
+    assert_eq!(resumed, Some(true), "{out:?}");
+    room.message(t0, 5, ClientMessage::Record { on: false });
+    let out = drain(&mut room);
+    for conn in [1, 3, 5] {
+        assert_eq!(recording_told(&out, conn), [(peer(2), false)], "conn {conn}: {out:?}");
+    }
+}
