@@ -154,6 +154,10 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
     if let Ok(dir) = tauri::Manager::path(&app).download_dir() {
         config.downloads = dir;
     }
+    // Recordings go in the user's videos folder, under Confer.
+    if let Ok(dir) = tauri::Manager::path(&app).video_dir() {
+        config.recordings = dir.join("Confer");
+    }
     let (handle, events) = engine::join(&link, config).await?;
     handle.mute(request.muted);
     handle.camera(request.camera);

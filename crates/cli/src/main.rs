@@ -340,6 +340,39 @@ struct JoinArgs {
     /// As a host, stop everyone's screen share this many seconds after starting.
     #[arg(long)]
     host_stop_shares_after: Option<f64>,
+    /// Record the call (every participant's camera, microphone and share, ours included, into
+    /// one Matroska file) from this many seconds after starting, once connected. Everyone is
+    /// told first.
+    #[arg(long)]
+    record_after: Option<f64>,
+    /// Stop recording after it has run this many seconds (else it stops when we leave).
+    #[arg(long)]
+    record_for: Option<f64>,
+    /// Where recordings are written (default: confer-recordings in the temporary folder).
+    #[arg(long)]
+    recordings: Option<std::path::PathBuf>,
+}
+
+/// A recording event for the report (and said on stderr).
+fn recording_entry(event: &EngineEvent) -> serde_json::Value {
+    match event {
+        EngineEvent::RecordingStarted { path } => {
+            eprintln!("recording to {}", path.display());
+            json!({"event": "started", "path": path, "at_unix_ms": unix_ms()})
+        }
+        EngineEvent::RecordingStopped { path, reason, duration_ms, bytes } => {
+            match reason {
+                Some(reason) => eprintln!("the recording stopped: {reason}"),
+                None => eprintln!("recording stopped: {duration_ms} ms, {bytes} bytes"),
+            }
+            json!({"event": "stopped", "path": path, "reason": reason, "duration_ms": duration_ms, "bytes": bytes, "at_unix_ms": unix_ms()})
+        }
+        EngineEvent::PeerRecording { id, recording } => {
+            eprintln!("{id} {} recording", if *recording { "started" } else { "stopped" });
+            json!({"event": "peer", "id": id.to_string(), "recording": recording, "at_unix_ms": unix_ms()})
+        }
+        _ => serde_json::Value::Null,
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -378,6 +411,9 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     config.media = media;
     if let Some(dir) = &args.downloads {
         config.downloads.clone_from(dir);
+    }
+    if let Some(dir) = &args.recordings {
+        config.recordings.clone_from(dir);
     }
     config.relay_only = args.relay_only;
     let Some((width, height)) =
@@ -457,6 +493,11 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
         .host_stop_shares_after
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let chat_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.chat_after.max(0.0));
+    let mut record_at =
+        args.record_after.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut unrecord_at = None;
+    // Our recording (started, stopped) and who else recorded when.
+    let mut recording_log = Vec::new();
     let end = loop {
         let until = deadline.unwrap_or(far);
         let mute_deadline = mute_at.filter(|_| !muted).unwrap_or(far);
@@ -560,6 +601,12 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     eprintln!("relay connection back");
                     relay_resumes += 1;
                 }
+                Some(event @ (EngineEvent::RecordingStarted { .. } | EngineEvent::RecordingStopped { .. } | EngineEvent::PeerRecording { .. })) => {
+                    if matches!(event, EngineEvent::RecordingStarted { .. }) {
+                        unrecord_at = args.record_for.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+                    }
+                    recording_log.push(recording_entry(&event));
+                }
                 Some(EngineEvent::Ended(reason)) => break reason,
                 Some(_) => {}
                 None => break Some("the engine stopped".into()),
@@ -608,6 +655,14 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     handle.send_file(&path);
                 }
             }
+            _ = tokio::time::sleep_until(record_at.unwrap_or(far)), if connected && record_at.is_some() => {
+                record_at = None;
+                handle.record(true);
+            }
+            _ = tokio::time::sleep_until(unrecord_at.unwrap_or(far)), if unrecord_at.is_some() => {
+                unrecord_at = None;
+                handle.record(false);
+            }
             _ = tokio::time::sleep_until(hand_at.unwrap_or(far)), if hand_at.is_some() => {
                 hand_at = None;
                 handle.raise_hand(true);
@@ -624,6 +679,24 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let report = handle.report().await;
     let left_at_unix_ms = unix_ms();
     handle.leave();
+    // Leaving finishes a recording (its index and duration): wait for the engine to end, a
+    // bounded time, and keep what it said.
+    if end.is_none() {
+        let wait = tokio::time::timeout(Duration::from_secs(15), async {
+            while let Some(event) = events.recv().await {
+                match event {
+                    EngineEvent::Ended(_) => break,
+                    event @ EngineEvent::RecordingStopped { .. } => {
+                        recording_log.push(recording_entry(&event));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        if wait.await.is_err() {
+            eprintln!("confer: the call did not end within 15 s of leaving");
+        }
+    }
     if let Some(reason) = &end {
         eprintln!("confer: the call ended: {reason}");
     }
@@ -672,6 +745,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                         "samples": r.audio_latency_ms.len(),
                     },
                     "sharing": r.sharing,
+                    "recording": r.recording,
                     "share_frames_decoded": r.share_frames_decoded,
                     "share_first_frame_ms": r.share_first_frame_ms,
                     "share_pattern_id": r.share_pattern_id,
@@ -702,6 +776,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "device_switches": device_switches,
             "device_errors": device_errors,
             "share": share_log,
+            "recording": recording_log,
             "left_at_unix_ms": left_at_unix_ms,
             "ended": end,
         });

@@ -96,7 +96,7 @@ impl TrackId {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordingSummary {
     pub path: PathBuf,
-    /// From the first block to the end of the last.
+    /// From the start to the end of the last block.
     pub duration: Duration,
     pub bytes: u64,
     /// Tracks that got at least one block.
@@ -168,7 +168,6 @@ pub struct Recording {
     cues: Vec<(u64, u64, u64)>,
     blocks: u64,
     skipped: u64,
-    first_ms: Option<u64>,
 }
 
 impl Recording {
@@ -212,7 +211,6 @@ impl Recording {
             cues: Vec::new(),
             blocks: 0,
             skipped: 0,
-            first_ms: None,
         };
         recording.write_head(None)?;
         Ok(recording)
@@ -336,9 +334,9 @@ impl Recording {
         }
     }
 
+    /// The end of the last block, from the recording's start (time 0 of every track).
     fn duration_ms(&self) -> u64 {
-        let end = self.tracks.iter().filter_map(|t| t.last_ms.map(|last| last + t.step_ms)).max();
-        end.unwrap_or(0).saturating_sub(self.first_ms.unwrap_or(0))
+        self.tracks.iter().filter_map(|t| t.last_ms.map(|last| last + t.step_ms)).max().unwrap_or(0)
     }
 
     fn hold(&mut self, track: u64, at: Duration, keyframe: bool, data: Vec<u8>) -> Result<(), RecordError> {
@@ -375,7 +373,6 @@ impl Recording {
         slot.blocks += 1;
         let video_keyframe = slot.kind == TrackKind::Video && block.keyframe;
         self.written_ms = ms;
-        self.first_ms.get_or_insert(ms);
         let cluster_age = ms.saturating_sub(self.cluster.start_ms);
         if !self.cluster.blocks.is_empty()
             && (cluster_age >= CLUSTER_SPAN.as_millis() as u64

@@ -25,6 +25,7 @@ use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, bitrate_ceiling
 use crate::files::FileEvent;
 use crate::nopath::NoPathCause;
 use crate::peer::{LocalTracks, Peer, PeerEvent, RelayAnswer, Stack};
+use crate::record::{Medium, Recorder, When};
 use crate::share::{ShareChoice, ShareOut, Sharing};
 
 /// Files received at once from one peer; a further `file` channel is refused.
@@ -103,6 +104,8 @@ pub struct EngineConfig {
     pub self_view: bool,
     /// Where files others send are saved.
     pub downloads: std::path::PathBuf,
+    /// Where recordings of the call are written.
+    pub recordings: std::path::PathBuf,
 }
 
 impl EngineConfig {
@@ -118,6 +121,7 @@ impl EngineConfig {
             relay_only: false,
             self_view: false,
             downloads: std::env::temp_dir().join("confer-downloads"),
+            recordings: std::env::temp_dir().join("confer-recordings"),
         }
     }
 }
@@ -154,6 +158,7 @@ enum Command {
     Speaker(DeviceChoice),
     Host(ClientMessage),
     Share(Option<(ShareChoice, u32)>),
+    Record(bool),
     Report(tokio::sync::oneshot::Sender<HashMap<PeerId, PeerReport>>),
 }
 
@@ -169,6 +174,14 @@ impl EngineHandle {
     /// [`EngineEvent::ShareStopped`] with the reason it could not start.
     pub fn share(&self, share: Option<(ShareChoice, u32)>) {
         let _ = self.commands.send(Command::Share(share));
+    }
+
+    /// Starts or stops recording the call into a Matroska file in
+    /// [`EngineConfig::recordings`]. Everyone is told first (through the relay); writing starts
+    /// once the relay confirms, with [`EngineEvent::RecordingStarted`]. Stopping (or leaving)
+    /// finishes the file: [`EngineEvent::RecordingStopped`].
+    pub fn record(&self, on: bool) {
+        let _ = self.commands.send(Command::Record(on));
     }
 
     /// Leaves the call.
@@ -298,6 +311,9 @@ pub async fn join(
         hand_raised: false,
         sharing: None,
         share_wanted: None,
+        recorder: None,
+        record_wanted: false,
+        own_audio_rtp: 0,
         share_out: share_tx,
         file_events: file_tx,
         transfers: tokio::task::JoinSet::new(),
@@ -349,7 +365,8 @@ impl Default for Sending {
 }
 
 enum Encoded {
-    Video(Vec<u8>),
+    /// An access unit, and when its picture was captured (Unix microseconds).
+    Video(Vec<u8>, u64),
     Audio(Vec<u8>),
     /// What the camera captured, for the self view.
     Preview(Arc<I420Frame>),
@@ -500,7 +517,7 @@ fn video_loop(
         }
         let frame = Arc::new(captured.frame);
         if let Ok(Some(encoded)) = encoder.encode(&frame)
-            && out.send(Encoded::Video(encoded.data)).is_err()
+            && out.send(Encoded::Video(encoded.data, captured.captured_us)).is_err()
         {
             return;
         }
@@ -612,6 +629,12 @@ struct Engine {
     sharing: Option<Sharing>,
     /// A share asked of the relay and not yet granted (one at a time per room).
     share_wanted: Option<(ShareChoice, u32)>,
+    /// Our recording of the call, while it runs.
+    recorder: Option<Recorder>,
+    /// A recording asked for, waiting for the relay to tell everyone.
+    record_wanted: bool,
+    /// Our own audio's clock for the recording (20 ms packets at 48 kHz).
+    own_audio_rtp: u32,
     /// Where a share's thread hands its access units.
     share_out: mpsc::Sender<ShareOut>,
     /// Where file transfers report (each transfer's events are few: progress every 250 ms).
@@ -676,12 +699,14 @@ impl Engine {
                     Some(command) => self.on_command(command).await,
                 },
                 Some(encoded) = media.recv() => match encoded {
-                    Encoded::Video(data) => {
+                    Encoded::Video(data, captured_us) => {
                         self.sent_bytes += data.len() as u64;
+                        self.record_own_video(Medium::Camera, When::CapturedUs(captured_us), &data);
                         self.tracks.send_video(data, frame_duration).await;
                     }
                     Encoded::Audio(packet) => {
                         self.sent_bytes += packet.len() as u64;
+                        self.record_own_audio(&packet);
                         self.tracks.send_audio(packet).await;
                     }
                     Encoded::Preview(frame) => {
@@ -695,6 +720,7 @@ impl Engine {
                 Some(out) = shared.recv() => match out {
                     ShareOut::Frame(data, duration) => {
                         self.sent_bytes += data.len() as u64;
+                        self.record_own_video(Medium::Screen, When::Now, &data);
                         self.tracks.send_screen(data, duration).await;
                     }
                     ShareOut::Ended(why) => self.stop_sharing(Some(why)).await,
@@ -715,6 +741,7 @@ impl Engine {
             // Dropping it waits for its thread (at most an encode): not on the runtime's thread.
             let _ = tokio::task::spawn_blocking(move || drop(sharing)).await;
         }
+        self.stop_recording(None, false).await;
         for slot in self.peers.values() {
             slot.peer.close().await;
         }
@@ -747,10 +774,11 @@ impl Engine {
         let id = participant.id.clone();
         self.reports.entry(id.clone()).or_default().name.clone_from(&participant.name);
         self.participants.insert(id.clone(), participant.clone());
-        let sharing = participant.sharing;
+        let (sharing, recording) = (participant.sharing, participant.recording);
         let _ = self.events.send(EngineEvent::Participant(participant));
         // (After the participant: the page shows a share of someone it knows.)
         self.peer_sharing(&id, sharing);
+        self.peer_recording(&id, recording);
         let Some(session) = &self.session else { return };
         if self.peers.contains_key(&id) {
             return;
@@ -864,9 +892,13 @@ impl Engine {
                     } else if !participant.sharing && self.sharing.is_some() && self.share_wanted.is_none() {
                         self.stop_sharing(Some("a host stopped your share".into())).await;
                     }
+                    if participant.recording && self.record_wanted {
+                        self.start_recording();
+                    }
                     return;
                 }
                 self.peer_sharing(&participant.id, participant.sharing);
+                self.peer_recording(&participant.id, participant.recording);
                 if let Some(report) = self.reports.get_mut(&participant.id) {
                     report.muted = participant.muted;
                     report.hand_raised = participant.hand_raised;
@@ -911,6 +943,10 @@ impl Engine {
                 // `share_taken` answer stops it, if someone took it meanwhile).
                 if self.sharing.is_some() {
                     self.signaling.send(ClientMessage::Share { on: true });
+                }
+                // Nor who records (a relay that did not restart says nothing to a repeat).
+                if self.recorder.is_some() {
+                    self.signaling.send(ClientMessage::Record { on: true });
                 }
                 for participant in &session.participants {
                     self.unconfirmed.remove(&participant.id);
@@ -962,6 +998,19 @@ impl Engine {
                     let _ = self.events.send(EngineEvent::ShareStopped { reason: Some(message) });
                 }
             }
+            SignalingEvent::Error { code: ErrorCode::UnknownType, .. } if self.record_wanted => {
+                // A relay from before recordings were announced: nobody would be told.
+                self.record_wanted = false;
+                let reason = "the meeting server is too old to tell everyone about a recording (update it); \
+                              nothing was recorded"
+                    .to_owned();
+                let _ = self.events.send(EngineEvent::RecordingStopped {
+                    path: None,
+                    reason: Some(reason),
+                    duration_ms: 0,
+                    bytes: 0,
+                });
+            }
             SignalingEvent::Error { code: ErrorCode::UnknownType, .. } if self.share_wanted.is_some() => {
                 // A relay from before shares went through it: its presence would say nobody
                 // shares, so sharing without its word would confuse everyone.
@@ -1003,9 +1052,23 @@ impl Engine {
                 }
                 self.act(&from, action).await;
             }
-            PeerEvent::Video { access_unit, screen: false } => self.on_video(from, &access_unit),
-            PeerEvent::Video { access_unit, screen: true } => self.on_share_video(from, &access_unit),
+            PeerEvent::Video { access_unit, screen, rtp_timestamp } => {
+                if let Some(recorder) = &mut self.recorder {
+                    let name = self.reports.get(&from).map_or("?", |r| r.name.as_str());
+                    let medium = if screen { Medium::Screen } else { Medium::Camera };
+                    recorder.video(&from, name, medium, When::Rtp(rtp_timestamp), &access_unit);
+                }
+                if screen {
+                    self.on_share_video(from, &access_unit);
+                } else {
+                    self.on_video(from, &access_unit);
+                }
+            }
             PeerEvent::Audio { rtp_timestamp, payload } => {
+                if let Some(recorder) = &mut self.recorder {
+                    let name = self.reports.get(&from).map_or("?", |r| r.name.as_str());
+                    recorder.audio(&from, name, When::Rtp(rtp_timestamp), &payload);
+                }
                 let arrival = self.now().as_micros() as u64;
                 self.playout.push(&from, rtp_timestamp, payload, arrival);
             }
@@ -1158,6 +1221,10 @@ impl Engine {
     }
 
     async fn every_second(&mut self) {
+        if self.recorder.as_ref().is_some_and(Recorder::failed) {
+            // Its writer stopped on an error (a full disk): the reason comes from finishing.
+            self.stop_recording(None, true).await;
+        }
         let now = self.now();
         let expired: Vec<PeerId> = self
             .unconfirmed
@@ -1582,6 +1649,100 @@ impl Engine {
         let _ = self.events.send(EngineEvent::ShareStopped { reason });
     }
 
+    /// A peer records or not, as the relay says.
+    fn peer_recording(&mut self, id: &PeerId, recording: bool) {
+        let report = self.reports.entry(id.clone()).or_default();
+        if report.recording == recording {
+            return;
+        }
+        report.recording = recording;
+        let _ = self.events.send(EngineEvent::PeerRecording { id: id.clone(), recording });
+    }
+
+    /// The relay told everyone we record: the file is created and written from now on.
+    fn start_recording(&mut self) {
+        self.record_wanted = false;
+        let dir = self.config.recordings.clone();
+        let title = "call";
+        let started = std::fs::create_dir_all(&dir)
+            .map_err(|source| confer_media::RecordError::Io { path: dir.clone(), source })
+            .and_then(|()| Recorder::start(&crate::record::file_in(&dir, title), title));
+        match started {
+            Ok(recorder) => {
+                let path = recorder.path().to_owned();
+                tracing::info!(path = %path.display(), "recording");
+                self.recorder = Some(recorder);
+                // Every track starts with a keyframe, ours and the others'.
+                self.sending.keyframe.store(true, Ordering::Relaxed);
+                if let Some(sharing) = &self.sharing {
+                    sharing.request_keyframe();
+                }
+                for slot in self.peers.values() {
+                    slot.peer.request_keyframes();
+                }
+                let _ = self.events.send(EngineEvent::RecordingStarted { path });
+            }
+            Err(err) => {
+                self.signaling.send(ClientMessage::Record { on: false });
+                let _ = self.events.send(EngineEvent::RecordingStopped {
+                    path: None,
+                    reason: Some(err.to_string()),
+                    duration_ms: 0,
+                    bytes: 0,
+                });
+            }
+        }
+    }
+
+    /// Stops recording (asked: `reason` `None`) and finishes the file; `tell` says so to
+    /// everyone (not when the call is over anyway).
+    async fn stop_recording(&mut self, reason: Option<String>, tell: bool) {
+        if std::mem::take(&mut self.record_wanted) && tell {
+            self.signaling.send(ClientMessage::Record { on: false });
+        }
+        let Some(recorder) = self.recorder.take() else { return };
+        if tell {
+            self.signaling.send(ClientMessage::Record { on: false });
+        }
+        let (path, dropped) = (recorder.path().to_owned(), recorder.dropped());
+        let finished = tokio::task::spawn_blocking(move || recorder.finish()).await;
+        let event = match finished {
+            Ok(Ok(summary)) => {
+                tracing::info!(path = %path.display(), ?summary, dropped, "recording finished");
+                EngineEvent::RecordingStopped {
+                    path: Some(path),
+                    reason,
+                    duration_ms: summary.duration.as_millis() as u64,
+                    bytes: summary.bytes,
+                }
+            }
+            Ok(Err(err)) => EngineEvent::RecordingStopped {
+                path: Some(path),
+                reason: Some(reason.unwrap_or_else(|| err.to_string())),
+                duration_ms: 0,
+                bytes: 0,
+            },
+            Err(err) => EngineEvent::RecordingStopped {
+                path: Some(path),
+                reason: Some(err.to_string()),
+                duration_ms: 0,
+                bytes: 0,
+            },
+        };
+        let _ = self.events.send(event);
+    }
+
+    fn record_own_video(&mut self, medium: Medium, when: When, access_unit: &[u8]) {
+        let (Some(recorder), Some(session)) = (&mut self.recorder, &self.session) else { return };
+        recorder.video(&session.peer_id, &self.config.name, medium, when, access_unit);
+    }
+
+    fn record_own_audio(&mut self, packet: &[u8]) {
+        let (Some(recorder), Some(session)) = (&mut self.recorder, &self.session) else { return };
+        self.own_audio_rtp = self.own_audio_rtp.wrapping_add(960);
+        recorder.audio(&session.peer_id, &self.config.name, When::Rtp(self.own_audio_rtp), packet);
+    }
+
     /// Sends a message on every peer's data channel (waiting there until it opens).
     async fn tell_everyone(&mut self, message: &PeerMessage) {
         let text = message.encode();
@@ -1634,6 +1795,13 @@ impl Engine {
             Command::Host(message) => self.signaling.send(message),
             Command::Share(Some((choice, fps))) => self.ask_to_share(choice, fps).await,
             Command::Share(None) => self.stop_sharing(None).await,
+            Command::Record(true) => {
+                if self.recorder.is_none() && !self.record_wanted {
+                    self.record_wanted = true;
+                    self.signaling.send(ClientMessage::Record { on: true });
+                }
+            }
+            Command::Record(false) => self.stop_recording(None, true).await,
             Command::Report(reply) => {
                 let mut reports = self.reports.clone();
                 for (id, slot) in &self.peers {

@@ -10,6 +10,7 @@ pub mod files;
 pub mod netcheck;
 pub mod nopath;
 mod peer;
+mod record;
 pub mod rooms;
 pub mod share;
 pub mod signaling;

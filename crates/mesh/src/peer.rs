@@ -260,7 +260,7 @@ pub(crate) enum PeerEvent {
     Ice(crate::decide::IceEvent),
     /// An H.264 access unit arrived (Annex B), of the camera or (`screen`) of a screen share.
     /// After loss a keyframe has been asked for.
-    Video { access_unit: Vec<u8>, screen: bool },
+    Video { access_unit: Vec<u8>, screen: bool, rtp_timestamp: u32 },
     /// An Opus packet arrived.
     Audio { rtp_timestamp: u32, payload: Vec<u8> },
     /// A data channel message.
@@ -318,6 +318,9 @@ pub(crate) struct Received {
     pub packets: AtomicU64,
     /// Packets expected (both streams), from the sequence numbers: received + lost.
     pub expected: AtomicU64,
+    /// Raised to ask the peer for keyframes on every video track (each track's reader asks
+    /// once per raise, with its next packet).
+    pub keyframes_wanted: AtomicU64,
 }
 
 /// Counts one stream's packets against its sequence numbers (RFC 3550 A.3, simplified: no
@@ -632,6 +635,11 @@ impl Peer {
         Some(Path { local, remote: candidate_type(pair.remote.typ)?, relay })
     }
 
+    /// Asks the peer for a keyframe on each of its video tracks (a recording starts).
+    pub(crate) fn request_keyframes(&self) {
+        self.received.keyframes_wanted.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The candidate types gathered here and received from the peer.
     pub(crate) fn candidate_types(
         &self,
@@ -790,7 +798,7 @@ impl FrameAssembler {
         timestamp: u32,
         marker: bool,
         payload: Vec<u8>,
-    ) -> (Vec<Vec<u8>>, bool) {
+    ) -> (Vec<(u32, Vec<u8>)>, bool) {
         let stale = self.last_end.is_some_and(|end| (sequence.wrapping_sub(end) as i16) <= 0);
         if stale || self.pending.iter().any(|p| p.sequence == sequence) {
             return (Vec::new(), false);
@@ -839,7 +847,7 @@ impl FrameAssembler {
                     }
                 }
                 if ok && !access_unit.is_empty() {
-                    out.push(access_unit);
+                    out.push((ts, access_unit));
                 } else {
                     damaged = true;
                 }
@@ -950,8 +958,18 @@ async fn read_track(
             let _ = pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]).await;
         }
         let mut assembler = FrameAssembler::default();
+        let mut keyframes_asked = received.keyframes_wanted.load(Ordering::Relaxed);
         while let Ok((packet, _)) = track.read_rtp().await {
             count(&packet, &received.video_bytes);
+            let wanted = received.keyframes_wanted.load(Ordering::Relaxed);
+            if wanted != keyframes_asked {
+                keyframes_asked = wanted;
+                last_pli = None;
+                if let Some(pc) = ask_keyframe(&mut last_pli) {
+                    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+                    let _ = pc.write_rtcp(&[Box::new(pli)]).await;
+                }
+            }
             let header = &packet.header;
             let (complete, damaged) = assembler.push(
                 header.sequence_number,
@@ -963,8 +981,9 @@ async fn read_track(
                 let _ =
                     pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]).await;
             }
-            for access_unit in complete {
-                if events.send((who.clone(), PeerEvent::Video { access_unit, screen })).is_err() {
+            for (rtp_timestamp, access_unit) in complete {
+                let event = PeerEvent::Video { access_unit, screen, rtp_timestamp };
+                if events.send((who.clone(), event)).is_err() {
                     return;
                 }
             }
@@ -1017,7 +1036,8 @@ mod tests {
         let (frames, damaged) = assembler.push(11, 100, false, nal(2));
         assert!(!damaged);
         assert_eq!(frames.len(), 1);
-        let start_codes = frames[0].windows(4).filter(|w| *w == [0, 0, 0, 1]).count();
+        assert_eq!(frames[0].0, 100, "with its RTP timestamp");
+        let start_codes = frames[0].1.windows(4).filter(|w| *w == [0, 0, 0, 1]).count();
         assert_eq!(start_codes, 3, "three NAL units in order: {:?}", frames[0]);
         // The next frame comes out at once on its single marked packet.
         let (frames, _) = assembler.push(13, 200, true, nal(4));

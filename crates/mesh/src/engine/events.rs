@@ -118,6 +118,30 @@ pub enum EngineEvent {
         /// Why, if it was not asked for.
         reason: Option<String>,
     },
+    /// A participant started or stopped recording the call (as the relay says).
+    PeerRecording {
+        /// Who.
+        id: PeerId,
+        /// Recording now.
+        recording: bool,
+    },
+    /// Our recording started: everyone was told, and the file is being written.
+    RecordingStarted {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// Our recording stopped (asked: `reason` is `None`), or could not start, or failed (a full
+    /// disk: what was written stays playable).
+    RecordingStopped {
+        /// The file, if one was written.
+        path: Option<std::path::PathBuf>,
+        /// Why, if it was not asked for.
+        reason: Option<String>,
+        /// How long it is.
+        duration_ms: u64,
+        /// Its size.
+        bytes: u64,
+    },
     /// Audio levels per participant (every 100 ms) and who speaks most.
     AudioLevels {
         /// Level per participant.
@@ -286,6 +310,8 @@ pub struct PeerReport {
     pub candidates_received: Vec<&'static str>,
     /// Whether it shares its screen now (as it says).
     pub sharing: bool,
+    /// Whether it records the call now (as the relay says).
+    pub recording: bool,
     /// Pictures of its screen share decoded.
     pub share_frames_decoded: u64,
     /// Milliseconds from join to the first decoded picture of its share.
