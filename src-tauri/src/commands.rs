@@ -154,8 +154,9 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
     if let Ok(dir) = tauri::Manager::path(&app).download_dir() {
         config.downloads = dir;
     }
-    // Recordings go in the user's videos folder, under Confer.
-    if let Ok(dir) = tauri::Manager::path(&app).video_dir() {
+    // Recordings go in the user's videos folder (or ~/Videos where none is set), under Confer.
+    let paths = tauri::Manager::path(&app);
+    if let Ok(dir) = paths.video_dir().or_else(|_| paths.home_dir().map(|home| home.join("Videos"))) {
         config.recordings = dir.join("Confer");
     }
     let (handle, events) = engine::join(&link, config).await?;
@@ -368,6 +369,17 @@ pub async fn send_file(path: String, shell: State<'_, Shell>) -> Result<(), UiEr
 #[tauri::command]
 pub async fn react(emoji: String, shell: State<'_, Shell>) -> Result<(), UiError> {
     with_call(&shell, |h| h.react(&emoji).map_err(|e| UiError::new(ErrorCode::Chat, e.to_string()))).await
+}
+
+/// Starts (`on`) or stops recording the call; `recording_started` / `recording_stopped`
+/// follow (everyone is told before anything is written).
+#[tauri::command]
+pub async fn record(on: bool, shell: State<'_, Shell>) -> Result<(), UiError> {
+    with_call(&shell, |h| {
+        h.record(on);
+        Ok(())
+    })
+    .await
 }
 
 /// Sends a chat message to everyone.
@@ -599,6 +611,7 @@ pub async fn bench_tiles(
             hand_raised: false,
             hand_order: None,
             reconnecting: false,
+            recording: false,
         })
         .collect::<Vec<_>>();
     let joined = UiEvent::Joined {

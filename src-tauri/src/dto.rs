@@ -32,6 +32,8 @@ pub struct UiParticipant {
     pub hand_order: Option<u64>,
     /// Whether its connection to the relay dropped (it may come back).
     pub reconnecting: bool,
+    /// Whether it records the call (everyone is shown it).
+    pub recording: bool,
 }
 
 impl From<&Participant> for UiParticipant {
@@ -45,6 +47,7 @@ impl From<&Participant> for UiParticipant {
             hand_raised: p.hand_raised,
             hand_order: p.hand_order.filter(|_| p.hand_raised),
             reconnecting: p.state == PeerState::Reconnecting,
+            recording: p.recording,
         }
     }
 }
@@ -332,6 +335,23 @@ pub enum UiEvent {
         /// Why.
         reason: String,
     },
+    /// Our recording started: everyone was told, and the file at `path` is being written.
+    RecordingStarted {
+        /// The file.
+        path: String,
+    },
+    /// Our recording stopped: asked (`reason` null), or it could not start or failed, with
+    /// why. `path` is the file, if one was written (what was written before a failure plays).
+    RecordingStopped {
+        /// The file.
+        path: Option<String>,
+        /// Why, if it was not asked for.
+        reason: Option<String>,
+        /// How long it is, ms.
+        duration_ms: u64,
+        /// Its size.
+        bytes: u64,
+    },
     /// This participant as the relay sees it (the place of its raised hand in the queue).
     Myself {
         /// This participant.
@@ -480,6 +500,17 @@ impl UiEvent {
             EngineEvent::Reaction { from, emoji } => {
                 Self::Reaction { from: from.to_string(), emoji: emoji.clone() }
             }
+            EngineEvent::RecordingStarted { path } => {
+                Self::RecordingStarted { path: path.display().to_string() }
+            }
+            EngineEvent::RecordingStopped { path, reason, duration_ms, bytes } => Self::RecordingStopped {
+                path: path.as_ref().map(|p| p.display().to_string()),
+                reason: reason.clone(),
+                duration_ms: *duration_ms,
+                bytes: *bytes,
+            },
+            // (Who records arrives with each participant's presence.)
+            EngineEvent::PeerRecording { .. } => return None,
             EngineEvent::VideoFrame { .. } | EngineEvent::SelfView(_) | EngineEvent::ShareFrame { .. } => {
                 return None;
             }

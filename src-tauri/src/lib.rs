@@ -110,6 +110,7 @@ pub fn run() {
             commands::raise_hand,
             commands::share_sources,
             commands::share_screen,
+            commands::record,
             commands::react,
             commands::send_file,
             commands::send_chat,

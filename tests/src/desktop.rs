@@ -142,9 +142,17 @@ impl AppHome {
     /// Empty directories.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        for sub in ["config", "data", "cache", "runtime"] {
+        for sub in ["config", "data", "cache", "runtime", "videos"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
+        // The user's folders, as a desktop's xdg-user-dirs names them: recordings go in the
+        // videos folder, here and not in the real home.
+        let videos = dir.path().join("videos");
+        std::fs::write(
+            dir.path().join("config/user-dirs.dirs"),
+            format!("XDG_VIDEOS_DIR=\"{}\"\n", videos.display()),
+        )
+        .unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -164,6 +172,11 @@ impl AppHome {
     pub fn with_bus(mut self, bus: &SessionBus) -> Self {
         self.bus = Some(bus.address.clone());
         self
+    }
+
+    /// The user's videos folder (where the app saves recordings, under `Confer`).
+    pub fn videos(&self) -> PathBuf {
+        self.dir.path().join("videos")
     }
 
     /// The app, started directly (as a launcher starts it) with this home and display.

@@ -528,3 +528,40 @@ impl SeenFigures {
         Some(peer.clone())
     }
 }
+
+/// What Debian's ffprobe (an independent player) reads in a media file: the container's
+/// duration and name, and each stream's index, type, codec, size, sample rate and title.
+pub fn ffprobe(path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json", "-show_entries"])
+        .arg("format=duration,format_name:stream=index,codec_type,codec_name,width,height,sample_rate:stream_tags=title")
+        .arg(path)
+        .output()
+        .expect("ffprobe (Debian's ffmpeg package) runs");
+    assert!(out.status.success(), "ffprobe refused the file: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What ffmpeg says when it decodes every stream of a media file (nothing, for a good file).
+pub fn ffmpeg_complaints(path: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if out.status.success() { said } else { format!("ffmpeg failed ({}): {said}", out.status) }
+}
+
+/// The titles of a probed file's streams, sorted.
+pub fn stream_titles(probe: &serde_json::Value) -> Vec<String> {
+    let mut titles: Vec<String> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tags"]["title"].as_str().unwrap_or("").to_owned())
+        .collect();
+    titles.sort_unstable();
+    titles
+}

@@ -9,7 +9,7 @@ use confer_media::I420Frame;
 use confer_media::synthetic::read_stamp;
 use confer_tests::desktop::{AppHome, Driver, SessionBus, Xvfb, desktop_app};
 use confer_tests::screen::PatternWindow;
-use confer_tests::{Relay, SMALL, report_of, spawn_synthetic};
+use confer_tests::{Relay, SMALL, ffmpeg_complaints, ffprobe, report_of, spawn_synthetic, stream_titles};
 use serde_json::{Value, json};
 
 /// The app tests run one at a time: each is a WebKit window and, for the call, three video
@@ -84,7 +84,11 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     let relay = Relay::start(state.path(), "127.0.0.1:0");
     let (host_link, invite) = relay.host();
     let app = desktop_app();
-    let alice = spawn_synthetic(&host_link, "Alice", 2, 45.0, SMALL, &[]);
+    // Alice records the call from the moment she meets Bob, past the app's own recording.
+    let recordings = tempfile::tempdir().unwrap();
+    let alice_records =
+        ["--record-after", "0", "--record-for", "40", "--recordings", recordings.path().to_str().unwrap()];
+    let alice = spawn_synthetic(&host_link, "Alice", 2, 45.0, SMALL, &alice_records);
     let bob = spawn_synthetic(&invite, "Bob", 3, 45.0, SMALL, &[]);
 
     let xvfb = Xvfb::start();
@@ -201,6 +205,14 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         );
     }
 
+    // Alice records: the app, which joined after she started, shows it.
+    let banner = driver.wait_for(
+        "the app shows that Alice records",
+        "const b = document.querySelector('[data-testid=recording-banner]'); return b && b.textContent",
+        Duration::from_secs(10),
+    );
+    assert!(banner.as_str().unwrap().contains("Alice is recording this call."), "{banner}");
+
     // Mute in the app: the others see it (their reports at the end say so).
     driver.click("[data-testid=mute]");
     driver.wait_for(
@@ -209,6 +221,36 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         Duration::from_secs(5),
     );
     std::thread::sleep(Duration::from_secs(2));
+
+    // The app records for about 4 s: everyone is told, and the file plays in ffmpeg with each
+    // camera in it (and the others' microphones: the app is muted).
+    driver.click("[data-testid=record]");
+    let bar = driver.find("[data-testid=recording-bar]", Duration::from_secs(10));
+    drop(bar);
+    std::thread::sleep(Duration::from_secs(4));
+    driver.click("[data-testid=stop-record]");
+    let saved = driver.wait_for(
+        "the app says where the recording was saved",
+        "const s = document.querySelector('[data-testid=recording-saved]'); return s && s.dataset.path",
+        Duration::from_secs(10),
+    );
+    let saved = std::path::PathBuf::from(saved.as_str().unwrap());
+    assert!(
+        saved.starts_with(home.videos().join("Confer")),
+        "saved in the videos folder: {}",
+        saved.display()
+    );
+    let probe = ffprobe(&saved);
+    eprintln!("the app's recording: {probe}");
+    assert_eq!(
+        stream_titles(&probe),
+        ["Alice: camera", "Alice: microphone", "Bob: camera", "Bob: microphone", "Desk: camera"]
+    );
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((3.0..=6.0).contains(&duration), "about 4 s recorded: {duration} s");
+    let complaints = ffmpeg_complaints(&saved);
+    assert!(complaints.is_empty(), "ffmpeg: {complaints}");
+
     driver.click("[data-testid=leave]");
     driver.find("[data-testid=ended]", Duration::from_secs(10));
 
@@ -219,7 +261,21 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         assert_eq!(desk["muted"], true, "the app's mute reached the others: {desk}");
         assert_eq!(desk["pattern_id"], 4, "the app's synthetic camera reached the others: {desk}");
         assert!(desk["video_frames_decoded"].as_u64().unwrap() > 30, "{desk}");
+        let told: Vec<bool> = report["recording"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "peer" && e["id"] == desk["id"])
+            .map(|e| e["recording"].as_bool().unwrap())
+            .collect();
+        assert_eq!(told, [true, false], "told when the app started and stopped recording");
     }
+    // Alice's own recording (the whole call as she had it) includes the app's camera too.
+    let (alice_report, _) = &reports[0];
+    let stopped =
+        alice_report["recording"].as_array().unwrap().iter().find(|e| e["event"] == "stopped").unwrap();
+    let titles = stream_titles(&ffprobe(std::path::Path::new(stopped["path"].as_str().unwrap())));
+    assert!(titles.iter().any(|t| t == "Desk: camera"), "{titles:?}");
 
     // A bad link and an unreachable relay each say which part failed.
     driver.click("[data-testid=ended] button");

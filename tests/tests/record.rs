@@ -11,7 +11,7 @@ use std::process::Command;
 
 use confer_media::I420Frame;
 use confer_media::synthetic::read_stamp;
-use confer_tests::{Relay, SMALL, report_of, spawn_synthetic};
+use confer_tests::{Relay, SMALL, ffmpeg_complaints, ffprobe, report_of, spawn_synthetic, stream_titles};
 use serde_json::Value;
 
 /// Calls run one at a time: each is several processes encoding video on a 2-core machine.
@@ -29,17 +29,6 @@ fn logged<'a>(report: &'a Value, event: &str, to: Option<bool>) -> Option<&'a Va
         .unwrap()
         .iter()
         .find(|e| e["event"] == event && to.is_none_or(|to| e["recording"] == to))
-}
-
-fn ffprobe(path: &Path) -> Value {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-of", "json", "-show_entries"])
-        .arg("format=duration,format_name:stream=index,codec_type,codec_name,width,height,sample_rate:stream_tags=title")
-        .arg(path)
-        .output()
-        .expect("ffprobe (Debian's ffmpeg package) runs");
-    assert!(out.status.success(), "ffprobe refused the file: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The middle picture of video stream `index`, as ffmpeg decodes it (all of the stream is
@@ -123,10 +112,8 @@ fn a_recorded_three_party_call_plays_in_ffmpeg_with_everyones_tracks_and_picture
             .find(|s| s["tags"]["title"] == title)
             .unwrap_or_else(|| panic!("no track {title} in {probe}"))
     };
-    let mut titles: Vec<&str> = streams.iter().map(|s| s["tags"]["title"].as_str().unwrap()).collect();
-    titles.sort_unstable();
     assert_eq!(
-        titles,
+        stream_titles(&probe),
         [
             "Ann: camera",
             "Ann: microphone",
@@ -149,14 +136,8 @@ fn a_recorded_three_party_call_plays_in_ffmpeg_with_everyones_tracks_and_picture
     assert_eq!(by_title("Bob: screen")["width"], 1280);
 
     // ffmpeg decodes all of it, with nothing to complain about.
-    let decoded = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-map", "0", "-f", "null", "-"])
-        .output()
-        .unwrap();
-    let complaints = String::from_utf8_lossy(&decoded.stderr);
-    assert!(decoded.status.success() && complaints.trim().is_empty(), "ffmpeg: {complaints}");
+    let complaints = ffmpeg_complaints(path);
+    assert!(complaints.is_empty(), "ffmpeg: {complaints}");
 
     // The pictures are each participant's own, the share's too.
     for (name, pattern) in [("Ann", 21), ("Bob", 22), ("Cid", 23)] {

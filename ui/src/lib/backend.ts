@@ -42,6 +42,8 @@ export interface Backend {
   shareSources(): Promise<UiShareSource[]>;
   /** Shares a screen or window with everyone (`null` stops); `share_*` events say how it went. */
   shareScreen(source: string | null): Promise<void>;
+  /** Starts or stops recording the call (`recording_*` events follow; everyone is told first). */
+  record(on: boolean): Promise<void>;
   sendChat(text: string): Promise<void>;
   /** Sends the file at `path` to everyone in the call (`file_*` events follow). */
   sendFile(path: string): Promise<void>;
@@ -104,6 +106,7 @@ async function tauriBackend(): Promise<Backend> {
     raiseHand: (raised) => invoke("raise_hand", { raised }),
     shareSources: () => invoke("share_sources"),
     shareScreen: (source) => invoke("share_screen", { source }),
+    record: (on) => invoke("record", { on }),
     sendChat: (text) => invoke("send_chat", { text }),
     react: (emoji) => invoke("react", { emoji }),
     sendFile: (path) => invoke("send_file", { path }),

@@ -196,7 +196,27 @@ sending: boolean,
 /**
  * Why.
  */
-reason: string, } | { "type": "myself", 
+reason: string, } | { "type": "recording_started", 
+/**
+ * The file.
+ */
+path: string, } | { "type": "recording_stopped", 
+/**
+ * The file.
+ */
+path: string | null, 
+/**
+ * Why, if it was not asked for.
+ */
+reason: string | null, 
+/**
+ * How long it is, ms.
+ */
+duration_ms: number, 
+/**
+ * Its size.
+ */
+bytes: number, } | { "type": "myself", 
 /**
  * This participant.
  */
@@ -259,7 +279,11 @@ hand_order: number | null,
 /**
  * Whether its connection to the relay dropped (it may come back).
  */
-reconnecting: boolean, };
+reconnecting: boolean, 
+/**
+ * Whether it records the call (everyone is shown it).
+ */
+recording: boolean, };
 
 export type UiKnocker = { 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { REACTION_MS, addReaction, expireReactions, handQueue, initialCall, MAX_CHAT_LINES, ownChat, reduce, shownShare } from "./call";
+import { REACTION_MS, addReaction, expireReactions, handQueue, initialCall, MAX_CHAT_LINES, ownChat, recorders, reduce, shownShare } from "./call";
 import type { UiEvent, UiParticipant } from "./bindings";
 
 const alice: UiParticipant = {
@@ -10,6 +10,7 @@ const alice: UiParticipant = {
   camera: true,
   hand_raised: false, hand_order: null,
   reconnecting: false,
+  recording: false,
 };
 const bob: UiParticipant = { ...alice, id: "b", name: "Bob", host: false };
 
@@ -65,6 +66,25 @@ describe("the call state", () => {
     expect(expireReactions(s, at + REACTION_MS - 1).reactions).toHaveLength(2);
     expect(expireReactions(s, at + REACTION_MS).reactions.map((r) => r.emoji)).toEqual(["👍"]);
     expect(expireReactions(s, at + REACTION_MS + 1000).reactions).toEqual([]);
+  });
+
+  it("shows everyone who records, and where our own recording was saved or why it stopped", () => {
+    let s = play(
+      { type: "joined", self_id: "me", participants: [alice, { ...bob, recording: true }], host: false, locked: false, knocking: [] },
+    );
+    expect(recorders(s)).toEqual(["Bob"]);
+    s = reduce(s, { type: "participant", participant: { ...alice, recording: true } });
+    expect(recorders(s)).toEqual(["Alice", "Bob"]);
+    s = reduce(s, { type: "participant", participant: { ...bob, recording: false } });
+    expect(recorders(s)).toEqual(["Alice"]);
+    s = reduce(s, { type: "recording_started", path: "/home/me/Videos/Confer/call.mkv" });
+    expect(s.myRecording).toBe("/home/me/Videos/Confer/call.mkv");
+    s = reduce(s, { type: "recording_stopped", path: "/home/me/Videos/Confer/call.mkv", reason: null, duration_ms: 5000, bytes: 900000 });
+    expect([s.myRecording, s.savedRecording]).toEqual([null, "/home/me/Videos/Confer/call.mkv"]);
+    // One that could not start says why, and the last saved file stays shown.
+    s = reduce(s, { type: "recording_stopped", path: null, reason: "could not write the recording /x: Permission denied", duration_ms: 0, bytes: 0 });
+    expect(s.notice).toEqual({ key: "record.stopped_because", params: { reason: "could not write the recording /x: Permission denied" } });
+    expect(s.savedRecording).toBe("/home/me/Videos/Confer/call.mkv");
   });
 
   it("shows a peer's share while it lasts and says why our own share stopped", () => {

@@ -88,6 +88,10 @@ export interface CallState {
   reactions: FloatingReaction[];
   /** Key of the next reaction. */
   nextReaction: number;
+  /** The file our recording is written to, while it runs. */
+  myRecording: string | null;
+  /** The last recording we finished, where it was saved. */
+  savedRecording: string | null;
 }
 
 export function initialCall(): CallState {
@@ -107,6 +111,8 @@ export function initialCall(): CallState {
     transfers: [],
     reactions: [],
     nextReaction: 1,
+    myRecording: null,
+    savedRecording: null,
   };
 }
 
@@ -244,7 +250,7 @@ export function reduce(state: CallState, event: UiEvent): CallState {
     case "relay_resumed":
       return { ...state, phase: { kind: "in_call" } };
     case "ended":
-      return { ...state, phase: { kind: "ended", reason: event.reason }, myShare: null };
+      return { ...state, phase: { kind: "ended", reason: event.reason }, myShare: null, myRecording: null };
     case "share_started":
       return { ...state, myShare: event.source };
     case "share_stopped":
@@ -287,9 +293,23 @@ export function reduce(state: CallState, event: UiEvent): CallState {
       return (REACTIONS as readonly string[]).includes(event.emoji) ? addReaction(state, event.from, event.emoji) : state;
     case "share_policy":
       return { ...state, severalShares: event.several };
+    case "recording_started":
+      return { ...state, myRecording: event.path };
+    case "recording_stopped":
+      return {
+        ...state,
+        myRecording: null,
+        savedRecording: event.path && event.bytes > 0 ? event.path : state.savedRecording,
+        notice: event.reason ? { key: "record.stopped_because", params: { reason: event.reason } } : state.notice,
+      };
     case "peer_sharing":
       return { ...state, peers: updatePeer(state, event.id, (p) => ({ ...p, sharing: event.sharing })) };
   }
+}
+
+/** The names of the others recording this call, in join order (everyone is shown who records). */
+export function recorders(state: CallState): string[] {
+  return state.peers.filter((p) => p.recording).map((p) => p.name);
 }
 
 /** Whose share to show large: the first participant sharing (in join order), if any. */

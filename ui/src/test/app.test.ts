@@ -97,8 +97,8 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: true, muted: true, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
-        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+        { id: "a", name: "Alice", host: true, muted: true, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
+        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
       ],
     });
     await waitFor(() => expect(screen.getAllByTestId("tile")).toHaveLength(3));
@@ -121,7 +121,7 @@ describe("the app against a mock backend", () => {
         locked: false,
         knocking: [],
         participants: [
-          { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+          { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
         ],
       },
     ];
@@ -140,7 +140,7 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
       ],
     });
     await fireEvent.click(screen.getByTestId("share"));
@@ -175,6 +175,30 @@ describe("the app against a mock backend", () => {
     await waitFor(() => expect(screen.getAllByTestId("tile")).toHaveLength(2));
   });
 
+  it("records when asked, shows everyone who records, and says where the recording was saved", async () => {
+    const mock = mockBackend();
+    await toCall(mock);
+    const alice = { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false };
+    mock.emit({ type: "joined", self_id: "me", host: false, locked: false, knocking: [], participants: [alice] });
+    // Alice records: everyone sees it, at the top and in the people list.
+    mock.emit({ type: "participant", participant: { ...alice, recording: true } });
+    const banner = await screen.findByTestId("recording-banner");
+    expect(banner.textContent).toContain("Alice is recording this call.");
+    await fireEvent.click(screen.getByTestId("record"));
+    expect(mock.calls.filter(([n]) => n === "record")).toEqual([["record", true]]);
+    mock.emit({ type: "recording_started", path: "/home/me/Videos/Confer/Confer call.mkv" });
+    const bar = await screen.findByTestId("recording-bar");
+    expect(bar.textContent).toContain("You are recording this call: everyone is shown it.");
+    await fireEvent.click(screen.getByTestId("stop-record"));
+    expect(mock.calls.filter(([n]) => n === "record").at(-1)).toEqual(["record", false]);
+    mock.emit({ type: "recording_stopped", path: "/home/me/Videos/Confer/Confer call.mkv", reason: null, duration_ms: 4000, bytes: 800000 });
+    const saved = await screen.findByTestId("recording-saved");
+    expect(saved.textContent).toContain("Recording saved: /home/me/Videos/Confer/Confer call.mkv");
+    expect(screen.queryByTestId("recording-bar")).toBeNull();
+    mock.emit({ type: "participant", participant: alice });
+    await waitFor(() => expect(screen.queryByTestId("recording-banner")).toBeNull());
+  });
+
   it("lets a host stop a participant's share and allow several at once", async () => {
     const mock = mockBackend();
     await toCall(mock);
@@ -185,7 +209,7 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+        { id: "a", name: "Alice", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
       ],
     });
     mock.emit({ type: "peer_sharing", id: "a", sharing: true });
@@ -214,7 +238,7 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
       ],
     });
     await fireEvent.click(screen.getByRole("button", { name: "React with 👏" }));
@@ -235,8 +259,8 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
-        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
+        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
       ],
     });
     const staged = () =>
@@ -272,8 +296,8 @@ describe("the app against a mock backend", () => {
       locked: false,
       knocking: [],
       participants: [
-        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
-        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false },
+        { id: "a", name: "Alice", host: true, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
+        { id: "b", name: "Bob", host: false, muted: false, camera: true, hand_raised: false, hand_order: null, reconnecting: false, recording: false },
       ],
     });
     await waitFor(() => expect(mock.calls.some(([n]) => n === "join")).toBe(true));

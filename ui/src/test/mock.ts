@@ -110,6 +110,7 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
       return mock.sources;
     },
     shareScreen: (source) => record("share_screen", source),
+    record: (on) => record("record", on),
     sendChat: (text) => record("send_chat", text),
     react: (emoji) => record("react", emoji),
     sendFile: (path) => record("send_file", path),
