@@ -19,9 +19,12 @@ fn main() {
         (0..90).map(|n| encoder.encode(&camera.next_frame(n * 33).0).unwrap().unwrap().data).collect();
     let mut mic = SyntheticMic::new(1);
     let mut opus = OpusEncoder::new(OpusConfig::default()).unwrap();
-    let packets: Vec<Vec<u8>> = (0..150).map(|_| opus.encode(&mic.next_samples(FRAME_SAMPLES)).unwrap()).collect();
+    let packets: Vec<Vec<u8>> =
+        (0..150).map(|_| opus.encode(&mic.next_samples(FRAME_SAMPLES)).unwrap()).collect();
 
-    println!("| participants | call recorded | blocks | file | write time | per block | CPU per second of call |");
+    println!(
+        "| participants | call recorded | blocks | file | write time | per block | CPU per second of call |"
+    );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for participants in [2usize, 4, 8] {
         let dir = tempfile::tempdir().unwrap();
