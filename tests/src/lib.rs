@@ -543,11 +543,15 @@ pub fn ffprobe(path: &Path) -> serde_json::Value {
 }
 
 /// What ffmpeg says when it decodes every stream of a media file (nothing, for a good file).
+/// Decoded pictures keep the file's own time base (`-enc_time_base -1`): by default ffmpeg
+/// re-times them on a guessed constant frame rate, and two pictures captured a millisecond apart
+/// (a camera thread catching up) would then land on one tick and be reported, though nothing is
+/// wrong with the file or its decoding.
 pub fn ffmpeg_complaints(path: &Path) -> String {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-map", "0", "-f", "null", "-"])
+        .args(["-map", "0", "-enc_time_base", "-1", "-f", "null", "-"])
         .output()
         .expect("ffmpeg runs");
     let said = String::from_utf8_lossy(&out.stderr).trim().to_owned();

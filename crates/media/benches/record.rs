@@ -23,7 +23,7 @@ fn main() {
         (0..150).map(|_| opus.encode(&mic.next_samples(FRAME_SAMPLES)).unwrap()).collect();
 
     println!(
-        "| participants | call recorded | blocks | file | write time | per block | CPU per second of call |"
+        "| participants | call recorded | blocks | file | write time | per block | write time per second of call |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for participants in [2usize, 4, 8] {

@@ -34,8 +34,8 @@ pub use opus_codec::{FRAME_SAMPLES, OpusConfig, OpusDecoder, OpusEncoder, OpusEr
 pub use playout::{JitterBuffer, JitterStats, LevelMeter, Playout, PlayoutFrame, StreamLevel, dbfs};
 pub use processing::{AudioProcessor, PROCESSING_FRAME, ProcessingConfig, ProcessingError, ProcessingStats};
 pub use record::{
-    CLUSTER_BYTES, CLUSTER_SPAN, MAX_BLOCK, MAX_TRACKS, REORDER, RecordError, Recording, RecordingSummary,
-    TrackId, TrackKind,
+    CLUSTER_BYTES, CLUSTER_SPAN, MAX_BLOCK, MAX_PARAMETER_SET, MAX_TRACKS, REORDER, RecordError, Recording,
+    RecordingSummary, TrackId, TrackKind,
 };
 pub use resample::{ResampleError, StreamResampler};
 pub use screen::{

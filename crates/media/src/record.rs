@@ -38,8 +38,12 @@ pub const CLUSTER_SPAN: Duration = Duration::from_secs(5);
 pub const CLUSTER_BYTES: usize = 4 << 20;
 /// A block's payload is at most this large (a 1080p keyframe is well under it).
 pub const MAX_BLOCK: usize = 8 << 20;
-/// The room at the head of the segment for the `SeekHead`, `Info` and `Tracks`.
-const HEAD_ROOM: usize = 64 << 10;
+/// A parameter set (SPS or PPS) is at most this long: real ones are tens of bytes, and the
+/// head must hold one of each per track.
+pub const MAX_PARAMETER_SET: usize = 256;
+/// The room at the head of the segment for the `SeekHead`, `Info` and `Tracks`: at most
+/// [`MAX_TRACKS`] entries of a 100-character name and two parameter sets fit.
+const HEAD_ROOM: usize = 128 << 10;
 /// EBML element IDs this module writes by hand (the rest are `webm-iterable`'s).
 const SEGMENT_ID: [u8; 4] = [0x18, 0x53, 0x80, 0x67];
 const VOID_ID: u8 = 0xEC;
@@ -229,7 +233,7 @@ impl Recording {
         }
         self.tracks.push(Track {
             kind,
-            name: name.chars().take(200).collect(),
+            name: name.chars().take(100).collect(),
             channels: channels.clamp(1, 2),
             video: None,
             last_ms: None,
@@ -265,6 +269,9 @@ impl Recording {
             }
             let sps = nals.iter().find(|n| n[0] & 0x1F == 7).ok_or(bad("a keyframe without its SPS"))?;
             let pps = nals.iter().find(|n| n[0] & 0x1F == 8).ok_or(bad("a keyframe without its PPS"))?;
+            if sps.len() > MAX_PARAMETER_SET || pps.len() > MAX_PARAMETER_SET {
+                return Err(bad("a parameter set over 256 bytes"));
+            }
             let (width, height) = sps_size(sps).ok_or(bad("an unreadable SPS"))?;
             slot.video = Some((width, height, avc_config(sps, pps)));
             described = true;
@@ -384,8 +391,9 @@ impl Recording {
         if self.cluster.blocks.is_empty() {
             self.cluster.start_ms = ms;
         }
-        if video_keyframe {
-            // The cluster's position is known once written: filled in then.
+        // One cue per video track per cluster, at its first keyframe there (the cluster's
+        // position is known once written: filled in then).
+        if video_keyframe && !self.cues.iter().any(|c| c.2 == u64::MAX && c.1 == block.track) {
             self.cues.push((ms, block.track, u64::MAX));
         }
         self.cluster.bytes += block.data.len() + 16;
@@ -464,7 +472,10 @@ impl Recording {
         };
         let cues = finished.map(|(at, _)| at).filter(|&at| at > 0);
         let seek_head = |info_at: u64, tracks_at: u64| {
-            let mut entries = vec![seek(&INFO_ID, info_at), seek(&TRACKS_ID, tracks_at)];
+            let mut entries = vec![seek(&INFO_ID, info_at)];
+            if !tracks.is_empty() {
+                entries.push(seek(&TRACKS_ID, tracks_at));
+            }
             if let Some(at) = cues {
                 entries.push(seek(&CUES_ID, at));
             }
@@ -545,6 +556,10 @@ impl Recording {
                 }
             }
             entries.push(MatroskaSpec::TrackEntry(Master::Full(entry)));
+        }
+        // A `Tracks` element must hold an entry: none yet, none written.
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
         encode(&MatroskaSpec::Tracks(Master::Full(entries)))
     }

@@ -313,6 +313,8 @@ pub async fn join(
         share_wanted: None,
         recorder: None,
         record_wanted: false,
+        record_said: false,
+        finishing: tokio::task::JoinSet::new(),
         own_audio_rtp: 0,
         share_out: share_tx,
         file_events: file_tx,
@@ -633,6 +635,11 @@ struct Engine {
     recorder: Option<Recorder>,
     /// A recording asked for, waiting for the relay to tell everyone.
     record_wanted: bool,
+    /// We have told the relay about recording at least once (after a reconnect it is told
+    /// again what is true now: a `record` lost on a dying connection must not stick).
+    record_said: bool,
+    /// Recordings being finished (their index written) off the engine's task.
+    finishing: tokio::task::JoinSet<()>,
     /// Our own audio's clock for the recording (20 ms packets at 48 kHz).
     own_audio_rtp: u32,
     /// Where a share's thread hands its access units.
@@ -727,6 +734,7 @@ impl Engine {
                 },
                 Some((peer, event)) = files.recv() => self.on_file(peer, event).await,
                 Some(_) = self.transfers.join_next(), if !self.transfers.is_empty() => {}
+                Some(_) = self.finishing.join_next(), if !self.finishing.is_empty() => {}
                 _ = playout_tick.tick() => {
                     ticks += 1;
                     self.play(ticks.is_multiple_of(5));
@@ -741,7 +749,9 @@ impl Engine {
             // Dropping it waits for its thread (at most an encode): not on the runtime's thread.
             let _ = tokio::task::spawn_blocking(move || drop(sharing)).await;
         }
-        self.stop_recording(None, false).await;
+        self.stop_recording(None, false);
+        // A recording's file is complete before the call is said to be over.
+        while self.finishing.join_next().await.is_some() {}
         for slot in self.peers.values() {
             slot.peer.close().await;
         }
@@ -944,13 +954,22 @@ impl Engine {
                 if self.sharing.is_some() {
                     self.signaling.send(ClientMessage::Share { on: true });
                 }
-                // Nor who records (a relay that did not restart says nothing to a repeat).
-                if self.recorder.is_some() {
-                    self.signaling.send(ClientMessage::Record { on: true });
+                // Nor who records; and a `record` sent as the old connection died may be lost:
+                // say again what is true now (a relay that has it answers only us).
+                if self.record_said {
+                    let on = self.recorder.is_some() || self.record_wanted;
+                    self.signaling.send(ClientMessage::Record { on });
                 }
                 for participant in &session.participants {
                     self.unconfirmed.remove(&participant.id);
-                    if !self.peers.contains_key(&participant.id) {
+                    if self.peers.contains_key(&participant.id) {
+                        // What changed while we were away (a share, a recording: presence sent
+                        // while our connection was down never reached us).
+                        self.peer_sharing(&participant.id, participant.sharing);
+                        self.peer_recording(&participant.id, participant.recording);
+                        self.participants.insert(participant.id.clone(), participant.clone());
+                        let _ = self.events.send(EngineEvent::Participant(participant.clone()));
+                    } else {
                         self.add_participant(participant.clone()).await;
                     }
                 }
@@ -1056,7 +1075,12 @@ impl Engine {
                 if let Some(recorder) = &mut self.recorder {
                     let name = self.reports.get(&from).map_or("?", |r| r.name.as_str());
                     let medium = if screen { Medium::Screen } else { Medium::Camera };
-                    recorder.video(&from, name, medium, When::Rtp(rtp_timestamp), &access_unit);
+                    if recorder.video(&from, name, medium, When::Rtp(rtp_timestamp), &access_unit)
+                        && let Some(slot) = self.peers.get(&from)
+                    {
+                        // The track lost a picture: it resumes at the peer's next keyframe.
+                        slot.peer.request_keyframes();
+                    }
                 }
                 if screen {
                     self.on_share_video(from, &access_unit);
@@ -1223,7 +1247,7 @@ impl Engine {
     async fn every_second(&mut self) {
         if self.recorder.as_ref().is_some_and(Recorder::failed) {
             // Its writer stopped on an error (a full disk): the reason comes from finishing.
-            self.stop_recording(None, true).await;
+            self.stop_recording(None, true);
         }
         let now = self.now();
         let expired: Vec<PeerId> = self
@@ -1694,9 +1718,10 @@ impl Engine {
         }
     }
 
-    /// Stops recording (asked: `reason` `None`) and finishes the file; `tell` says so to
-    /// everyone (not when the call is over anyway).
-    async fn stop_recording(&mut self, reason: Option<String>, tell: bool) {
+    /// Stops recording (asked: `reason` `None`); `tell` says so to everyone (not when the call
+    /// is over anyway). The file is finished (what is queued written, then its index) off the
+    /// engine's task, which goes on with the call; [`EngineEvent::RecordingStopped`] follows.
+    fn stop_recording(&mut self, reason: Option<String>, tell: bool) {
         if std::mem::take(&mut self.record_wanted) && tell {
             self.signaling.send(ClientMessage::Record { on: false });
         }
@@ -1704,37 +1729,27 @@ impl Engine {
         if tell {
             self.signaling.send(ClientMessage::Record { on: false });
         }
-        let (path, dropped) = (recorder.path().to_owned(), recorder.dropped());
-        let finished = tokio::task::spawn_blocking(move || recorder.finish()).await;
-        let event = match finished {
-            Ok(Ok(summary)) => {
-                tracing::info!(path = %path.display(), ?summary, dropped, "recording finished");
-                EngineEvent::RecordingStopped {
-                    path: Some(path),
-                    reason,
-                    duration_ms: summary.duration.as_millis() as u64,
-                    bytes: summary.bytes,
-                }
-            }
-            Ok(Err(err)) => EngineEvent::RecordingStopped {
-                path: Some(path),
-                reason: Some(reason.unwrap_or_else(|| err.to_string())),
-                duration_ms: 0,
-                bytes: 0,
-            },
-            Err(err) => EngineEvent::RecordingStopped {
-                path: Some(path),
-                reason: Some(err.to_string()),
-                duration_ms: 0,
-                bytes: 0,
-            },
-        };
-        let _ = self.events.send(event);
+        let events = self.events.clone();
+        self.finishing.spawn(async move {
+            let path = recorder.path().to_owned();
+            let dropped = recorder.dropped();
+            let finished = tokio::task::spawn_blocking(move || recorder.finish()).await;
+            let _ = events.send(stopped(path, dropped, reason, finished));
+        });
     }
 
     fn record_own_video(&mut self, medium: Medium, when: When, access_unit: &[u8]) {
         let (Some(recorder), Some(session)) = (&mut self.recorder, &self.session) else { return };
-        recorder.video(&session.peer_id, &self.config.name, medium, when, access_unit);
+        if recorder.video(&session.peer_id, &self.config.name, medium, when, access_unit) {
+            match medium {
+                Medium::Screen => {
+                    if let Some(sharing) = &self.sharing {
+                        sharing.request_keyframe();
+                    }
+                }
+                _ => self.sending.keyframe.store(true, Ordering::Relaxed),
+            }
+        }
     }
 
     fn record_own_audio(&mut self, packet: &[u8]) {
@@ -1742,7 +1757,6 @@ impl Engine {
         self.own_audio_rtp = self.own_audio_rtp.wrapping_add(960);
         recorder.audio(&session.peer_id, &self.config.name, When::Rtp(self.own_audio_rtp), packet);
     }
-
     /// Sends a message on every peer's data channel (waiting there until it opens).
     async fn tell_everyone(&mut self, message: &PeerMessage) {
         let text = message.encode();
@@ -1798,10 +1812,11 @@ impl Engine {
             Command::Record(true) => {
                 if self.recorder.is_none() && !self.record_wanted {
                     self.record_wanted = true;
+                    self.record_said = true;
                     self.signaling.send(ClientMessage::Record { on: true });
                 }
             }
-            Command::Record(false) => self.stop_recording(None, true).await,
+            Command::Record(false) => self.stop_recording(None, true),
             Command::Report(reply) => {
                 let mut reports = self.reports.clone();
                 for (id, slot) in &self.peers {
@@ -1840,5 +1855,40 @@ impl Engine {
             }
             Command::Leave => {}
         }
+    }
+}
+
+/// What a finished (or failed) recording is reported as.
+fn stopped(
+    path: std::path::PathBuf,
+    dropped: u64,
+    reason: Option<String>,
+    finished: Result<
+        Result<confer_media::RecordingSummary, confer_media::RecordError>,
+        tokio::task::JoinError,
+    >,
+) -> EngineEvent {
+    match finished {
+        Ok(Ok(summary)) => {
+            tracing::info!(path = %path.display(), ?summary, dropped, "recording finished");
+            EngineEvent::RecordingStopped {
+                path: Some(path),
+                reason,
+                duration_ms: summary.duration.as_millis() as u64,
+                bytes: summary.bytes,
+            }
+        }
+        Ok(Err(err)) => EngineEvent::RecordingStopped {
+            path: Some(path),
+            reason: Some(reason.unwrap_or_else(|| err.to_string())),
+            duration_ms: 0,
+            bytes: 0,
+        },
+        Err(err) => EngineEvent::RecordingStopped {
+            path: Some(path),
+            reason: Some(err.to_string()),
+            duration_ms: 0,
+            bytes: 0,
+        },
     }
 }

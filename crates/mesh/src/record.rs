@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ use confer_proto::PeerId;
 
 /// Items waiting for the writer: about two seconds of a 4-party call.
 pub(crate) const QUEUE: usize = 1_024;
+/// Bytes waiting for the writer at most (access units can be large).
+pub(crate) const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Audio whose RTP time strays this far from its arrival is anchored again.
 pub(crate) const REANCHOR: Duration = Duration::from_millis(400);
 
@@ -62,10 +65,17 @@ type Key = (PeerId, Medium);
 pub(crate) enum When {
     /// Its RTP timestamp (90 kHz video, 48 kHz audio).
     Rtp(u32),
-    /// Its capture time, Unix microseconds.
+    /// Its capture time, Unix microseconds (anchored like RTP: the wall clock may jump).
     CapturedUs(u64),
     /// Now.
     Now,
+}
+
+/// A stream's clock, anchored: a timestamp in its ticks and the recording time it is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Anchor {
+    ticks: u64,
+    at: Duration,
 }
 
 enum Item {
@@ -78,16 +88,17 @@ enum Item {
 pub(crate) struct Recorder {
     path: PathBuf,
     started: Instant,
-    started_unix_us: u64,
     queue: Option<SyncSender<Item>>,
     writer: Option<JoinHandle<Result<RecordingSummary, RecordError>>>,
     /// Tracks asked for.
     tracks: HashSet<Key>,
     /// Video tracks that lost an access unit: skipped until their next keyframe.
     broken: HashSet<Key>,
-    /// Per audio stream: the RTP timestamp and time it is anchored at.
-    anchors: HashMap<Key, (u32, Duration)>,
+    /// Per stream: where its clock is anchored.
+    anchors: HashMap<Key, Anchor>,
     dropped: u64,
+    /// Bytes queued and not yet written (the writer takes off what it wrote).
+    queued_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -101,20 +112,22 @@ impl Recorder {
     pub(crate) fn start(path: &Path, title: &str) -> Result<Self, RecordError> {
         let recording = Recording::create(path, title)?;
         let (queue, items) = std::sync::mpsc::sync_channel(QUEUE);
+        let queued_bytes = std::sync::Arc::default();
+        let written = std::sync::Arc::clone(&queued_bytes);
         let writer = std::thread::Builder::new()
             .name("confer-record".into())
-            .spawn(move || write(recording, &items))
+            .spawn(move || write(recording, &items, &written))
             .map_err(|source| RecordError::Io { path: path.to_owned(), source })?;
         Ok(Self {
             path: path.to_owned(),
             started: Instant::now(),
-            started_unix_us: unix_us(),
             queue: Some(queue),
             writer: Some(writer),
             tracks: HashSet::new(),
             broken: HashSet::new(),
             anchors: HashMap::new(),
             dropped: 0,
+            queued_bytes,
         })
     }
 
@@ -132,18 +145,30 @@ impl Recorder {
         self.writer.as_ref().is_some_and(JoinHandle::is_finished)
     }
 
-    /// An H.264 access unit (Annex B) of `who`'s camera or screen.
-    pub(crate) fn video(&mut self, who: &PeerId, name: &str, medium: Medium, when: When, access_unit: &[u8]) {
+    /// An H.264 access unit (Annex B) of `who`'s camera or screen. Returns true when the
+    /// track lost one and waits for a keyframe: the caller asks its sender for one.
+    #[must_use]
+    pub(crate) fn video(
+        &mut self,
+        who: &PeerId,
+        name: &str,
+        medium: Medium,
+        when: When,
+        access_unit: &[u8],
+    ) -> bool {
         let key = (who.clone(), medium);
         if self.broken.contains(&key) {
             if !is_keyframe(access_unit) {
-                return;
+                return false;
             }
             self.broken.remove(&key);
         }
         let at = self.stamp(&key, when);
-        if !self.send_media(key.clone(), name, at, access_unit.to_vec()) {
+        if self.send_media(key.clone(), name, at, access_unit.to_vec()) {
+            false
+        } else {
             self.broken.insert(key);
+            true
         }
     }
 
@@ -157,19 +182,29 @@ impl Recorder {
     /// Where media of `key` arriving now belongs in the recording.
     fn stamp(&mut self, key: &Key, when: When) -> Duration {
         let arrival = self.started.elapsed();
-        let rtp_timestamp = match when {
+        // The offset from the anchor, in µs, from the stream's own clock (signed: a packet
+        // that arrives out of order is a little before the one before it, not 13 hours after).
+        let (ticks, offset_us): (u64, Box<dyn Fn(u64) -> i64>) = match when {
             When::Now => return arrival,
-            When::CapturedUs(us) => return Duration::from_micros(us.saturating_sub(self.started_unix_us)),
-            When::Rtp(timestamp) => timestamp,
+            When::CapturedUs(us) => (us, Box::new(move |anchor| us as i64 - anchor as i64)),
+            When::Rtp(timestamp) => {
+                let khz: i64 = if key.1 == Medium::Microphone { 48 } else { 90 };
+                let offset =
+                    move |anchor: u64| i64::from(timestamp.wrapping_sub(anchor as u32) as i32) * 1_000 / khz;
+                (u64::from(timestamp), Box::new(offset))
+            }
         };
-        let clock_khz: u64 = if key.1 == Medium::Microphone { 48 } else { 90 };
-        let at = self.anchors.get(key).and_then(|&(rtp, anchored)| {
-            let since = Duration::from_micros(u64::from(rtp_timestamp.wrapping_sub(rtp)) * 1_000 / clock_khz);
-            let at = anchored + since;
+        let at = self.anchors.get(key).and_then(|anchor| {
+            let offset = offset_us(anchor.ticks);
+            let at = if offset >= 0 {
+                anchor.at.checked_add(Duration::from_micros(offset.unsigned_abs()))
+            } else {
+                anchor.at.checked_sub(Duration::from_micros(offset.unsigned_abs()))
+            }?;
             (at.abs_diff(arrival) <= REANCHOR).then_some(at)
         });
         at.unwrap_or_else(|| {
-            self.anchors.insert(key.clone(), (rtp_timestamp, arrival));
+            self.anchors.insert(key.clone(), Anchor { ticks, at: arrival });
             arrival
         })
     }
@@ -186,9 +221,16 @@ impl Recorder {
             }
             self.tracks.insert(key.clone());
         }
+        let len = data.len();
+        if self.queued_bytes.load(Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
+            self.dropped += 1;
+            return false;
+        }
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         match queue.try_send(Item::Media { key, at, data }) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                 self.dropped += 1;
                 false
             }
@@ -215,35 +257,51 @@ impl Drop for Recorder {
     }
 }
 
-/// The writer's thread: takes items until the queue closes, then finishes the file.
-fn write(mut recording: Recording, items: &Receiver<Item>) -> Result<RecordingSummary, RecordError> {
-    let mut tracks: HashMap<Key, TrackId> = HashMap::new();
+/// The writer's thread: takes items until the queue closes, then finishes the file. Bad data
+/// costs that item and a track past the limit is not recorded; a write error ends the
+/// recording (finished as far as the disk allows, so what was written plays).
+fn write(
+    mut recording: Recording,
+    items: &Receiver<Item>,
+    queued_bytes: &std::sync::atomic::AtomicUsize,
+) -> Result<RecordingSummary, RecordError> {
+    let mut tracks: HashMap<Key, Option<TrackId>> = HashMap::new();
     while let Ok(item) = items.recv() {
-        match item {
-            Item::Track { key, name } => {
-                let id = recording.add_track(key.1.kind(), &name, 1)?;
-                tracks.insert(key, id);
-            }
-            Item::Media { key, at, data } => {
-                let Some(&track) = tracks.get(&key) else { continue };
-                let written = match key.1.kind() {
-                    TrackKind::Video => recording.video(track, at, &data).map(|_| ()),
-                    TrackKind::Audio => recording.audio(track, at, &data),
-                };
-                match written {
-                    Ok(()) => {}
-                    // A peer's bad packet costs that packet, not the recording.
-                    Err(err @ RecordError::BadData { .. }) => tracing::debug!(error = %err, "not recorded"),
-                    Err(err) => return Err(err),
+        let written = match item {
+            Item::Track { key, name } => match recording.add_track(key.1.kind(), &name, 1) {
+                Ok(id) => {
+                    tracks.insert(key, Some(id));
+                    Ok(())
                 }
+                Err(RecordError::TooManyTracks) => {
+                    tracing::info!(track = %name, "not recorded: the recording holds all the tracks it can");
+                    tracks.insert(key, None);
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            },
+            Item::Media { key, at, data } => {
+                queued_bytes.fetch_sub(data.len(), Ordering::Relaxed);
+                match tracks.get(&key).copied().flatten() {
+                    None => Ok(()),
+                    Some(track) if key.1.kind() == TrackKind::Video => {
+                        recording.video(track, at, &data).map(|_| ())
+                    }
+                    Some(track) => recording.audio(track, at, &data),
+                }
+            }
+        };
+        match written {
+            Ok(()) => {}
+            // A peer's bad packet costs that packet, not the recording.
+            Err(err @ RecordError::BadData { .. }) => tracing::debug!(error = %err, "not recorded"),
+            Err(err) => {
+                let _ = recording.finish();
+                return Err(err);
             }
         }
     }
     recording.finish()
-}
-
-fn unix_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Whether an Annex B access unit holds an IDR slice.
@@ -321,16 +379,22 @@ mod tests {
         let mut recorder = Recorder::start(&dir.path().join("a.mkv"), "t").unwrap();
         let who = PeerId::parse("QWxpY2VBbGk").unwrap();
         recorder.audio(&who, "Alice", When::Rtp(1_000), &[1, 2, 3]);
-        let (rtp, anchored) = recorder.anchors[&(who.clone(), Medium::Microphone)];
+        let anchor = recorder.anchors[&(who.clone(), Medium::Microphone)];
         recorder.audio(&who, "Alice", When::Rtp(1_000 + 960), &[1, 2, 3]);
-        assert_eq!(
-            recorder.anchors[&(who.clone(), Medium::Microphone)],
-            (rtp, anchored),
-            "20 ms later: same anchor"
-        );
+        assert_eq!(recorder.anchors[&(who.clone(), Medium::Microphone)], anchor, "20 ms later: same anchor");
+        // A packet from before the last one (reordered): behind it, not hours ahead.
+        let at = recorder.stamp(&(who.clone(), Medium::Microphone), When::Rtp(1_000 + 480));
+        assert!(at < Duration::from_millis(100), "{at:?}");
+        assert_eq!(recorder.anchors[&(who.clone(), Medium::Microphone)], anchor);
+        // Our camera's capture times are anchored the same way: the wall clock jumping an hour
+        // ahead (a laptop waking) starts a new anchor rather than an hour of silence.
+        let camera = (who.clone(), Medium::Camera);
+        let first = recorder.stamp(&camera, When::CapturedUs(5_000_000));
+        let jumped = recorder.stamp(&camera, When::CapturedUs(5_000_000 + 3_600_000_000));
+        assert!(jumped.abs_diff(first) < REANCHOR, "{first:?} then {jumped:?}");
         // The sender's clock jumps by a minute (a restart): anchored again at arrival.
         recorder.audio(&who, "Alice", When::Rtp(1_000 + 48_000 * 60), &[1, 2, 3]);
-        assert_ne!(recorder.anchors[&(who.clone(), Medium::Microphone)].0, rtp);
+        assert_ne!(recorder.anchors[&(who.clone(), Medium::Microphone)].ticks, anchor.ticks);
         assert_eq!(recorder.dropped(), 0);
         let summary = recorder.finish().unwrap();
         assert_eq!(summary.blocks, 3);

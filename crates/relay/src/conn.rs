@@ -17,8 +17,8 @@ use tracing::{Instrument as _, debug, info_span};
 
 use crate::rate::TokenBucket;
 use crate::room::{ConnId, JoinRequest, ResumeRequest, encode};
-use crate::rooms::{ConnHandle, Ending, KillSwitch, Outbound, RoomCell, lock};
-use crate::server::Shared;
+use crate::rooms::{self, ConnHandle, Ending, KillSwitch, Outbound, RoomCell, lock};
+use crate::state::Shared;
 use crate::token::{InviteClaims, ResumeClaims, TokenError, new_peer_id, unix_now, unix_now_ms};
 
 /// Frames written before a flush, at most, when the queue holds many.
@@ -109,10 +109,10 @@ where
                     if code == ErrorCode::ShuttingDown {
                         let after_ms = rand::random_range(0..2_000);
                         let reconnect = ServerMessage::Reconnect { after_ms };
-                        let _ = self.ws.feed(Message::Text(encode(&reconnect))).await;
+                        let _ = self.ws.feed(rooms::text(encode(&reconnect))).await;
                     }
                     let fatal = ServerMessage::Error { code, message: detail, fatal: true };
-                    let _ = self.ws.feed(Message::Text(encode(&fatal))).await;
+                    let _ = self.ws.feed(rooms::text(encode(&fatal))).await;
                     let _ = self.ws.close(Some(close_frame(code))).await;
                     self.linger().await;
                 }
@@ -257,7 +257,7 @@ where
     /// Tells this client a message of its was refused.
     fn reply_error(&self, code: ErrorCode, message: String) {
         self.shared.metrics.reject(code);
-        self.queue(Message::Text(encode(&ServerMessage::Error { code, message, fatal: false })));
+        self.queue(rooms::text(encode(&ServerMessage::Error { code, message, fatal: false })));
     }
 
     fn on_text(&mut self, text: &str, now: Instant) -> Option<Exit> {
@@ -270,7 +270,7 @@ where
         };
         match (&self.membership, msg) {
             (_, ClientMessage::Ping { nonce }) => {
-                self.queue(Message::Text(encode(&ServerMessage::Pong { nonce })));
+                self.queue(rooms::text(encode(&ServerMessage::Pong { nonce })));
                 None
             }
             (Membership::Fresh, ClientMessage::Join { room, token, name, muted, camera }) => {

@@ -22,7 +22,7 @@ use tracing::debug;
 
 use crate::config::RoomCreation;
 use crate::conn;
-use crate::server::{ConnSlot, Shared};
+use crate::state::{ConnSlot, Shared};
 use crate::token::{InviteClaims, TokenError, unix_now};
 
 /// Per-connection facts the listener attaches to each request.

@@ -15,6 +15,7 @@ mod rate;
 mod room;
 mod rooms;
 mod server;
+mod state;
 pub mod stun_turn;
 pub mod tls;
 pub mod token;
@@ -22,6 +23,7 @@ pub mod turn;
 mod turn_guard;
 
 pub use config::{RelayConfig, RoomCreation, TlsSetup};
-pub use server::{LinkPair, Relay, RelayError, RelayHandle, RoomLinks};
+pub use server::{Relay, RelayError, RelayHandle};
+pub use state::{LinkPair, RoomLinks};
 pub use stun_turn::{EmbeddedTurnConfig, IpRange};
 pub use turn_guard::Quotas;

@@ -13,7 +13,6 @@ use confer_proto::{
     ClientMessage, ErrorCode, IceServer, Knocker, LeaveReason, Participant, PeerId, PeerState, Role, RoomId,
     ServerMessage, SignalPayload,
 };
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The relay's id for one WebSocket connection (never sent on the wire).
 pub(crate) type ConnId = u64;
@@ -80,7 +79,7 @@ pub(crate) struct ResumeRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Output {
     /// Send this frame to the connection.
-    Send { conn: ConnId, frame: Utf8Bytes },
+    Send { conn: ConnId, frame: Frame },
     /// Tell the connection its message was refused; it stays open.
     Reject { conn: ConnId, code: ErrorCode, detail: String },
     /// Close the connection: with an error, or normally (`None`) after `leave`.
@@ -109,7 +108,7 @@ struct Seat {
     /// newest).
     tokens_ms: [u64; 2],
     /// Signals sent to this seat, oldest first, for re-delivery on resume.
-    replay: VecDeque<(u64, Utf8Bytes)>,
+    replay: VecDeque<(u64, Frame)>,
     replay_bytes: usize,
 }
 
@@ -334,7 +333,7 @@ impl Room {
         }
         let seat = &mut self.seats[index];
         seat.disconnected_at = None;
-        let replay: Vec<Utf8Bytes> =
+        let replay: Vec<Frame> =
             seat.replay.iter().filter(|(seq, _)| *seq > request.last_seq).map(|(_, f)| f.clone()).collect();
         let oldest_held = seat.replay.front().map_or(seat.next_seq, |(seq, _)| *seq);
         let gap = request.last_seq.saturating_add(1) < oldest_held;
@@ -423,10 +422,15 @@ impl Room {
             ClientMessage::Share { on } => self.share(index, conn, on),
             ClientMessage::Record { on } => {
                 let seat = &mut self.seats[index];
-                if seat.recording != on {
-                    seat.recording = on;
-                    let update = ServerMessage::PeerUpdated { peer: seat.participant() };
+                let changed = seat.recording != on;
+                seat.recording = on;
+                let update = ServerMessage::PeerUpdated { peer: seat.participant() };
+                if changed {
                     self.broadcast(&update);
+                } else {
+                    // Nothing changed: only the sender is answered (it may have missed the
+                    // first answer, on a connection that dropped).
+                    self.send(conn, &update);
                 }
             }
             ClientMessage::StopShare { peer } => {
@@ -678,15 +682,37 @@ impl Room {
     }
 }
 
+/// One encoded server message (JSON text), shared by every connection it goes to: a clone
+/// is a reference count. Only [`encode`] makes one, so it always holds UTF-8. The room knows
+/// nothing of how it travels (the delivery layer turns it into a WebSocket text frame).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Frame(bytes::Bytes);
+
+impl Frame {
+    /// The JSON text.
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// Bytes of text.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn into_bytes(self) -> bytes::Bytes {
+        self.0
+    }
+}
+
 /// Serialises a message once; the frame is shared by every receiver.
-pub(crate) fn encode(msg: &ServerMessage) -> Utf8Bytes {
+pub(crate) fn encode(msg: &ServerMessage) -> Frame {
     // Serialising these types cannot fail: every map key is a string and no Serialize impl
     // returns an error. Should that ever change, the peer gets an `internal` error, not a panic.
-    serde_json::to_string(msg)
-        .unwrap_or_else(|_| {
-            r#"{"type":"error","code":"internal","message":"encoding failed","fatal":false}"#.to_owned()
-        })
-        .into()
+    let text = serde_json::to_string(msg).unwrap_or_else(|_| {
+        r#"{"type":"error","code":"internal","message":"encoding failed","fatal":false}"#.to_owned()
+    });
+    Frame(bytes::Bytes::from(text))
 }
 
 #[cfg(test)]

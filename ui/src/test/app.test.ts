@@ -186,6 +186,11 @@ describe("the app against a mock backend", () => {
     expect(banner.textContent).toContain("Alice is recording this call.");
     await fireEvent.click(screen.getByTestId("record"));
     expect(mock.calls.filter(([n]) => n === "record")).toEqual([["record", true]]);
+    // Until the relay has told everyone, the button says so, and a click takes it back.
+    expect(screen.getByTestId("record").textContent).toContain("Starting recording…");
+    await fireEvent.click(screen.getByTestId("record"));
+    expect(mock.calls.filter(([n]) => n === "record").at(-1)).toEqual(["record", false]);
+    await fireEvent.click(screen.getByTestId("record"));
     mock.emit({ type: "recording_started", path: "/home/me/Videos/Confer/Confer call.mkv" });
     const bar = await screen.findByTestId("recording-bar");
     expect(bar.textContent).toContain("You are recording this call: everyone is shown it.");

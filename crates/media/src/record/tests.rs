@@ -210,6 +210,34 @@ fn bad_input_is_refused_by_name_and_what_was_written_stays() {
 }
 
 #[test]
+fn an_oversized_parameter_set_is_refused_and_the_track_waits_for_a_good_keyframe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pps.mkv");
+    let mut source = Source::new(6, 320, 180);
+    let good = source.picture(0);
+    let mut recording = Recording::create(&path, "t").unwrap();
+    let video = recording.add_track(TrackKind::Video, "v", 1).unwrap();
+    // The same keyframe with a 60 KB PPS (a peer trying to overflow the file's head).
+    let mut huge = Vec::new();
+    for nal in annex_b_nals(&good) {
+        huge.extend_from_slice(&[0, 0, 0, 1]);
+        if nal[0] & 0x1F == 8 {
+            huge.push(0x68);
+            huge.extend(std::iter::repeat_n(0x55, 60_000));
+        } else {
+            huge.extend_from_slice(nal);
+        }
+    }
+    let err = recording.video(video, Duration::ZERO, &huge).unwrap_err();
+    assert_eq!(err.to_string(), "not written to track 1: a parameter set over 256 bytes");
+    assert!(recording.video(video, Duration::from_millis(100), &good).unwrap());
+    let summary = recording.finish().unwrap();
+    assert_eq!(summary.blocks, 1);
+    let (_, frames) = read_all(&path);
+    assert_eq!(frames.len(), 1);
+}
+
+#[test]
 fn a_recording_never_overwrites_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kept.mkv");

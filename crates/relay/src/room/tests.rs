@@ -66,7 +66,9 @@ fn drain(room: &mut Room) -> Vec<(ConnId, ServerMessage)> {
     let mut out = Vec::new();
     while let Some(output) = room.poll_output() {
         match output {
-            Output::Send { conn, frame } => out.push((conn, confer_proto::decode_server(&frame).unwrap())),
+            Output::Send { conn, frame } => {
+                out.push((conn, confer_proto::decode_server(frame.as_str()).unwrap()));
+            }
             Output::Reject { conn, code, detail } => {
                 out.push((conn, ServerMessage::Error { code, message: detail, fatal: false }));
             }
@@ -464,7 +466,7 @@ fn raised_hands_queue_in_the_order_they_went_up() {
 }
 
 #[test]
-fn everyone_is_told_who_records_newcomers_included_and_a_repeat_is_not_broadcast() {
+fn everyone_is_told_who_records_newcomers_included_and_a_repeat_is_answered_to_its_sender_only() {
     let t0 = Instant::now();
     let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
     let recording_told = |out: &[(ConnId, ServerMessage)], to: ConnId| -> Vec<(PeerId, bool)> {
@@ -482,7 +484,9 @@ fn everyone_is_told_who_records_newcomers_included_and_a_repeat_is_not_broadcast
         assert_eq!(recording_told(&out, conn), [(peer(2), true)], "conn {conn}: {out:?}");
     }
     room.message(t0, 2, ClientMessage::Record { on: true });
-    assert!(drain(&mut room).is_empty(), "nothing changed: nothing said");
+    let out = drain(&mut room);
+    assert_eq!(recording_told(&out, 2), [(peer(2), true)], "a repeat is answered to its sender");
+    assert!(recording_told(&out, 1).is_empty(), "and to nobody else: {out:?}");
     // A newcomer sees it in the room's list.
     room.join(t0, request(3, Role::Guest));
     let out = drain(&mut room);
