@@ -227,6 +227,7 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     driver.click("[data-testid=record]");
     let bar = driver.find("[data-testid=recording-bar]", Duration::from_secs(10));
     drop(bar);
+    xvfb.screenshot("recording", WINDOW);
     std::thread::sleep(Duration::from_secs(4));
     driver.click("[data-testid=stop-record]");
     let saved = driver.wait_for(

@@ -71,6 +71,11 @@ pub enum RecordError {
     /// packet, an unreadable sequence parameter set). Nothing was written.
     #[error("not written to track {track}: {why}")]
     BadData { track: u64, why: &'static str },
+    /// A keyframe describes a picture of another size than the track's (a camera switched, or
+    /// another window shared): nothing was written; a player wants a track per size, so the
+    /// caller adds one and writes it there.
+    #[error("track {track} is {was:?}; this keyframe is {now:?}")]
+    SizeChanged { track: u64, was: (u32, u32), now: (u32, u32) },
     /// The EBML writer refused an element (a bug here, not in the input).
     #[error("could not encode the recording: {0}")]
     Encode(String),
@@ -261,6 +266,13 @@ impl Recording {
             return Err(bad("no H.264 NAL unit in it"));
         }
         let keyframe = nals.iter().any(|n| n[0] & 0x1F == 5);
+        if let (true, Some((width, height, _))) = (keyframe, &slot.video)
+            && let Some(sps) = nals.iter().find(|n| n[0] & 0x1F == 7)
+            && let Some(now) = sps_size(sps)
+            && now != (*width, *height)
+        {
+            return Err(RecordError::SizeChanged { track: number, was: (*width, *height), now });
+        }
         let mut described = false;
         if slot.video.is_none() {
             if !keyframe {

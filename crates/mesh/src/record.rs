@@ -266,10 +266,12 @@ fn write(
     queued_bytes: &std::sync::atomic::AtomicUsize,
 ) -> Result<RecordingSummary, RecordError> {
     let mut tracks: HashMap<Key, Option<TrackId>> = HashMap::new();
+    let mut names: HashMap<Key, String> = HashMap::new();
     while let Ok(item) = items.recv() {
         let written = match item {
             Item::Track { key, name } => match recording.add_track(key.1.kind(), &name, 1) {
                 Ok(id) => {
+                    names.insert(key.clone(), name);
                     tracks.insert(key, Some(id));
                     Ok(())
                 }
@@ -285,7 +287,26 @@ fn write(
                 match tracks.get(&key).copied().flatten() {
                     None => Ok(()),
                     Some(track) if key.1.kind() == TrackKind::Video => {
-                        recording.video(track, at, &data).map(|_| ())
+                        match recording.video(track, at, &data) {
+                            // Another size (a camera switched, another window shared): a track of
+                            // its own, named with its size.
+                            Err(RecordError::SizeChanged { now: (width, height), .. }) => {
+                                let name = names.get(&key).map_or("?", String::as_str);
+                                match recording.add_track(
+                                    TrackKind::Video,
+                                    &format!("{name} ({width}x{height})"),
+                                    1,
+                                ) {
+                                    Ok(id) => {
+                                        tracks.insert(key, Some(id));
+                                        recording.video(id, at, &data).map(|_| ())
+                                    }
+                                    Err(RecordError::TooManyTracks) => Ok(()),
+                                    Err(err) => Err(err),
+                                }
+                            }
+                            written => written.map(|_| ()),
+                        }
                     }
                     Some(track) => recording.audio(track, at, &data),
                 }

@@ -238,6 +238,24 @@ fn an_oversized_parameter_set_is_refused_and_the_track_waits_for_a_good_keyframe
 }
 
 #[test]
+fn a_keyframe_of_another_size_is_refused_for_a_track_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut small = Source::new(1, 320, 180);
+    let mut large = Source::new(1, 640, 360);
+    let mut recording = Recording::create(&dir.path().join("sizes.mkv"), "t").unwrap();
+    let video = recording.add_track(TrackKind::Video, "v", 1).unwrap();
+    assert!(recording.video(video, Duration::ZERO, &small.picture(0)).unwrap());
+    let keyframe = large.picture(100);
+    let err = recording.video(video, Duration::from_millis(100), &keyframe).unwrap_err();
+    assert!(matches!(err, RecordError::SizeChanged { was: (320, 180), now: (640, 360), .. }), "{err}");
+    // The same keyframe starts a track of its own.
+    let second = recording.add_track(TrackKind::Video, "v (640x360)", 1).unwrap();
+    assert!(recording.video(second, Duration::from_millis(100), &keyframe).unwrap());
+    let summary = recording.finish().unwrap();
+    assert_eq!((summary.tracks, summary.blocks), (2, 2));
+}
+
+#[test]
 fn a_recording_never_overwrites_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kept.mkv");
