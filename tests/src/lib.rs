@@ -569,3 +569,20 @@ pub fn stream_titles(probe: &serde_json::Value) -> Vec<String> {
     titles.sort_unstable();
     titles
 }
+
+/// Calls run one at a time within a test binary: each is several processes encoding video on a
+/// 2-core machine. Hold the guard for the test's length.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_CALL_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a participant's report says of the participant named `name`.
+pub fn peer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not in the report: {report}"))
+}

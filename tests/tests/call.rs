@@ -5,23 +5,7 @@
 use std::time::Duration;
 
 use confer_media::synthetic::tone_hz;
-use confer_tests::{Relay, SMALL, report_of, spawn_synthetic};
-
-/// Calls run one at a time: each is several processes encoding video on a 2-core machine.
-static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CALL_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn peer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("{name} is not in the report: {report}"))
-}
+use confer_tests::{Relay, SMALL, one_at_a_time, peer, report_of, spawn_synthetic};
 
 #[test]
 fn four_participants_see_and_hear_each_other_chat_react_queue_hands_and_see_mute() {

@@ -9,16 +9,10 @@ use confer_media::I420Frame;
 use confer_media::synthetic::read_stamp;
 use confer_tests::desktop::{AppHome, Driver, SessionBus, Xvfb, desktop_app};
 use confer_tests::screen::PatternWindow;
-use confer_tests::{Relay, SMALL, ffmpeg_complaints, ffprobe, report_of, spawn_synthetic, stream_titles};
+use confer_tests::{
+    Relay, SMALL, ffmpeg_complaints, ffprobe, one_at_a_time, peer, report_of, spawn_synthetic, stream_titles,
+};
 use serde_json::{Value, json};
-
-/// The app tests run one at a time: each is a WebKit window and, for the call, three video
-/// encoders on a 2-core machine.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// The app window's size (tauri.conf.json).
 const WINDOW: (u32, u32) = (1200, 760);
@@ -66,15 +60,6 @@ fn pattern_in(shot: &Shot) -> Option<u32> {
     let (w, h) = (shot.width, shot.height);
     let frame = I420Frame::from_planes(w, h, (&luma, &chroma, &chroma), (w, w / 2, w / 2)).ok()?;
     read_stamp(&frame).map(|stamp| stamp.id)
-}
-
-fn peer<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {report}"))
 }
 
 #[test]

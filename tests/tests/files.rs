@@ -5,15 +5,8 @@
 
 use std::io::Write as _;
 
-use confer_tests::{Relay, SMALL, report_of, spawn_synthetic};
+use confer_tests::{Relay, SMALL, one_at_a_time, report_of, spawn_synthetic};
 use sha2::{Digest as _, Sha256};
-
-/// Calls run one at a time: each is several processes encoding video on a 2-core machine.
-static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CALL_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// A file of `size` pseudo-random bytes (incompressible, and different for each seed).
 fn random_file(dir: &std::path::Path, name: &str, size: usize, seed: u64) -> (std::path::PathBuf, String) {

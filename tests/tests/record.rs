@@ -11,15 +11,10 @@ use std::process::Command;
 
 use confer_media::I420Frame;
 use confer_media::synthetic::read_stamp;
-use confer_tests::{Relay, SMALL, ffmpeg_complaints, ffprobe, report_of, spawn_synthetic, stream_titles};
+use confer_tests::{
+    Relay, SMALL, ffmpeg_complaints, ffprobe, one_at_a_time, report_of, spawn_synthetic, stream_titles,
+};
 use serde_json::Value;
-
-/// Calls run one at a time: each is several processes encoding video on a 2-core machine.
-static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CALL_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// The first entry of `report`'s recording log that is `event` (and, for a peer, `recording`
 /// turning `to`).

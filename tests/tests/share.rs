@@ -11,24 +11,8 @@ use std::time::Duration;
 
 use confer_tests::desktop::Xvfb;
 use confer_tests::screen::PatternWindow;
-use confer_tests::{Relay, SMALL, binary, report_of, spawn_synthetic};
+use confer_tests::{Relay, SMALL, binary, one_at_a_time, peer, report_of, spawn_synthetic};
 use serde_json::Value;
-
-/// Calls run one at a time: each is several processes encoding video on a 2-core machine.
-static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CALL_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn peer<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("{name} is not in the report: {report}"))
-}
 
 /// When `report`'s share log says `what` (`started`/`stopped` of its own share, or a peer's
 /// `sharing` turning `to`), in Unix ms.
