@@ -1073,7 +1073,7 @@ impl Engine {
             }
             PeerEvent::Video { access_unit, screen, rtp_timestamp } => {
                 if let Some(recorder) = &mut self.recorder {
-                    let name = self.reports.get(&from).map_or("?", |r| r.name.as_str());
+                    let name = peer_name(&self.reports, &from);
                     let medium = if screen { Medium::Screen } else { Medium::Camera };
                     if recorder.video(&from, name, medium, When::Rtp(rtp_timestamp), &access_unit)
                         && let Some(slot) = self.peers.get(&from)
@@ -1090,7 +1090,7 @@ impl Engine {
             }
             PeerEvent::Audio { rtp_timestamp, payload } => {
                 if let Some(recorder) = &mut self.recorder {
-                    let name = self.reports.get(&from).map_or("?", |r| r.name.as_str());
+                    let name = peer_name(&self.reports, &from);
                     recorder.audio(&from, name, When::Rtp(rtp_timestamp), &payload);
                 }
                 let arrival = self.now().as_micros() as u64;
@@ -1891,4 +1891,9 @@ fn stopped(
             bytes: 0,
         },
     }
+}
+
+/// A peer's name as its report has it, for naming its tracks in a recording.
+fn peer_name<'a>(reports: &'a HashMap<PeerId, PeerReport>, id: &PeerId) -> &'a str {
+    reports.get(id).map_or("?", |r| r.name.as_str())
 }

@@ -184,15 +184,17 @@ impl Recorder {
         let arrival = self.started.elapsed();
         // The offset from the anchor, in µs, from the stream's own clock (signed: a packet
         // that arrives out of order is a little before the one before it, not 13 hours after).
-        let (ticks, offset_us): (u64, Box<dyn Fn(u64) -> i64>) = match when {
+        let ticks = match when {
             When::Now => return arrival,
-            When::CapturedUs(us) => (us, Box::new(move |anchor| us as i64 - anchor as i64)),
+            When::CapturedUs(us) => us,
+            When::Rtp(timestamp) => u64::from(timestamp),
+        };
+        let offset_us = |anchor: u64| match when {
             When::Rtp(timestamp) => {
                 let khz: i64 = if key.1 == Medium::Microphone { 48 } else { 90 };
-                let offset =
-                    move |anchor: u64| i64::from(timestamp.wrapping_sub(anchor as u32) as i32) * 1_000 / khz;
-                (u64::from(timestamp), Box::new(offset))
+                i64::from(timestamp.wrapping_sub(anchor as u32) as i32) * 1_000 / khz
             }
+            _ => ticks as i64 - anchor as i64,
         };
         let at = self.anchors.get(key).and_then(|anchor| {
             let offset = offset_us(anchor.ticks);
