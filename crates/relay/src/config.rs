@@ -111,6 +111,22 @@ pub struct RelayConfig {
     pub replay_bytes: usize,
     /// Serve `/echo`, a WebSocket that echoes text messages, for the load benchmark.
     pub echo_endpoint: bool,
+    /// Share rooms with other instances through this Redis (`redis://` or `rediss://`); `None`
+    /// keeps every room in this process.
+    pub redis_url: Option<RedisUrl>,
+}
+
+/// Where the Redis that instances share is: `redis://[user:password@]host:port[/db]` or
+/// `rediss://…` for TLS. Its password never shows in `Debug` (nor, so, in logs).
+#[derive(Clone)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("?", &self.0));
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        write!(f, "RedisUrl({scheme}://{host})")
+    }
 }
 
 impl Default for RelayConfig {
@@ -145,6 +161,7 @@ impl Default for RelayConfig {
             replay_messages: 128,
             replay_bytes: 256 * 1024,
             echo_endpoint: false,
+            redis_url: None,
         }
     }
 }

@@ -15,9 +15,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{Instrument as _, debug, info_span};
 
+use crate::bus::{Envelope, InstanceId};
+use crate::cluster::Holder;
 use crate::rate::TokenBucket;
 use crate::room::{ConnId, JoinRequest, ResumeRequest, encode};
-use crate::rooms::{self, ConnHandle, Ending, KillSwitch, Outbound, RoomCell, lock};
+use crate::rooms::{self, ConnHandle, Ending, KillSwitch, Outbound, RoomCell, Route, lock};
 use crate::state::Shared;
 use crate::token::{InviteClaims, ResumeClaims, TokenError, new_peer_id, unix_now, unix_now_ms};
 
@@ -39,8 +41,10 @@ enum Exit {
 enum Membership {
     /// No `join` or `resume` yet.
     Fresh,
-    /// Seated in (or knocking at) a room.
-    InRoom { cell: Arc<RoomCell> },
+    /// Seated in (or knocking at) a room held here.
+    Here { cell: Arc<RoomCell> },
+    /// Seated in (or knocking at) a room held by another instance.
+    There { room: RoomId, holder: InstanceId },
 }
 
 /// Serves one upgraded WebSocket until it closes.
@@ -85,11 +89,20 @@ struct Conn<S> {
 
 impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
-        if let Membership::InRoom { cell } = &self.membership {
-            let mut inner = lock(cell);
-            inner.room.disconnect(Instant::now(), self.id);
-            inner.deliver(&self.shared.metrics, None);
-            inner.detach(self.id);
+        match &self.membership {
+            Membership::Fresh => {}
+            Membership::Here { cell } => {
+                let mut inner = lock(cell);
+                inner.room.disconnect(Instant::now(), self.id);
+                inner.deliver(&self.shared.metrics, None);
+                inner.detach(self.id);
+            }
+            Membership::There { room, holder } => {
+                if let Some(cluster) = &self.shared.cluster {
+                    cluster.remove_member(self.id);
+                    cluster.outlet.send(*holder, Envelope::Disconnect { room: room.clone(), conn: self.id });
+                }
+            }
         }
     }
 }
@@ -215,7 +228,7 @@ where
                         None => return Exit::Gone,
                         Some(Err(err)) => return read_error(&err),
                         Some(Ok(Message::Text(text))) => {
-                            if let Some(exit) = self.on_text(text.as_str(), last_heard) {
+                            if let Some(exit) = self.on_text(text.as_str(), last_heard).await {
                                 return exit;
                             }
                         }
@@ -260,7 +273,7 @@ where
         self.queue(rooms::text(encode(&ServerMessage::Error { code, message, fatal: false })));
     }
 
-    fn on_text(&mut self, text: &str, now: Instant) -> Option<Exit> {
+    async fn on_text(&mut self, text: &str, now: Instant) -> Option<Exit> {
         let msg = match decode_client(text) {
             Ok(msg) => msg,
             Err(err) => {
@@ -274,20 +287,30 @@ where
                 None
             }
             (Membership::Fresh, ClientMessage::Join { room, token, name, muted, camera }) => {
-                self.join(now, &room, &token, name, muted, camera)
+                self.join(now, &room, &token, name, muted, camera).await
             }
             (Membership::Fresh, ClientMessage::Resume { token, last_seq, name, muted, camera }) => {
-                self.resume(now, &token, last_seq, name, muted, camera)
+                self.resume(now, &token, last_seq, name, muted, camera).await
             }
             (Membership::Fresh, _) => {
                 self.reply_error(ErrorCode::NotJoined, "send join or resume first".into());
                 None
             }
-            (Membership::InRoom { .. }, ClientMessage::Join { .. } | ClientMessage::Resume { .. }) => {
+            (
+                Membership::Here { .. } | Membership::There { .. },
+                ClientMessage::Join { .. } | ClientMessage::Resume { .. },
+            ) => {
                 self.reply_error(ErrorCode::AlreadyJoined, "this connection already joined".into());
                 None
             }
-            (Membership::InRoom { cell }, msg) => {
+            (Membership::There { room, holder }, message) => {
+                if matches!(message, ClientMessage::Signal { .. }) {
+                    self.shared.metrics.signals_relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let envelope = Envelope::Message { room: room.clone(), conn: self.id, message };
+                self.pass_on(*holder, envelope)
+            }
+            (Membership::Here { cell }, msg) => {
                 let received = matches!(msg, ClientMessage::Signal { .. }).then_some(now);
                 if received.is_some() {
                     self.shared.metrics.signals_relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -318,7 +341,7 @@ where
         None
     }
 
-    fn join(
+    async fn join(
         &mut self,
         now: Instant,
         room: &RoomId,
@@ -345,6 +368,19 @@ where
             muted,
             camera,
         };
+        let took_over_at_ms = match self.shared.holder(room).await {
+            Ok(Holder::Here { took_over_at_ms }) => took_over_at_ms,
+            Ok(Holder::There(holder)) => {
+                let envelope = Envelope::Join {
+                    room: room.clone(),
+                    conn: self.id,
+                    waiting_room: claims.waiting_room,
+                    request,
+                };
+                return self.seat_there(room, holder, envelope);
+            }
+            Err(_) => return Some(no_shared_state()),
+        };
         loop {
             let Some(cell) = self.shared.rooms.get_or_create(room, claims.waiting_room, now) else {
                 return Some(relay_busy());
@@ -353,17 +389,39 @@ where
             if inner.is_closed() {
                 continue;
             }
-            inner.attach(self.id, self.handle.clone());
+            if took_over_at_ms.is_some() {
+                inner.rebuild_since_ms = took_over_at_ms;
+            }
+            inner.attach(self.id, Route::Here(self.handle.clone()));
             inner.room.require_waiting_room(claims.waiting_room);
             inner.room.join(now, request);
             inner.deliver(&self.shared.metrics, None);
             drop(inner);
-            self.membership = Membership::InRoom { cell };
+            self.membership = Membership::Here { cell };
             return None;
         }
     }
 
-    fn resume(
+    /// Seats this client in a room another instance holds: what the holder sends it comes back
+    /// through the cluster.
+    fn seat_there(&mut self, room: &RoomId, holder: InstanceId, envelope: Envelope) -> Option<Exit> {
+        let cluster = self.shared.cluster.as_ref()?;
+        cluster.add_member(self.id, self.handle.clone(), holder);
+        self.membership = Membership::There { room: room.clone(), holder };
+        self.pass_on(holder, envelope)
+    }
+
+    /// Sends what this client said to the instance holding its room. If it cannot leave (the
+    /// outbox is full), the client is told to reconnect and resume, and says it again then.
+    fn pass_on(&self, holder: InstanceId, envelope: Envelope) -> Option<Exit> {
+        let cluster = self.shared.cluster.as_ref()?;
+        if cluster.outlet.send(holder, envelope) {
+            return None;
+        }
+        Some(fatal(ErrorCode::ShuttingDown, "the relay could not pass your message on: reconnect and resume"))
+    }
+
+    async fn resume(
         &mut self,
         now: Instant,
         token: &str,
@@ -376,11 +434,8 @@ where
             Ok(claims) => claims,
             Err(err) => return Some(token_refused(err)),
         };
-        // A seat this relay has no record of may be rebuilt only if the relay started after the
-        // token was issued: then a restart lost it. Otherwise it ended (grace over, removed, left).
-        let may_recreate = self.shared.may_rebuild(claims.issued_ms, unix_now_ms());
         tracing::Span::current().record("room", claims.room.as_str()).record("peer", claims.peer.as_str());
-        let request = ResumeRequest {
+        let mut request = ResumeRequest {
             conn: self.id,
             welcome: self.shared.welcome(&claims.room, &claims.peer, claims.role),
             peer: claims.peer.clone(),
@@ -390,8 +445,24 @@ where
             name,
             muted,
             camera,
-            may_recreate,
+            may_recreate: false,
         };
+        let took_over_at_ms = match self.shared.holder(&claims.room).await {
+            Ok(Holder::Here { took_over_at_ms }) => took_over_at_ms,
+            Ok(Holder::There(holder)) => {
+                // The holder decides whether a seat it has no record of may be rebuilt.
+                let envelope = Envelope::Resume { room: claims.room.clone(), conn: self.id, request };
+                return self.seat_there(&claims.room, holder, envelope);
+            }
+            Err(_) => return Some(no_shared_state()),
+        };
+        // A seat this relay has no record of may be rebuilt only if the relay lost it after the
+        // token was issued: a restart (or, in a cluster, the room's holder stopping and this
+        // instance taking over). Otherwise it ended (grace over, removed, left).
+        let since_ms = took_over_at_ms
+            .or_else(|| self.shared.rooms.get(&claims.room).and_then(|cell| lock(&cell).rebuild_since_ms));
+        let may_recreate = self.shared.may_rebuild(since_ms, claims.issued_ms, unix_now_ms());
+        request.may_recreate = may_recreate;
         loop {
             let cell = if may_recreate {
                 match self.shared.rooms.get_or_create(&claims.room, false, now) {
@@ -408,11 +479,14 @@ where
             if inner.is_closed() {
                 continue;
             }
-            inner.attach(self.id, self.handle.clone());
+            if took_over_at_ms.is_some() {
+                inner.rebuild_since_ms = took_over_at_ms;
+            }
+            inner.attach(self.id, Route::Here(self.handle.clone()));
             inner.room.resume(request);
             inner.deliver(&self.shared.metrics, None);
             drop(inner);
-            self.membership = Membership::InRoom { cell };
+            self.membership = Membership::Here { cell };
             return None;
         }
     }
@@ -420,6 +494,10 @@ where
 
 fn fatal(code: ErrorCode, detail: &str) -> Exit {
     Exit::Ending(Ending::Error(code, detail.to_owned()))
+}
+
+fn no_shared_state() -> Exit {
+    fatal(ErrorCode::ShuttingDown, "the relay cannot reach its shared state right now: reconnect and resume")
 }
 
 fn relay_busy() -> Exit {

@@ -50,6 +50,7 @@ pub(crate) fn ws_config() -> WebSocketConfig {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/rooms", post(create_room))
         .route("/j/{room}/{token}", get(invite_page))
@@ -79,6 +80,15 @@ async fn refuse_over_cap(req: Request, next: Next) -> Response {
             response
         }
         None => next.run(req).await,
+    }
+}
+
+/// Whether a load balancer should send this relay new connections: 200, or 503 with the reason
+/// (shutting down; or, sharing rooms, Redis unreachable). `/healthz` only says it is alive.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.not_ready() {
+        None => "ready\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }
 

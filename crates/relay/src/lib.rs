@@ -7,6 +7,8 @@
 //!
 //! A library plus a thin binary: [`Relay::bind`] with a [`RelayConfig`], then [`Relay::run`].
 
+mod bus;
+mod cluster;
 mod config;
 mod conn;
 mod http;
@@ -22,7 +24,7 @@ pub mod token;
 pub mod turn;
 mod turn_guard;
 
-pub use config::{RelayConfig, RoomCreation, TlsSetup};
+pub use config::{RedisUrl, RelayConfig, RoomCreation, TlsSetup};
 pub use server::{Relay, RelayError, RelayHandle};
 pub use state::{LinkPair, RoomLinks};
 pub use stun_turn::{EmbeddedTurnConfig, IpRange};

@@ -136,6 +136,10 @@ struct Args {
     /// Seconds a new connection has to send join or resume.
     #[arg(long, env = "CONFER_RELAY_AUTH_TIMEOUT")]
     auth_timeout: Option<u64>,
+    /// Share rooms with other relay instances through this Redis (redis://[:password@]host:port
+    /// or rediss:// for TLS). Without it, every room lives in this process.
+    #[arg(long, env = "CONFER_RELAY_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     /// Serve /echo for the load benchmark.
     #[arg(long, hide = true)]
     echo_endpoint: bool,
@@ -180,6 +184,7 @@ struct FileConfig {
     heartbeat_interval: Option<u64>,
     heartbeat_timeout: Option<u64>,
     auth_timeout: Option<u64>,
+    redis_url: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -402,6 +407,7 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
             .map_or(defaults.heartbeat_timeout, secs),
         auth_timeout: args.auth_timeout.or(file.auth_timeout).map_or(defaults.auth_timeout, secs),
         echo_endpoint: args.echo_endpoint,
+        redis_url: args.redis_url.or(file.redis_url).map(confer_relay::RedisUrl),
         ..defaults
     })
 }

@@ -37,7 +37,7 @@ const MAX_KNOCKERS: usize = 16;
 
 /// What a newly seated participant is handed, prepared by the caller (it needs keys the room
 /// does not hold).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Welcome {
     pub(crate) ice_servers: Vec<IceServer>,
     pub(crate) resume_token: String,
@@ -46,7 +46,7 @@ pub(crate) struct Welcome {
 }
 
 /// Who is asking to join, as its verified invite says.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct JoinRequest {
     pub(crate) conn: ConnId,
     pub(crate) peer: PeerId,
@@ -58,7 +58,7 @@ pub(crate) struct JoinRequest {
 }
 
 /// Who is asking to resume, as its verified resume token says.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ResumeRequest {
     pub(crate) conn: ConnId,
     pub(crate) peer: PeerId,

@@ -13,6 +13,7 @@ use confer_proto::{ErrorCode, RoomId, ServerMessage};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::bus::{Envelope, InstanceId, Outlet};
 use crate::metrics::Metrics;
 use crate::room::{ConnId, Frame, Output, Room, RoomSettings, encode};
 
@@ -102,19 +103,34 @@ impl ConnHandle {
     }
 }
 
+/// How a room reaches one of its connections.
+#[derive(Debug, Clone)]
+pub(crate) enum Route {
+    /// A client of this instance.
+    Here(ConnHandle),
+    /// A client of another instance (when rooms are shared): its connection id there.
+    There { instance: InstanceId, conn: ConnId },
+}
+
 /// A room and the connections it may address.
 #[derive(Debug)]
 pub(crate) struct RoomInner {
     pub(crate) room: Room,
-    conns: HashMap<ConnId, ConnHandle>,
+    conns: HashMap<ConnId, Route>,
+    /// Where envelopes to other instances leave (when rooms are shared).
+    outlet: Option<Arc<Outlet>>,
     /// Set when the registry dropped the room; a connection that finds it set looks again.
     closed: bool,
+    /// Unix ms from which this room may have lost seats: a resume token issued before it may
+    /// rebuild its seat. `None`: when this process started (a restart loses every room); set
+    /// when this instance took the room over from one that stopped.
+    pub(crate) rebuild_since_ms: Option<u64>,
 }
 
 impl RoomInner {
     /// Lets the room address this connection.
-    pub(crate) fn attach(&mut self, conn: ConnId, handle: ConnHandle) {
-        self.conns.insert(conn, handle);
+    pub(crate) fn attach(&mut self, conn: ConnId, route: Route) {
+        self.conns.insert(conn, route);
     }
 
     /// Forgets a connection (its task is ending).
@@ -131,20 +147,14 @@ impl RoomInner {
     pub(crate) fn deliver(&mut self, metrics: &Metrics, received: Option<Instant>) {
         while let Some(output) = self.room.poll_output() {
             match output {
-                Output::Send { conn, frame } => {
-                    if let Some(handle) = self.conns.get(&conn) {
-                        handle.push(Outbound { message: text(frame), received }, metrics);
-                    }
-                }
+                Output::Send { conn, frame } => self.send(conn, frame, received, metrics),
                 Output::Reject { conn, code, detail } => {
                     metrics.reject(code);
-                    if let Some(handle) = self.conns.get(&conn) {
-                        let frame = encode(&ServerMessage::Error { code, message: detail, fatal: false });
-                        handle.push(Outbound { message: text(frame), received: None }, metrics);
-                    }
+                    let frame = encode(&ServerMessage::Error { code, message: detail, fatal: false });
+                    self.send(conn, frame, None, metrics);
                 }
-                Output::Close { conn, error } => {
-                    if let Some(handle) = self.conns.get(&conn) {
+                Output::Close { conn, error } => match self.conns.get(&conn) {
+                    Some(Route::Here(handle)) => {
                         let code = error.as_ref().map(|(code, _)| *code);
                         let ending =
                             error.map_or(Ending::Normal, |(code, detail)| Ending::Error(code, detail));
@@ -153,6 +163,45 @@ impl RoomInner {
                         {
                             metrics.reject(code);
                         }
+                    }
+                    Some(&Route::There { instance, conn }) => {
+                        if let Some(outlet) = &self.outlet {
+                            outlet.send(instance, Envelope::Close { conn, error });
+                        }
+                    }
+                    None => {}
+                },
+            }
+        }
+    }
+
+    fn send(&self, conn: ConnId, frame: Frame, received: Option<Instant>, metrics: &Metrics) {
+        match self.conns.get(&conn) {
+            Some(Route::Here(handle)) => handle.push(Outbound { message: text(frame), received }, metrics),
+            Some(&Route::There { instance, conn }) => {
+                if let Some(outlet) = &self.outlet {
+                    let frame = String::from_utf8_lossy(&frame.into_bytes()).into_owned();
+                    outlet.send(instance, Envelope::Send { conn, frame });
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Ends every connection in the room (it moved to another instance): clients resume there.
+    pub(crate) fn evacuate(&mut self, why: &str, metrics: &Metrics) {
+        self.closed = true;
+        for route in self.conns.values() {
+            let error = Some((ErrorCode::ShuttingDown, why.to_owned()));
+            match route {
+                Route::Here(handle) => {
+                    if handle.kill.kill(Ending::Error(ErrorCode::ShuttingDown, why.to_owned())) {
+                        metrics.reject(ErrorCode::ShuttingDown);
+                    }
+                }
+                &Route::There { instance, conn } => {
+                    if let Some(outlet) = &self.outlet {
+                        outlet.send(instance, Envelope::Close { conn, error });
                     }
                 }
             }
@@ -189,11 +238,13 @@ pub(crate) struct Rooms {
     /// Rooms held at most: every valid invite can reopen its room, so without a cap a client
     /// joining and leaving many rooms would grow the registry by its rate times the empty-room TTL.
     max_rooms: usize,
+    /// Where rooms send to clients of other instances (when rooms are shared).
+    outlet: Option<Arc<Outlet>>,
 }
 
 impl Rooms {
-    pub(crate) fn new(settings: RoomSettings, max_rooms: usize) -> Self {
-        Self { map: Mutex::new(HashMap::new()), settings, max_rooms }
+    pub(crate) fn new(settings: RoomSettings, max_rooms: usize, outlet: Option<Arc<Outlet>>) -> Self {
+        Self { map: Mutex::new(HashMap::new()), settings, max_rooms, outlet }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<RoomId, Arc<RoomCell>>> {
@@ -227,7 +278,9 @@ impl Rooms {
         let cell = Arc::new(Mutex::new(RoomInner {
             room: Room::new(id.clone(), self.settings.clone(), waiting_room, now),
             conns: HashMap::new(),
+            outlet: self.outlet.clone(),
             closed: false,
+            rebuild_since_ms: None,
         }));
         map.insert(id.clone(), Arc::clone(&cell));
         Some(cell)
@@ -238,8 +291,8 @@ impl Rooms {
         self.map().get(id).cloned()
     }
 
-    /// Runs every room's timers, and drops rooms empty for longer than `ttl`.
-    pub(crate) fn sweep(&self, now: Instant, ttl: Duration, metrics: &Metrics) {
+    /// Runs every room's timers, and drops rooms empty for longer than `ttl`; returns those.
+    pub(crate) fn sweep(&self, now: Instant, ttl: Duration, metrics: &Metrics) -> Vec<RoomId> {
         let cells: Vec<(RoomId, Arc<RoomCell>)> =
             self.map().iter().map(|(id, cell)| (id.clone(), Arc::clone(cell))).collect();
         let mut expired = Vec::new();
@@ -254,19 +307,34 @@ impl Rooms {
             }
         }
         if expired.is_empty() {
-            return;
+            return expired;
         }
         let mut map = self.map();
-        for id in expired {
+        expired.retain(|id| {
             // Check again under both locks: someone may have joined since.
-            if let Some(cell) = map.get(&id) {
-                let mut inner = lock(cell);
-                if inner.room.is_empty_for(now, ttl) {
-                    inner.closed = true;
-                    drop(inner);
-                    map.remove(&id);
-                }
+            let Some(cell) = map.get(id) else { return false };
+            let mut inner = lock(cell);
+            if !inner.room.is_empty_for(now, ttl) {
+                return false;
             }
+            inner.closed = true;
+            drop(inner);
+            map.remove(id);
+            true
+        });
+        expired
+    }
+
+    /// The ids of the rooms held.
+    pub(crate) fn ids(&self) -> Vec<RoomId> {
+        self.map().keys().cloned().collect()
+    }
+
+    /// Drops a room that moved to another instance, ending its connections.
+    pub(crate) fn evacuate(&self, id: &RoomId, why: &str, metrics: &Metrics) {
+        let cell = self.map().remove(id);
+        if let Some(cell) = cell {
+            lock(&cell).evacuate(why, metrics);
         }
     }
 

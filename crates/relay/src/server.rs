@@ -14,6 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
+use crate::bus;
+use crate::cluster::Cluster;
 use crate::config::RelayConfig;
 use crate::http::{ConnInfo, router};
 use crate::state::{RefusalSlot, RoomLinks, Shared};
@@ -46,6 +48,9 @@ pub enum RelayError {
     /// The embedded TURN server's UDP port could not be bound.
     #[error("cannot start the embedded STUN/TURN server on UDP {addr}: {source}")]
     TurnBind { addr: SocketAddr, source: std::io::Error },
+    /// The Redis URL is not one the client understands.
+    #[error("the Redis URL is not usable: {0}")]
+    RedisUrl(String),
 }
 
 /// A bound relay, ready to run.
@@ -145,7 +150,13 @@ impl Relay {
             }
         };
         let turn_intake = turn.as_ref().map(|t| t.intake.clone());
-        let shared = Arc::new(Shared::new(config, origin, turn_metrics, turn_intake));
+        let cluster = match &config.redis_url {
+            None => None,
+            Some(url) => {
+                Some(Arc::new(Cluster::new(&url.0).map_err(|err| RelayError::RedisUrl(err.to_string()))?))
+            }
+        };
+        let shared = Arc::new(Shared::new(config, origin, turn_metrics, turn_intake, cluster));
         Ok(Self { listener, shared, turn })
     }
 
@@ -175,12 +186,43 @@ impl Relay {
                 let mut tick = tokio::time::interval(Duration::from_millis(250));
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => shared.rooms.sweep(Instant::now(), shared.config.empty_room_ttl, &shared.metrics),
+                        _ = tick.tick() => {
+                            let dropped = shared.rooms.sweep(Instant::now(), shared.config.empty_room_ttl, &shared.metrics);
+                            if let Some(cluster) = &shared.cluster {
+                                for room in dropped {
+                                    cluster.release(&room).await;
+                                }
+                            }
+                        }
                         () = shared.shutdown.cancelled() => break,
                     }
                 }
             })
         };
+        let cluster_tasks = shared.cluster.as_ref().map(|cluster| {
+            info!(instance = format_args!("{:016x}", cluster.me), "sharing rooms through Redis");
+            let mut tasks = tokio::task::JoinSet::new();
+            tasks.spawn(Arc::clone(cluster).write_loop());
+            tasks.spawn(Arc::clone(cluster).heartbeat_loop(shared.shutdown.clone()));
+            let reader = Arc::clone(&shared);
+            tasks.spawn(async move {
+                let Some(cluster) = reader.cluster.clone() else { return };
+                let (tx, mut rx) = tokio::sync::mpsc::channel(bus::OUTBOX);
+                let shutdown = reader.shutdown.clone();
+                // Envelopes are carried out in order on this task's other half; a full queue
+                // holds the reader (Redis keeps the rest).
+                let read = cluster.read_loop(shutdown, tx);
+                let apply = async {
+                    while let Some((from, envelope)) = rx.recv().await {
+                        reader.on_envelope(from, envelope).await;
+                    }
+                };
+                tokio::join!(read, apply);
+            });
+            let auditor = Arc::clone(&shared);
+            tasks.spawn(async move { audit_loop(auditor).await });
+            tasks
+        });
         let listen = self.listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
         let turn = self.turn.as_ref().map_or_else(|| "off".to_owned(), |t| format!("udp+tcp {}", t.local));
         info!(origin = %shared.origin, %listen, tls = shared.config.tls.is_some(), %turn, "relay listening");
@@ -213,10 +255,43 @@ impl Relay {
             warn!("some connections did not close within 5 s");
         }
         let _ = sweeper.await;
+        if let Some(mut tasks) = cluster_tasks {
+            // The writer ends when every outlet is gone; the rest end with the shutdown.
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
         if let Some(turn) = self.turn {
             turn.close().await;
         }
         info!("relay stopped");
+    }
+}
+
+/// Renews the directory entries of the rooms held here; a room another instance took over (this
+/// one could not reach Redis for too long) is dropped here, its clients told to resume there.
+async fn audit_loop(shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.clone() else { return };
+    let mut tick = tokio::time::interval(Cluster::AUDIT);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cluster.recovered.notified() => {}
+            () = shared.shutdown.cancelled() => return,
+        }
+        let held = shared.rooms.ids();
+        match cluster.renew(&held).await {
+            Ok(lost) => {
+                for room in lost {
+                    warn!(room = room.as_str(), "another relay took this room over: its clients move there");
+                    shared.rooms.evacuate(
+                        &room,
+                        "your room moved to another relay: reconnect and resume",
+                        &shared.metrics,
+                    );
+                }
+            }
+            Err(err) => debug!(%err, "renewing the rooms' entries failed"),
+        }
     }
 }
 

@@ -10,15 +10,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use confer_proto::{IceServer, InviteLink, PeerId, Role, RoomId};
+use confer_proto::{ErrorCode, IceServer, InviteLink, PeerId, Role, RoomId};
 use confer_turn_stream::StreamIntake;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::bus::{Envelope, InstanceId};
+use crate::cluster::{Cluster, Holder};
 use crate::config::RelayConfig;
 use crate::metrics::Metrics;
-use crate::room::{RoomSettings, Welcome};
-use crate::rooms::Rooms;
+use crate::room::{ConnId, RoomSettings, Welcome};
+use crate::rooms::{Rooms, Route, lock};
 use crate::stun_turn::TurnMetrics;
 use crate::token::{InviteClaims, ResumeClaims, new_room_id, unix_now, unix_now_ms};
 use crate::turn;
@@ -50,6 +52,8 @@ pub struct LinkPair {
 pub(crate) struct Shared {
     pub(crate) config: RelayConfig,
     pub(crate) rooms: Rooms,
+    /// This instance's part in a cluster sharing rooms through Redis, if rooms are shared.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     pub(crate) metrics: Metrics,
     pub(crate) turn_metrics: Arc<TurnMetrics>,
     /// Where TLS connections that speak TURN go (the embedded TURN server, if it runs).
@@ -74,6 +78,7 @@ impl Shared {
         origin: String,
         turn_metrics: Arc<TurnMetrics>,
         turn_intake: Option<StreamIntake>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         let settings = RoomSettings {
             capacity: config.room_capacity,
@@ -83,7 +88,8 @@ impl Shared {
             replay_bytes: config.replay_bytes,
         };
         Self {
-            rooms: Rooms::new(settings, config.max_rooms),
+            rooms: Rooms::new(settings, config.max_rooms, cluster.as_ref().map(|c| Arc::clone(&c.outlet))),
+            cluster,
             metrics: Metrics::default(),
             turn_metrics,
             turn_intake,
@@ -103,10 +109,139 @@ impl Shared {
     /// Whether a seat this relay holds no record of may be rebuilt from a resume token issued
     /// at `issued_ms`: only if the token predates this process (a restart lost the seat) and the
     /// restart was recent enough that its holder is reconnecting, not coming back much later.
-    pub(crate) fn may_rebuild(&self, issued_ms: u64, now_ms: u64) -> bool {
+    ///
+    /// `since_ms` is when the seats may have been lost: `None` for this process's start, or when
+    /// this instance took the room over from one that stopped.
+    pub(crate) fn may_rebuild(&self, since_ms: Option<u64>, issued_ms: u64, now_ms: u64) -> bool {
+        let since_ms = since_ms.unwrap_or(self.started_ms);
         let window = self.config.grace.saturating_mul(2).max(Duration::from_secs(30));
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        issued_ms < self.started_ms && now_ms < self.started_ms.saturating_add(window_ms)
+        issued_ms < since_ms && now_ms < since_ms.saturating_add(window_ms)
+    }
+
+    /// Where `room` is held: here (always, without a cluster), or by another instance.
+    pub(crate) async fn holder(&self, room: &RoomId) -> Result<Holder, redis::RedisError> {
+        match &self.cluster {
+            None => Ok(Holder::Here { took_over_at_ms: None }),
+            Some(_) if self.rooms.get(room).is_some() => Ok(Holder::Here { took_over_at_ms: None }),
+            Some(cluster) => cluster.holder(room).await,
+        }
+    }
+
+    /// Carries out what another instance sent: the holder's side (a client of `from` joins,
+    /// speaks, leaves a room held here) or the client's side (a frame from a holder).
+    pub(crate) async fn on_envelope(&self, from: InstanceId, envelope: Option<Envelope>) {
+        let Some(cluster) = &self.cluster else { return };
+        let now = Instant::now();
+        let Some(envelope) = envelope else {
+            // Envelopes from `from` were lost: what its clients said to rooms held here may be
+            // among them. They resume, and say it again.
+            let attached: Vec<(ConnId, ConnId)> = lock_attached(cluster)
+                .iter()
+                .filter(|((instance, _), _)| *instance == from)
+                .map(|(&(_, there), &here)| (there, here))
+                .collect();
+            for (there, _) in attached {
+                let error = Some((
+                    ErrorCode::ShuttingDown,
+                    "messages to your room were lost: reconnect and resume".to_owned(),
+                ));
+                cluster.outlet.send(from, Envelope::Close { conn: there, error });
+            }
+            return;
+        };
+        match envelope {
+            Envelope::Join { room, conn, waiting_room, mut request } => {
+                let Some(cell) = self.hold(cluster, &room, from, conn, waiting_room).await else { return };
+                let here = self.next_conn_id();
+                request.conn = here;
+                let mut inner = lock(&cell);
+                inner.attach(here, Route::There { instance: from, conn });
+                lock_attached(cluster).insert((from, conn), here);
+                inner.room.require_waiting_room(waiting_room);
+                inner.room.join(now, request);
+                inner.deliver(&self.metrics, None);
+            }
+            Envelope::Resume { room, conn, mut request } => {
+                let Some(cell) = self.hold(cluster, &room, from, conn, false).await else { return };
+                let here = self.next_conn_id();
+                request.conn = here;
+                let mut inner = lock(&cell);
+                request.may_recreate =
+                    self.may_rebuild(inner.rebuild_since_ms, request.token_issued_ms, unix_now_ms());
+                inner.attach(here, Route::There { instance: from, conn });
+                lock_attached(cluster).insert((from, conn), here);
+                inner.room.resume(request);
+                inner.deliver(&self.metrics, None);
+            }
+            Envelope::Message { room, conn, message } => {
+                let here = lock_attached(cluster).get(&(from, conn)).copied();
+                match (here, self.rooms.get(&room)) {
+                    (Some(here), Some(cell)) => {
+                        if matches!(message, confer_proto::ClientMessage::Signal { .. }) {
+                            self.metrics.signals_relayed.fetch_add(1, Relaxed);
+                        }
+                        let mut inner = lock(&cell);
+                        inner.room.message(now, here, message);
+                        inner.deliver(&self.metrics, None);
+                    }
+                    _ => {
+                        // Not (or no longer) seated here: its client must find the room again.
+                        let error = Some((
+                            ErrorCode::ShuttingDown,
+                            "your room moved: reconnect and resume".to_owned(),
+                        ));
+                        cluster.outlet.send(from, Envelope::Close { conn, error });
+                    }
+                }
+            }
+            Envelope::Disconnect { room, conn } => {
+                let here = lock_attached(cluster).remove(&(from, conn));
+                if let (Some(here), Some(cell)) = (here, self.rooms.get(&room)) {
+                    let mut inner = lock(&cell);
+                    inner.room.disconnect(now, here);
+                    inner.deliver(&self.metrics, None);
+                    inner.detach(here);
+                }
+            }
+            Envelope::Send { .. } | Envelope::Close { .. } => cluster.to_member(envelope, &self.metrics),
+        }
+    }
+
+    /// The room held here that a client of `from` asks for: made if this instance is (or now
+    /// becomes) its holder. Otherwise the client is told to find it again, and `None`.
+    async fn hold(
+        &self,
+        cluster: &Cluster,
+        room: &RoomId,
+        from: InstanceId,
+        conn: ConnId,
+        waiting_room: bool,
+    ) -> Option<Arc<crate::rooms::RoomCell>> {
+        let refuse = |code: ErrorCode, detail: &str| {
+            cluster.outlet.send(from, Envelope::Close { conn, error: Some((code, detail.to_owned())) });
+            None
+        };
+        if let Some(cell) = self.rooms.get(room).filter(|cell| !lock(cell).is_closed()) {
+            return Some(cell);
+        }
+        // Dropped here since the sender looked (empty for long, or moved): ask again.
+        let took_over_at_ms = match cluster.holder(room).await {
+            Ok(Holder::Here { took_over_at_ms }) => took_over_at_ms,
+            Ok(Holder::There(_)) | Err(_) => {
+                return refuse(ErrorCode::ShuttingDown, "your room moved: reconnect and resume");
+            }
+        };
+        let Some(cell) = self.rooms.get_or_create(room, waiting_room, Instant::now()) else {
+            return refuse(
+                ErrorCode::RelayBusy,
+                "the relay cannot open more rooms right now: try again later",
+            );
+        };
+        if took_over_at_ms.is_some() {
+            lock(&cell).rebuild_since_ms = took_over_at_ms;
+        }
+        Some(cell)
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -183,9 +318,23 @@ impl Shared {
         RoomLinks { host: pair(Role::Host), guest: pair(Role::Guest), room, expires_at }
     }
 
+    /// Why this relay should get no new connections now, if it should not.
+    pub(crate) fn not_ready(&self) -> Option<&'static str> {
+        if self.shutdown.is_cancelled() {
+            return Some("shutting down");
+        }
+        match &self.cluster {
+            Some(cluster) if !cluster.is_up() => Some("Redis is unreachable"),
+            _ => None,
+        }
+    }
+
     pub(crate) fn render_metrics(&self) -> String {
         let (rooms, participants) = self.rooms.counts();
         let mut text = self.metrics.render(rooms, participants);
+        if let Some(cluster) = &self.cluster {
+            cluster.render_metrics(&mut text);
+        }
         if self.config.embedded_turn.is_some() {
             self.turn_metrics.render(&mut text);
         }
@@ -207,6 +356,10 @@ impl Shared {
         self.open.fetch_add(1, Relaxed);
         Ok(ConnSlot { shared: Arc::clone(self), ip })
     }
+}
+
+fn lock_attached(cluster: &Cluster) -> std::sync::MutexGuard<'_, HashMap<(InstanceId, ConnId), ConnId>> {
+    cluster.attached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What one client counts as for the per-address cap: its IPv4 address, or its IPv6 /64 (one

@@ -9,6 +9,7 @@ mod malformed;
 mod membership;
 mod operations;
 mod resume;
+mod scale_out;
 mod signaling;
 mod support;
 mod tokens;

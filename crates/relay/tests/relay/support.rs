@@ -419,3 +419,63 @@ pub fn trusting(certs: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> 
 pub fn pinned_tls(pin: Fingerprint) -> Arc<rustls::ClientConfig> {
     confer_mesh::tls::client_config(Some(pin))
 }
+
+/// A real Redis server (Debian's `redis-server`) on a Unix socket of its own, for relays that
+/// share rooms. Nothing persisted; killed when dropped.
+pub struct TestRedis {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestRedis {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Self::spawn(dir.path());
+        Self { child, dir }
+    }
+
+    fn spawn(dir: &std::path::Path) -> Child {
+        let socket = dir.join("redis.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs Debian's redis-server)");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not open its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Stops Redis (its data is gone: nothing is persisted).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts Redis again, empty, on the same socket.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.dir.path());
+    }
+
+    /// The URL relays are given.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.dir.path().join("redis.sock").display())
+    }
+}

@@ -1,0 +1,225 @@
+//! Several relays sharing rooms through a real Redis: clients connected to different instances
+//! meet in one room, and a room outlives the instance that held it.
+
+use std::time::Duration;
+
+use confer_proto::{ClientMessage, ErrorCode, PeerState, ServerMessage, SignalPayload};
+
+use crate::support::{Client, Seat, TestRedis, TestRelay};
+
+fn candidate(n: u32) -> SignalPayload {
+    SignalPayload::Candidate {
+        candidate: format!("candidate:{n} 1 udp 1 127.0.0.1 {} typ host", 40_000 + n),
+        sdp_mid: None,
+        sdp_m_line_index: None,
+        username_fragment: None,
+    }
+}
+
+async fn shared_relay(redis: &TestRedis) -> TestRelay {
+    TestRelay::start(&["--redis-url", &redis.url(), "--grace", "20"]).await
+}
+
+/// Sends `count` candidates from `from` to `to` and checks they arrive once, in order, numbered.
+async fn signals_flow(from: &mut Seat, to: &mut Seat, count: u32) {
+    for n in 1..=count {
+        from.client.send(&ClientMessage::Signal { to: to.id.clone(), payload: candidate(n) }).await;
+    }
+    let mut last_seq = 0;
+    for n in 1..=count {
+        let (seq, payload) = to
+            .client
+            .recv_until(|msg| match msg {
+                ServerMessage::Signal { from: sender, seq, payload } if sender == from.id => {
+                    Some((seq, payload))
+                }
+                _ => None,
+            })
+            .await;
+        assert!(seq > last_seq, "seq {seq} after {last_seq}: out of order or repeated");
+        last_seq = seq;
+        assert_eq!(payload, candidate(n), "signal {n} arrives once and in order");
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+}
+
+#[tokio::test]
+async fn clients_of_two_relays_meet_in_one_room_through_redis() {
+    let redis = TestRedis::start();
+    let a = shared_relay(&redis).await;
+    let b = shared_relay(&redis).await;
+    // The room is made on A; its invites work on B too (the relays share their token key).
+    let links = a.create_room(false).await;
+    let mut host = a.join(&links.host, "Host").await;
+    let mut guest = b.join(&links.guest, "Guest").await;
+    assert_eq!(guest.participants.len(), 1, "the guest on B sees the host on A");
+    assert_eq!(guest.participants[0].id, host.id);
+    let joined = host
+        .client
+        .recv_until(|msg| match msg {
+            ServerMessage::PeerJoined { peer } => Some(peer.id),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined, guest.id, "the host on A is told of the guest on B");
+
+    // Signals cross the instances both ways, in order and once each.
+    signals_flow(&mut host, &mut guest, 50).await;
+    signals_flow(&mut guest, &mut host, 50).await;
+
+    // Presence too.
+    guest
+        .client
+        .send(&ClientMessage::Update { name: None, muted: Some(true), camera: None, hand_raised: None })
+        .await;
+    let muted = host
+        .client
+        .recv_until(|msg| match msg {
+            ServerMessage::PeerUpdated { peer } if peer.id == guest.id => Some(peer.muted),
+            _ => None,
+        })
+        .await;
+    assert!(muted, "the guest's mute reaches the host");
+
+    // A third joins through B, the second instance's clients see each other as well.
+    let mut third = b.join(&links.guest, "Third").await;
+    assert_eq!(third.participants.len(), 2);
+    signals_flow(&mut third, &mut guest, 5).await;
+    signals_flow(&mut third, &mut host, 5).await;
+
+    guest.client.send(&ClientMessage::Leave).await;
+    host.client
+        .recv_until(|msg| match msg {
+            ServerMessage::PeerLeft { peer, .. } if peer == guest.id => Some(()),
+            _ => None,
+        })
+        .await;
+
+    // Each relay says what crossed and how long Redis took.
+    let (ma, mb) = (a.metrics().await, b.metrics().await);
+    assert_eq!(metric(&ma, "confer_relay_redis_up"), 1.0);
+    assert!(metric(&ma, "confer_relay_cluster_envelopes_sent_total") >= 55.0, "{ma}");
+    assert!(metric(&mb, "confer_relay_cluster_envelopes_sent_total") >= 55.0, "{mb}");
+    assert!(metric(&mb, "confer_relay_cluster_envelopes_received_total") >= 55.0, "{mb}");
+    assert_eq!(metric(&ma, "confer_relay_cluster_gaps_total"), 0.0);
+    assert!(metric(&mb, "confer_relay_redis_round_trip_seconds_count") > 0.0);
+    assert_eq!(metric(&ma, "confer_relay_rooms"), 1.0, "A holds the room");
+    assert_eq!(metric(&mb, "confer_relay_rooms"), 0.0, "B holds none");
+}
+
+fn resume(token: &str, last_seq: u64) -> ClientMessage {
+    ClientMessage::Resume { token: token.to_owned(), last_seq, name: None, muted: false, camera: false }
+}
+
+async fn resumed(client: &mut Client) -> (String, Vec<confer_proto::Participant>) {
+    client
+        .recv_until(|msg| match msg {
+            ServerMessage::Resumed { resume_token, participants, .. } => Some((resume_token, participants)),
+            ServerMessage::Error { code, message, .. } => panic!("resume refused: {code}: {message}"),
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn when_the_relay_holding_a_room_dies_its_people_resume_on_another() {
+    let redis = TestRedis::start();
+    let a = shared_relay(&redis).await;
+    let b = shared_relay(&redis).await;
+    let links = a.create_room(false).await;
+    // A holds the room: its first member joined there.
+    let mut host = a.join(&links.host, "Host").await;
+    let mut guest = b.join(&links.guest, "Guest").await;
+    host.client.recv().await; // the guest joined
+
+    // A dies without a word (kill -9: no shutdown, no cleanup in Redis).
+    let started = std::time::Instant::now();
+    let host_token = host.resume_token.clone();
+    drop(a);
+    // B finds out within the holder's lease and tells the guest to resume.
+    guest.client.expect_fatal(ErrorCode::ShuttingDown).await;
+    let noticed = started.elapsed();
+    assert!(noticed < Duration::from_secs(9), "noticed after {noticed:?}");
+
+    // Both resume on B (the one instance left): B takes the room over and rebuilds their seats.
+    let mut guest_back = b.connect().await;
+    guest_back.send(&resume(&guest.resume_token, 0)).await;
+    resumed(&mut guest_back).await;
+    let mut host_back = b.connect().await;
+    host_back.send(&resume(&host_token, 0)).await;
+    let (_, participants) = resumed(&mut host_back).await;
+    assert!(
+        participants.iter().any(|p| p.id == guest.id && p.state == PeerState::Active),
+        "the host finds the guest back: {participants:?}"
+    );
+    let back_in = started.elapsed();
+
+    // And they signal again, through B alone.
+    let mut host = Seat { client: host_back, ..host };
+    let mut guest = Seat { client: guest_back, ..guest };
+    signals_flow(&mut host, &mut guest, 5).await;
+    signals_flow(&mut guest, &mut host, 5).await;
+    let mb = b.metrics().await;
+    assert_eq!(metric(&mb, "confer_relay_cluster_takeovers_total"), 1.0, "{mb}");
+    eprintln!("holder killed: guest told after {noticed:?}, both back in after {back_in:?}");
+}
+
+/// Polls `/healthz/ready` until it answers `status`; returns the body.
+async fn ready_becomes(relay: &TestRelay, status: u16) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = relay.http("GET", "/healthz/ready", &[], "").await;
+        if response.status == status {
+            return response.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness stayed {}: {}",
+            response.status,
+            response.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redis_outage_shows_on_health_and_heals_without_restarting_the_relays() {
+    let mut redis = TestRedis::start();
+    let a = shared_relay(&redis).await;
+    let b = shared_relay(&redis).await;
+    ready_becomes(&a, 200).await;
+    ready_becomes(&b, 200).await;
+    let links = a.create_room(false).await;
+    let mut host = a.join(&links.host, "Host").await;
+    let mut guest = b.join(&links.guest, "Guest").await;
+    host.client.recv().await; // the guest joined
+
+    redis.stop();
+    // Alive, but no new connections please: a load balancer sends them elsewhere.
+    let why = ready_becomes(&b, 503).await;
+    assert!(why.contains("Redis is unreachable"), "{why}");
+    assert_eq!(a.http("GET", "/healthz", &[], "").await.status, 200, "still alive");
+    assert_eq!(metric(&b.metrics().await, "confer_relay_redis_up"), 0.0);
+    // What the guest says now cannot reach the host's relay: it is told, not left hanging.
+    guest.client.send(&ClientMessage::Signal { to: host.id.clone(), payload: candidate(1) }).await;
+    guest.client.expect_fatal(ErrorCode::ShuttingDown).await;
+
+    // Redis comes back empty. Both relays recover by themselves; the guest resumes and the two
+    // talk again (the host's relay wrote its room back into the directory).
+    redis.restart();
+    ready_becomes(&a, 200).await;
+    ready_becomes(&b, 200).await;
+    // The host's relay writes its room back the moment it reaches Redis again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut guest_back = b.connect().await;
+    guest_back.send(&resume(&guest.resume_token, 0)).await;
+    resumed(&mut guest_back).await;
+    let mut guest = Seat { client: guest_back, ..guest };
+    signals_flow(&mut guest, &mut host, 5).await;
+    signals_flow(&mut host, &mut guest, 5).await;
+}
