@@ -53,22 +53,42 @@ pub(crate) struct Outlet {
     /// numbers, so that the receiver sees a gap.
     skipped: Mutex<HashMap<InstanceId, u64>>,
     pub(crate) dropped: AtomicU64,
+    /// Envelopes queued and not yet written (or given up on) by the writer.
+    pending: AtomicU64,
 }
 
 impl Outlet {
     pub(crate) fn new() -> (Self, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(OUTBOX);
-        (Self { tx, skipped: Mutex::new(HashMap::new()), dropped: AtomicU64::new(0) }, rx)
+        let outlet = Self {
+            tx,
+            skipped: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+        };
+        (outlet, rx)
     }
 
     /// Queues an envelope; false if the queue is full (or the writer is gone) and it was dropped.
     pub(crate) fn send(&self, to: InstanceId, envelope: Envelope) -> bool {
+        self.pending.fetch_add(1, Relaxed);
         if self.tx.try_send(Outgoing { to, envelope }).is_ok() {
             return true;
         }
+        self.pending.fetch_sub(1, Relaxed);
         self.dropped.fetch_add(1, Relaxed);
         *self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(to).or_default() += 1;
         false
+    }
+
+    /// The writer is done with `count` envelopes.
+    pub(crate) fn done(&self, count: u64) {
+        self.pending.fetch_sub(count, Relaxed);
+    }
+
+    /// Whether everything queued has been written (or given up on).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pending.load(Relaxed) == 0
     }
 
     /// How many envelopes to `to` were dropped since the last call.

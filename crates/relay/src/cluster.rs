@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{debug, info, warn};
 
 use crate::bus::{Envelope, InstanceId, Outgoing, Outlet};
-use crate::room::ConnId;
+use crate::room::{ConnId, RoomSnapshot};
 use crate::rooms::{ConnHandle, Ending, Outbound};
 
 /// How long an instance's `alive` key lasts without renewal: a holder that stopped is given up
@@ -53,23 +53,25 @@ const BATCH: usize = 256;
 const READ_BLOCK: Duration = Duration::from_secs(1);
 
 /// The first instance to ask for a room whose holder is gone (or that has none) becomes its
-/// holder. Returns the holder, and what it replaced: the dead holder, `redis` if Redis lost its
+/// holder. Returns the holder; what it replaced: the dead holder, `redis` if Redis lost its
 /// entries lately (it restarted empty: the room may have been held, and its holder has not
-/// written it back yet), or empty.
+/// written it back yet), or empty; and the room's snapshot if a holder that drained left one.
 const ACQUIRE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. current) == 1 then
-  return {current, ''}
+  return {current, '', ''}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-if current and current ~= ARGV[1] then return {ARGV[1], current} end
+local snapshot = redis.call('GET', KEYS[3])
+if snapshot then redis.call('DEL', KEYS[3]) else snapshot = '' end
+if current and current ~= ARGV[1] then return {ARGV[1], current, snapshot} end
 if not current then
   local epoch = redis.call('GET', KEYS[2])
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if not epoch or now - tonumber(epoch) < tonumber(ARGV[4]) then return {ARGV[1], 'redis'} end
+  if not epoch or now - tonumber(epoch) < tonumber(ARGV[4]) then return {ARGV[1], 'redis', snapshot} end
 end
-return {ARGV[1], ''}
+return {ARGV[1], '', snapshot}
 ";
 
 /// Set once per Redis lifetime (Unix ms): a Redis that restarted empty is told by its absence or
@@ -102,6 +104,13 @@ fn room_key(room: &RoomId) -> String {
     format!("confer:room:{}", room.as_str())
 }
 
+fn snapshot_key(room: &RoomId) -> String {
+    format!("confer:snapshot:{}", room.as_str())
+}
+
+/// How long a drained holder's snapshot waits for the room's next holder.
+const SNAPSHOT_TTL_MS: u64 = 60_000;
+
 const ALIVE_PREFIX: &str = "confer:alive:";
 
 fn alive_key(instance: InstanceId) -> String {
@@ -117,11 +126,12 @@ fn parse_instance(text: &str) -> Option<InstanceId> {
 }
 
 /// Where a room is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Holder {
     /// Here. `took_over_at_ms` is set when this instance just took the room over from one that
     /// died: seats it has no record of may be rebuilt from resume tokens issued before then.
-    Here { took_over_at_ms: Option<u64> },
+    /// `snapshot` is the room as a holder that drained left it.
+    Here { took_over_at_ms: Option<u64>, snapshot: Option<Box<RoomSnapshot>> },
     /// By another instance.
     There(InstanceId),
 }
@@ -235,9 +245,10 @@ impl Cluster {
     /// Which instance holds `room`; this one, if no live instance does.
     pub(crate) async fn holder(&self, room: &RoomId) -> redis::RedisResult<Holder> {
         let started = Instant::now();
-        let result: redis::RedisResult<(String, String)> = redis::Script::new(ACQUIRE)
+        let result: redis::RedisResult<(String, String, String)> = redis::Script::new(ACQUIRE)
             .key(room_key(room))
             .key(EPOCH_KEY)
+            .key(snapshot_key(room))
             .arg(format!("{:016x}", self.me))
             .arg(ALIVE_PREFIX)
             .arg(u64::try_from(ROOM_TTL.as_millis()).unwrap_or(u64::MAX))
@@ -245,7 +256,7 @@ impl Cluster {
             .invoke_async(&mut self.redis.clone())
             .await;
         self.went(&result);
-        let (holder, replaced) = result?;
+        let (holder, replaced, snapshot) = result?;
         self.metrics.round_trip(started.elapsed());
         match parse_instance(&holder) {
             Some(id) if id == self.me => {
@@ -258,7 +269,16 @@ impl Cluster {
                         "took over a room whose holder stopped (or Redis lost)"
                     );
                 }
-                Ok(Holder::Here { took_over_at_ms: took_over.then(crate::token::unix_now_ms) })
+                let snapshot = (!snapshot.is_empty())
+                    .then(|| serde_json::from_str::<RoomSnapshot>(&snapshot))
+                    .transpose()
+                    .unwrap_or_else(|err| {
+                        self.metrics.malformed.fetch_add(1, Relaxed);
+                        warn!(%err, room = room.as_str(), "a room's snapshot is malformed: the room starts afresh");
+                        None
+                    })
+                    .map(Box::new);
+                Ok(Holder::Here { took_over_at_ms: took_over.then(crate::token::unix_now_ms), snapshot })
             }
             Some(id) => Ok(Holder::There(id)),
             None => Err(redis::RedisError::from((
@@ -300,6 +320,29 @@ impl Cluster {
             }
         }
         Ok(lost)
+    }
+
+    /// Draining: leaves the rooms' snapshots for their next holders, gives the rooms up, and
+    /// says this instance is gone, so that the clients told to resume next find their rooms
+    /// whole on another instance.
+    pub(crate) async fn hand_over(&self, rooms: Vec<(RoomId, RoomSnapshot)>) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for (room, snapshot) in &rooms {
+            let json = serde_json::to_string(snapshot).map_err(|err| {
+                redis::RedisError::from((redis::ErrorKind::Parse, "snapshot", err.to_string()))
+            })?;
+            pipe.cmd("SET").arg(snapshot_key(room)).arg(json).arg("PX").arg(SNAPSHOT_TTL_MS).ignore();
+            pipe.cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(room_key(room))
+                .arg(format!("{:016x}", self.me))
+                .ignore();
+        }
+        pipe.cmd("DEL").arg(alive_key(self.me)).ignore();
+        let result: redis::RedisResult<()> = pipe.query_async(&mut self.redis.clone()).await;
+        self.went(&result);
+        result
     }
 
     /// Seats a client of this instance in a room held by `holder`: what `holder` sends to
@@ -362,6 +405,7 @@ impl Cluster {
             }
             let started = Instant::now();
             let result: redis::RedisResult<()> = pipe.query_async(&mut redis).await;
+            self.outlet.done(count);
             self.went(&result);
             match result {
                 Ok(()) => {

@@ -368,8 +368,8 @@ where
             muted,
             camera,
         };
-        let took_over_at_ms = match self.shared.holder(room).await {
-            Ok(Holder::Here { took_over_at_ms }) => took_over_at_ms,
+        let (took_over_at_ms, mut snapshot) = match self.shared.holder(room).await {
+            Ok(Holder::Here { took_over_at_ms, snapshot }) => (took_over_at_ms, snapshot),
             Ok(Holder::There(holder)) => {
                 let envelope = Envelope::Join {
                     room: room.clone(),
@@ -382,7 +382,8 @@ where
             Err(_) => return Some(no_shared_state()),
         };
         loop {
-            let Some(cell) = self.shared.rooms.get_or_create(room, claims.waiting_room, now) else {
+            let Some(cell) = self.shared.rooms.get_or_create(room, claims.waiting_room, now, snapshot.take())
+            else {
                 return Some(relay_busy());
             };
             let mut inner = lock(&cell);
@@ -447,8 +448,8 @@ where
             camera,
             may_recreate: false,
         };
-        let took_over_at_ms = match self.shared.holder(&claims.room).await {
-            Ok(Holder::Here { took_over_at_ms }) => took_over_at_ms,
+        let (took_over_at_ms, mut snapshot) = match self.shared.holder(&claims.room).await {
+            Ok(Holder::Here { took_over_at_ms, snapshot }) => (took_over_at_ms, snapshot),
             Ok(Holder::There(holder)) => {
                 // The holder decides whether a seat it has no record of may be rebuilt.
                 let envelope = Envelope::Resume { room: claims.room.clone(), conn: self.id, request };
@@ -464,8 +465,9 @@ where
         let may_recreate = self.shared.may_rebuild(since_ms, claims.issued_ms, unix_now_ms());
         request.may_recreate = may_recreate;
         loop {
-            let cell = if may_recreate {
-                match self.shared.rooms.get_or_create(&claims.room, false, now) {
+            // A room handed over by a holder that drained comes back whole.
+            let cell = if may_recreate || snapshot.is_some() {
+                match self.shared.rooms.get_or_create(&claims.room, false, now, snapshot.take()) {
                     Some(cell) => cell,
                     None => return Some(relay_busy()),
                 }

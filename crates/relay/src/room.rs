@@ -169,6 +169,36 @@ pub(crate) struct Room {
 /// Ended seats remembered per room.
 const MAX_ENDED: usize = 256;
 
+/// What a room hands to the instance that takes it over when its holder drains (relays sharing
+/// rooms): its seats with their replay buffers and tokens, its rules, and the seats that ended.
+/// Knockers are not carried: their connections end, and they knock again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RoomSnapshot {
+    seats: Vec<SeatSnapshot>,
+    locked: bool,
+    waiting_room: bool,
+    several_shares: bool,
+    hands_raised: u64,
+    occupied_once: bool,
+    ended: Vec<PeerId>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SeatSnapshot {
+    peer: PeerId,
+    role: Role,
+    name: String,
+    muted: bool,
+    camera: bool,
+    hand_raised: bool,
+    hand_order: Option<u64>,
+    sharing: bool,
+    recording: bool,
+    next_seq: u64,
+    tokens_ms: [u64; 2],
+    replay: Vec<(u64, String)>,
+}
+
 impl Room {
     pub(crate) fn new(id: RoomId, settings: RoomSettings, waiting_room: bool, now: Instant) -> Self {
         Self {
@@ -185,6 +215,86 @@ impl Room {
             ended: VecDeque::new(),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The room as the next holder needs it (see [`RoomSnapshot`]).
+    pub(crate) fn snapshot(&self) -> RoomSnapshot {
+        let seats = self
+            .seats
+            .iter()
+            .map(|seat| SeatSnapshot {
+                peer: seat.peer.clone(),
+                role: seat.role,
+                name: seat.name.clone(),
+                muted: seat.muted,
+                camera: seat.camera,
+                hand_raised: seat.hand_raised,
+                hand_order: seat.hand_order,
+                sharing: seat.sharing,
+                recording: seat.recording,
+                next_seq: seat.next_seq,
+                tokens_ms: seat.tokens_ms,
+                replay: seat
+                    .replay
+                    .iter()
+                    .map(|(seq, frame)| (*seq, String::from_utf8_lossy(&frame.0).into_owned()))
+                    .collect(),
+            })
+            .collect();
+        RoomSnapshot {
+            seats,
+            locked: self.locked,
+            waiting_room: self.waiting_room,
+            several_shares: self.several_shares,
+            hands_raised: self.hands_raised,
+            occupied_once: self.occupied_once,
+            ended: self.ended.iter().cloned().collect(),
+        }
+    }
+
+    /// The room again from a snapshot, on the instance that takes it over. Every seat is
+    /// reconnecting from `now` (its client resumes here, within a new grace period).
+    pub(crate) fn restore(id: RoomId, settings: RoomSettings, snapshot: RoomSnapshot, now: Instant) -> Self {
+        let mut room = Self::new(id, settings, snapshot.waiting_room, now);
+        room.seats = snapshot
+            .seats
+            .into_iter()
+            .take(room.settings.capacity)
+            .map(|seat| {
+                let replay: VecDeque<(u64, Frame)> = seat
+                    .replay
+                    .into_iter()
+                    .map(|(seq, text)| (seq, Frame(bytes::Bytes::from(text))))
+                    .collect();
+                let replay_bytes = replay.iter().map(|(_, frame)| frame.len()).sum();
+                Seat {
+                    peer: seat.peer,
+                    conn: None,
+                    role: seat.role,
+                    name: seat.name,
+                    muted: seat.muted,
+                    camera: seat.camera,
+                    hand_raised: seat.hand_raised,
+                    hand_order: seat.hand_order,
+                    sharing: seat.sharing,
+                    recording: seat.recording,
+                    disconnected_at: Some(now),
+                    next_seq: seat.next_seq,
+                    tokens_ms: seat.tokens_ms,
+                    replay,
+                    replay_bytes,
+                }
+            })
+            .collect();
+        room.locked = snapshot.locked;
+        room.several_shares = snapshot.several_shares;
+        room.hands_raised = snapshot.hands_raised;
+        room.occupied_once = snapshot.occupied_once;
+        room.ended = snapshot.ended.into_iter().rev().take(MAX_ENDED).rev().collect();
+        if !room.seats.is_empty() {
+            room.empty_since = None;
+        }
+        room
     }
 
     /// A join with a waiting-room invite gives the room a waiting room (it may have been opened

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::bus::{Envelope, InstanceId, Outlet};
 use crate::metrics::Metrics;
-use crate::room::{ConnId, Frame, Output, Room, RoomSettings, encode};
+use crate::room::{ConnId, Frame, Output, Room, RoomSettings, RoomSnapshot, encode};
 
 /// One message queued towards a connection. Everything the relay sends a client goes through
 /// this queue, so that one place writes to the socket (and that place can be interrupted).
@@ -258,6 +258,7 @@ impl Rooms {
         id: &RoomId,
         waiting_room: bool,
         now: Instant,
+        snapshot: Option<Box<RoomSnapshot>>,
     ) -> Option<Arc<RoomCell>> {
         let mut map = self.map();
         if let Some(cell) = map.get(id) {
@@ -276,7 +277,14 @@ impl Rooms {
             }
         }
         let cell = Arc::new(Mutex::new(RoomInner {
-            room: Room::new(id.clone(), self.settings.clone(), waiting_room, now),
+            room: match snapshot {
+                Some(snapshot) => {
+                    let mut room = Room::restore(id.clone(), self.settings.clone(), *snapshot, now);
+                    room.require_waiting_room(waiting_room);
+                    room
+                }
+                None => Room::new(id.clone(), self.settings.clone(), waiting_room, now),
+            },
             conns: HashMap::new(),
             outlet: self.outlet.clone(),
             closed: false,
@@ -328,6 +336,20 @@ impl Rooms {
     /// The ids of the rooms held.
     pub(crate) fn ids(&self) -> Vec<RoomId> {
         self.map().keys().cloned().collect()
+    }
+
+    /// Draining: every room's snapshot, each room closed to further changes.
+    pub(crate) fn snapshots(&self) -> Vec<(RoomId, RoomSnapshot)> {
+        let cells: Vec<(RoomId, Arc<RoomCell>)> =
+            self.map().iter().map(|(id, cell)| (id.clone(), Arc::clone(cell))).collect();
+        cells
+            .into_iter()
+            .map(|(id, cell)| {
+                let mut inner = lock(&cell);
+                inner.closed = true;
+                (id, inner.room.snapshot())
+            })
+            .collect()
     }
 
     /// Drops a room that moved to another instance, ending its connections.

@@ -70,7 +70,7 @@ pub struct RelayHandle {
 impl RelayHandle {
     /// Starts a graceful shutdown; [`Relay::run`] returns when it is done.
     pub fn shutdown(&self) {
-        self.shared.shutdown.cancel();
+        self.shared.stopping.cancel();
     }
 
     /// Mints a room, as `POST /rooms` does.
@@ -203,7 +203,7 @@ impl Relay {
             info!(instance = format_args!("{:016x}", cluster.me), "sharing rooms through Redis");
             let mut tasks = tokio::task::JoinSet::new();
             tasks.spawn(Arc::clone(cluster).write_loop());
-            tasks.spawn(Arc::clone(cluster).heartbeat_loop(shared.shutdown.clone()));
+            tasks.spawn(Arc::clone(cluster).heartbeat_loop(shared.stopping.clone()));
             let reader = Arc::clone(&shared);
             tasks.spawn(async move {
                 let Some(cluster) = reader.cluster.clone() else { return };
@@ -242,12 +242,35 @@ impl Relay {
                         continue;
                     }
                 },
-                () = shared.shutdown.cancelled() => break,
+                () = shared.stopping.cancelled() => break,
             };
             let shared2 = Arc::clone(&shared);
             let app = app.clone();
             shared.tasks.spawn(async move { serve_tcp(shared2, app, stream, addr).await });
         }
+        if let Some(cluster) = &shared.cluster {
+            // Rooms go whole to the instances that take them over: snapshots first, then the
+            // clients are told to resume (there, through the load balancer).
+            let rooms = shared.rooms.snapshots();
+            let count = rooms.len();
+            match tokio::time::timeout(Duration::from_secs(2), cluster.hand_over(rooms)).await {
+                Ok(Ok(())) => info!(rooms = count, "rooms handed over"),
+                Ok(Err(err)) => {
+                    warn!(%err, "the rooms could not be handed over: their seats are rebuilt from resume tokens");
+                }
+                Err(_) => {
+                    warn!("handing the rooms over timed out: their seats are rebuilt from resume tokens");
+                }
+            }
+            for room in shared.rooms.ids() {
+                shared.rooms.evacuate(
+                    &room,
+                    "the relay is restarting: reconnect and resume",
+                    &shared.metrics,
+                );
+            }
+        }
+        shared.shutdown.cancel();
         info!("shutting down: telling clients to reconnect");
         drop(self.listener);
         shared.tasks.close();
@@ -255,6 +278,15 @@ impl Relay {
             warn!("some connections did not close within 5 s");
         }
         let _ = sweeper.await;
+        if let Some(cluster) = &shared.cluster {
+            // What the rooms last sent to clients of other instances leaves before we go.
+            let flushed = async {
+                while !cluster.outlet.is_idle() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), flushed).await;
+        }
         if let Some(mut tasks) = cluster_tasks {
             // The writer ends when every outlet is gone; the rest end with the shutdown.
             tasks.abort_all();

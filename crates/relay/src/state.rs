@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     /// Unix milliseconds when this relay started; resume tokens issued before may rebuild seats.
     pub(crate) started_ms: u64,
     pub(crate) origin: String,
+    /// Told to stop: no new connections; in a cluster, rooms are handed over before `shutdown`.
+    pub(crate) stopping: CancellationToken,
+    /// Every connection ends (told to reconnect and resume).
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     next_conn: AtomicU64,
@@ -95,6 +98,7 @@ impl Shared {
             turn_intake,
             started_ms: unix_now_ms(),
             origin,
+            stopping: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
@@ -122,8 +126,10 @@ impl Shared {
     /// Where `room` is held: here (always, without a cluster), or by another instance.
     pub(crate) async fn holder(&self, room: &RoomId) -> Result<Holder, redis::RedisError> {
         match &self.cluster {
-            None => Ok(Holder::Here { took_over_at_ms: None }),
-            Some(_) if self.rooms.get(room).is_some() => Ok(Holder::Here { took_over_at_ms: None }),
+            None => Ok(Holder::Here { took_over_at_ms: None, snapshot: None }),
+            Some(_) if self.rooms.get(room).is_some() => {
+                Ok(Holder::Here { took_over_at_ms: None, snapshot: None })
+            }
             Some(cluster) => cluster.holder(room).await,
         }
     }
@@ -226,13 +232,13 @@ impl Shared {
             return Some(cell);
         }
         // Dropped here since the sender looked (empty for long, or moved): ask again.
-        let took_over_at_ms = match cluster.holder(room).await {
-            Ok(Holder::Here { took_over_at_ms }) => took_over_at_ms,
+        let (took_over_at_ms, snapshot) = match cluster.holder(room).await {
+            Ok(Holder::Here { took_over_at_ms, snapshot }) => (took_over_at_ms, snapshot),
             Ok(Holder::There(_)) | Err(_) => {
                 return refuse(ErrorCode::ShuttingDown, "your room moved: reconnect and resume");
             }
         };
-        let Some(cell) = self.rooms.get_or_create(room, waiting_room, Instant::now()) else {
+        let Some(cell) = self.rooms.get_or_create(room, waiting_room, Instant::now(), snapshot) else {
             return refuse(
                 ErrorCode::RelayBusy,
                 "the relay cannot open more rooms right now: try again later",
@@ -320,7 +326,7 @@ impl Shared {
 
     /// Why this relay should get no new connections now, if it should not.
     pub(crate) fn not_ready(&self) -> Option<&'static str> {
-        if self.shutdown.is_cancelled() {
+        if self.stopping.is_cancelled() {
             return Some("shutting down");
         }
         match &self.cluster {

@@ -512,3 +512,46 @@ fn everyone_is_told_who_records_newcomers_included_and_a_repeat_is_answered_to_i
         assert_eq!(recording_told(&out, conn), [(peer(2), false)], "conn {conn}: {out:?}");
     }
 }
+
+#[test]
+fn a_room_handed_to_another_holder_keeps_its_seats_their_signals_its_lock_and_its_grace() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    room.message(t0, 1, ClientMessage::Lock);
+    room.message(t0, 1, signal(2, 1));
+    room.message(
+        t0,
+        2,
+        ClientMessage::Update { name: None, muted: None, camera: None, hand_raised: Some(true) },
+    );
+    drain(&mut room);
+
+    // Through JSON, as it travels through Redis.
+    let json = serde_json::to_string(&room.snapshot()).unwrap();
+    let t1 = t0 + Duration::from_secs(5);
+    let id = RoomId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    let mut taken = Room::restore(id, settings(), serde_json::from_str(&json).unwrap(), t1);
+    assert_eq!(taken.seated(), 2);
+    assert_eq!(taken.next_deadline(), Some(t1 + GRACE), "every seat reconnecting, grace from the handover");
+
+    // The guest resumes having read nothing: the signal is replayed, nothing is missing.
+    taken.resume(resume_request(3, 2, 0));
+    let out = drain(&mut taken);
+    match &out[0] {
+        (3, ServerMessage::Resumed { replayed, gap, participants, locked, .. }) => {
+            assert_eq!((*replayed, *gap, *locked), (1, false, true));
+            assert_eq!(participants.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(&out[1], (3, ServerMessage::Signal { seq: 1, .. })), "{out:?}");
+    // The room is still locked: a newcomer knocks. The hand queue came along.
+    taken.join(t1, request(4, Role::Guest));
+    let out = drain(&mut taken);
+    assert!(out.iter().any(|(conn, m)| *conn == 4 && matches!(m, ServerMessage::Knocking { .. })), "{out:?}");
+    let snapshot = taken.snapshot();
+    assert!(snapshot.seats.iter().any(|s| s.peer == peer(2) && s.hand_raised && s.hand_order.is_some()));
+    // The host never comes back: its seat ends when the new grace period does.
+    taken.timeout(t1 + GRACE);
+    assert_eq!(taken.seated(), 1);
+}

@@ -223,3 +223,64 @@ async fn a_redis_outage_shows_on_health_and_heals_without_restarting_the_relays(
     signals_flow(&mut guest, &mut host, 5).await;
     signals_flow(&mut host, &mut guest, 5).await;
 }
+
+#[tokio::test]
+async fn a_relay_drained_by_sigterm_hands_its_rooms_over_whole() {
+    let redis = TestRedis::start();
+    let a = shared_relay(&redis).await;
+    let b = shared_relay(&redis).await;
+    let links = a.create_room(false).await;
+    let mut host = a.join(&links.host, "Host").await;
+    let mut guest = b.join(&links.guest, "Guest").await;
+    host.client.recv().await; // the guest joined
+    host.client.send(&ClientMessage::Lock).await;
+    signals_flow(&mut host, &mut guest, 3).await;
+
+    // A rolling upgrade: A gets SIGTERM while B keeps running.
+    let drained = tokio::task::spawn_blocking(move || {
+        let mut a = a;
+        a.terminate()
+    });
+    guest.client.expect_fatal(ErrorCode::ShuttingDown).await;
+    host.client.expect_fatal(ErrorCode::ShuttingDown).await;
+    assert!(drained.await.unwrap(), "A exits cleanly");
+
+    // Both resume on B and find the room as it was: seats, numbering, lock; nothing missing.
+    let mut guest_back = b.connect().await;
+    guest_back.send(&resume(&guest.resume_token, 3)).await;
+    match guest_back.recv().await {
+        ServerMessage::Resumed { gap, replayed, locked, participants, .. } => {
+            assert!(!gap, "nothing was lost in the handover");
+            assert_eq!(replayed, 0, "the guest had read everything");
+            assert!(locked, "the lock came along");
+            assert_eq!(participants.len(), 1, "the host's seat came along");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut host_back = b.connect().await;
+    host_back.send(&resume(&host.resume_token, 0)).await;
+    match host_back.recv().await {
+        ServerMessage::Resumed { gap, participants, .. } => {
+            assert!(!gap);
+            assert!(participants.iter().any(|p| p.id == guest.id && p.state == PeerState::Active));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut host = Seat { client: host_back, ..host };
+    let mut guest = Seat { client: guest_back, ..guest };
+    // The numbering goes on where A left it.
+    host.client.send(&ClientMessage::Signal { to: guest.id.clone(), payload: candidate(9) }).await;
+    let seq = guest
+        .client
+        .recv_until(|msg| match msg {
+            ServerMessage::Signal { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .await;
+    assert_eq!(seq, 4, "seq continues after the handover");
+    signals_flow(&mut guest, &mut host, 3).await;
+    // A newcomer knocks: the room is still locked.
+    let mut newcomer = b.connect().await;
+    newcomer.send(&crate::support::join_message(&links.guest, "Late")).await;
+    assert!(matches!(newcomer.recv().await, ServerMessage::Knocking { .. }));
+}
