@@ -31,19 +31,25 @@ pub(crate) enum Envelope {
     Send { conn: ConnId, frame: String },
     /// End the connection, with an error or normally (after `leave`).
     Close { conn: ConnId, error: Option<(ErrorCode, String)> },
+    /// Envelopes from the receiver were lost on the way to the sender: the receiver's clients
+    /// seated in rooms the sender holds resume (and say again what was lost).
+    Reset,
 }
 
-/// One envelope on its way out.
+/// One envelope on its way out, as JSON.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) to: InstanceId,
-    pub(crate) envelope: Envelope,
+    pub(crate) body: String,
 }
 
 /// Envelopes waiting to be written to Redis, at most. A holder's room hands frames to it under
 /// the room's lock, so it must never wait: past this, an envelope is dropped, counted, and the
 /// receiver sees the gap in its numbering (and makes the clients concerned resume).
 pub(crate) const OUTBOX: usize = 16_384;
+
+/// Bytes of envelopes waiting at most (a frame may be 128 KiB): the same policy past it.
+pub(crate) const OUTBOX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The queue envelopes leave by; the cluster's writer drains it in order.
 #[derive(Debug)]
@@ -55,6 +61,8 @@ pub(crate) struct Outlet {
     pub(crate) dropped: AtomicU64,
     /// Envelopes queued and not yet written (or given up on) by the writer.
     pending: AtomicU64,
+    /// Their bytes.
+    pending_bytes: AtomicU64,
 }
 
 impl Outlet {
@@ -65,25 +73,32 @@ impl Outlet {
             skipped: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            pending_bytes: AtomicU64::new(0),
         };
         (outlet, rx)
     }
 
     /// Queues an envelope; false if the queue is full (or the writer is gone) and it was dropped.
-    pub(crate) fn send(&self, to: InstanceId, envelope: Envelope) -> bool {
+    pub(crate) fn send(&self, to: InstanceId, envelope: &Envelope) -> bool {
+        // Serialising these types cannot fail (string keys, no failing Serialize impl).
+        let body = serde_json::to_string(envelope).unwrap_or_default();
+        let len = body.len() as u64;
         self.pending.fetch_add(1, Relaxed);
-        if self.tx.try_send(Outgoing { to, envelope }).is_ok() {
+        let over = self.pending_bytes.fetch_add(len, Relaxed) + len > OUTBOX_BYTES;
+        if !over && self.tx.try_send(Outgoing { to, body }).is_ok() {
             return true;
         }
         self.pending.fetch_sub(1, Relaxed);
+        self.pending_bytes.fetch_sub(len, Relaxed);
         self.dropped.fetch_add(1, Relaxed);
         *self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(to).or_default() += 1;
         false
     }
 
-    /// The writer is done with `count` envelopes.
-    pub(crate) fn done(&self, count: u64) {
+    /// The writer is done with `count` envelopes of `bytes` bytes.
+    pub(crate) fn done(&self, count: u64, bytes: u64) {
         self.pending.fetch_sub(count, Relaxed);
+        self.pending_bytes.fetch_sub(bytes, Relaxed);
     }
 
     /// Whether everything queued has been written (or given up on).
@@ -110,6 +125,7 @@ mod tests {
             Envelope::Disconnect { room, conn: 7 },
             Envelope::Send { conn: 9, frame: r#"{"type":"pong","nonce":1}"#.into() },
             Envelope::Close { conn: 9, error: Some((ErrorCode::ShuttingDown, "bye".into())) },
+            Envelope::Reset,
         ];
         for envelope in envelopes {
             let json = serde_json::to_string(&envelope).unwrap();
@@ -121,17 +137,35 @@ mod tests {
     fn a_full_outbox_drops_and_counts_what_it_could_not_take() {
         let (outlet, mut rx) = Outlet::new();
         for _ in 0..OUTBOX {
-            assert!(outlet.send(
-                1,
-                Envelope::Disconnect { room: RoomId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap(), conn: 1 }
-            ));
+            let room = RoomId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
+            assert!(outlet.send(1, &Envelope::Disconnect { room, conn: 1 }));
         }
-        assert!(!outlet.send(2, Envelope::Close { conn: 3, error: None }));
-        assert!(!outlet.send(2, Envelope::Close { conn: 3, error: None }));
+        assert!(!outlet.send(2, &Envelope::Close { conn: 3, error: None }));
+        assert!(!outlet.send(2, &Envelope::Close { conn: 3, error: None }));
         assert_eq!(outlet.take_skipped(2), 2);
         assert_eq!(outlet.take_skipped(2), 0, "counted once");
         assert_eq!(outlet.take_skipped(1), 0);
         assert!(rx.try_recv().is_ok());
-        assert!(outlet.send(2, Envelope::Close { conn: 3, error: None }), "room again once drained");
+        assert!(outlet.send(2, &Envelope::Close { conn: 3, error: None }), "room again once drained");
+    }
+
+    #[test]
+    fn the_outbox_holds_at_most_64_mib_of_frames() {
+        let (outlet, mut rx) = Outlet::new();
+        let frame = "x".repeat(1024 * 1024);
+        let sent = (0..100)
+            .take_while(|_| outlet.send(1, &Envelope::Send { conn: 1, frame: frame.clone() }))
+            .count();
+        assert_eq!(sent, 63, "64 MiB of 1 MiB frames and their envelopes");
+        assert_eq!(outlet.take_skipped(1), 1);
+        // The writer takes them all.
+        let (mut count, mut bytes) = (0, 0);
+        while let Ok(out) = rx.try_recv() {
+            count += 1;
+            bytes += out.body.len() as u64;
+        }
+        outlet.done(count, bytes);
+        assert!(outlet.is_idle());
+        assert!(outlet.send(1, &Envelope::Reset), "room again once written");
     }
 }

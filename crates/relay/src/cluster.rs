@@ -74,9 +74,18 @@ end
 return {ARGV[1], '', snapshot}
 ";
 
-/// Set once per Redis lifetime (Unix ms): a Redis that restarted empty is told by its absence or
-/// its youth.
+/// Set once per Redis lifetime (Unix ms, by Redis's clock): a Redis that restarted empty is told
+/// by its absence or its youth.
 const EPOCH_KEY: &str = "confer:epoch";
+
+/// Sets the epoch if it is not set.
+const EPOCH: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+return 0
+";
 
 /// Renews the entries of rooms this instance holds (writing them again if Redis lost them: it
 /// restarted empty); 1 per room still held, 0 per room another instance took over.
@@ -178,7 +187,7 @@ pub(crate) struct Cluster {
     members: Mutex<HashMap<ConnId, Member>>,
     /// Clients of other instances seated in rooms held here: their connection there, and the
     /// id the room knows them by here.
-    pub(crate) attached: Mutex<HashMap<(InstanceId, ConnId), ConnId>>,
+    pub(crate) attached: Mutex<HashMap<(InstanceId, ConnId), (RoomId, ConnId)>>,
     /// Whether the last exchange with Redis worked.
     up: AtomicBool,
     /// Told when Redis answers again after failing: the rooms' entries are written back at once.
@@ -377,15 +386,12 @@ impl Cluster {
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             let mut pipe = redis::pipe();
             let count = batch.len() as u64;
+            let bytes: u64 = batch.iter().map(|out| out.body.len() as u64).sum();
             // An inbox is only kept while written to or read: one whose instance died goes.
             let destinations: HashSet<InstanceId> = batch.iter().map(|out| out.to).collect();
             for out in batch.drain(..) {
                 let number = numbers.entry(out.to).or_default();
                 *number += 1 + self.outlet.take_skipped(out.to);
-                let body = match serde_json::to_string(&out.envelope) {
-                    Ok(body) => body,
-                    Err(_) => continue,
-                };
                 pipe.cmd("XADD")
                     .arg(inbox_key(out.to))
                     .arg("MAXLEN")
@@ -397,7 +403,7 @@ impl Cluster {
                     .arg("n")
                     .arg(*number)
                     .arg("m")
-                    .arg(body)
+                    .arg(out.body)
                     .ignore();
             }
             for to in destinations {
@@ -405,7 +411,7 @@ impl Cluster {
             }
             let started = Instant::now();
             let result: redis::RedisResult<()> = pipe.query_async(&mut redis).await;
-            self.outlet.done(count);
+            self.outlet.done(count, bytes);
             self.went(&result);
             match result {
                 Ok(()) => {
@@ -476,7 +482,7 @@ impl Cluster {
                 };
                 self.metrics.received.fetch_add(1, Relaxed);
                 let previous = expected.insert(from, number);
-                if previous.is_some_and(|p| number != p + 1) {
+                if previous.is_some_and(|p| p.checked_add(1) != Some(number)) {
                     self.metrics.gaps.fetch_add(1, Relaxed);
                     let cut = self.cut_members(
                         Some(from),
@@ -495,7 +501,13 @@ impl Cluster {
     }
 
     /// Hands an envelope from a room's holder to this instance's client it is for.
-    pub(crate) fn to_member(&self, envelope: Envelope, metrics: &crate::metrics::Metrics) {
+    pub(crate) fn to_member(&self, from: InstanceId, envelope: Envelope, metrics: &crate::metrics::Metrics) {
+        if envelope == Envelope::Reset {
+            let why = "messages to the relay holding your room were lost: reconnect and resume";
+            let cut = self.cut_members(Some(from), why);
+            warn!(holder = format_args!("{from:016x}"), cut, "envelopes from here were lost: clients resume");
+            return;
+        }
         let members = locked(&self.members);
         match envelope {
             Envelope::Send { conn, frame } => {
@@ -521,7 +533,15 @@ impl Cluster {
 
     /// Every second: says this instance is alive, keeps its inbox, and cuts the clients seated
     /// through holders that stopped (they resume, and the room is taken over).
-    pub(crate) async fn heartbeat_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+    ///
+    /// Instances with clients seated in rooms held here that stopped are reported to `lost`
+    /// (as a loss of all they would still have said), so that those seats enter their grace
+    /// period instead of staying taken.
+    pub(crate) async fn heartbeat_loop(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+        lost: mpsc::Sender<(InstanceId, Option<Envelope>)>,
+    ) {
         let mut redis = self.redis.clone();
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -530,12 +550,9 @@ impl Cluster {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let holders: Vec<InstanceId> = locked(&self.members)
-                .values()
-                .map(|m| m.holder)
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
+            let mut watched: HashSet<InstanceId> = locked(&self.members).values().map(|m| m.holder).collect();
+            watched.extend(locked(&self.attached).keys().map(|(instance, _)| *instance));
+            let holders: Vec<InstanceId> = watched.into_iter().collect();
             let mut pipe = redis::pipe();
             pipe.cmd("SET")
                 .arg(alive_key(self.me))
@@ -544,7 +561,7 @@ impl Cluster {
                 .arg(u64::try_from(ALIVE_TTL.as_millis()).unwrap_or(u64::MAX))
                 .ignore();
             pipe.cmd("PEXPIRE").arg(inbox_key(self.me)).arg(INBOX_TTL_MS).ignore();
-            pipe.cmd("SET").arg(EPOCH_KEY).arg(crate::token::unix_now_ms()).arg("NX").ignore();
+            pipe.cmd("EVAL").arg(EPOCH).arg(1).arg(EPOCH_KEY).ignore();
             for holder in &holders {
                 pipe.cmd("EXISTS").arg(alive_key(*holder));
             }
@@ -554,16 +571,16 @@ impl Cluster {
             match result {
                 Ok(alive) => {
                     self.metrics.round_trip(started.elapsed());
-                    for (holder, alive) in holders.iter().zip(alive) {
-                        if alive == 0 {
-                            let cut = self.cut_members(
-                                Some(*holder),
-                                "the relay holding your room stopped: reconnect and resume",
-                            );
-                            info!(
-                                holder = format_args!("{holder:016x}"),
-                                cut, "a holder stopped: its rooms' clients resume"
-                            );
+                    for (instance, alive) in holders.iter().zip(alive) {
+                        if alive != 0 {
+                            continue;
+                        }
+                        let why = "the relay holding your room stopped: reconnect and resume";
+                        let cut = self.cut_members(Some(*instance), why);
+                        info!(instance = format_args!("{instance:016x}"), cut, "another relay stopped");
+                        // Its clients seated here: their seats enter their grace period.
+                        if locked(&self.attached).keys().any(|(i, _)| i == instance) {
+                            let _ = lost.send((*instance, None)).await;
                         }
                     }
                 }

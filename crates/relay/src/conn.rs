@@ -100,7 +100,7 @@ impl<S> Drop for Conn<S> {
             Membership::There { room, holder } => {
                 if let Some(cluster) = &self.shared.cluster {
                     cluster.remove_member(self.id);
-                    cluster.outlet.send(*holder, Envelope::Disconnect { room: room.clone(), conn: self.id });
+                    cluster.outlet.send(*holder, &Envelope::Disconnect { room: room.clone(), conn: self.id });
                 }
             }
         }
@@ -308,7 +308,7 @@ where
                     self.shared.metrics.signals_relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 let envelope = Envelope::Message { room: room.clone(), conn: self.id, message };
-                self.pass_on(*holder, envelope)
+                self.pass_on(*holder, &envelope)
             }
             (Membership::Here { cell }, msg) => {
                 let received = matches!(msg, ClientMessage::Signal { .. }).then_some(now);
@@ -316,6 +316,11 @@ where
                     self.shared.metrics.signals_relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 let mut inner = lock(cell);
+                // The room was handed to another instance (this one drains or lost it): what
+                // the client says now belongs there.
+                if inner.is_closed() {
+                    return Some(fatal(ErrorCode::ShuttingDown, "your room moved: reconnect and resume"));
+                }
                 inner.room.message(now, self.id, msg);
                 inner.deliver(&self.shared.metrics, received);
                 None
@@ -368,6 +373,9 @@ where
             muted,
             camera,
         };
+        if self.shared.stopping.is_cancelled() {
+            return Some(restarting());
+        }
         let (took_over_at_ms, mut snapshot) = match self.shared.holder(room).await {
             Ok(Holder::Here { took_over_at_ms, snapshot }) => (took_over_at_ms, snapshot),
             Ok(Holder::There(holder)) => {
@@ -377,7 +385,7 @@ where
                     waiting_room: claims.waiting_room,
                     request,
                 };
-                return self.seat_there(room, holder, envelope);
+                return self.seat_there(room, holder, &envelope);
             }
             Err(_) => return Some(no_shared_state()),
         };
@@ -388,6 +396,10 @@ where
             };
             let mut inner = lock(&cell);
             if inner.is_closed() {
+                // Dropped as empty since we looked: look again. Handed over (draining): go.
+                if self.shared.stopping.is_cancelled() {
+                    return Some(restarting());
+                }
                 continue;
             }
             if took_over_at_ms.is_some() {
@@ -405,7 +417,7 @@ where
 
     /// Seats this client in a room another instance holds: what the holder sends it comes back
     /// through the cluster.
-    fn seat_there(&mut self, room: &RoomId, holder: InstanceId, envelope: Envelope) -> Option<Exit> {
+    fn seat_there(&mut self, room: &RoomId, holder: InstanceId, envelope: &Envelope) -> Option<Exit> {
         let cluster = self.shared.cluster.as_ref()?;
         cluster.add_member(self.id, self.handle.clone(), holder);
         self.membership = Membership::There { room: room.clone(), holder };
@@ -414,7 +426,7 @@ where
 
     /// Sends what this client said to the instance holding its room. If it cannot leave (the
     /// outbox is full), the client is told to reconnect and resume, and says it again then.
-    fn pass_on(&self, holder: InstanceId, envelope: Envelope) -> Option<Exit> {
+    fn pass_on(&self, holder: InstanceId, envelope: &Envelope) -> Option<Exit> {
         let cluster = self.shared.cluster.as_ref()?;
         if cluster.outlet.send(holder, envelope) {
             return None;
@@ -448,12 +460,15 @@ where
             camera,
             may_recreate: false,
         };
+        if self.shared.stopping.is_cancelled() {
+            return Some(restarting());
+        }
         let (took_over_at_ms, mut snapshot) = match self.shared.holder(&claims.room).await {
             Ok(Holder::Here { took_over_at_ms, snapshot }) => (took_over_at_ms, snapshot),
             Ok(Holder::There(holder)) => {
                 // The holder decides whether a seat it has no record of may be rebuilt.
                 let envelope = Envelope::Resume { room: claims.room.clone(), conn: self.id, request };
-                return self.seat_there(&claims.room, holder, envelope);
+                return self.seat_there(&claims.room, holder, &envelope);
             }
             Err(_) => return Some(no_shared_state()),
         };
@@ -479,6 +494,10 @@ where
             };
             let mut inner = lock(&cell);
             if inner.is_closed() {
+                // Dropped as empty since we looked: look again. Handed over (draining): go.
+                if self.shared.stopping.is_cancelled() {
+                    return Some(restarting());
+                }
                 continue;
             }
             if took_over_at_ms.is_some() {
@@ -496,6 +515,10 @@ where
 
 fn fatal(code: ErrorCode, detail: &str) -> Exit {
     Exit::Ending(Ending::Error(code, detail.to_owned()))
+}
+
+fn restarting() -> Exit {
+    fatal(ErrorCode::ShuttingDown, "the relay is restarting: reconnect and resume")
 }
 
 fn no_shared_state() -> Exit {

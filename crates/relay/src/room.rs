@@ -523,7 +523,7 @@ impl Room {
                 if !seat.hand_raised {
                     seat.hand_order = None;
                 } else if seat.hand_order.is_none() {
-                    self.hands_raised += 1;
+                    self.hands_raised = self.hands_raised.saturating_add(1);
                     seat.hand_order = Some(self.hands_raised);
                 }
                 let update = ServerMessage::PeerUpdated { peer: seat.participant() };

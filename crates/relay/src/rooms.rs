@@ -166,7 +166,7 @@ impl RoomInner {
                     }
                     Some(&Route::There { instance, conn }) => {
                         if let Some(outlet) = &self.outlet {
-                            outlet.send(instance, Envelope::Close { conn, error });
+                            outlet.send(instance, &Envelope::Close { conn, error });
                         }
                     }
                     None => {}
@@ -181,7 +181,7 @@ impl RoomInner {
             Some(&Route::There { instance, conn }) => {
                 if let Some(outlet) = &self.outlet {
                     let frame = String::from_utf8_lossy(&frame.into_bytes()).into_owned();
-                    outlet.send(instance, Envelope::Send { conn, frame });
+                    outlet.send(instance, &Envelope::Send { conn, frame });
                 }
             }
             None => {}
@@ -201,7 +201,7 @@ impl RoomInner {
                 }
                 &Route::There { instance, conn } => {
                     if let Some(outlet) = &self.outlet {
-                        outlet.send(instance, Envelope::Close { conn, error });
+                        outlet.send(instance, &Envelope::Close { conn, error });
                     }
                 }
             }

@@ -14,7 +14,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
-use crate::bus;
 use crate::cluster::Cluster;
 use crate::config::RelayConfig;
 use crate::http::{ConnInfo, router};
@@ -191,6 +190,10 @@ impl Relay {
                             if let Some(cluster) = &shared.cluster {
                                 for room in dropped {
                                     cluster.release(&room).await;
+                                    // Someone joined it again meanwhile: claim it back at once.
+                                    if shared.rooms.get(&room).is_some() {
+                                        let _ = cluster.renew(&[room]).await;
+                                    }
                                 }
                             }
                         }
@@ -203,21 +206,22 @@ impl Relay {
             info!(instance = format_args!("{:016x}", cluster.me), "sharing rooms through Redis");
             let mut tasks = tokio::task::JoinSet::new();
             tasks.spawn(Arc::clone(cluster).write_loop());
-            tasks.spawn(Arc::clone(cluster).heartbeat_loop(shared.stopping.clone()));
-            let reader = Arc::clone(&shared);
+            // Envelopes (and losses) are carried out in order by one task; a full queue holds
+            // the reader back (Redis keeps the rest of the inbox).
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            // Until the clients are told to go: a draining instance's rooms must not look
+            // abandoned before their snapshots are written.
+            tasks.spawn(Arc::clone(cluster).heartbeat_loop(shared.shutdown.clone(), tx.clone()));
+            tasks.spawn(Arc::clone(cluster).read_loop(shared.shutdown.clone(), tx));
+            let applier = Arc::clone(&shared);
             tasks.spawn(async move {
-                let Some(cluster) = reader.cluster.clone() else { return };
-                let (tx, mut rx) = tokio::sync::mpsc::channel(bus::OUTBOX);
-                let shutdown = reader.shutdown.clone();
-                // Envelopes are carried out in order on this task's other half; a full queue
-                // holds the reader (Redis keeps the rest).
-                let read = cluster.read_loop(shutdown, tx);
-                let apply = async {
-                    while let Some((from, envelope)) = rx.recv().await {
-                        reader.on_envelope(from, envelope).await;
+                while let Some((from, envelope)) = rx.recv().await {
+                    // A fault in one envelope must not stop the others from being carried out.
+                    let applied = std::panic::AssertUnwindSafe(applier.on_envelope(from, envelope));
+                    if futures_util::FutureExt::catch_unwind(applied).await.is_err() {
+                        warn!("an envelope could not be carried out (a fault): skipped");
                     }
-                };
-                tokio::join!(read, apply);
+                }
             });
             let auditor = Arc::clone(&shared);
             tasks.spawn(async move { audit_loop(auditor).await });

@@ -140,20 +140,18 @@ impl Shared {
         let Some(cluster) = &self.cluster else { return };
         let now = Instant::now();
         let Some(envelope) = envelope else {
-            // Envelopes from `from` were lost: what its clients said to rooms held here may be
-            // among them. They resume, and say it again.
-            let attached: Vec<(ConnId, ConnId)> = lock_attached(cluster)
+            // Envelopes from `from` were lost, or `from` stopped: what its clients said to rooms
+            // held here may be among them (a `disconnect`, a `join`). Their seats here enter
+            // their grace period, and `from` has them resume (they say it again then).
+            let seated: Vec<(ConnId, RoomId, ConnId)> = lock_attached(cluster)
                 .iter()
                 .filter(|((instance, _), _)| *instance == from)
-                .map(|(&(_, there), &here)| (there, here))
+                .map(|(&(_, there), (room, here))| (there, room.clone(), *here))
                 .collect();
-            for (there, _) in attached {
-                let error = Some((
-                    ErrorCode::ShuttingDown,
-                    "messages to your room were lost: reconnect and resume".to_owned(),
-                ));
-                cluster.outlet.send(from, Envelope::Close { conn: there, error });
+            for (there, room, here) in seated {
+                self.unseat(cluster, from, there, &room, here, now);
             }
+            cluster.outlet.send(from, &Envelope::Reset);
             return;
         };
         match envelope {
@@ -163,7 +161,7 @@ impl Shared {
                 request.conn = here;
                 let mut inner = lock(&cell);
                 inner.attach(here, Route::There { instance: from, conn });
-                lock_attached(cluster).insert((from, conn), here);
+                lock_attached(cluster).insert((from, conn), (room.clone(), here));
                 inner.room.require_waiting_room(waiting_room);
                 inner.room.join(now, request);
                 inner.deliver(&self.metrics, None);
@@ -176,17 +174,15 @@ impl Shared {
                 request.may_recreate =
                     self.may_rebuild(inner.rebuild_since_ms, request.token_issued_ms, unix_now_ms());
                 inner.attach(here, Route::There { instance: from, conn });
-                lock_attached(cluster).insert((from, conn), here);
+                lock_attached(cluster).insert((from, conn), (room.clone(), here));
                 inner.room.resume(request);
                 inner.deliver(&self.metrics, None);
             }
             Envelope::Message { room, conn, message } => {
-                let here = lock_attached(cluster).get(&(from, conn)).copied();
-                match (here, self.rooms.get(&room)) {
+                let here = lock_attached(cluster).get(&(from, conn)).map(|(_, here)| *here);
+                let cell = self.rooms.get(&room).filter(|cell| !lock(cell).is_closed());
+                match (here, cell) {
                     (Some(here), Some(cell)) => {
-                        if matches!(message, confer_proto::ClientMessage::Signal { .. }) {
-                            self.metrics.signals_relayed.fetch_add(1, Relaxed);
-                        }
                         let mut inner = lock(&cell);
                         inner.room.message(now, here, message);
                         inner.deliver(&self.metrics, None);
@@ -197,20 +193,39 @@ impl Shared {
                             ErrorCode::ShuttingDown,
                             "your room moved: reconnect and resume".to_owned(),
                         ));
-                        cluster.outlet.send(from, Envelope::Close { conn, error });
+                        cluster.outlet.send(from, &Envelope::Close { conn, error });
                     }
                 }
             }
             Envelope::Disconnect { room, conn } => {
-                let here = lock_attached(cluster).remove(&(from, conn));
-                if let (Some(here), Some(cell)) = (here, self.rooms.get(&room)) {
-                    let mut inner = lock(&cell);
-                    inner.room.disconnect(now, here);
-                    inner.deliver(&self.metrics, None);
-                    inner.detach(here);
+                let here = lock_attached(cluster).get(&(from, conn)).map(|(_, here)| *here);
+                if let Some(here) = here {
+                    self.unseat(cluster, from, conn, &room, here, now);
                 }
             }
-            Envelope::Send { .. } | Envelope::Close { .. } => cluster.to_member(envelope, &self.metrics),
+            Envelope::Send { .. } | Envelope::Close { .. } | Envelope::Reset => {
+                cluster.to_member(from, envelope, &self.metrics);
+            }
+        }
+    }
+
+    /// A client of `from` (its connection `there`) is gone from the room held here: its seat
+    /// enters its grace period.
+    fn unseat(
+        &self,
+        cluster: &Cluster,
+        from: InstanceId,
+        there: ConnId,
+        room: &RoomId,
+        here: ConnId,
+        now: Instant,
+    ) {
+        lock_attached(cluster).remove(&(from, there));
+        if let Some(cell) = self.rooms.get(room) {
+            let mut inner = lock(&cell);
+            inner.room.disconnect(now, here);
+            inner.deliver(&self.metrics, None);
+            inner.detach(here);
         }
     }
 
@@ -225,10 +240,17 @@ impl Shared {
         waiting_room: bool,
     ) -> Option<Arc<crate::rooms::RoomCell>> {
         let refuse = |code: ErrorCode, detail: &str| {
-            cluster.outlet.send(from, Envelope::Close { conn, error: Some((code, detail.to_owned())) });
+            cluster.outlet.send(from, &Envelope::Close { conn, error: Some((code, detail.to_owned())) });
             None
         };
-        if let Some(cell) = self.rooms.get(room).filter(|cell| !lock(cell).is_closed()) {
+        // Draining: the room goes (or went) to another instance.
+        if self.stopping.is_cancelled() {
+            return refuse(ErrorCode::ShuttingDown, "the relay is restarting: reconnect and resume");
+        }
+        if let Some(cell) = self.rooms.get(room) {
+            if lock(&cell).is_closed() {
+                return refuse(ErrorCode::ShuttingDown, "your room moved: reconnect and resume");
+            }
             return Some(cell);
         }
         // Dropped here since the sender looked (empty for long, or moved): ask again.
@@ -364,7 +386,9 @@ impl Shared {
     }
 }
 
-fn lock_attached(cluster: &Cluster) -> std::sync::MutexGuard<'_, HashMap<(InstanceId, ConnId), ConnId>> {
+type Attached = HashMap<(InstanceId, ConnId), (RoomId, ConnId)>;
+
+fn lock_attached(cluster: &Cluster) -> std::sync::MutexGuard<'_, Attached> {
     cluster.attached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

@@ -284,3 +284,33 @@ async fn a_relay_drained_by_sigterm_hands_its_rooms_over_whole() {
     newcomer.send(&crate::support::join_message(&links.guest, "Late")).await;
     assert!(matches!(newcomer.recv().await, ServerMessage::Knocking { .. }));
 }
+
+#[tokio::test]
+async fn seats_of_a_relay_that_dies_are_given_up_after_their_grace_by_the_holder() {
+    let redis = TestRedis::start();
+    let a = TestRelay::start(&["--redis-url", &redis.url(), "--grace", "3"]).await;
+    let b = TestRelay::start(&["--redis-url", &redis.url(), "--grace", "3"]).await;
+    let links = a.create_room(false).await;
+    let mut host = a.join(&links.host, "Host").await;
+    let guest = b.join(&links.guest, "Guest").await;
+    host.client.recv().await; // the guest joined
+
+    // B dies without a word: its client's seat on A must not stay taken forever.
+    drop(b);
+    let reconnecting = host
+        .client
+        .recv_until(|msg| match msg {
+            ServerMessage::PeerReconnecting { peer } => Some(peer),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reconnecting, guest.id, "the holder notices within its liveness check");
+    let (left, reason) = host
+        .client
+        .recv_until(|msg| match msg {
+            ServerMessage::PeerLeft { peer, reason } => Some((peer, reason)),
+            _ => None,
+        })
+        .await;
+    assert_eq!((left, reason), (guest.id, confer_proto::LeaveReason::Timeout), "and ends it after the grace");
+}
