@@ -586,3 +586,98 @@ pub fn peer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
         .find(|p| p["name"] == name)
         .unwrap_or_else(|| panic!("{name} is not in the report: {report}"))
 }
+
+/// A real Redis server (Debian's `redis-server`) on a Unix socket of its own, nothing persisted.
+/// Killed when dropped.
+#[derive(Debug)]
+pub struct Redis {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Redis {
+    /// Starts redis-server; panics with a clear message if it is not installed.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs Debian's redis-server)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not open its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, dir }
+    }
+
+    /// The URL relays are given (`--redis-url`).
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.dir.path().join("redis.sock").display())
+    }
+}
+
+/// A real load balancer (Debian's HAProxy) on a free loopback port, passing TCP (the relays'
+/// TLS untouched) round-robin to `servers`, each health-checked on `/healthz/ready` every
+/// 300 ms; a connection refused by one goes to another. Killed when dropped.
+#[derive(Debug)]
+pub struct LoadBalancer {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// Where clients connect.
+    pub port: u16,
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LoadBalancer {
+    /// Starts HAProxy in front of these loopback ports; panics with a clear message if it is
+    /// not installed.
+    pub fn start(port: u16, servers: &[u16]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = format!(
+            "global\n  maxconn 2000\n\
+             defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n  retries 3\n  option redispatch\n\
+             frontend relays\n  bind 127.0.0.1:{port}\n  default_backend relays\n\
+             backend relays\n  balance roundrobin\n  option httpchk\n  http-check send meth GET uri /healthz/ready ver HTTP/1.1 hdr Host localhost\n  http-check expect status 200\n  default-server check check-ssl verify none inter 300ms fall 1 rise 1\n"
+        );
+        for (n, server) in servers.iter().enumerate() {
+            config.push_str(&format!("  server relay{n} 127.0.0.1:{server}\n"));
+        }
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy runs (scripts/test installs Debian's haproxy)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "haproxy did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, _dir: dir, port }
+    }
+}
