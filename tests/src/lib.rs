@@ -631,9 +631,10 @@ impl Redis {
     }
 }
 
-/// A real load balancer (Debian's HAProxy) on a free loopback port, passing TCP (the relays'
-/// TLS untouched) round-robin to `servers`, each health-checked on `/healthz/ready` every
-/// 300 ms; a connection refused by one goes to another. Killed when dropped.
+/// A real load balancer (Debian's HAProxy) running `deploy/haproxy.cfg`, on a free loopback
+/// port: TCP passthrough (the relays' TLS untouched), round-robin over `servers`, each
+/// health-checked on `/healthz/ready` every 300 ms; a connection refused by one goes to another.
+/// Killed when dropped.
 #[derive(Debug)]
 pub struct LoadBalancer {
     child: Child,
@@ -654,12 +655,17 @@ impl LoadBalancer {
     /// not installed.
     pub fn start(port: u16, servers: &[u16]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = format!(
-            "global\n  maxconn 2000\n\
-             defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n  retries 3\n  option redispatch\n\
-             frontend relays\n  bind 127.0.0.1:{port}\n  default_backend relays\n\
-             backend relays\n  balance roundrobin\n  option httpchk\n  http-check send meth GET uri /healthz/ready ver HTTP/1.1 hdr Host localhost\n  http-check expect status 200\n  default-server check check-ssl verify none inter 300ms fall 1 rise 1\n"
-        );
+        // The deployment example as shipped, with its bind address and servers made local.
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy.cfg");
+        let shipped = std::fs::read_to_string(example).unwrap();
+        assert!(shipped.contains("\n  bind :443\n"), "deploy/haproxy.cfg binds :443");
+        let mut config: String = shipped
+            .lines()
+            .filter(|line| !line.starts_with("  server relay"))
+            .map(|line| {
+                if line == "  bind :443" { format!("  bind 127.0.0.1:{port}\n") } else { format!("{line}\n") }
+            })
+            .collect();
         for (n, server) in servers.iter().enumerate() {
             config.push_str(&format!("  server relay{n} 127.0.0.1:{server}\n"));
         }

@@ -448,7 +448,9 @@ fn the_app_shares_a_window_picked_with_its_thumbnail_shows_a_peers_share_large_a
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
     let (host_link, invite) = relay.host();
-    // Bob shares the synthetic page (pattern 55) for 12 s from the moment someone is there.
+    // Bob shares the synthetic page (pattern 55) for 20 s from the moment someone is there (the
+    // app must join, get it and draw five of its frames first: on a loaded 2-core machine 12 s
+    // was once not enough).
     let downloads = tempfile::tempdir().unwrap();
     let bob = spawn_synthetic(
         &host_link,
@@ -456,7 +458,7 @@ fn the_app_shares_a_window_picked_with_its_thumbnail_shows_a_peers_share_large_a
         3,
         55.0,
         SMALL,
-        &["--share", "synthetic:55", "--share-for", "12", "--downloads", downloads.path().to_str().unwrap()],
+        &["--share", "synthetic:55", "--share-for", "20", "--downloads", downloads.path().to_str().unwrap()],
     );
 
     let home = AppHome::new();

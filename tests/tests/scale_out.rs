@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use confer_media::synthetic::tone_hz;
 use confer_tests::{
     LoadBalancer, Redis, Relay, SMALL, free_tcp_port, one_at_a_time, peer, report_of, spawn_synthetic,
 };
@@ -62,4 +63,77 @@ fn a_rolling_upgrade_of_every_relay_behind_a_load_balancer_drops_no_call() {
         );
     }
     drop((a, b));
+}
+
+#[test]
+fn four_people_each_on_another_of_three_relays_hold_one_call() {
+    let _serial = one_at_a_time();
+    let redis = Redis::start();
+    let state = tempfile::tempdir().unwrap();
+    let public = free_tcp_port();
+    let public_url = format!("wss://localhost:{public}");
+    let flags = ["--redis-url", &redis.url(), "--public-url", &public_url];
+    let relays: Vec<Relay> = (0..3).map(|_| Relay::start_with(state.path(), "127.0.0.1:0", &flags)).collect();
+    let (host_link, invite) = relays[0].host();
+    // Each participant goes to its own instance (the links name the shared address; pointing one
+    // at an instance directly is what a load balancer would do).
+    let at = |link: &str, relay: &Relay| {
+        link.replace(&format!("localhost%3A{public}"), &format!("localhost%3A{}", relay.port))
+    };
+    let names = ["Ann", "Bob", "Cid", "Dee"];
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let link = at(if i == 0 { &host_link } else { &invite }, &relays[i % 3]);
+        assert!(!link.contains(&format!("%3A{public}")), "{link}");
+        let chat = format!("hello from {name}");
+        let extra = ["--chat", chat.as_str(), "--chat-after", "6"];
+        children.push(spawn_synthetic(&link, name, i as u32 + 2, 10.0 - 0.2 * i as f64, SMALL, &extra));
+    }
+    let reports: Vec<(serde_json::Value, String)> = children.into_iter().map(report_of).collect();
+    for ((report, log), me) in reports.iter().zip(names) {
+        eprintln!("--- {me}: {report}\n{log}");
+    }
+    for ((report, _), me) in reports.iter().zip(names) {
+        assert!(report["ended"].is_null(), "{me}'s call ended: {report}");
+        for (j, other) in names.iter().enumerate() {
+            if *other == me {
+                continue;
+            }
+            let seen = peer(report, other);
+            assert_eq!(seen["pattern_id"], j as u64 + 2, "{me} reads {other}'s video pattern");
+            assert_eq!(seen["audio_tone_hz"], tone_hz(j as u32 + 2), "{me} hears {other}'s tone");
+            assert!(
+                seen["video_frames_decoded"].as_u64().unwrap() >= 30,
+                "{me} decoded too little of {other}"
+            );
+            let chats = report["chat"].as_array().unwrap();
+            let said = format!("hello from {other}");
+            assert!(
+                chats.iter().any(|c| c["text"] == said.as_str()),
+                "{me} got no chat from {other}: {report}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_deployment_systemd_unit_is_one_systemd_accepts_without_a_complaint() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/confer-relay.service"))
+            .unwrap();
+    assert!(shipped.contains("ExecStart=/usr/bin/confer-relay "), "the unit runs the packaged binary");
+    // The unit as shipped, run against the binary built here (verify checks that it exists).
+    let relay = confer_tests::binary("confer-relay", "confer-relay");
+    let unit =
+        shipped.replace("ExecStart=/usr/bin/confer-relay ", &format!("ExecStart={} ", relay.display()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("confer-relay.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze runs (scripts/test installs Debian's systemd)");
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && complaints.trim().is_empty(), "systemd-analyze verify: {complaints}");
 }

@@ -9,8 +9,8 @@
 //! Keys (one Redis, or a primary behind Sentinel: the scripts name keys they compute, so not
 //! Redis Cluster):
 //! - `confer:room:<room>`: the holder's id; expires unless the holder renews it (every 5 s).
-//! - `confer:alive:<instance>`: present while the instance runs (renewed every second, gone
-//!   5 s after it stops).
+//! - `confer:alive:<instance>`: present while the instance runs (renewed every 500 ms, gone
+//!   2 s after it stops).
 //! - `confer:inbox:<instance>`: the instance's stream of envelopes, each numbered per sender
 //!   so that a loss shows as a gap.
 //!
@@ -35,10 +35,13 @@ use crate::room::{ConnId, RoomSnapshot};
 use crate::rooms::{ConnHandle, Ending, Outbound};
 
 /// How long an instance's `alive` key lasts without renewal: a holder that stopped is given up
-/// this long after (well within the seats' grace period).
-const ALIVE_TTL: Duration = Duration::from_secs(5);
-/// How often an instance renews its `alive` key and looks at the holders its clients use.
-const HEARTBEAT: Duration = Duration::from_secs(1);
+/// this long after, so that its clients are back in their rooms within about 3 s (clients of
+/// a dead holder that resume elsewhere are seated only once it is given up). Four heartbeats:
+/// a Redis that stalls for longer makes the others take the instance's rooms over (its audit
+/// then sends its clients there), a hiccup, not a dropped call.
+const ALIVE_TTL: Duration = Duration::from_secs(2);
+/// How often an instance renews its `alive` key and looks at the instances its clients use.
+const HEARTBEAT: Duration = Duration::from_millis(500);
 /// How long a room's directory entry lasts without renewal.
 const ROOM_TTL: Duration = Duration::from_secs(30);
 /// How often a holder renews its rooms' entries (and finds rooms it no longer holds).
@@ -103,9 +106,12 @@ end
 return held
 ";
 
-/// Drops a room's entry if this instance holds it.
+/// Drops a room's entry if this instance holds it (and, given a second key, its snapshot).
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if KEYS[2] then redis.call('DEL', KEYS[2]) end
+  return redis.call('DEL', KEYS[1])
+end
 return 0
 ";
 
@@ -117,8 +123,15 @@ fn snapshot_key(room: &RoomId) -> String {
     format!("confer:snapshot:{}", room.as_str())
 }
 
-/// How long a drained holder's snapshot waits for the room's next holder.
+/// How long a room's snapshot waits for the room's next holder (periodic ones are rewritten
+/// well before).
 const SNAPSHOT_TTL_MS: u64 = 60_000;
+
+/// How often a holder writes the snapshots of the rooms that changed.
+pub(crate) const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a holder rewrites every room's snapshot (changed or not), within its TTL.
+pub(crate) const SNAPSHOT_ALL_EVERY: u32 = 20;
 
 const ALIVE_PREFIX: &str = "confer:alive:";
 
@@ -192,6 +205,9 @@ pub(crate) struct Cluster {
     up: AtomicBool,
     /// Told when Redis answers again after failing: the rooms' entries are written back at once.
     pub(crate) recovered: tokio::sync::Notify,
+    /// Held while snapshots are written: a drain's exact snapshots are never overwritten by a
+    /// periodic one still on its way.
+    pub(crate) snapshot_gate: tokio::sync::Mutex<()>,
     pub(crate) metrics: ClusterMetrics,
 }
 
@@ -230,6 +246,7 @@ impl Cluster {
             attached: Mutex::new(HashMap::new()),
             up: AtomicBool::new(false),
             recovered: tokio::sync::Notify::new(),
+            snapshot_gate: tokio::sync::Mutex::new(()),
             metrics: ClusterMetrics::default(),
         })
     }
@@ -297,10 +314,11 @@ impl Cluster {
         }
     }
 
-    /// Forgets that this instance holds `room` (it dropped the room).
+    /// Forgets that this instance holds `room`, and the room's snapshot (it dropped the room).
     pub(crate) async fn release(&self, room: &RoomId) {
         let result: redis::RedisResult<i64> = redis::Script::new(RELEASE)
             .key(room_key(room))
+            .key(snapshot_key(room))
             .arg(format!("{:016x}", self.me))
             .invoke_async(&mut self.redis.clone())
             .await;
@@ -337,9 +355,7 @@ impl Cluster {
     pub(crate) async fn hand_over(&self, rooms: Vec<(RoomId, RoomSnapshot)>) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
         for (room, snapshot) in &rooms {
-            let json = serde_json::to_string(snapshot).map_err(|err| {
-                redis::RedisError::from((redis::ErrorKind::Parse, "snapshot", err.to_string()))
-            })?;
+            let json = serde_json::to_string(snapshot).unwrap_or_default();
             pipe.cmd("SET").arg(snapshot_key(room)).arg(json).arg("PX").arg(SNAPSHOT_TTL_MS).ignore();
             pipe.cmd("EVAL")
                 .arg(RELEASE)
@@ -352,6 +368,24 @@ impl Cluster {
         let result: redis::RedisResult<()> = pipe.query_async(&mut self.redis.clone()).await;
         self.went(&result);
         result
+    }
+
+    /// Writes the snapshots of rooms held here, so that an instance taking a room over after
+    /// this one died finds its seats, their tokens and kept signals, its lock and waiting room.
+    pub(crate) async fn save_snapshots(&self, rooms: &[(RoomId, RoomSnapshot)]) -> redis::RedisResult<()> {
+        for chunk in rooms.chunks(256) {
+            let mut pipe = redis::pipe();
+            for (room, snapshot) in chunk {
+                let json = serde_json::to_string(snapshot).unwrap_or_default();
+                pipe.cmd("SET").arg(snapshot_key(room)).arg(json).arg("PX").arg(SNAPSHOT_TTL_MS).ignore();
+            }
+            let started = Instant::now();
+            let result: redis::RedisResult<()> = pipe.query_async(&mut self.redis.clone()).await;
+            self.went(&result);
+            result?;
+            self.metrics.round_trip(started.elapsed());
+        }
+        Ok(())
     }
 
     /// Seats a client of this instance in a room held by `holder`: what `holder` sends to
@@ -531,7 +565,7 @@ impl Cluster {
         }
     }
 
-    /// Every second: says this instance is alive, keeps its inbox, and cuts the clients seated
+    /// Every 500 ms: says this instance is alive, keeps its inbox, and cuts the clients seated
     /// through holders that stopped (they resume, and the room is taken over).
     ///
     /// Instances with clients seated in rooms held here that stopped are reported to `lost`

@@ -110,6 +110,9 @@ struct Seat {
     /// Signals sent to this seat, oldest first, for re-delivery on resume.
     replay: VecDeque<(u64, Frame)>,
     replay_bytes: usize,
+    /// Restored from a snapshot taken before its holder stopped: signals sent to it after the
+    /// snapshot are lost, so its next resume reports a gap.
+    incomplete: bool,
 }
 
 impl Seat {
@@ -164,16 +167,26 @@ pub(crate) struct Room {
     /// resume token.
     ended: VecDeque<PeerId>,
     outputs: VecDeque<Output>,
+    /// Counts the calls that may have changed the room (for snapshots of changed rooms only).
+    version: u64,
 }
 
 /// Ended seats remembered per room.
 const MAX_ENDED: usize = 256;
+
+/// How far numbering jumps in a seat restored from a periodic snapshot: more signals than a seat
+/// is ever sent between two snapshots.
+const SEQ_JUMP: u64 = 1 << 20;
 
 /// What a room hands to the instance that takes it over when its holder drains (relays sharing
 /// rooms): its seats with their replay buffers and tokens, its rules, and the seats that ended.
 /// Knockers are not carried: their connections end, and they knock again.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RoomSnapshot {
+    /// Taken when its holder drained (nothing happened after it); else one of the periodic
+    /// snapshots, after which signals may have been sent (see `Seat::incomplete`).
+    #[serde(default)]
+    exact: bool,
     seats: Vec<SeatSnapshot>,
     locked: bool,
     waiting_room: bool,
@@ -214,11 +227,18 @@ impl Room {
             occupied_once: false,
             ended: VecDeque::new(),
             outputs: VecDeque::new(),
+            version: 0,
         }
     }
 
-    /// The room as the next holder needs it (see [`RoomSnapshot`]).
-    pub(crate) fn snapshot(&self) -> RoomSnapshot {
+    /// Counts the calls that may have changed the room.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The room as the next holder needs it (see [`RoomSnapshot`]); `exact` when nothing will
+    /// happen to it here after (a drain).
+    pub(crate) fn snapshot(&self, exact: bool) -> RoomSnapshot {
         let seats = self
             .seats
             .iter()
@@ -242,6 +262,7 @@ impl Room {
             })
             .collect();
         RoomSnapshot {
+            exact,
             seats,
             locked: self.locked,
             waiting_room: self.waiting_room,
@@ -256,6 +277,7 @@ impl Room {
     /// reconnecting from `now` (its client resumes here, within a new grace period).
     pub(crate) fn restore(id: RoomId, settings: RoomSettings, snapshot: RoomSnapshot, now: Instant) -> Self {
         let mut room = Self::new(id, settings, snapshot.waiting_room, now);
+        let exact = snapshot.exact;
         room.seats = snapshot
             .seats
             .into_iter()
@@ -267,6 +289,9 @@ impl Room {
                     .map(|(seq, text)| (seq, Frame(bytes::Bytes::from(text))))
                     .collect();
                 let replay_bytes = replay.iter().map(|(_, frame)| frame.len()).sum();
+                // After a periodic snapshot, signals may have been numbered that it does not
+                // hold: numbering jumps past them, so none is mistaken for one already read.
+                let next_seq = if exact { seat.next_seq } else { seat.next_seq.saturating_add(SEQ_JUMP) };
                 Seat {
                     peer: seat.peer,
                     conn: None,
@@ -279,10 +304,11 @@ impl Room {
                     sharing: seat.sharing,
                     recording: seat.recording,
                     disconnected_at: Some(now),
-                    next_seq: seat.next_seq,
+                    next_seq,
                     tokens_ms: seat.tokens_ms,
                     replay,
                     replay_bytes,
+                    incomplete: !exact,
                 }
             })
             .collect();
@@ -338,6 +364,7 @@ impl Room {
     }
 
     pub(crate) fn join(&mut self, now: Instant, request: JoinRequest) {
+        self.version += 1;
         if self.seat_of(request.conn).is_some() || self.knocks.iter().any(|k| k.request.conn == request.conn)
         {
             self.reject(request.conn, ErrorCode::AlreadyJoined, "this connection already joined");
@@ -383,6 +410,7 @@ impl Room {
             tokens_ms: [request.welcome.resume_issued_ms; 2],
             replay: VecDeque::new(),
             replay_bytes: 0,
+            incomplete: false,
         };
         let announce = ServerMessage::PeerJoined { peer: seat.participant() };
         let (peer_id, room, role) = (seat.peer.clone(), self.id.clone(), seat.role);
@@ -423,6 +451,7 @@ impl Room {
     }
 
     pub(crate) fn resume(&mut self, request: ResumeRequest) {
+        self.version += 1;
         let Some(index) = self.seats.iter().position(|s| s.peer == request.peer) else {
             self.recreate(request);
             return;
@@ -446,7 +475,7 @@ impl Room {
         let replay: Vec<Frame> =
             seat.replay.iter().filter(|(seq, _)| *seq > request.last_seq).map(|(_, f)| f.clone()).collect();
         let oldest_held = seat.replay.front().map_or(seat.next_seq, |(seq, _)| *seq);
-        let gap = request.last_seq.saturating_add(1) < oldest_held;
+        let gap = request.last_seq.saturating_add(1) < oldest_held || std::mem::take(&mut seat.incomplete);
         let participant = seat.participant();
         let role = seat.role;
         let resumed = ServerMessage::Resumed {
@@ -495,6 +524,7 @@ impl Room {
 
     /// A message from a connection bound to this room (not `join`/`resume`).
     pub(crate) fn message(&mut self, now: Instant, conn: ConnId, msg: ClientMessage) {
+        self.version += 1;
         let Some(index) = self.seat_of(conn) else {
             let detail = if self.knocks.iter().any(|k| k.request.conn == conn) {
                 "you are waiting to be admitted"
@@ -674,6 +704,7 @@ impl Room {
 
     /// A connection bound to this room went away (socket closed, dead, or too slow).
     pub(crate) fn disconnect(&mut self, now: Instant, conn: ConnId) {
+        self.version += 1;
         if let Some(index) = self.seat_of(conn) {
             let seat = &mut self.seats[index];
             seat.conn = None;
@@ -689,6 +720,7 @@ impl Room {
 
     /// Gives up seats whose grace period is over and turns away knockers who waited too long.
     pub(crate) fn timeout(&mut self, now: Instant) {
+        self.version += 1;
         let grace = self.settings.grace;
         while let Some(index) = self
             .seats

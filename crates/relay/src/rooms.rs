@@ -347,9 +347,32 @@ impl Rooms {
             .map(|(id, cell)| {
                 let mut inner = lock(&cell);
                 inner.closed = true;
-                (id, inner.room.snapshot())
+                (id, inner.room.snapshot(true))
             })
             .collect()
+    }
+
+    /// Snapshots of the rooms that changed since `seen` says they were last taken (every room
+    /// if `all`); `seen` is brought up to date and forgets rooms no longer held.
+    pub(crate) fn changed_snapshots(
+        &self,
+        seen: &mut HashMap<RoomId, u64>,
+        all: bool,
+    ) -> Vec<(RoomId, RoomSnapshot)> {
+        let cells: Vec<(RoomId, Arc<RoomCell>)> =
+            self.map().iter().map(|(id, cell)| (id.clone(), Arc::clone(cell))).collect();
+        seen.retain(|id, _| cells.iter().any(|(held, _)| held == id));
+        let mut out = Vec::new();
+        for (id, cell) in cells {
+            let inner = lock(&cell);
+            let version = inner.room.version();
+            if inner.is_closed() || (!all && seen.get(&id) == Some(&version)) {
+                continue;
+            }
+            out.push((id.clone(), inner.room.snapshot(false)));
+            seen.insert(id, version);
+        }
+        out
     }
 
     /// Drops a room that moved to another instance, ending its connections.

@@ -223,6 +223,8 @@ impl Relay {
                     }
                 }
             });
+            let snapshotter = Arc::clone(&shared);
+            tasks.spawn(async move { snapshot_loop(snapshotter).await });
             let auditor = Arc::clone(&shared);
             tasks.spawn(async move { audit_loop(auditor).await });
             tasks
@@ -255,6 +257,7 @@ impl Relay {
         if let Some(cluster) = &shared.cluster {
             // Rooms go whole to the instances that take them over: snapshots first, then the
             // clients are told to resume (there, through the load balancer).
+            let _gate = cluster.snapshot_gate.lock().await;
             let rooms = shared.rooms.snapshots();
             let count = rooms.len();
             match tokio::time::timeout(Duration::from_secs(2), cluster.hand_over(rooms)).await {
@@ -300,6 +303,37 @@ impl Relay {
             turn.close().await;
         }
         info!("relay stopped");
+    }
+}
+
+/// Writes the snapshots of the rooms held here that changed, every second (and all of them now
+/// and then, within their TTL), so that a holder's crash loses at most the last second.
+async fn snapshot_loop(shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.clone() else { return };
+    let mut tick = tokio::time::interval(crate::cluster::SNAPSHOT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = std::collections::HashMap::new();
+    let mut ticks = 0u32;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shared.stopping.cancelled() => return,
+        }
+        ticks = ticks.wrapping_add(1);
+        let all = ticks.is_multiple_of(crate::cluster::SNAPSHOT_ALL_EVERY);
+        let _gate = cluster.snapshot_gate.lock().await;
+        if shared.stopping.is_cancelled() {
+            return;
+        }
+        let rooms = shared.rooms.changed_snapshots(&mut seen, all);
+        if rooms.is_empty() {
+            continue;
+        }
+        if let Err(err) = cluster.save_snapshots(&rooms).await {
+            debug!(%err, "writing the rooms' snapshots failed");
+            // Every room is written again next time (Redis may have restarted empty).
+            seen.clear();
+        }
     }
 }
 

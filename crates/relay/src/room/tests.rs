@@ -527,7 +527,7 @@ fn a_room_handed_to_another_holder_keeps_its_seats_their_signals_its_lock_and_it
     drain(&mut room);
 
     // Through JSON, as it travels through Redis.
-    let json = serde_json::to_string(&room.snapshot()).unwrap();
+    let json = serde_json::to_string(&room.snapshot(true)).unwrap();
     let t1 = t0 + Duration::from_secs(5);
     let id = RoomId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
     let mut taken = Room::restore(id, settings(), serde_json::from_str(&json).unwrap(), t1);
@@ -549,9 +549,57 @@ fn a_room_handed_to_another_holder_keeps_its_seats_their_signals_its_lock_and_it
     taken.join(t1, request(4, Role::Guest));
     let out = drain(&mut taken);
     assert!(out.iter().any(|(conn, m)| *conn == 4 && matches!(m, ServerMessage::Knocking { .. })), "{out:?}");
-    let snapshot = taken.snapshot();
+    let snapshot = taken.snapshot(true);
     assert!(snapshot.seats.iter().any(|s| s.peer == peer(2) && s.hand_raised && s.hand_order.is_some()));
     // The host never comes back: its seat ends when the new grace period does.
     taken.timeout(t1 + GRACE);
     assert_eq!(taken.seated(), 1);
+}
+
+#[test]
+fn a_room_restored_from_a_periodic_snapshot_reports_a_gap_and_numbers_past_what_it_lost() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    room.message(t0, 1, signal(2, 1));
+    drain(&mut room);
+    let snapshot = room.snapshot(false);
+    // After the snapshot the holder numbered more signals, then died: the snapshot lacks them.
+    room.message(t0, 1, signal(2, 2));
+    drain(&mut room);
+
+    let id = RoomId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    let mut taken = Room::restore(id, settings(), snapshot, t0);
+    // The guest read signal 2 (seq 2), which the new holder never knew.
+    taken.resume(resume_request(3, 2, 2));
+    let out = drain(&mut taken);
+    match &out[0] {
+        (3, ServerMessage::Resumed { gap, replayed, .. }) => {
+            assert!(*gap, "what was sent after the snapshot may be lost: the client is told");
+            assert_eq!(*replayed, 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    taken.message(t0, 3, signal(1, 1));
+    taken.resume(resume_request(4, 1, 0));
+    drain(&mut taken);
+    taken.message(t0, 4, signal(2, 3));
+    let out = drain(&mut taken);
+    match &out[..] {
+        [(3, ServerMessage::Signal { seq, .. })] => {
+            assert!(*seq > 2, "seq {seq} must not repeat one the guest has read");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A second resume of the same seat has no gap any more.
+    taken.disconnect(t0, 3);
+    drain(&mut taken);
+    let last = match &out[0] {
+        (_, ServerMessage::Signal { seq, .. }) => *seq,
+        _ => unreachable!(),
+    };
+    taken.resume(resume_request(5, 2, last));
+    match &drain(&mut taken)[0] {
+        (5, ServerMessage::Resumed { gap, .. }) => assert!(!gap),
+        other => panic!("{other:?}"),
+    }
 }
