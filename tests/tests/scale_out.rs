@@ -34,9 +34,11 @@ fn a_rolling_upgrade_of_every_relay_behind_a_load_balancer_drops_no_call() {
     std::thread::sleep(Duration::from_secs(5));
     // Upgrade A: SIGTERM (it hands its rooms over and tells its clients to resume), then the
     // new version starts on the same port. Then the same for B.
+    let mut drains = vec![confer_tests::unix_ms()];
     a.terminate();
     a = start(port_a);
     std::thread::sleep(Duration::from_secs(4));
+    drains.push(confer_tests::unix_ms());
     b.terminate();
     b = start(port_b);
 
@@ -61,6 +63,13 @@ fn a_rolling_upgrade_of_every_relay_behind_a_load_balancer_drops_no_call() {
             "{me}: {frames} frames of {other}, longest gap {gap} ms, {} relay moves",
             report["relay_resumes"]
         );
+        // Back in the room (on the other relay) soon after being told to move.
+        for back in report["relay_back"].as_array().unwrap() {
+            let at = back["at_unix_ms"].as_u64().unwrap();
+            let drain = drains.iter().rev().find(|&&d| d <= at).copied().unwrap_or(at);
+            eprintln!("{me}: back in the room {} ms after its relay was told to drain", at - drain);
+            assert!(at - drain < 5_000, "{me} took {} ms to get back", at - drain);
+        }
     }
     drop((a, b));
 }

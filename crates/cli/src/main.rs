@@ -458,6 +458,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut muted = false;
     let mut relay_resumes = 0u32;
+    let mut relay_back = Vec::new();
     // Each time the relay connection was lost, and why (the first 32).
     let mut relay_lost = Vec::new();
     let mut network_changes = 0u32;
@@ -600,6 +601,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 Some(EngineEvent::RelayResumed) => {
                     eprintln!("relay connection back");
                     relay_resumes += 1;
+                    relay_back.push(json!({"at_unix_ms": unix_ms()}));
                 }
                 Some(event @ (EngineEvent::RecordingStarted { .. } | EngineEvent::RecordingStopped { .. } | EngineEvent::PeerRecording { .. })) => {
                     if matches!(event, EngineEvent::RecordingStarted { .. }) {
@@ -771,6 +773,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "unreachable": unreachable,
             "no_path_yet": struggling,
             "relay_resumes": relay_resumes,
+            "relay_back": relay_back,
             "relay_lost": relay_lost,
             "network_changes": network_changes,
             "device_switches": device_switches,
