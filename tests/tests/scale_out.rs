@@ -146,3 +146,61 @@ fn the_deployment_systemd_unit_is_one_systemd_accepts_without_a_complaint() {
     let complaints = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && complaints.trim().is_empty(), "systemd-analyze verify: {complaints}");
 }
+
+#[test]
+fn relays_killed_mid_call_behind_the_load_balancer_cost_nobody_the_call() {
+    let _serial = one_at_a_time();
+    let redis = Redis::start();
+    let state = tempfile::tempdir().unwrap();
+    let (port_a, port_b, public) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let public_url = format!("wss://localhost:{public}");
+    let flags = ["--redis-url", &redis.url(), "--public-url", &public_url];
+    let start = |port: u16| Relay::start_with(state.path(), &format!("127.0.0.1:{port}"), &flags);
+    let mut a = start(port_a);
+    let mut b = start(port_b);
+    let _balancer = LoadBalancer::start(public, &[port_a, port_b]);
+    std::thread::sleep(Duration::from_secs(1));
+    let (host_link, invite) = a.host();
+    let ann = spawn_synthetic(&host_link, "Ann", 2, 17.0, SMALL, &[]);
+    let bob = spawn_synthetic(&invite, "Bob", 3, 16.0, SMALL, &[]);
+    std::thread::sleep(Duration::from_secs(5));
+    // Each relay dies at once (SIGKILL: no hand-over, no goodbye) and comes back, one after the
+    // other, so that the one holding the room is among them. Whoever was connected to it, or
+    // seated in a room it held, resumes through the load balancer, from the room's last snapshot.
+    let mut kills = vec![confer_tests::unix_ms()];
+    drop(a);
+    a = start(port_a);
+    std::thread::sleep(Duration::from_secs(4));
+    kills.push(confer_tests::unix_ms());
+    drop(b);
+    b = start(port_b);
+
+    let (bob_report, bob_log) = report_of(bob);
+    let (ann_report, ann_log) = report_of(ann);
+    let bob_left = bob_report["left_at_unix_ms"].as_u64().unwrap();
+    let mut backs = Vec::new();
+    for (me, other, report, log) in [("Ann", "Bob", ann_report, ann_log), ("Bob", "Ann", bob_report, bob_log)]
+    {
+        eprintln!("--- {me}: {report}\n{log}");
+        assert!(report["ended"].is_null(), "{me}'s call ended: {report}");
+        let early =
+            report["left"].as_array().unwrap().iter().any(|l| l["at_unix_ms"].as_u64().unwrap() < bob_left);
+        assert!(!early, "{me} saw someone leave when a relay died: {report}");
+        let seen = peer(&report, other);
+        let frames = seen["video_frames_decoded"].as_u64().unwrap();
+        assert!(frames >= 150, "{me} decoded only {frames} frames of {other} across the crashes");
+        let gap = seen["longest_video_gap_ms"].as_u64().unwrap();
+        assert!(gap < 1_000, "{me}'s picture of {other} froze for {gap} ms when a relay died");
+        for back in report["relay_back"].as_array().unwrap() {
+            let at = back["at_unix_ms"].as_u64().unwrap();
+            let kill = kills.iter().rev().find(|&&k| k <= at).copied().unwrap_or(at);
+            backs.push((me, at - kill));
+        }
+    }
+    eprintln!("back in the room after a relay was killed (who, ms): {backs:?}");
+    assert!(backs.len() >= 2, "both relays were killed: both participants had to come back: {backs:?}");
+    for (me, took) in &backs {
+        assert!(*took < 10_000, "{me} took {took} ms to get back");
+    }
+    drop((a, b));
+}

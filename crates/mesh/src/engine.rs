@@ -983,14 +983,23 @@ impl Engine {
                     }
                 }
                 if gap {
-                    // Signals were lost: renegotiate where we offer and media is not flowing.
-                    for (id, slot) in &mut self.peers {
-                        if slot.offerer
-                            && !slot.connected
-                            && let Ok(offer) = slot.peer.offer(true).await
-                        {
-                            self.signaling.signal(id.clone(), offer);
-                        }
+                    // Signals were lost: renegotiate where we offer and media is not flowing,
+                    // through the ICE recovery (its deadlines, its count), and not where a
+                    // restart is already under way: its offer, queued while the relay was away,
+                    // goes out now, and a second one would cross it (the answer to the first
+                    // would meet the second's credentials, and the path would stay dead).
+                    let ids: Vec<PeerId> = self
+                        .peers
+                        .iter()
+                        .filter(|(_, slot)| slot.offerer && !slot.connected && !slot.ice.is_restarting())
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    for id in ids {
+                        let action = self
+                            .peers
+                            .get_mut(&id)
+                            .and_then(|slot| slot.ice.on_event(IceEvent::NetworkChanged, now));
+                        self.act(&id, action).await;
                     }
                 }
                 self.session = Some(session);

@@ -331,7 +331,10 @@ async fn first_answer(socket: &mut Socket) -> Result<ServerMessage, JoinError> {
                     Ok(ServerMessage::Error { code, message, .. }) => {
                         return Err(JoinError::Refused { code, message });
                     }
-                    Ok(ServerMessage::Pong { .. }) => {}
+                    // A relay that must let go of us before answering (it is restarting, or the
+                    // relay holding the room stopped) says when to come back, then
+                    // `shutting_down` follows: that is the answer.
+                    Ok(ServerMessage::Pong { .. } | ServerMessage::Reconnect { .. }) => {}
                     Ok(message) => return Ok(message),
                     Err(err) => return Err(JoinError::Protocol(err.to_string())),
                 },
