@@ -155,6 +155,12 @@ impl Relay {
         }
     }
 
+    /// SIGKILL (a crash: no goodbye), and wait for the exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, and wait for the exit.
     pub fn terminate(&mut self) {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
