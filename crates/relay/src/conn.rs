@@ -390,8 +390,13 @@ where
             Err(_) => return Some(no_shared_state()),
         };
         loop {
-            let Some(cell) = self.shared.rooms.get_or_create(room, claims.waiting_room, now, snapshot.take())
-            else {
+            let Some(cell) = self.shared.rooms.get_or_create(
+                room,
+                claims.waiting_room,
+                now,
+                took_over_at_ms,
+                snapshot.take(),
+            ) else {
                 return Some(relay_busy());
             };
             let mut inner = lock(&cell);
@@ -401,9 +406,6 @@ where
                     return Some(restarting());
                 }
                 continue;
-            }
-            if took_over_at_ms.is_some() {
-                inner.rebuild_since_ms = took_over_at_ms;
             }
             inner.attach(self.id, Route::Here(self.handle.clone()));
             inner.room.require_waiting_room(claims.waiting_room);
@@ -482,7 +484,13 @@ where
         loop {
             // A room handed over by a holder that drained comes back whole.
             let cell = if may_recreate || snapshot.is_some() {
-                match self.shared.rooms.get_or_create(&claims.room, false, now, snapshot.take()) {
+                match self.shared.rooms.get_or_create(
+                    &claims.room,
+                    false,
+                    now,
+                    took_over_at_ms,
+                    snapshot.take(),
+                ) {
                     Some(cell) => cell,
                     None => return Some(relay_busy()),
                 }
@@ -499,9 +507,6 @@ where
                     return Some(restarting());
                 }
                 continue;
-            }
-            if took_over_at_ms.is_some() {
-                inner.rebuild_since_ms = took_over_at_ms;
             }
             inner.attach(self.id, Route::Here(self.handle.clone()));
             inner.room.resume(request);

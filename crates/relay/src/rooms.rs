@@ -251,17 +251,23 @@ impl Rooms {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The room, made if it is not held (a valid token may always reopen its room). At the cap,
-    /// empty rooms are dropped early to make space; `None` if none is empty.
+    /// The room, made if it is not held (a valid token may always reopen its room), from
+    /// `snapshot` if its last holder left one. `took_over_at_ms`: this instance just took the
+    /// room over from one that stopped (see `RoomInner::rebuild_since_ms`). At the cap, empty
+    /// rooms are dropped early to make space; `None` if none is empty.
     pub(crate) fn get_or_create(
         &self,
         id: &RoomId,
         waiting_room: bool,
         now: Instant,
+        took_over_at_ms: Option<u64>,
         snapshot: Option<Box<RoomSnapshot>>,
     ) -> Option<Arc<RoomCell>> {
         let mut map = self.map();
         if let Some(cell) = map.get(id) {
+            if took_over_at_ms.is_some() {
+                lock(cell).rebuild_since_ms = took_over_at_ms;
+            }
             return Some(Arc::clone(cell));
         }
         if map.len() >= self.max_rooms {
@@ -288,7 +294,7 @@ impl Rooms {
             conns: HashMap::new(),
             outlet: self.outlet.clone(),
             closed: false,
-            rebuild_since_ms: None,
+            rebuild_since_ms: took_over_at_ms,
         }));
         map.insert(id.clone(), Arc::clone(&cell));
         Some(cell)

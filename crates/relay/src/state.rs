@@ -260,15 +260,14 @@ impl Shared {
                 return refuse(ErrorCode::ShuttingDown, "your room moved: reconnect and resume");
             }
         };
-        let Some(cell) = self.rooms.get_or_create(room, waiting_room, Instant::now(), snapshot) else {
+        let Some(cell) =
+            self.rooms.get_or_create(room, waiting_room, Instant::now(), took_over_at_ms, snapshot)
+        else {
             return refuse(
                 ErrorCode::RelayBusy,
                 "the relay cannot open more rooms right now: try again later",
             );
         };
-        if took_over_at_ms.is_some() {
-            lock(&cell).rebuild_since_ms = took_over_at_ms;
-        }
         Some(cell)
     }
 
