@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use confer_proto::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
 
-use crate::support::{TestRelay, join_message};
+use crate::support::{Relays, join_message};
 
-#[tokio::test]
-async fn a_locked_room_makes_newcomers_knock_and_the_host_admits_or_denies() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(a_locked_room_makes_newcomers_knock_and_the_host_admits_or_denies);
+async fn a_locked_room_makes_newcomers_knock_and_the_host_admits_or_denies(relay: &Relays) {
     let links = relay.create_room(false).await;
     let mut host = relay.join(&links.host, "Host").await;
     let mut early = relay.join(&links.guest, "Early").await;
@@ -72,9 +71,8 @@ async fn a_locked_room_makes_newcomers_knock_and_the_host_admits_or_denies() {
     relay.join(&links.guest, "After unlock").await;
 }
 
-#[tokio::test]
-async fn a_room_with_a_waiting_room_makes_guests_knock_and_tells_a_late_host() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(a_room_with_a_waiting_room_makes_guests_knock_and_tells_a_late_host);
+async fn a_room_with_a_waiting_room_makes_guests_knock_and_tells_a_late_host(relay: &Relays) {
     let links = relay.create_room(true).await;
     let mut guest = relay.connect().await;
     guest.send(&join_message(&links.guest, "Early guest")).await;
@@ -96,9 +94,8 @@ async fn a_room_with_a_waiting_room_makes_guests_knock_and_tells_a_late_host() {
     guest.expect_joined().await;
 }
 
-#[tokio::test]
-async fn the_host_removes_a_participant() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(the_host_removes_a_participant);
+async fn the_host_removes_a_participant(relay: &Relays) {
     let links = relay.create_room(false).await;
     let mut host = relay.join(&links.host, "Host").await;
     let mut stays = relay.join(&links.guest, "Stays").await;

@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use confer_proto::{ClientMessage, ErrorCode, SUBPROTOCOL, SignalPayload, limits};
 
-use crate::support::{TestRelay, join_message};
+use crate::support::{Relays, TestRelay, join_message};
 
-#[tokio::test]
-async fn an_oversized_message_closes_only_its_connection() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(an_oversized_message_closes_only_its_connection);
+async fn an_oversized_message_closes_only_its_connection(relay: &Relays) {
     let links = relay.create_room(false).await;
     let mut bystander = relay.join(&links.host, "Bystander").await;
     let mut big = relay.join(&links.guest, "Big").await;
@@ -20,9 +19,8 @@ async fn an_oversized_message_closes_only_its_connection() {
     bystander.client.assert_alive().await;
 }
 
-#[tokio::test]
-async fn fields_over_their_limits_are_refused_and_the_connection_stays() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(fields_over_their_limits_are_refused_and_the_connection_stays);
+async fn fields_over_their_limits_are_refused_and_the_connection_stays(relay: &Relays) {
     let links = relay.create_room(false).await;
     let mut a = relay.join(&links.host, "A").await;
     let mut b = relay.join(&links.guest, "B").await;
@@ -56,9 +54,14 @@ async fn fields_over_their_limits_are_refused_and_the_connection_stays() {
     );
 }
 
-#[tokio::test]
-async fn a_client_over_its_message_rate_is_throttled_then_cut_off_while_others_are_served() {
-    let relay = TestRelay::start(&["--message-rate", "5", "--message-burst", "10"]).await;
+on_one_relay_and_on_three!(
+    a_client_over_its_message_rate_is_throttled_then_cut_off_while_others_are_served,
+    "--message-rate",
+    "5",
+    "--message-burst",
+    "10"
+);
+async fn a_client_over_its_message_rate_is_throttled_then_cut_off_while_others_are_served(relay: &Relays) {
     let mut calm = relay.connect().await;
     let mut noisy = relay.connect().await;
     for nonce in 0..12 {
@@ -103,9 +106,8 @@ async fn connections_from_one_address_are_capped() {
     relay.connect().await.assert_alive().await;
 }
 
-#[tokio::test]
-async fn a_socket_that_never_joins_is_closed_after_the_auth_timeout() {
-    let relay = TestRelay::start(&["--auth-timeout", "1"]).await;
+on_one_relay_and_on_three!(a_socket_that_never_joins_is_closed_after_the_auth_timeout, "--auth-timeout", "1");
+async fn a_socket_that_never_joins_is_closed_after_the_auth_timeout(relay: &Relays) {
     let mut idle = relay.connect().await;
     idle.expect_fatal(ErrorCode::AuthTimeout).await;
     // Joining in time is fine.
@@ -117,9 +119,16 @@ async fn a_socket_that_never_joins_is_closed_after_the_auth_timeout() {
     seat.client.assert_alive().await;
 }
 
-#[tokio::test]
-async fn a_participant_that_stops_reading_is_cut_off_as_a_slow_consumer_and_the_sender_is_unharmed() {
-    let relay = TestRelay::start(&["--message-rate", "100000", "--message-burst", "100000"]).await;
+on_one_relay_and_on_three!(
+    a_participant_that_stops_reading_is_cut_off_as_a_slow_consumer_and_the_sender_is_unharmed,
+    "--message-rate",
+    "100000",
+    "--message-burst",
+    "100000"
+);
+async fn a_participant_that_stops_reading_is_cut_off_as_a_slow_consumer_and_the_sender_is_unharmed(
+    relay: &Relays,
+) {
     let links = relay.create_room(false).await;
     let mut sender = relay.join(&links.host, "Sender").await;
     // The receiver joins, then never reads: the kernel's buffers fill, then its queue.

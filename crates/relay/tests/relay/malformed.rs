@@ -4,11 +4,10 @@ use confer_proto::ErrorCode;
 use futures_util::SinkExt as _;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::TestRelay;
+use crate::support::Relays;
 
-#[tokio::test]
-async fn garbage_gets_documented_errors_and_the_relay_keeps_serving() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(garbage_gets_documented_errors_and_the_relay_keeps_serving);
+async fn garbage_gets_documented_errors_and_the_relay_keeps_serving(relay: &Relays) {
     let links = relay.create_room(false).await;
     let mut seat = relay.join(&links.host, "Host").await;
     let cases: &[(&str, ErrorCode)] = &[
@@ -39,9 +38,8 @@ async fn garbage_gets_documented_errors_and_the_relay_keeps_serving() {
     assert!(metrics.contains("confer_relay_rejections_total{reason=\"unknown_type\"} 1\n"));
 }
 
-#[tokio::test]
-async fn invalid_utf8_in_a_text_frame_closes_only_that_connection() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(invalid_utf8_in_a_text_frame_closes_only_that_connection);
+async fn invalid_utf8_in_a_text_frame_closes_only_that_connection(relay: &Relays) {
     let mut bystander = relay.connect().await;
     let mut bad = relay.connect().await;
     // A text frame holding bytes that are not UTF-8, written below the WebSocket library.

@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use confer_proto::{ClientMessage, ErrorCode, LeaveReason, PeerState, Role, ServerMessage};
 
-use crate::support::{TestRelay, join_message};
+use crate::support::{Relays, join_message};
 
-#[tokio::test]
-async fn three_participants_see_each_other_join_change_and_leave() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(three_participants_see_each_other_join_change_and_leave);
+async fn three_participants_see_each_other_join_change_and_leave(relay: &Relays) {
     let links = relay.create_room(false).await;
 
     let mut hana = relay.join(&links.host, "Hana").await;
@@ -77,9 +76,12 @@ async fn three_participants_see_each_other_join_change_and_leave() {
     }
 }
 
-#[tokio::test]
-async fn a_full_room_refuses_the_next_participant_and_keeps_the_others() {
-    let relay = TestRelay::start(&["--room-capacity", "2"]).await;
+on_one_relay_and_on_three!(
+    a_full_room_refuses_the_next_participant_and_keeps_the_others,
+    "--room-capacity",
+    "2"
+);
+async fn a_full_room_refuses_the_next_participant_and_keeps_the_others(relay: &Relays) {
     let links = relay.create_room(false).await;
     let mut a = relay.join(&links.host, "A").await;
     let _b = relay.join(&links.guest, "B").await;
@@ -93,9 +95,8 @@ async fn a_full_room_refuses_the_next_participant_and_keeps_the_others() {
     a.client.assert_alive().await;
 }
 
-#[tokio::test]
-async fn messages_before_join_are_refused_but_ping_works() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(messages_before_join_are_refused_but_ping_works);
+async fn messages_before_join_are_refused_but_ping_works(relay: &Relays) {
     let mut client = relay.connect().await;
     client.assert_alive().await;
     client.send(&ClientMessage::Lock).await;

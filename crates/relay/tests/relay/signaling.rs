@@ -4,15 +4,14 @@ use std::time::Duration;
 
 use confer_proto::{ClientMessage, ErrorCode, ServerMessage, SignalPayload};
 
-use crate::support::TestRelay;
+use crate::support::Relays;
 
 fn offer() -> SignalPayload {
     SignalPayload::Offer { sdp: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_owned() }
 }
 
-#[tokio::test]
-async fn offer_answer_and_candidates_reach_only_the_named_peer() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(offer_answer_and_candidates_reach_only_the_named_peer);
+async fn offer_answer_and_candidates_reach_only_the_named_peer(relay: &Relays) {
     let links = relay.create_room(false).await;
     let mut a = relay.join(&links.host, "A").await;
     let mut b = relay.join(&links.guest, "B").await;
@@ -60,9 +59,8 @@ async fn offer_answer_and_candidates_reach_only_the_named_peer() {
     c.client.expect_silence(Duration::from_millis(300)).await;
 }
 
-#[tokio::test]
-async fn a_signal_to_a_peer_of_another_room_is_refused() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(a_signal_to_a_peer_of_another_room_is_refused);
+async fn a_signal_to_a_peer_of_another_room_is_refused(relay: &Relays) {
     let first = relay.create_room(false).await;
     let second = relay.create_room(false).await;
     let mut a = relay.join(&first.host, "A").await;
@@ -71,7 +69,14 @@ async fn a_signal_to_a_peer_of_another_room_is_refused() {
     a.client.send(&ClientMessage::Signal { to: stranger.id.clone(), payload: offer() }).await;
     a.client.expect_error(ErrorCode::PeerNotFound).await;
     stranger.client.expect_silence(Duration::from_millis(300)).await;
+    // A host cannot reach into another room either: removing or admitting its participant.
+    a.client.send(&ClientMessage::Remove { peer: stranger.id.clone() }).await;
+    a.client.expect_error(ErrorCode::PeerNotFound).await;
+    a.client.send(&ClientMessage::Admit { peer: stranger.id.clone() }).await;
+    a.client.expect_error(ErrorCode::PeerNotFound).await;
+    stranger.client.expect_silence(Duration::from_millis(300)).await;
+    stranger.client.assert_alive().await;
     // The sender keeps its seat.
     a.client.assert_alive().await;
-    assert!(relay.metrics().await.contains("confer_relay_rejections_total{reason=\"peer_not_found\"} 1\n"));
+    assert!(relay.metrics().await.contains("confer_relay_rejections_total{reason=\"peer_not_found\"} 3\n"));
 }

@@ -479,3 +479,76 @@ impl TestRedis {
         format!("unix://{}", self.dir.path().join("redis.sock").display())
     }
 }
+
+/// The relays a test talks to: one instance, or three sharing rooms through a real Redis. Every
+/// connection goes to the next instance in turn, so in a cluster the participants of one room sit
+/// on different instances and everything between them crosses Redis.
+pub struct Relays {
+    instances: Vec<TestRelay>,
+    next: std::sync::atomic::AtomicUsize,
+    _redis: Option<TestRedis>,
+}
+
+impl Relays {
+    /// One relay with these extra flags.
+    pub async fn one(extra: &[&str]) -> Self {
+        let instances = vec![TestRelay::start(extra).await];
+        Self { instances, next: 0.into(), _redis: None }
+    }
+
+    /// Three relays with these extra flags, sharing rooms through a Redis of their own.
+    pub async fn three(extra: &[&str]) -> Self {
+        let redis = TestRedis::start();
+        let url = redis.url();
+        let mut instances = Vec::new();
+        for _ in 0..3 {
+            let mut args = vec!["--redis-url", url.as_str()];
+            args.extend_from_slice(extra);
+            instances.push(TestRelay::start(&args).await);
+        }
+        Self { instances, next: 0.into(), _redis: Some(redis) }
+    }
+
+    fn next(&self) -> &TestRelay {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.instances[turn % self.instances.len()]
+    }
+
+    /// Creates a room through the next instance.
+    pub async fn create_room(&self, waiting_room: bool) -> RoomLinks {
+        self.next().create_room(waiting_room).await
+    }
+
+    /// Opens a WebSocket to the next instance.
+    pub async fn connect(&self) -> Client {
+        self.next().connect().await
+    }
+
+    /// Joins through the next instance.
+    pub async fn join(&self, link: &InviteLink, name: &str) -> Seat {
+        self.next().join(link, name).await
+    }
+
+    /// The instances' metrics summed series by series, in the text format of one instance: a
+    /// rejection counts once wherever it happened.
+    pub async fn metrics(&self) -> String {
+        let mut order = Vec::<String>::new();
+        let mut sums = std::collections::HashMap::<String, f64>::new();
+        for relay in &self.instances {
+            for line in relay.metrics().await.lines().filter(|line| !line.starts_with('#')) {
+                let Some((series, value)) = line.rsplit_once(' ') else { continue };
+                let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a sample: {line}"));
+                if !sums.contains_key(series) {
+                    order.push(series.to_owned());
+                }
+                *sums.entry(series.to_owned()).or_default() += value;
+            }
+        }
+        order.iter().map(|series| format!("{series} {}\n", sums[series])).collect()
+    }
+
+    /// Everything the instances logged so far.
+    pub fn log(&self) -> String {
+        self.instances.iter().map(TestRelay::log).collect::<Vec<_>>().join("\n")
+    }
+}

@@ -3,9 +3,9 @@
 use confer_proto::{ClientMessage, ErrorCode, Role};
 use confer_relay::token::{InviteClaims, TokenKey, new_room_id, unix_now};
 
-use crate::support::{TestRelay, token_key};
+use crate::support::{Relays, token_key};
 
-async fn join_fails(relay: &TestRelay, msg: ClientMessage, code: ErrorCode) {
+async fn join_fails(relay: &Relays, msg: ClientMessage, code: ErrorCode) {
     let mut client = relay.connect().await;
     client.send(&msg).await;
     client.expect_fatal(code).await;
@@ -15,16 +15,15 @@ fn join_with(room: &confer_proto::RoomId, token: String) -> ClientMessage {
     ClientMessage::Join { room: room.clone(), token, name: "Mallory".into(), muted: false, camera: false }
 }
 
-#[tokio::test]
-async fn forged_tokens_are_refused() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(forged_tokens_are_refused);
+async fn forged_tokens_are_refused(relay: &Relays) {
     let room = new_room_id();
     let claims =
         InviteClaims { room: room.clone(), role: Role::Host, waiting_room: false, expires: unix_now() + 60 };
     // Signed with another key.
-    join_fails(&relay, join_with(&room, claims.sign(&TokenKey::generate())), ErrorCode::TokenInvalid).await;
+    join_fails(relay, join_with(&room, claims.sign(&TokenKey::generate())), ErrorCode::TokenInvalid).await;
     // Not a token at all.
-    join_fails(&relay, join_with(&room, "hello.world".into()), ErrorCode::TokenInvalid).await;
+    join_fails(relay, join_with(&room, "hello.world".into()), ErrorCode::TokenInvalid).await;
     // A real guest token with its role byte flipped to host.
     let links = relay.create_room(false).await;
     let (claims_b64, mac) = links.guest.token.split_once('.').unwrap();
@@ -33,19 +32,18 @@ async fn forged_tokens_are_refused() {
     let mut raw = b64.decode(claims_b64).unwrap();
     raw[17] = b'h';
     let forged = format!("{}.{mac}", b64.encode(raw));
-    join_fails(&relay, join_with(&links.guest.room, forged), ErrorCode::TokenInvalid).await;
+    join_fails(relay, join_with(&links.guest.room, forged), ErrorCode::TokenInvalid).await;
     // A resume token is not an invite.
     let seat = relay.join(&links.guest, "Real").await;
-    join_fails(&relay, join_with(&links.guest.room, seat.resume_token), ErrorCode::TokenInvalid).await;
+    join_fails(relay, join_with(&links.guest.room, seat.resume_token), ErrorCode::TokenInvalid).await;
 }
 
-#[tokio::test]
-async fn expired_tokens_are_refused() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(expired_tokens_are_refused);
+async fn expired_tokens_are_refused(relay: &Relays) {
     let room = new_room_id();
     let claims =
         InviteClaims { room: room.clone(), role: Role::Guest, waiting_room: false, expires: unix_now() - 1 };
-    join_fails(&relay, join_with(&room, claims.sign(&token_key())), ErrorCode::TokenExpired).await;
+    join_fails(relay, join_with(&room, claims.sign(&token_key())), ErrorCode::TokenExpired).await;
     // The same claims, not yet expired, work: the relay signs with the key the test knows.
     let fresh = InviteClaims { expires: unix_now() + 60, ..claims };
     let mut client = relay.connect().await;
@@ -53,18 +51,16 @@ async fn expired_tokens_are_refused() {
     client.expect_joined().await;
 }
 
-#[tokio::test]
-async fn a_token_for_another_room_is_refused() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(a_token_for_another_room_is_refused);
+async fn a_token_for_another_room_is_refused(relay: &Relays) {
     let first = relay.create_room(false).await;
     let second = relay.create_room(false).await;
     let msg = join_with(&second.guest.room, first.guest.token.clone());
-    join_fails(&relay, msg, ErrorCode::TokenWrongRoom).await;
+    join_fails(relay, msg, ErrorCode::TokenWrongRoom).await;
 }
 
-#[tokio::test]
-async fn a_guest_token_cannot_do_what_a_host_does() {
-    let relay = TestRelay::start(&[]).await;
+on_one_relay_and_on_three!(a_guest_token_cannot_do_what_a_host_does);
+async fn a_guest_token_cannot_do_what_a_host_does(relay: &Relays) {
     let links = relay.create_room(false).await;
     let mut host = relay.join(&links.host, "Host").await;
     let mut guest = relay.join(&links.guest, "Guest").await;
