@@ -5,7 +5,11 @@
 
 use std::time::Duration;
 
+use tokio::sync::{mpsc, watch};
+
 use confer_media::synthetic::tone_hz;
+use confer_mesh::signaling::{self, Admission, JoinOptions, Signaling, SignalingEvent};
+use confer_proto::{InviteLink, PeerId, SignalPayload};
 use confer_tests::{
     LoadBalancer, Redis, Relay, SMALL, free_tcp_port, one_at_a_time, peer, report_of, spawn_synthetic,
 };
@@ -152,6 +156,264 @@ fn four_people_each_on_another_of_three_relays_hold_one_call() {
                 "{me} got no chat from {other}: {report}"
             );
         }
+    }
+}
+
+/// A participant that stays in its room through everything and echoes back every signal it gets.
+struct Resident {
+    room: usize,
+    signaling: Signaling,
+    events: mpsc::UnboundedReceiver<SignalingEvent>,
+}
+
+/// What a resident saw.
+#[derive(Debug, Default)]
+struct ResidentLog {
+    echoed: usize,
+    resumed: usize,
+    /// Signals tagged for another room.
+    misrouted: Vec<String>,
+    /// Signals that arrived twice.
+    duplicates: Vec<String>,
+    /// Why its signaling ended before the test told it to leave.
+    ended: Option<String>,
+}
+
+impl Resident {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> ResidentLog {
+        let mut log = ResidentLog::default();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let event = tokio::select! {
+                event = self.events.recv() => event,
+                _ = stop.changed() => {
+                    self.signaling.leave();
+                    return log;
+                }
+            };
+            match event {
+                Some(SignalingEvent::Signal {
+                    from,
+                    payload: SignalPayload::Candidate { candidate, .. },
+                }) => {
+                    let tag = tag_of(&candidate);
+                    if !tag.starts_with(&format!("r{}w", self.room)) {
+                        log.misrouted.push(tag.clone());
+                    }
+                    if !seen.insert(tag.clone()) {
+                        log.duplicates.push(tag.clone());
+                    }
+                    self.signaling.signal(from, candidate_tagged(&tag));
+                    log.echoed += 1;
+                }
+                Some(SignalingEvent::Resumed { .. }) => log.resumed += 1,
+                Some(SignalingEvent::Ended(why)) => {
+                    log.ended = Some(format!("{why:?}"));
+                    return log;
+                }
+                None => {
+                    log.ended = Some("events closed".into());
+                    return log;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// A candidate whose foundation is `tag` (letters and digits, as ICE allows there).
+fn candidate_tagged(tag: &str) -> SignalPayload {
+    SignalPayload::Candidate {
+        candidate: format!("candidate:{tag} 1 udp 1 127.0.0.1 9 typ host"),
+        sdp_mid: Some("0".into()),
+        sdp_m_line_index: Some(0),
+        username_fragment: None,
+    }
+}
+
+fn tag_of(candidate: &str) -> String {
+    candidate.strip_prefix("candidate:").and_then(|c| c.split(' ').next()).unwrap_or_default().to_owned()
+}
+
+/// What one worker of the join/leave load saw.
+#[derive(Debug, Default)]
+struct WorkerLog {
+    /// Joins that seated it (after retries).
+    joins: usize,
+    /// Every failed attempt, with its reason.
+    failed_attempts: Vec<String>,
+    /// Joins that still failed after 20 s of retrying.
+    given_up: Vec<String>,
+    /// Seated, but the resident of its room was not among the participants.
+    wrong_room: Vec<String>,
+    /// Signals to the resident never echoed within 15 s, resent on every resume.
+    unanswered: Vec<String>,
+}
+
+/// Joins room `room` through `invite`, signals its resident and waits for the echo, leaves;
+/// again and again until told to stop. A join that fails is retried every 250 ms, as the app's
+/// lobby would on a relay that is restarting.
+async fn join_leave_load(
+    worker: usize,
+    room: usize,
+    invite: InviteLink,
+    resident: PeerId,
+    stop: watch::Receiver<bool>,
+) -> WorkerLog {
+    let mut log = WorkerLog::default();
+    let mut cycle = 0;
+    while !*stop.borrow() {
+        cycle += 1;
+        let give_up_at = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut options = JoinOptions::new(&format!("w{worker}"));
+        options.reconnect_for = Duration::from_secs(20);
+        let seated = loop {
+            let attempt =
+                tokio::time::timeout(Duration::from_secs(12), signaling::join(&invite, options.clone()));
+            let reason = match attempt.await {
+                Ok(Ok((signaling, Admission::Joined(session), events))) => {
+                    break Some((signaling, session, events));
+                }
+                Ok(Ok((_, Admission::Knocking { .. }, _))) => "told to knock in an open room".to_owned(),
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "no answer in 12 s".to_owned(),
+            };
+            log.failed_attempts.push(reason.clone());
+            if tokio::time::Instant::now() > give_up_at {
+                log.given_up.push(format!("worker {worker} cycle {cycle}: {reason}"));
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let Some((signaling, session, mut events)) = seated else { continue };
+        log.joins += 1;
+        if !session.participants.iter().any(|p| p.id == resident) {
+            log.wrong_room.push(format!("worker {worker} cycle {cycle}: {:?}", session.participants));
+        }
+        let mut send = 0;
+        let mut tag = format!("r{room}w{worker}c{cycle}s{send}");
+        signaling.signal(resident.clone(), candidate_tagged(&tag));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let answered = loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(SignalingEvent::Signal {
+                    from,
+                    payload: SignalPayload::Candidate { candidate, .. },
+                })) if from == resident && tag_of(&candidate) == tag => {
+                    break true;
+                }
+                // Back from a relay that went away: what was sent just before may be lost.
+                Ok(Some(SignalingEvent::Resumed { .. })) => {
+                    send += 1;
+                    tag = format!("r{room}w{worker}c{cycle}s{send}");
+                    signaling.signal(resident.clone(), candidate_tagged(&tag));
+                }
+                Ok(Some(SignalingEvent::Ended(why))) => {
+                    log.unanswered.push(format!("{tag}: signaling ended: {why:?}"));
+                    break false;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break false,
+            }
+        };
+        if !answered && !log.unanswered.iter().any(|u| u.starts_with(&tag)) {
+            log.unanswered.push(format!("{tag}: no echo in 15 s"));
+        }
+        signaling.leave();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !matches!(events.recv().await, Some(SignalingEvent::Ended(_)) | None) {}
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    log
+}
+
+#[test]
+fn a_rolling_restart_of_three_relays_under_join_leave_load_fails_no_join_that_a_retry_does_not_mend() {
+    let _serial = one_at_a_time();
+    let redis = Redis::start();
+    let state = tempfile::tempdir().unwrap();
+    let ports = [free_tcp_port(), free_tcp_port(), free_tcp_port()];
+    let public = free_tcp_port();
+    let public_url = format!("wss://localhost:{public}");
+    let flags = ["--redis-url", &redis.url(), "--public-url", &public_url, "--grace", "30"];
+    let start = |port: u16| Relay::start_with(state.path(), &format!("127.0.0.1:{port}"), &flags);
+    let mut relays = ports.map(start);
+    let _balancer = LoadBalancer::start(public, &ports);
+    std::thread::sleep(Duration::from_secs(1)); // all pass their first health check
+    let links: Vec<(InviteLink, InviteLink)> = (0..3)
+        .map(|r| {
+            let (host, invite) = relays[r].host();
+            (InviteLink::parse(&host).unwrap(), InviteLink::parse(&invite).unwrap())
+        })
+        .collect();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (stop_residents, residents_stop) = watch::channel(false);
+    let (stop_load, load_stop) = watch::channel(false);
+    let mut residents = Vec::new();
+    let mut workers = Vec::new();
+    for (room, (host, invite)) in links.iter().enumerate() {
+        let (signaling, admission, events) = runtime
+            .block_on(signaling::join(host, JoinOptions::new(&format!("resident{room}"))))
+            .expect("the resident joins");
+        let Admission::Joined(session) = admission else { panic!("the host knocks") };
+        let resident = Resident { room, signaling, events };
+        residents.push(runtime.spawn(resident.run(residents_stop.clone())));
+        for worker in [2 * room, 2 * room + 1] {
+            let load =
+                join_leave_load(worker, room, invite.clone(), session.peer_id.clone(), load_stop.clone());
+            workers.push(runtime.spawn(load));
+        }
+    }
+
+    // Steady load, then each instance drained (SIGTERM) and started again on its port, 4 s apart.
+    std::thread::sleep(Duration::from_secs(3));
+    for (relay, port) in relays.iter_mut().zip(ports) {
+        relay.terminate();
+        *relay = start(port);
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    stop_load.send(true).unwrap();
+    let logs: Vec<WorkerLog> = runtime.block_on(async {
+        let mut logs = Vec::new();
+        for worker in workers {
+            logs.push(tokio::time::timeout(Duration::from_secs(60), worker).await.unwrap().unwrap());
+        }
+        logs
+    });
+    stop_residents.send(true).unwrap();
+    let resident_logs: Vec<ResidentLog> = runtime.block_on(async {
+        let mut logs = Vec::new();
+        for resident in residents {
+            logs.push(tokio::time::timeout(Duration::from_secs(10), resident).await.unwrap().unwrap());
+        }
+        logs
+    });
+
+    let joins: usize = logs.iter().map(|l| l.joins).sum();
+    let mut reasons: Vec<&String> = logs.iter().flat_map(|l| &l.failed_attempts).collect();
+    reasons.sort();
+    eprintln!("{joins} joins, {} failed attempts, all retried: {reasons:?}", reasons.len());
+    for (worker, log) in logs.iter().enumerate() {
+        assert!(log.given_up.is_empty(), "worker {worker}: joins a retry did not mend: {:?}", log.given_up);
+        assert!(
+            log.wrong_room.is_empty(),
+            "worker {worker} seated without its resident: {:?}",
+            log.wrong_room
+        );
+        assert!(log.unanswered.is_empty(), "worker {worker}: signals never answered: {:?}", log.unanswered);
+        assert!(log.joins >= 5, "worker {worker} joined only {} times: the load was not steady", log.joins);
+    }
+    for (room, log) in resident_logs.iter().enumerate() {
+        eprintln!("resident of room {room}: {log:?}");
+        assert!(log.ended.is_none(), "the resident of room {room} lost its seat: {:?}", log.ended);
+        assert!(log.misrouted.is_empty(), "signals of another room reached room {room}: {:?}", log.misrouted);
+        assert!(log.duplicates.is_empty(), "signals delivered twice in room {room}: {:?}", log.duplicates);
+        assert!(log.resumed >= 1, "the resident of room {room} was never moved: did its relay restart?");
+        assert!(log.echoed >= 5, "room {room} saw only {} signals", log.echoed);
     }
 }
 
