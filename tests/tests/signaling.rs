@@ -158,3 +158,59 @@ async fn a_relay_that_wants_an_api_key_refuses_to_create_rooms_without_one() {
     let room = rooms::create_room(&relay.url(), Some(pin(&relay)), Some("sesame"), true).await.unwrap();
     assert_eq!(room.host.room, room.guest.room);
 }
+
+/// A TCP front for `relay` (as a load balancer is) whose first `drop_first` connections are
+/// accepted and closed at once, as a balancer's are when it hands them to an instance that is
+/// closing; later ones pass through. Returns its port and the count of connections it took.
+async fn closing_front(
+    relay: &Relay,
+    drop_first: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&taken);
+    let backend = relay.port;
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < drop_first {
+                drop(client);
+                continue;
+            }
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (port, taken)
+}
+
+#[tokio::test]
+async fn a_join_handed_to_a_relay_that_closes_is_tried_again_and_seated() {
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, _) = create_room(&relay).await;
+    let through = |port: u16| {
+        let mut link = host_link.clone();
+        link.relay = format!("wss://localhost:{port}");
+        link
+    };
+
+    // Two connections closed under it (a rolling upgrade behind a balancer): seated on the third.
+    let (port, taken) = closing_front(&relay, 2).await;
+    let (_signaling, admission, _events) =
+        signaling::join(&through(port), JoinOptions::new("A")).await.unwrap();
+    assert!(matches!(admission, Admission::Joined(_)));
+    assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 3, "two tries closed, the third seated");
+
+    // Every connection closed: after three more tries the lobby is told, within a few seconds.
+    let (port, taken) = closing_front(&relay, usize::MAX).await;
+    let started = std::time::Instant::now();
+    let err = signaling::join(&through(port), JoinOptions::new("B")).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(&err, JoinError::RelayUnreachable { .. }), "{err}");
+    assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 4, "one try and three more");
+    assert!(took < Duration::from_secs(5), "a relay that keeps closing is reported in {took:?}");
+    eprintln!("after {took:?}: {err}");
+}

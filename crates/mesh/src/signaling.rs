@@ -229,7 +229,6 @@ pub async fn join(
     link: &InviteLink,
     options: JoinOptions,
 ) -> Result<(Signaling, Admission, mpsc::UnboundedReceiver<SignalingEvent>), JoinError> {
-    let mut socket = connect(link).await?;
     let join = ClientMessage::Join {
         room: link.room.clone(),
         token: link.token.clone(),
@@ -237,8 +236,8 @@ pub async fn join(
         muted: options.muted,
         camera: options.camera,
     };
-    send(&mut socket, &join).await.map_err(|reason| unreachable_error(link, reason))?;
-    let (admission, resume_token) = match session_of(first_answer(&mut socket).await?) {
+    let (socket, answer) = first_join(link, &join).await?;
+    let (admission, resume_token) = match session_of(answer) {
         Ok(Admitted { session, resume_token, resumed: false, .. }) => {
             crate::tls::trust_relay_turn(link, &session.ice_servers);
             (Admission::Joined(session), Some(resume_token))
@@ -264,6 +263,72 @@ pub async fn join(
     Ok((Signaling { commands }, admission, events))
 }
 
+/// How long to pause before each new try of a first join that met a relay going away: one draining
+/// for an upgrade (`shutting_down`), or one a load balancer handed the connection to as it closed.
+/// Another instance (or the same one, restarted) takes the join a moment later; anything else
+/// (refused, unreachable, no answer, a certificate that is not the link's) is reported at once.
+const JOIN_RETRY_PAUSES: [Duration; 3] =
+    [Duration::from_millis(200), Duration::from_millis(500), Duration::from_millis(1_000)];
+
+/// Connects, sends `join` and reads the answer, trying again (see [`JOIN_RETRY_PAUSES`]) while
+/// the relay went away mid-way.
+async fn first_join(link: &InviteLink, join: &ClientMessage) -> Result<(Socket, ServerMessage), JoinError> {
+    let mut pauses = JOIN_RETRY_PAUSES.iter();
+    loop {
+        let failed = match try_join(link, join).await {
+            Ok(joined) => return Ok(joined),
+            Err(failed) => failed,
+        };
+        let Some(pause) = pauses.next().filter(|_| failed.went_away) else { return Err(failed.error) };
+        tracing::info!(error = %failed.error, "the relay went away during the join; trying again");
+        tokio::time::sleep(*pause).await;
+    }
+}
+
+async fn try_join(link: &InviteLink, join: &ClientMessage) -> Result<(Socket, ServerMessage), Failed> {
+    let mut socket = connect_once(link).await?;
+    send(&mut socket, join)
+        .await
+        .map_err(|reason| Failed { error: unreachable_error(link, reason), went_away: true })?;
+    let answer = first_answer(&mut socket).await?;
+    Ok((socket, answer))
+}
+
+/// A try that failed, and whether because the relay went away mid-way (worth another try).
+#[derive(Debug)]
+struct Failed {
+    error: JoinError,
+    went_away: bool,
+}
+
+impl From<Failed> for JoinError {
+    fn from(failed: Failed) -> Self {
+        failed.error
+    }
+}
+
+/// Whether a connection error means the other end closed on us mid-way (rather than refusing,
+/// not answering or not being the relay the link names).
+fn closed_midway(err: &tungstenite::Error) -> bool {
+    use std::io::ErrorKind;
+    use tungstenite::error::ProtocolError;
+    match err {
+        tungstenite::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::BrokenPipe
+        ),
+        tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed
+        | tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::HandshakeIncomplete,
+        ) => true,
+        _ => false,
+    }
+}
+
 fn seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id())
@@ -274,11 +339,17 @@ fn unreachable_error(link: &InviteLink, reason: impl Into<String>) -> JoinError 
 }
 
 async fn connect(link: &InviteLink) -> Result<Socket, JoinError> {
+    Ok(connect_once(link).await?)
+}
+
+async fn connect_once(link: &InviteLink) -> Result<Socket, Failed> {
+    let final_error = |error| Failed { error, went_away: false };
     let mut request = link
         .ws_url()
         .into_client_request()
-        .map_err(|e| JoinError::Protocol(format!("bad relay URL: {e}")))?;
-    let protocol = SUBPROTOCOL.parse().map_err(|_| JoinError::Protocol("subprotocol header".into()))?;
+        .map_err(|e| final_error(JoinError::Protocol(format!("bad relay URL: {e}"))))?;
+    let protocol =
+        SUBPROTOCOL.parse().map_err(|_| final_error(JoinError::Protocol("subprotocol header".into())))?;
     request.headers_mut().insert("Sec-WebSocket-Protocol", protocol);
     let connector = if link.relay.starts_with("wss://") {
         Connector::Rustls(crate::tls::client_config(link.fingerprint))
@@ -292,8 +363,13 @@ async fn connect(link: &InviteLink) -> Result<Socket, JoinError> {
         tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector));
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok((socket, _))) => Ok(socket),
-        Ok(Err(err)) => Err(unreachable_error(link, describe(&err))),
-        Err(_) => Err(unreachable_error(link, format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
+        Ok(Err(err)) => {
+            Err(Failed { error: unreachable_error(link, describe(&err)), went_away: closed_midway(&err) })
+        }
+        Err(_) => Err(final_error(unreachable_error(
+            link,
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        ))),
     }
 }
 
@@ -322,42 +398,51 @@ async fn send(socket: &mut Socket, message: &ClientMessage) -> Result<(), String
     socket.send(Message::text(text)).await.map_err(|e| describe(&e))
 }
 
-/// Reads the relay's answer to `join` or `resume`: the first message that is not a pong.
-async fn first_answer(socket: &mut Socket) -> Result<ServerMessage, JoinError> {
+/// Reads the relay's answer to `join` or `resume`: the first message that is not a pong. A relay
+/// that closes without answering, or answers `shutting_down`, went away mid-way.
+async fn first_answer(socket: &mut Socket) -> Result<ServerMessage, Failed> {
+    let gone = |error| Failed { error, went_away: true };
     let answer = async {
         loop {
             match socket.next().await {
                 Some(Ok(Message::Text(text))) => match decode_server(text.as_str()) {
                     Ok(ServerMessage::Error { code, message, .. }) => {
-                        return Err(JoinError::Refused { code, message });
+                        let went_away = code == ErrorCode::ShuttingDown;
+                        return Err(Failed { error: JoinError::Refused { code, message }, went_away });
                     }
                     // A relay that must let go of us before answering (it is restarting, or the
                     // relay holding the room stopped) says when to come back, then
                     // `shutting_down` follows: that is the answer.
                     Ok(ServerMessage::Pong { .. } | ServerMessage::Reconnect { .. }) => {}
                     Ok(message) => return Ok(message),
-                    Err(err) => return Err(JoinError::Protocol(err.to_string())),
+                    Err(err) => {
+                        return Err(Failed { error: JoinError::Protocol(err.to_string()), went_away: false });
+                    }
                 },
                 Some(Ok(Message::Close(frame))) => {
                     return Err(match frame.and_then(|f| ErrorCode::from_name(&f.reason)) {
-                        Some(code) => JoinError::Refused { code, message: "closed by the relay".into() },
-                        None => {
-                            JoinError::Protocol("the relay closed the connection without answering".into())
-                        }
+                        Some(code) => Failed {
+                            error: JoinError::Refused { code, message: "closed by the relay".into() },
+                            went_away: code == ErrorCode::ShuttingDown,
+                        },
+                        None => gone(JoinError::Protocol(
+                            "the relay closed the connection without answering".into(),
+                        )),
                     });
                 }
                 Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(JoinError::Protocol(describe(&err))),
+                Some(Err(err)) => return Err(gone(JoinError::Protocol(describe(&err)))),
                 None => {
-                    return Err(JoinError::Protocol(
+                    return Err(gone(JoinError::Protocol(
                         "the relay closed the connection without answering".into(),
-                    ));
+                    )));
                 }
             }
         }
     };
     tokio::time::timeout(ANSWER_TIMEOUT, answer).await.unwrap_or_else(|_| {
-        Err(JoinError::Protocol(format!("no answer within {} s", ANSWER_TIMEOUT.as_secs())))
+        let error = JoinError::Protocol(format!("no answer within {} s", ANSWER_TIMEOUT.as_secs()));
+        Err(Failed { error, went_away: false })
     })
 }
 
@@ -456,7 +541,7 @@ impl Client {
                 last_reason = reason;
                 continue;
             }
-            match first_answer(&mut socket).await.map(session_of) {
+            match first_answer(&mut socket).await.map_err(JoinError::from).map(session_of) {
                 Ok(Ok(Admitted { session, resume_token, gap, resumed: true })) => {
                     self.resume_token = Some(resume_token);
                     self.backoff.reset();
