@@ -29,6 +29,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the relay may take to answer `join` or `resume`.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long leaving waits for the relay to close the connection.
+const LEAVE_WAIT: Duration = Duration::from_secs(1);
 /// The relay pings every 5 s: this long without hearing anything means the connection is dead.
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -583,6 +585,13 @@ impl Client {
                     }
                     Some(Command::Leave) | None => {
                         let _ = send(socket, &ClientMessage::Leave).await;
+                        // The relay answers with its close: read until then (briefly), so that
+                        // the socket closes cleanly rather than with a reset, which could take
+                        // our `leave` with it and leave our seat "reconnecting" for the others.
+                        let _ = tokio::time::timeout(LEAVE_WAIT, async {
+                            while let Some(Ok(_)) = socket.next().await {}
+                        })
+                        .await;
                         return Drop::Ended(None);
                     }
                 },

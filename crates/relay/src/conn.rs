@@ -29,12 +29,19 @@ const WRITE_BATCH: usize = 64;
 /// Time allowed for the last words (a fatal error and a close frame) to a closing client.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Frames read, at most, after a write failed, looking for the client's `leave`; and how long
+/// each may take to arrive (they are already in the receive buffer, or they never come).
+const LEFTOVER_FRAMES: usize = 16;
+const LEFTOVER_WAIT: Duration = Duration::from_millis(20);
+
 /// How a connection's loop ended.
 enum Exit {
     /// The relay ends it (error, `leave`, or shutdown).
     Ending(Ending),
     /// The client closed it or the socket failed.
     Gone,
+    /// A write failed: the client reset the connection, maybe with words of its own still unread.
+    Broken,
 }
 
 /// Where a connection stands.
@@ -135,10 +142,35 @@ where
                     self.linger().await;
                 }
                 Exit::Gone => debug!("connection gone"),
+                Exit::Broken => {
+                    debug!("connection broken");
+                    self.heed_a_last_leave().await;
+                }
             }
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, last_words).await;
         // Leaving the room happens in `Drop`, so that it happens even if this task is aborted.
+    }
+
+    /// After a write failed. A client that sends `leave` and closes at once, with our messages
+    /// unread, makes its kernel reset the connection; a write of ours then fails while its `leave`
+    /// is still in our receive buffer (a reset does not take back bytes already received). Reads
+    /// what is left (a few frames, briefly) and honours a `leave` among it: the seat ends as left,
+    /// at once, instead of lingering as a dropped connection through the grace period.
+    async fn heed_a_last_leave(&mut self) {
+        for _ in 0..LEFTOVER_FRAMES {
+            match tokio::time::timeout(LEFTOVER_WAIT, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    if matches!(decode_client(text.as_str()), Ok(ClientMessage::Leave)) {
+                        debug!("a leave read after the connection broke");
+                        let _ = self.on_text(text.as_str(), Instant::now()).await;
+                        return;
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) | Err(_) => return,
+            }
+        }
     }
 
     /// Closes gracefully after our close frame: FIN, then read and discard until the client
@@ -206,7 +238,7 @@ where
                                 self.shared.metrics.reject(ErrorCode::SlowConsumer);
                                 return fatal(ErrorCode::SlowConsumer, "you did not read your messages fast enough");
                             }
-                            Err(_) => return Exit::Gone,
+                            Err(_) => return Exit::Broken,
                         },
                     }
                 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use confer_proto::{ClientMessage, ErrorCode, LeaveReason, PeerState, Role, ServerMessage};
 
-use crate::support::{Relays, join_message};
+use crate::support::{Relays, Seat, join_message};
 
 on_one_relay_and_on_three!(three_participants_see_each_other_join_change_and_leave);
 async fn three_participants_see_each_other_join_change_and_leave(relay: &Relays) {
@@ -106,4 +106,52 @@ async fn messages_before_join_are_refused_but_ping_works(relay: &Relays) {
     let mut seat = client.expect_joined().await;
     seat.client.send(&join_message(&links.host, "Twice")).await;
     seat.client.expect_error(ErrorCode::AlreadyJoined).await;
+}
+
+on_one_relay_and_on_three!(
+    a_storm_of_people_leaving_and_hanging_up_at_once_frees_their_seats_at_once,
+    "--room-capacity",
+    "8",
+    "--max-connections-per-ip",
+    "1000"
+);
+/// Leaving and closing at once, with messages still unread (a window closed mid-call): the
+/// client's kernel resets the connection, and a write of the relay's to it fails while the `leave`
+/// is still unread. The seat must end as left, at once, not linger through the grace period as a
+/// dropped connection's does: the next person finds it free.
+async fn a_storm_of_people_leaving_and_hanging_up_at_once_frees_their_seats_at_once(relay: &Relays) {
+    let mut rooms = Vec::new();
+    let mut seats = Vec::new();
+    for _ in 0..12 {
+        let links = relay.create_room(false).await;
+        for _ in 0..8 {
+            seats.push(Some(relay.join(&links.guest, "x").await));
+        }
+        rooms.push(links);
+    }
+    for storm in 0..3 {
+        let leaving: Vec<usize> = (0..seats.len()).filter(|i| (i * 7 + storm) % 3 == 0).collect();
+        for &i in &leaving {
+            // Unread presence messages in its buffer; dropped right after sending.
+            let mut seat: Seat = seats[i].take().unwrap();
+            seat.client.send(&ClientMessage::Leave).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let joins = leaving.iter().map(|&i| {
+            let link = rooms[i / 8].guest.clone();
+            async move {
+                let mut client = relay.connect().await;
+                client.send(&join_message(&link, "x")).await;
+                (i, client.recv().await, client)
+            }
+        });
+        for (i, answer, client) in futures_util::future::join_all(joins).await {
+            match answer {
+                ServerMessage::Joined { peer_id, resume_token, participants, ice_servers, .. } => {
+                    seats[i] = Some(Seat { client, id: peer_id, resume_token, participants, ice_servers });
+                }
+                other => panic!("storm {storm}: seat {i} of room {}: {other:?}", i / 8),
+            }
+        }
+    }
 }
