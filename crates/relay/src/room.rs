@@ -254,11 +254,18 @@ impl Room {
                 recording: seat.recording,
                 next_seq: seat.next_seq,
                 tokens_ms: seat.tokens_ms,
-                replay: seat
-                    .replay
-                    .iter()
-                    .map(|(seq, frame)| (*seq, String::from_utf8_lossy(&frame.0).into_owned()))
-                    .collect(),
+                // Kept signals only when exact: a room restored from a periodic snapshot tells
+                // every resume `gap` anyway (it may lack the last second's signals), and its
+                // clients renegotiate; copying them every second would cost as much as
+                // forwarding them.
+                replay: if exact {
+                    seat.replay
+                        .iter()
+                        .map(|(seq, frame)| (*seq, String::from_utf8_lossy(&frame.0).into_owned()))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         RoomSnapshot {
@@ -475,7 +482,9 @@ impl Room {
         let replay: Vec<Frame> =
             seat.replay.iter().filter(|(seq, _)| *seq > request.last_seq).map(|(_, f)| f.clone()).collect();
         let oldest_held = seat.replay.front().map_or(seat.next_seq, |(seq, _)| *seq);
-        let gap = request.last_seq.saturating_add(1) < oldest_held || std::mem::take(&mut seat.incomplete);
+        // Taken whatever the numbering says: only the first resume after a restore is told.
+        let incomplete = std::mem::take(&mut seat.incomplete);
+        let gap = request.last_seq.saturating_add(1) < oldest_held || incomplete;
         let participant = seat.participant();
         let role = seat.role;
         let resumed = ServerMessage::Resumed {
@@ -524,7 +533,10 @@ impl Room {
 
     /// A message from a connection bound to this room (not `join`/`resume`).
     pub(crate) fn message(&mut self, now: Instant, conn: ConnId, msg: ClientMessage) {
-        self.version += 1;
+        // A signal changes only what a periodic snapshot leaves out (kept signals, numbering).
+        if !matches!(msg, ClientMessage::Signal { .. } | ClientMessage::Ping { .. }) {
+            self.version += 1;
+        }
         let Some(index) = self.seat_of(conn) else {
             let detail = if self.knocks.iter().any(|k| k.request.conn == conn) {
                 "you are waiting to be admitted"

@@ -557,6 +557,29 @@ fn a_room_handed_to_another_holder_keeps_its_seats_their_signals_its_lock_and_it
 }
 
 #[test]
+fn signals_leave_a_room_unchanged_for_periodic_snapshots_which_hold_none_of_them() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    let before = room.version();
+    for n in 1..=10 {
+        room.message(t0, 1, signal(2, n));
+    }
+    room.message(t0, 2, ClientMessage::Ping { nonce: 1 });
+    drain(&mut room);
+    assert_eq!(room.version(), before, "signals and pings need no new snapshot");
+    assert!(room.snapshot(false).seats.iter().all(|s| s.replay.is_empty()), "periodic: no kept signals");
+    let exact = room.snapshot(true);
+    let kept = exact.seats.iter().find(|s| s.peer == peer(2)).unwrap();
+    assert_eq!(kept.replay.len(), 4, "a drain's snapshot keeps them (4 per seat in these settings)");
+    room.message(
+        t0,
+        2,
+        ClientMessage::Update { name: None, muted: Some(true), camera: None, hand_raised: None },
+    );
+    assert!(room.version() > before, "a change of presence does");
+}
+
+#[test]
 fn a_room_restored_from_a_periodic_snapshot_reports_a_gap_and_numbers_past_what_it_lost() {
     let t0 = Instant::now();
     let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
