@@ -54,6 +54,9 @@ const INBOX_MAXLEN: usize = 100_000;
 const BATCH: usize = 256;
 /// How long one read waits for envelopes.
 const READ_BLOCK: Duration = Duration::from_secs(1);
+/// How often an instance trims what it has read off its inbox (nobody reads an entry twice: a
+/// reader that reconnects goes on from its last id, a new process has a new inbox).
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// The first instance to ask for a room whose holder is gone (or that has none) becomes its
 /// holder. Returns the holder; what it replaced: the dead holder, `redis` if Redis lost its
@@ -476,6 +479,8 @@ impl Cluster {
     ) {
         let inbox = inbox_key(self.me);
         let mut last_id = "0-0".to_owned();
+        let mut trimmed_to = last_id.clone();
+        let mut trimmed_at = Instant::now();
         let mut expected: HashMap<InstanceId, u64> = HashMap::new();
         let mut reader = self.reader.clone();
         let options = StreamReadOptions::default()
@@ -530,6 +535,16 @@ impl Cluster {
                 if deliver.send((from, Some(envelope))).await.is_err() {
                     return;
                 }
+            }
+            if last_id != trimmed_to && trimmed_at.elapsed() >= TRIM_EVERY {
+                // Approximate (`~`): Redis frees whole nodes, cheaply; the rest goes next time.
+                let trim = redis::cmd("XTRIM").arg(&inbox).arg("MINID").arg("~").arg(&last_id).clone();
+                let trimmed: redis::RedisResult<u64> = trim.query_async(&mut reader).await;
+                self.went(&trimmed);
+                if trimmed.is_ok() {
+                    trimmed_to.clone_from(&last_id);
+                }
+                trimmed_at = Instant::now();
             }
         }
     }

@@ -345,3 +345,35 @@ async fn the_deployment_example_config_starts_an_instance_that_shares_rooms() {
     ready_becomes(&relay, 200).await;
     assert_eq!(metric(&relay.metrics().await, "confer_relay_redis_up"), 1.0);
 }
+
+#[tokio::test]
+async fn each_relay_trims_what_it_has_read_off_its_inbox() {
+    let redis = TestRedis::start();
+    let flags = ["--redis-url", &redis.url(), "--message-rate", "100000", "--message-burst", "100000"];
+    let a = TestRelay::start(&flags).await;
+    let b = TestRelay::start(&flags).await;
+    let links = a.create_room(false).await;
+    let mut host = a.join(&links.host, "Host").await;
+    let mut guest = b.join(&links.guest, "Guest").await;
+    signals_flow(&mut host, &mut guest, 1_000).await;
+    signals_flow(&mut guest, &mut host, 1_000).await;
+    let mut redis_client = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let inboxes: Vec<String> = redis::cmd("KEYS").arg("confer:inbox:*").query(&mut redis_client).unwrap();
+    assert_eq!(inboxes.len(), 2, "one inbox per instance: {inboxes:?}");
+    // Read inboxes are trimmed about once a second (whole stream nodes of 100 entries at a time).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let lengths: Vec<u64> =
+            inboxes.iter().map(|key| redis::cmd("XLEN").arg(key).query(&mut redis_client).unwrap()).collect();
+        if lengths.iter().all(|&len| len <= 200) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "inboxes still hold {lengths:?} of 1,000+ envelopes read"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the room still works.
+    signals_flow(&mut host, &mut guest, 5).await;
+}
