@@ -30,6 +30,10 @@ pub(crate) struct RoomSettings {
     pub(crate) replay_messages: usize,
     /// Bytes of signals kept per seat for re-delivery on resume.
     pub(crate) replay_bytes: usize,
+    /// How long a signal is kept once written to a seat whose connection stays up: by then the
+    /// client has read it (a connection that died unseen is found by the heartbeat well within
+    /// this), and a resume that still wants it is told `gap`.
+    pub(crate) keep_read: Duration,
 }
 
 /// Knockers waiting at most, per room.
@@ -107,8 +111,9 @@ struct Seat {
     /// these two resume it (the one before, for a client that lost the `resumed` carrying the
     /// newest).
     tokens_ms: [u64; 2],
-    /// Signals sent to this seat, oldest first, for re-delivery on resume.
-    replay: VecDeque<(u64, Frame)>,
+    /// Signals sent to this seat, oldest first, with their `seq` and when they were sent, for
+    /// re-delivery on resume.
+    replay: VecDeque<(u64, Frame, Instant)>,
     replay_bytes: usize,
     /// Restored from a snapshot taken before its holder stopped: signals sent to it after the
     /// snapshot are lost, so its next resume reports a gap.
@@ -261,7 +266,7 @@ impl Room {
                 replay: if exact {
                     seat.replay
                         .iter()
-                        .map(|(seq, frame)| (*seq, String::from_utf8_lossy(&frame.0).into_owned()))
+                        .map(|(seq, frame, _)| (*seq, String::from_utf8_lossy(&frame.0).into_owned()))
                         .collect()
                 } else {
                     Vec::new()
@@ -290,12 +295,12 @@ impl Room {
             .into_iter()
             .take(room.settings.capacity)
             .map(|seat| {
-                let replay: VecDeque<(u64, Frame)> = seat
+                let replay: VecDeque<(u64, Frame, Instant)> = seat
                     .replay
                     .into_iter()
-                    .map(|(seq, text)| (seq, Frame(bytes::Bytes::from(text))))
+                    .map(|(seq, text)| (seq, Frame(bytes::Bytes::from(text)), now))
                     .collect();
-                let replay_bytes = replay.iter().map(|(_, frame)| frame.len()).sum();
+                let replay_bytes = replay.iter().map(|(_, frame, _)| frame.len()).sum();
                 // After a periodic snapshot, signals may have been numbered that it does not
                 // hold: numbering jumps past them, so none is mistaken for one already read.
                 let next_seq = if exact { seat.next_seq } else { seat.next_seq.saturating_add(SEQ_JUMP) };
@@ -367,7 +372,13 @@ impl Room {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let grace = self.seats.iter().filter_map(|s| s.disconnected_at).map(|t| t + self.settings.grace);
         let knocks = self.knocks.iter().map(|k| k.since + self.settings.knock_timeout);
-        grace.chain(knocks).min()
+        let read = self
+            .seats
+            .iter()
+            .filter(|s| s.conn.is_some())
+            .filter_map(|s| s.replay.front())
+            .map(|(_, _, at)| *at + self.settings.keep_read);
+        grace.chain(knocks).chain(read).min()
     }
 
     pub(crate) fn join(&mut self, now: Instant, request: JoinRequest) {
@@ -479,9 +490,18 @@ impl Room {
         }
         let seat = &mut self.seats[index];
         seat.disconnected_at = None;
-        let replay: Vec<Frame> =
-            seat.replay.iter().filter(|(seq, _)| *seq > request.last_seq).map(|(_, f)| f.clone()).collect();
-        let oldest_held = seat.replay.front().map_or(seat.next_seq, |(seq, _)| *seq);
+        let replay: Vec<Frame> = seat
+            .replay
+            .iter()
+            .filter(|(seq, ..)| *seq > request.last_seq)
+            .map(|(_, f, _)| f.clone())
+            .collect();
+        let oldest_held = seat.replay.front().map_or(seat.next_seq, |(seq, ..)| *seq);
+        // What the client says it has read, it will not ask for again.
+        while let Some((_, frame, _)) = seat.replay.front().filter(|(seq, ..)| *seq <= request.last_seq) {
+            seat.replay_bytes -= frame.len();
+            seat.replay.pop_front();
+        }
         // Taken whatever the numbering says: only the first resume after a restore is told.
         let incomplete = std::mem::take(&mut seat.incomplete);
         let gap = request.last_seq.saturating_add(1) < oldest_held || incomplete;
@@ -552,7 +572,7 @@ impl Room {
             return;
         };
         match msg {
-            ClientMessage::Signal { to, payload } => self.signal(index, conn, &to, payload),
+            ClientMessage::Signal { to, payload } => self.signal(now, index, conn, &to, payload),
             ClientMessage::Update { name, muted, camera, hand_raised } => {
                 let seat = &mut self.seats[index];
                 if let Some(name) = name {
@@ -664,7 +684,7 @@ impl Room {
         self.broadcast(&update);
     }
 
-    fn signal(&mut self, from_index: usize, conn: ConnId, to: &PeerId, payload: SignalPayload) {
+    fn signal(&mut self, now: Instant, from_index: usize, conn: ConnId, to: &PeerId, payload: SignalPayload) {
         let from = self.seats[from_index].peer.clone();
         let Some(target) = self.seats.iter_mut().find(|s| &s.peer == to) else {
             self.reject(conn, ErrorCode::PeerNotFound, "no participant with that id in your room");
@@ -674,11 +694,11 @@ impl Room {
         target.next_seq = target.next_seq.saturating_add(1);
         let frame = encode(&ServerMessage::Signal { from, seq, payload });
         target.replay_bytes += frame.len();
-        target.replay.push_back((seq, frame.clone()));
+        target.replay.push_back((seq, frame.clone(), now));
         while target.replay.len() > self.settings.replay_messages
             || (target.replay_bytes > self.settings.replay_bytes && target.replay.len() > 1)
         {
-            if let Some((_, old)) = target.replay.pop_front() {
+            if let Some((_, old, _)) = target.replay.pop_front() {
                 target.replay_bytes -= old.len();
             }
         }
@@ -732,7 +752,17 @@ impl Room {
 
     /// Gives up seats whose grace period is over and turns away knockers who waited too long.
     pub(crate) fn timeout(&mut self, now: Instant) {
-        self.version += 1;
+        // Kept signals a connected client has read go (no change a snapshot holds).
+        let keep_read = self.settings.keep_read;
+        for seat in self.seats.iter_mut().filter(|s| s.conn.is_some()) {
+            while let Some((_, frame, _)) =
+                seat.replay.front().filter(|(_, _, at)| now.saturating_duration_since(*at) >= keep_read)
+            {
+                seat.replay_bytes -= frame.len();
+                seat.replay.pop_front();
+            }
+        }
+        let before = (self.seats.len(), self.knocks.len());
         let grace = self.settings.grace;
         while let Some(index) = self
             .seats
@@ -749,6 +779,9 @@ impl Room {
             let knock = self.knocks.remove(index);
             self.close(knock.request.conn, ErrorCode::KnockTimeout, "nobody admitted you in time");
             self.send_to_hosts(&ServerMessage::KnockEnded { peer: knock.request.peer });
+        }
+        if (self.seats.len(), self.knocks.len()) != before {
+            self.version += 1;
         }
         self.mark_if_empty(now);
     }

@@ -89,6 +89,8 @@ impl Shared {
             knock_timeout: config.knock_timeout,
             replay_messages: config.replay_messages,
             replay_bytes: config.replay_bytes,
+            // Twice the time a dead connection can go unseen.
+            keep_read: (config.heartbeat_timeout * 2).max(Duration::from_secs(10)),
         };
         Self {
             rooms: Rooms::new(settings, config.max_rooms, cluster.as_ref().map(|c| Arc::clone(&c.outlet))),

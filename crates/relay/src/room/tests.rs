@@ -9,6 +9,7 @@ use confer_proto::{
 use super::*;
 
 const GRACE: Duration = Duration::from_secs(20);
+const KEEP_READ: Duration = Duration::from_secs(10);
 
 fn settings() -> RoomSettings {
     RoomSettings {
@@ -17,6 +18,7 @@ fn settings() -> RoomSettings {
         knock_timeout: Duration::from_secs(300),
         replay_messages: 4,
         replay_bytes: 64 * 1024,
+        keep_read: KEEP_READ,
     }
 }
 
@@ -153,6 +155,51 @@ fn resume_replays_exactly_the_signals_after_last_seq_and_reports_a_gap_when_some
     drain(&mut room);
     room.resume(ResumeRequest { token_issued_ms: 1_009, ..resume_request(10, 2, 1) });
     assert!(matches!(drain(&mut room)[0], (10, ServerMessage::Resumed { gap: true, .. })));
+}
+
+#[test]
+fn signals_a_connected_seat_has_had_for_a_while_are_given_up_and_a_resume_that_wants_them_hears_gap() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    drain(&mut room);
+    for n in 1..=3 {
+        room.message(t0, 1, signal(2, n));
+    }
+    assert_eq!(drain(&mut room).len(), 3, "sent to the connected guest");
+    assert_eq!(room.next_deadline(), Some(t0 + KEEP_READ), "the room wakes to give them up");
+    room.timeout(t0 + KEEP_READ - Duration::from_millis(1));
+    assert!(room.snapshot(true).seats.iter().any(|s| s.replay.len() == 3), "kept until then");
+    room.timeout(t0 + KEEP_READ);
+    assert!(room.snapshot(true).seats.iter().all(|s| s.replay.is_empty()), "given up after");
+    assert_eq!(room.next_deadline(), None, "and nothing more to wake for");
+
+    // The guest read all three: its resume is whole. Had it read only one, it would hear `gap`.
+    let t1 = t0 + KEEP_READ + Duration::from_secs(1);
+    room.disconnect(t1, 2);
+    drain(&mut room);
+    room.resume(resume_request(9, 2, 3));
+    assert!(matches!(drain(&mut room)[0], (9, ServerMessage::Resumed { gap: false, replayed: 0, .. })));
+    room.disconnect(t1, 9);
+    drain(&mut room);
+    room.resume(ResumeRequest { token_issued_ms: 1_009, ..resume_request(10, 2, 1) });
+    assert!(matches!(drain(&mut room)[0], (10, ServerMessage::Resumed { gap: true, .. })));
+}
+
+#[test]
+fn a_dropped_seat_keeps_its_signals_for_its_whole_grace_period() {
+    let t0 = Instant::now();
+    let mut room = room_with(t0, &[(1, Role::Host), (2, Role::Guest)]);
+    room.message(t0, 1, signal(2, 1));
+    room.disconnect(t0, 2);
+    room.message(t0, 1, signal(2, 2));
+    drain(&mut room);
+    // Past the keep of read signals, within the grace period: nothing is given up.
+    let t1 = t0 + KEEP_READ + Duration::from_secs(5);
+    assert!(t1 < t0 + GRACE);
+    assert_eq!(room.next_deadline(), Some(t0 + GRACE));
+    room.timeout(t1);
+    room.resume(resume_request(9, 2, 0));
+    assert!(matches!(drain(&mut room)[0], (9, ServerMessage::Resumed { gap: false, replayed: 2, .. })));
 }
 
 #[test]
