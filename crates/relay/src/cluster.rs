@@ -226,9 +226,16 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Cluster {
     /// Prepares this instance's part; connects lazily (an instance may start while Redis is
-    /// down: it says so on `/healthz` and keeps trying). Fails only on a malformed URL.
-    pub(crate) fn new(url: &str) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+    /// down: it says so on `/healthz` and keeps trying). Fails only on a malformed URL or CA.
+    /// `ca`: for `rediss://`, the PEM of the authority to trust instead of the system's roots.
+    pub(crate) fn new(url: &str, ca: Option<Vec<u8>>) -> redis::RedisResult<Self> {
+        let client = match ca {
+            None => redis::Client::open(url)?,
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+            )?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))

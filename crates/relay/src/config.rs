@@ -114,6 +114,9 @@ pub struct RelayConfig {
     /// Share rooms with other instances through this Redis (`redis://` or `rediss://`); `None`
     /// keeps every room in this process.
     pub redis_url: Option<RedisUrl>,
+    /// For `rediss://`: a PEM file of the certificate authority that signed Redis's certificate,
+    /// trusted instead of the system's roots.
+    pub redis_ca: Option<std::path::PathBuf>,
 }
 
 /// Where the Redis that instances share is: `redis://[user:password@]host:port[/db]` or
@@ -162,6 +165,7 @@ impl Default for RelayConfig {
             replay_bytes: 256 * 1024,
             echo_endpoint: false,
             redis_url: None,
+            redis_ca: None,
         }
     }
 }

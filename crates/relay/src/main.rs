@@ -140,6 +140,10 @@ struct Args {
     /// or rediss:// for TLS). Without it, every room lives in this process.
     #[arg(long, env = "CONFER_RELAY_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// With a rediss:// URL: a PEM file of the certificate authority that signed Redis's
+    /// certificate (a private CA); without it, the system's trusted roots.
+    #[arg(long, env = "CONFER_RELAY_REDIS_CA")]
+    redis_ca: Option<PathBuf>,
     /// Serve /echo for the load benchmark.
     #[arg(long, hide = true)]
     echo_endpoint: bool,
@@ -185,6 +189,7 @@ struct FileConfig {
     heartbeat_timeout: Option<u64>,
     auth_timeout: Option<u64>,
     redis_url: Option<String>,
+    redis_ca: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -408,6 +413,7 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
         auth_timeout: args.auth_timeout.or(file.auth_timeout).map_or(defaults.auth_timeout, secs),
         echo_endpoint: args.echo_endpoint,
         redis_url: args.redis_url.or(file.redis_url).map(confer_relay::RedisUrl),
+        redis_ca: args.redis_ca.or(file.redis_ca),
         ..defaults
     })
 }

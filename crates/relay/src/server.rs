@@ -50,6 +50,9 @@ pub enum RelayError {
     /// The Redis URL is not one the client understands.
     #[error("the Redis URL is not usable: {0}")]
     RedisUrl(String),
+    /// The certificate authority file for Redis could not be read.
+    #[error("cannot read the Redis CA file {path}: {source}")]
+    RedisCa { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// A bound relay, ready to run.
@@ -152,7 +155,11 @@ impl Relay {
         let cluster = match &config.redis_url {
             None => None,
             Some(url) => {
-                Some(Arc::new(Cluster::new(&url.0).map_err(|err| RelayError::RedisUrl(err.to_string()))?))
+                let ca = match &config.redis_ca {
+                    None => None,
+                    Some(path) => Some(redis_ca(path)?),
+                };
+                Some(Arc::new(Cluster::new(&url.0, ca).map_err(|err| RelayError::RedisUrl(err.to_string()))?))
             }
         };
         let shared = Arc::new(Shared::new(config, origin, turn_metrics, turn_intake, cluster));
@@ -439,4 +446,16 @@ where
             let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
         }
     }
+}
+
+/// The PEM of the authority Redis's certificate is checked against; a file that holds no
+/// certificate is refused now, not found out later as an endless "Redis is unreachable".
+fn redis_ca(path: &std::path::Path) -> Result<Vec<u8>, RelayError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path).map_err(|source| RelayError::RedisCa { path: path.to_owned(), source })?;
+    if !rustls::pki_types::CertificateDer::pem_slice_iter(&pem).any(|cert| cert.is_ok()) {
+        let source = std::io::Error::new(std::io::ErrorKind::InvalidData, "it holds no PEM certificate");
+        return Err(RelayError::RedisCa { path: path.to_owned(), source });
+    }
+    Ok(pem)
 }

@@ -377,3 +377,45 @@ async fn each_relay_trims_what_it_has_read_off_its_inbox() {
     // And the room still works.
     signals_flow(&mut host, &mut guest, 5).await;
 }
+
+#[tokio::test]
+async fn relays_share_rooms_through_a_redis_that_speaks_only_tls_and_trust_only_its_ca() {
+    let (redis, ca) = TestRedis::start_tls();
+    assert!(redis.url().starts_with("rediss://localhost:"), "{}", redis.url());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let ca_file = ca_file.to_str().unwrap();
+    let flags = ["--redis-url", &redis.url(), "--redis-ca", ca_file, "--grace", "20"];
+    let a = TestRelay::start(&flags).await;
+    let b = TestRelay::start(&flags).await;
+    ready_becomes(&a, 200).await;
+    let links = a.create_room(false).await;
+    let mut host = a.join(&links.host, "Host").await;
+    let mut guest = b.join(&links.guest, "Guest").await;
+    assert_eq!(guest.participants.len(), 1, "the guest on B sees the host on A, through TLS Redis");
+    signals_flow(&mut host, &mut guest, 20).await;
+    signals_flow(&mut guest, &mut host, 20).await;
+
+    // Without the CA, Redis's certificate is not trusted: not ready, and it says why.
+    let untrusting = TestRelay::start(&["--redis-url", &redis.url()]).await;
+    let why = ready_becomes(&untrusting, 503).await;
+    assert!(why.contains("Redis"), "{why}");
+    assert_eq!(metric(&untrusting.metrics().await, "confer_relay_redis_up"), 0.0);
+
+    // A CA file that is not one is refused at start, by name.
+    let bad = dir.path().join("not-a-ca.pem");
+    std::fs::write(&bad, "hello").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_confer-relay"))
+        .args(["--listen", "127.0.0.1:0", "--turn", "false", "--redis-url", &redis.url(), "--redis-ca"])
+        .arg(&bad)
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("not-a-ca.pem: it holds no PEM certificate"), "{said}");
+}

@@ -462,6 +462,48 @@ impl TestRedis {
         child
     }
 
+    /// A Redis that speaks only TLS, on a loopback port, with a certificate for `localhost`
+    /// signed by a CA of its own. Returns it and the CA's PEM (what `--redis-ca` is given).
+    pub fn start_tls() -> (Self, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(path("redis.pem"), cert.pem()).unwrap();
+        std::fs::write(path("redis.key"), key.serialize_pem()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(path("redis.pem"))
+            .arg("--tls-key-file")
+            .arg(path("redis.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(path("ca.pem"))
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs Debian's redis-server)");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not open its TLS port");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::write(path("url"), format!("rediss://localhost:{port}")).unwrap();
+        (Self { child, dir }, ca.pem())
+    }
+
     /// Stops Redis (its data is gone: nothing is persisted).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -476,7 +518,9 @@ impl TestRedis {
 
     /// The URL relays are given.
     pub fn url(&self) -> String {
-        format!("unix://{}", self.dir.path().join("redis.sock").display())
+        // A TLS Redis wrote its own; the others listen on a Unix socket.
+        std::fs::read_to_string(self.dir.path().join("url"))
+            .unwrap_or_else(|_| format!("unix://{}", self.dir.path().join("redis.sock").display()))
     }
 }
 
