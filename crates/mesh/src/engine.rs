@@ -1332,9 +1332,7 @@ impl Engine {
 
     /// Whether the meeting server offers any TURN URL.
     fn relay_offered(&self) -> bool {
-        self.session.as_ref().is_some_and(|session| {
-            session.ice_servers.iter().flat_map(|s| &s.urls).any(|u| crate::netcheck::is_turn(u))
-        })
+        self.session.as_ref().is_some_and(|session| session.ice_servers.offers_turn())
     }
 
     async fn act(&mut self, id: &PeerId, action: Option<IceAction>) {
@@ -1431,15 +1429,13 @@ impl Engine {
             return;
         }
         let Some(session) = &self.session else { return };
-        let servers = session.ice_servers.clone();
+        let routes = session.ice_servers.clone();
         let (events, who) = (self.peer_events.clone(), id.clone());
         // Bounded: each probe ends within its 5 s.
         tokio::spawn(async move {
-            let probes = servers.iter().flat_map(|server| {
-                server.urls.iter().filter(|url| crate::netcheck::is_turn(url)).map(move |url| async move {
-                    let answer = crate::turn_probe::probe(url, server, crate::netcheck::SERVER_TIMEOUT).await;
-                    (url.clone(), answer.err().map(|failure| (failure.code(), failure.to_string())))
-                })
+            let probes = routes.turn().map(|route| async move {
+                let answer = crate::turn_probe::probe(route, crate::netcheck::SERVER_TIMEOUT).await;
+                (route.url.to_string(), answer.err().map(|failure| (failure.code(), failure.to_string())))
             });
             let answers = futures_util::future::join_all(probes).await;
             let _ = events.send((who, PeerEvent::RelayDiagnosis(answers)));

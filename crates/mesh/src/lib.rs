@@ -7,6 +7,7 @@ pub mod data;
 pub mod decide;
 pub mod engine;
 pub mod files;
+pub mod ice;
 pub mod netcheck;
 pub mod nopath;
 mod peer;

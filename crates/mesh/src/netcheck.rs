@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use confer_proto::{IceServer, InviteLink};
 use confer_turn_stream::RelayTransport;
 
+use crate::ice::IceRoutes;
 use crate::rooms::{RoomError, exchange};
 use crate::turn_probe::{ProbeFailure, probe};
 
@@ -27,10 +28,12 @@ pub struct NetworkReport {
 /// One STUN or TURN URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerCheck {
-    /// The URL (`stun:…`, `turn:…`).
+    /// The URL (`stun:…`, `turn:…`), as the relay gave it.
     pub url: String,
     /// TURN (a relay) rather than STUN.
     pub turn: bool,
+    /// How it reaches its server; `None` for a URL that is malformed or over DTLS.
+    pub transport: Option<RelayTransport>,
     /// What came of it.
     pub result: ServerResult,
 }
@@ -76,36 +79,35 @@ pub async fn check(link: &InviteLink) -> NetworkReport {
         Err(why) => return NetworkReport { relay: Err(why), servers: Vec::new() },
     };
     let relay = Ok(started.elapsed());
-    let probes: Vec<(&IceServer, &String)> =
-        servers.iter().flat_map(|server| server.urls.iter().map(move |url| (server, url))).collect();
-    crate::tls::trust_relay_turn(link, &servers);
-    let checks = probes.into_iter().map(|(server, url)| async move {
-        let result = match probe(url, server, SERVER_TIMEOUT).await {
+    let routes = IceRoutes::parse(&servers);
+    crate::tls::trust_relay_turn(link, &routes);
+    let checks = routes.routes.iter().map(|route| async move {
+        let result = match probe(route, SERVER_TIMEOUT).await {
             Ok(answer) => ServerResult::Answered { address: answer.address, after: answer.after },
             Err(ProbeFailure::Unsupported(what)) => {
                 ServerResult::Skipped(format!("not tried: Confer does not use {what}"))
             }
             Err(failure) => ServerResult::Failed { code: failure.code(), reason: failure.to_string() },
         };
-        ServerCheck { url: url.clone(), turn: is_turn(url), result }
+        ServerCheck {
+            url: route.url.as_str().to_owned(),
+            turn: route.url.is_turn(),
+            transport: route.transport(),
+            result,
+        }
     });
-    NetworkReport { relay, servers: futures_util::future::join_all(checks).await }
-}
-
-/// Whether `url` is a TURN server's (`turn:` or `turns:`), not STUN's.
-pub(crate) fn is_turn(url: &str) -> bool {
-    url.starts_with("turn:") || url.starts_with("turns:")
-}
-
-/// How a URL reaches its server, for the verdict.
-fn transport_of(url: &str) -> RelayTransport {
-    if url.starts_with("turns:") || url.starts_with("stuns:") {
-        RelayTransport::Tls
-    } else if url.contains("transport=tcp") {
-        RelayTransport::Tcp
-    } else {
-        RelayTransport::Udp
-    }
+    let mut checked = futures_util::future::join_all(checks).await;
+    // Malformed ones are named too: the meeting server's operator must hear of them.
+    checked.extend(routes.refused.iter().map(|(url, why)| ServerCheck {
+        url: url.chars().take(200).collect(),
+        turn: false,
+        transport: None,
+        result: ServerResult::Failed {
+            code: "bad_url",
+            reason: format!("not a usable STUN/TURN URL: {why}"),
+        },
+    }));
+    NetworkReport { relay, servers: checked }
 }
 
 /// What the check means for a call, for the lobby (which words it in the user's language) and
@@ -167,7 +169,7 @@ impl NetworkReport {
         let answered = |turn: bool, transport: RelayTransport| {
             self.servers.iter().any(|s| {
                 s.turn == turn
-                    && transport_of(&s.url) == transport
+                    && s.transport == Some(transport)
                     && matches!(s.result, ServerResult::Answered { .. })
             })
         };
@@ -293,7 +295,14 @@ mod tests {
                 .iter()
                 .map(|(url, result)| ServerCheck {
                     url: (*url).to_owned(),
-                    turn: is_turn(url),
+                    turn: url.starts_with("turn"),
+                    transport: IceRoutes::parse(&[IceServer {
+                        urls: vec![(*url).to_owned()],
+                        username: None,
+                        credential: None,
+                    }])
+                    .routes[0]
+                        .transport(),
                     result: match result {
                         Ok(()) => {
                             ServerResult::Answered { address: "192.0.2.1:5000".into(), after: Duration::ZERO }

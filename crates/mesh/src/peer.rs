@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use confer_proto::{IceServer, PeerId, SignalPayload};
+use confer_proto::{PeerId, SignalPayload};
 use confer_turn_stream::RelayTransport;
 use tokio::sync::mpsc;
 use webrtc::api::interceptor_registry::register_default_interceptors;
@@ -29,7 +29,6 @@ use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
-use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -377,26 +376,12 @@ impl std::fmt::Debug for Peer {
     }
 }
 
-fn ice_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
-    servers
-        .iter()
-        .map(|s| RTCIceServer {
-            // All of them: the patched webrtc-ice (vendor/webrtc-ice) gathers relay candidates
-            // over UDP, TCP and TLS; STUN over TLS (`stuns:`) it cannot use and skips itself.
-            urls: s.urls.iter().filter(|u| !u.starts_with("stuns:")).cloned().collect(),
-            username: s.username.clone().unwrap_or_default(),
-            credential: s.credential.clone().unwrap_or_default(),
-        })
-        .filter(|s| !s.urls.is_empty())
-        .collect()
-}
-
 impl Peer {
     /// A peer connection to `remote` sending `tracks`, reporting on `events` (tagged with the
     /// remote's id). `relay_only` restricts ICE to TURN candidates.
     pub(crate) async fn new(
         stack: &Stack,
-        servers: &[IceServer],
+        servers: &crate::ice::IceRoutes,
         relay_only: bool,
         tracks: &LocalTracks,
         remote: PeerId,
@@ -404,7 +389,7 @@ impl Peer {
         events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
     ) -> Result<Self, PeerError> {
         let config = RTCConfiguration {
-            ice_servers: ice_servers(servers),
+            ice_servers: servers.for_webrtc(),
             ice_transport_policy: if relay_only {
                 RTCIceTransportPolicy::Relay
             } else {

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use confer_proto::{
-    ClientMessage, ErrorCode, IceServer, InviteLink, Knocker, LeaveReason, Participant, PeerId, Role, RoomId,
+    ClientMessage, ErrorCode, InviteLink, Knocker, LeaveReason, Participant, PeerId, Role, RoomId,
     SUBPROTOCOL, ServerMessage, SignalPayload, decode_server,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -91,8 +91,8 @@ pub struct Session {
     pub role: Role,
     /// Everyone else.
     pub participants: Vec<Participant>,
-    /// STUN and TURN servers for the peer connections.
-    pub ice_servers: Vec<IceServer>,
+    /// STUN and TURN servers for the peer connections, parsed (malformed URLs set aside).
+    pub ice_servers: crate::ice::IceRoutes,
     /// Whether guests must knock.
     pub locked: bool,
     /// Waiting knockers (hosts only).
@@ -719,7 +719,15 @@ fn session_of(message: ServerMessage) -> Result<Admitted, ServerMessage> {
             knocking,
             ..
         } => Ok(Admitted {
-            session: Session { peer_id, room, role, participants, ice_servers, locked, knocking },
+            session: Session {
+                peer_id,
+                room,
+                role,
+                participants,
+                ice_servers: crate::ice::IceRoutes::parse(&ice_servers),
+                locked,
+                knocking,
+            },
             resume_token,
             resumed: false,
             gap: false,
@@ -736,7 +744,15 @@ fn session_of(message: ServerMessage) -> Result<Admitted, ServerMessage> {
             gap,
             ..
         } => Ok(Admitted {
-            session: Session { peer_id, room, role, participants, ice_servers, locked, knocking },
+            session: Session {
+                peer_id,
+                room,
+                role,
+                participants,
+                ice_servers: crate::ice::IceRoutes::parse(&ice_servers),
+                locked,
+                knocking,
+            },
             resume_token,
             resumed: true,
             gap,

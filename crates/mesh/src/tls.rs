@@ -116,18 +116,15 @@ impl ServerCertVerifier for PinVerifier {
 /// relay's host, which the relay serves with its own certificate), so that the ICE agent, which
 /// dials TURN servers itself, trusts it as the signaling connection does. TURN servers elsewhere
 /// are checked against the web's roots.
-pub(crate) fn trust_relay_turn(link: &confer_proto::InviteLink, servers: &[confer_proto::IceServer]) {
+pub(crate) fn trust_relay_turn(link: &confer_proto::InviteLink, routes: &crate::ice::IceRoutes) {
     let Some(pin) = link.fingerprint else { return };
     let relay_host = host_of(link.relay.split_once("://").map_or(link.relay.as_str(), |(_, rest)| rest));
-    for url in servers.iter().flat_map(|s| s.urls.iter()) {
-        let Some(rest) = url.strip_prefix("turns:") else { continue };
-        let authority = rest.split('?').next().unwrap_or(rest);
-        let host = host_of(authority);
-        if host != relay_host {
+    for route in &routes.routes {
+        let url = &route.url;
+        if url.scheme != confer_proto::IceScheme::Turns || url.host != relay_host {
             continue;
         }
-        let port = port_of(authority).unwrap_or(5349);
-        confer_turn_stream::trust(&format!("{host}:{port}"), client_config(Some(pin)));
+        confer_turn_stream::trust(&format!("{}:{}", url.host, url.port), client_config(Some(pin)));
     }
 }
 
@@ -140,23 +137,14 @@ fn host_of(authority: &str) -> &str {
     authority.split(':').next().unwrap_or(authority)
 }
 
-fn port_of(authority: &str) -> Option<u16> {
-    let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
-    after_host.rsplit_once(':').and_then(|(_, port)| port.parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hosts_and_ports_of_turn_urls() {
+    fn hosts_of_relay_origins() {
         assert_eq!(host_of("relay.example:443"), "relay.example");
         assert_eq!(host_of("[2001:db8::1]:443"), "2001:db8::1");
         assert_eq!(host_of("relay.example:8443/"), "relay.example");
-        assert_eq!(port_of("relay.example:443"), Some(443));
-        assert_eq!(port_of("[2001:db8::1]:8443"), Some(8443));
-        assert_eq!(port_of("[2001:db8::1]"), None);
-        assert_eq!(port_of("relay.example"), None);
     }
 }

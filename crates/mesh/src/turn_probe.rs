@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use confer_proto::IceServer;
 use confer_turn_stream::{DialError, RelayTransport};
 use stun::agent::TransactionId;
 use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
@@ -38,7 +37,8 @@ use turn::proto::lifetime::Lifetime;
 use turn::proto::peeraddr::PeerAddress;
 use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqtrans::RequestedTransport;
-use webrtc::ice::url::{ProtoType, SchemeType, Url};
+
+use crate::ice::IceRoute;
 use webrtc_util::Conn;
 
 /// What a server answered: the address it saw (STUN) or relays from (TURN).
@@ -53,9 +53,6 @@ pub(crate) struct Answer {
 /// Why a server could not be used. The text is for people; [`ProbeFailure::code`] for the UI.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ProbeFailure {
-    /// A URL the check cannot read.
-    #[error("not a usable URL: {0}")]
-    BadUrl(String),
     /// A kind of URL Confer does not use (STUN over TLS).
     #[error("not tried: Confer does not use {0}")]
     Unsupported(&'static str),
@@ -116,7 +113,6 @@ impl ProbeFailure {
     /// A stable name for the UI to branch on.
     pub(crate) fn code(&self) -> &'static str {
         match self {
-            Self::BadUrl(_) => "bad_url",
             Self::Unsupported(_) => "unsupported",
             Self::Resolve(_) => "resolve",
             Self::Silent(_) | Self::StreamSilent(_) => "silent",
@@ -138,19 +134,15 @@ impl ProbeFailure {
 /// The first UDP retransmission; then doubled (RFC 8489 §6.2.1 uses 500 ms; a check is short).
 const FIRST_RTO: Duration = Duration::from_millis(250);
 
-/// Probes `url` (of `server`, whose credentials a TURN URL uses), everything within `within`.
-pub(crate) async fn probe(url: &str, server: &IceServer, within: Duration) -> Result<Answer, ProbeFailure> {
+/// Probes `route` (a TURN URL with its credentials), everything within `within`.
+pub(crate) async fn probe(route: &IceRoute, within: Duration) -> Result<Answer, ProbeFailure> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + within;
-    let parsed = Url::parse_url(url).map_err(|e| ProbeFailure::BadUrl(e.to_string()))?;
-    let transport = match (parsed.scheme, parsed.proto) {
-        (SchemeType::Stun, _) | (SchemeType::Turn, ProtoType::Udp) => RelayTransport::Udp,
-        (SchemeType::Turn, ProtoType::Tcp) => RelayTransport::Tcp,
-        (SchemeType::Turns, ProtoType::Tcp) => RelayTransport::Tls,
-        (SchemeType::Stuns, _) => return Err(ProbeFailure::Unsupported("STUN over TLS")),
-        (SchemeType::Turns, _) => return Err(ProbeFailure::Unsupported("TURN over DTLS")),
-        _ => return Err(ProbeFailure::BadUrl(url.to_owned())),
-    };
+    if let Some(what) = route.unsupported() {
+        return Err(ProbeFailure::Unsupported(what));
+    }
+    let Some(transport) = route.transport() else { return Err(ProbeFailure::Unsupported("TURN over DTLS")) };
+    let parsed = &route.url;
     let seconds = within.as_secs().max(1);
     let (conn, to): (Arc<dyn Conn + Send + Sync>, SocketAddr) = if transport == RelayTransport::Udp {
         let to = resolve(&parsed.host, parsed.port).await?;
@@ -166,15 +158,15 @@ pub(crate) async fn probe(url: &str, server: &IceServer, within: Duration) -> Re
         (Arc::new(stream), to)
     };
     let link = Exchange { conn, to, udp: transport == RelayTransport::Udp, deadline, seconds };
-    let address = if parsed.scheme == SchemeType::Stun {
+    let address = if !parsed.is_turn() {
         let request = binding_request()?;
         let answer = link.transact(&request).await?;
         let mut mapped = XorMappedAddress::default();
         mapped.get_from(&answer).map_err(|e| ProbeFailure::Malformed(e.to_string()))?;
         SocketAddr::new(mapped.ip, mapped.port)
     } else {
-        let username = server.username.clone().unwrap_or_default();
-        let password = server.credential.clone().unwrap_or_default();
+        let username = route.username.clone().unwrap_or_default();
+        let password = route.credential.clone().unwrap_or_default();
         allocate(&link, &username, &password).await?
     };
     Ok(Answer { address: address.to_string(), after: started.elapsed() })

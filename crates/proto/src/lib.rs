@@ -7,12 +7,14 @@
 //! membership, tokens, limits on rates), nor how a client drives a call.
 
 mod error;
+mod ice_url;
 mod ids;
 mod link;
 mod message;
 mod validate;
 
 pub use error::{ErrorCode, ProtoError};
+pub use ice_url::{IceScheme, IceTransport, IceUrl, IceUrlError, MAX_URL_BYTES as MAX_ICE_URL_BYTES};
 pub use ids::{IdError, PeerId, RoomId};
 pub use link::{Fingerprint, InviteLink, LinkError};
 pub use message::{

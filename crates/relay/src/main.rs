@@ -283,6 +283,7 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
 
     let turn_urls =
         if args.turn_urls.is_empty() { file.turn_urls.unwrap_or_default() } else { args.turn_urls };
+    check_ice_urls("--turn-url", &turn_urls)?;
     let turn = match (turn_urls.is_empty(), args.turn_secret.or(file.turn_secret)) {
         (true, None) => None,
         (false, Some(secret)) => Some(TurnConfig {
@@ -379,10 +380,11 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
         public_host: None,
         token_key,
         invite_ttl: args.invite_ttl.or(file.invite_ttl).map_or(defaults.invite_ttl, secs),
-        stun_urls: if args.stun_urls.is_empty() {
-            file.stun_urls.unwrap_or_default()
-        } else {
-            args.stun_urls
+        stun_urls: {
+            let urls =
+                if args.stun_urls.is_empty() { file.stun_urls.unwrap_or_default() } else { args.stun_urls };
+            check_ice_urls("--stun-url", &urls)?;
+            urls
         },
         turn,
         embedded_turn,
@@ -419,6 +421,14 @@ fn build_config(args: Args) -> anyhow::Result<RelayConfig> {
 }
 
 /// `on`/`off` (and `true`/`false`, `yes`/`no`, `1`/`0`).
+/// Every URL handed to clients must be one they can use (RFC 7064/7065): said at start, by name.
+fn check_ice_urls(flag: &str, urls: &[String]) -> anyhow::Result<()> {
+    for url in urls {
+        confer_proto::IceUrl::parse(url).with_context(|| format!("{flag} {url}"))?;
+    }
+    Ok(())
+}
+
 fn parse_switch(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "on" | "true" | "yes" | "1" => Ok(true),

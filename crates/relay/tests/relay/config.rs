@@ -97,3 +97,28 @@ async fn the_generated_token_secret_is_private_and_survives_a_restart() {
     client.send(&join_message(&links.guest, "Elsewhere")).await;
     client.expect_fatal(ErrorCode::TokenInvalid).await;
 }
+
+#[test]
+fn a_stun_or_turn_url_clients_could_not_use_stops_the_relay_at_start() {
+    let state = tempfile::tempdir().unwrap();
+    for (flags, said) in [
+        (
+            ["--turn-url", "turn:relay example:3478", "--turn-secret", "s3cret"],
+            "the host is missing or malformed",
+        ),
+        (["--stun-url", "stun:relay.example:99999", "--turn", "false"], "the port is not a number"),
+        (["--turn-url", "http://relay.example", "--turn-secret", "s3cret"], "not a STUN or TURN URL"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_confer-relay"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} started: {stderr}");
+        assert!(stderr.contains(flags[1]) && stderr.contains(said), "{flags:?}: {stderr}");
+    }
+}
