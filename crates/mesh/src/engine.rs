@@ -1371,9 +1371,15 @@ impl Engine {
                         && relay_offered;
                 }
                 if slot.offerer {
-                    report.ice_restarts += 1;
-                    if let Ok(offer) = slot.peer.offer(true).await {
-                        self.signaling.signal(id.clone(), offer);
+                    match slot.peer.offer(true).await {
+                        Ok(offer) => {
+                            report.ice_restarts += 1;
+                            self.signaling.signal(id.clone(), offer);
+                        }
+                        // The restart's deadline tries again.
+                        Err(err) => {
+                            tracing::warn!(peer = %id, %err, "an ICE restart offer could not be made")
+                        }
                     }
                 }
             }

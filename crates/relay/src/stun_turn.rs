@@ -789,6 +789,13 @@ mod tests {
             urls("relay.example", 3478, Some(443), &[RelayTransport::Tls]).1,
             ["turns:relay.example:443?transport=tcp"]
         );
+        // Every URL handed out is one a client's parser takes, with the parts meant.
+        let (stun, turn) = urls("2001:db8::1", 3478, Some(443), &ALL_TRANSPORTS);
+        for text in std::iter::once(&stun).chain(&turn) {
+            let url = confer_proto::IceUrl::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(url.host, "2001:db8::1", "{text}");
+            assert_eq!(url.port, if url.is_secure() { 443 } else { 3478 }, "{text}");
+        }
         assert_eq!(default_relay_ip("0.0.0.0:0".parse().unwrap(), "relay.example"), None);
         assert_eq!(default_relay_ip("0.0.0.0:0".parse().unwrap(), "192.0.2.1"), Some(ip("192.0.2.1")));
         assert_eq!(default_relay_ip("127.0.0.1:0".parse().unwrap(), "localhost"), Some(ip("127.0.0.1")));
