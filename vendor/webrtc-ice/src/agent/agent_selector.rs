@@ -66,6 +66,33 @@ trait ControlledSelector {
 }
 
 impl AgentInternal {
+    /// Confer: whether `best` leaves through a relay of ours over TCP or TLS while a pair through
+    /// a UDP relay of ours is still being checked, within five times the relay wait: a call that
+    /// can go over UDP must not be carried by a stream (head-of-line blocking). Where UDP is
+    /// blocked there is no UDP relay candidate, and nothing waits.
+    async fn udp_relay_may_still_win(&self, best: &CandidatePair) -> bool {
+        use confer_turn_stream::RelayTransport;
+        let relay_over = |c: &Arc<dyn Candidate + Send + Sync>| {
+            if c.candidate_type() == CandidateType::Relay {
+                RelayTransport::from_relay_priority(c.priority())
+            } else {
+                None
+            }
+        };
+        if !matches!(relay_over(&best.local), Some(RelayTransport::Tcp | RelayTransport::Tls)) {
+            return false;
+        }
+        let start_time = *self.start_time.lock();
+        if Instant::now().saturating_duration_since(start_time) > self.relay_acceptance_min_wait * 5 {
+            return false;
+        }
+        let checklist = self.agent_conn.checklist.lock().await;
+        checklist.iter().any(|p| {
+            relay_over(&p.local) == Some(RelayTransport::Udp)
+                && p.state.load(Ordering::SeqCst) != CandidatePairState::Failed as u8
+        })
+    }
+
     fn is_nominatable(&self, c: &Arc<dyn Candidate + Send + Sync>) -> bool {
         let start_time = *self.start_time.lock();
         match c.candidate_type() {
@@ -247,7 +274,9 @@ impl ControllingSelector for AgentInternal {
         } else {
             let has_nominated_pair =
                 if let Some(p) = self.agent_conn.get_best_valid_candidate_pair().await {
-                    self.is_nominatable(&p.local) && self.is_nominatable(&p.remote)
+                    self.is_nominatable(&p.local)
+                        && self.is_nominatable(&p.remote)
+                        && !self.udp_relay_may_still_win(&p).await
                 } else {
                     false
                 };
