@@ -1378,7 +1378,7 @@ impl Engine {
                         }
                         // The restart's deadline tries again.
                         Err(err) => {
-                            tracing::warn!(peer = %id, %err, "an ICE restart offer could not be made")
+                            tracing::warn!(peer = %id, %err, "an ICE restart offer could not be made");
                         }
                     }
                 }
