@@ -10,22 +10,22 @@
 //! `cargo bench -p confer-relay --bench relay_load` (add `-- --quick` for a short run).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, unreachable_pub)]
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use confer_proto::{ClientMessage, Fingerprint, PeerId, Role, SUBPROTOCOL, ServerMessage, SignalPayload};
+use confer_proto::{ClientMessage, Fingerprint, PeerId, Role, SUBPROTOCOL, ServerMessage};
 use confer_relay::token::{InviteClaims, TokenKey, new_room_id, unix_now};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-const SECRET_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use common::{SECRET_HEX, Ws, signal_text, stamp_of};
 
 struct Relay {
     child: Child,
@@ -188,28 +188,6 @@ impl Relay {
         }
         out
     }
-}
-
-/// The signal every load message carries: a realistic ICE candidate (~190 bytes of JSON).
-fn signal_text(to: &PeerId, stamp_ns: u64) -> String {
-    let msg = ClientMessage::Signal {
-        to: to.clone(),
-        payload: SignalPayload::Candidate {
-            candidate: format!(
-                "candidate:842163049 1 udp 1677729535 198.51.100.7 {stamp_ns} typ srflx raddr 0.0.0.0 rport 0 generation 0"
-            ),
-            sdp_mid: Some("0".into()),
-            sdp_m_line_index: Some(0),
-            username_fragment: Some("x9Kf".into()),
-        },
-    };
-    serde_json::to_string(&msg).unwrap()
-}
-
-/// Reads the send stamp back out of a forwarded signal.
-fn stamp_of(text: &str) -> Option<u64> {
-    let after = text.split("198.51.100.7 ").nth(1)?;
-    after.split(' ').next()?.parse().ok()
 }
 
 /// Closed loop: every connection keeps `window` messages in flight to its partner (or to

@@ -545,8 +545,13 @@ impl Cluster {
             }
             if last_id != trimmed_to && trimmed_at.elapsed() >= TRIM_EVERY {
                 // Approximate (`~`): Redis frees whole nodes, cheaply; the rest goes next time.
-                let trim = redis::cmd("XTRIM").arg(&inbox).arg("MINID").arg("~").arg(&last_id).clone();
-                let trimmed: redis::RedisResult<u64> = trim.query_async(&mut reader).await;
+                let trimmed: redis::RedisResult<u64> = redis::cmd("XTRIM")
+                    .arg(&inbox)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(&last_id)
+                    .query_async(&mut reader)
+                    .await;
                 self.went(&trimmed);
                 if trimmed.is_ok() {
                     trimmed_to.clone_from(&last_id);

@@ -121,6 +121,14 @@ struct Seat {
 }
 
 impl Seat {
+    /// Gives up kept signals from the oldest on, while `stale` says so.
+    fn give_up_kept(&mut self, mut stale: impl FnMut(&(u64, Frame, Instant)) -> bool) {
+        while let Some(oldest) = self.replay.front().filter(|kept| stale(kept)) {
+            self.replay_bytes -= oldest.1.len();
+            self.replay.pop_front();
+        }
+    }
+
     fn participant(&self) -> Participant {
         Participant {
             id: self.peer.clone(),
@@ -498,10 +506,7 @@ impl Room {
             .collect();
         let oldest_held = seat.replay.front().map_or(seat.next_seq, |(seq, ..)| *seq);
         // What the client says it has read, it will not ask for again.
-        while let Some((_, frame, _)) = seat.replay.front().filter(|(seq, ..)| *seq <= request.last_seq) {
-            seat.replay_bytes -= frame.len();
-            seat.replay.pop_front();
-        }
+        seat.give_up_kept(|(seq, ..)| *seq <= request.last_seq);
         // Taken whatever the numbering says: only the first resume after a restore is told.
         let incomplete = std::mem::take(&mut seat.incomplete);
         let gap = request.last_seq.saturating_add(1) < oldest_held || incomplete;
@@ -755,12 +760,7 @@ impl Room {
         // Kept signals a connected client has read go (no change a snapshot holds).
         let keep_read = self.settings.keep_read;
         for seat in self.seats.iter_mut().filter(|s| s.conn.is_some()) {
-            while let Some((_, frame, _)) =
-                seat.replay.front().filter(|(_, _, at)| now.saturating_duration_since(*at) >= keep_read)
-            {
-                seat.replay_bytes -= frame.len();
-                seat.replay.pop_front();
-            }
+            seat.give_up_kept(|(_, _, at)| now.saturating_duration_since(*at) >= keep_read);
         }
         let before = (self.seats.len(), self.knocks.len());
         let grace = self.settings.grace;

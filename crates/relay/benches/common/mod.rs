@@ -95,7 +95,7 @@ impl Relay {
         .args(extra)
         .arg("--state-dir")
         .arg(state.path())
-        .env("RUST_LOG", std::env::var("BENCH_RELAY_LOG").unwrap_or("warn,confer_relay::server=info".into()))
+        .env("RUST_LOG", "warn,confer_relay::server=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         if let Some(redis) = redis {
@@ -103,19 +103,10 @@ impl Relay {
         }
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
-        let pid = child.id();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead as _;
-            let keep = std::env::var_os("BENCH_RELAY_LOG").is_some();
-            let mut log = Vec::new();
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if keep {
-                    log.push(line.clone());
-                    if log.len() % 1000 == 0 || line.contains("room_full") {
-                        let _ = std::fs::write(format!("/tmp/bench-relay-{pid}.log"), log.join("\n"));
-                    }
-                }
                 if let Some(origin) = line.split("origin=").nth(1) {
                     let _ = tx.send(origin.split_whitespace().next().unwrap_or("").to_owned());
                 }
