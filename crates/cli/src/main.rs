@@ -19,6 +19,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use confer_media::{CameraChoice, DeviceChoice, ProcessingConfig};
 use confer_mesh::engine::{self, EngineConfig, EngineError, EngineEvent, MediaSource};
+use confer_mesh::layers::View;
 use confer_mesh::netcheck::ServerResult;
 use confer_mesh::rooms;
 use confer_mesh::share::ShareChoice;
@@ -351,6 +352,18 @@ struct JoinArgs {
     /// Where recordings are written (default: confer-recordings in the temporary folder).
     #[arg(long)]
     recordings: Option<std::path::PathBuf>,
+    /// Tell everyone we show their camera at WIDTHxHEIGHT pixels (`0x0`: not at all, audio
+    /// only), as a tile of that size would: each sends us the smallest layer that fills it.
+    #[arg(long)]
+    view: Option<String>,
+    /// When to say `--view`, seconds after starting.
+    #[arg(long, default_value_t = 0.0)]
+    view_after: f64,
+}
+
+/// `WIDTHxHEIGHT` as two numbers.
+fn parse_size(text: &str) -> Option<(u32, u32)> {
+    text.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
 }
 
 /// A recording event for the report (and said on stderr).
@@ -416,11 +429,17 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
         config.recordings.clone_from(dir);
     }
     config.relay_only = args.relay_only;
-    let Some((width, height)) =
-        args.size.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-    else {
+    let Some((width, height)) = parse_size(&args.size) else {
         eprintln!("confer: --size must be WIDTHxHEIGHT, like 640x360");
         return ExitCode::FAILURE;
+    };
+    let view = match args.view.as_deref().map(parse_size) {
+        None => None,
+        Some(Some((width, height))) if (width == 0) == (height == 0) => Some(View { width, height }),
+        Some(_) => {
+            eprintln!("confer: --view must be WIDTHxHEIGHT, like 320x180, or 0x0");
+            return ExitCode::FAILURE;
+        }
     };
     (config.width, config.height, config.fps) = (width, height, args.fps.clamp(1, 60));
     let (handle, mut events) = match engine::join(&link, config).await {
@@ -494,6 +513,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
         .host_stop_shares_after
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let chat_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.chat_after.max(0.0));
+    let mut view = view;
+    let view_at = tokio::time::Instant::now() + Duration::from_secs_f64(args.view_after.max(0.0));
     let mut record_at =
         args.record_after.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut unrecord_at = None;
@@ -665,6 +686,11 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 unrecord_at = None;
                 handle.record(false);
             }
+            _ = tokio::time::sleep_until(view_at), if view.is_some() => {
+                if let Some(view) = view.take() {
+                    handle.view(None, view);
+                }
+            }
             _ = tokio::time::sleep_until(hand_at.unwrap_or(far)), if hand_at.is_some() => {
                 hand_at = None;
                 handle.raise_hand(true);
@@ -712,6 +738,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "first_frame_ms": r.first_frame_ms,
                     "connected_ms": r.connected_ms,
                     "video_frames_decoded": r.video_frames_decoded,
+                    "video_sizes": r.video_sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect::<Vec<_>>(),
                     "last_frame_ms": r.last_frame_ms,
                     "longest_video_gap_ms": r.longest_video_gap_ms,
                     "pattern_id": r.pattern_id,
@@ -733,6 +760,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                         "receive_video_kbps": r.stats.receive_video_kbps,
                         "receive_audio_kbps": r.stats.receive_audio_kbps,
                         "send_kbps": r.stats.send_kbps,
+                        "send_layer": r.stats.send_layer.map(|(w, h)| format!("{w}x{h}")),
+                        "send_estimate_kbps": r.stats.send_estimate_kbps,
                         "frame_rate": r.stats.frame_rate,
                         "candidate_type": r.stats.path.map(|p| p.local.as_str()),
                     },

@@ -37,7 +37,20 @@ pub enum PeerMessage {
         /// Hand raised.
         hand_raised: bool,
     },
+    /// What the sender shows our camera in, in device pixels (`0` by `0`: not shown, off screen
+    /// or minimised): we send it the smallest layer that fills it, or no video at all (audio
+    /// goes on). Sent when the tile's size changes; a peer that never sends it gets the largest
+    /// layer its link carries.
+    View {
+        /// The tile's width, 0 to [`MAX_VIEW`].
+        width: u32,
+        /// The tile's height, 0 to [`MAX_VIEW`].
+        height: u32,
+    },
 }
+
+/// The largest tile side a `view` may give, pixels (an 8K screen is 7,680 wide).
+pub const MAX_VIEW: u32 = 16_384;
 
 /// Why a data-channel message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +64,9 @@ pub enum DataError {
     /// A chat message that is empty, only white space, or longer than [`MAX_CHAT`] characters.
     #[error("chat text must be 1 to {MAX_CHAT} characters, not only white space")]
     ChatLength,
+    /// A `view` with a side over [`MAX_VIEW`], or one side 0 and not the other.
+    #[error("a view is 0x0 or 1 to {MAX_VIEW} pixels a side")]
+    ViewSize,
     /// A reaction that is not one of [`REACTIONS`].
     #[error("not a reaction Confer knows (one of 👍 👏 😂 ❤️ 🎉 😮)")]
     UnknownReaction,
@@ -80,6 +96,11 @@ impl PeerMessage {
             Self::Chat { text } => check_chat(text)?,
             Self::Reaction { emoji } => check_reaction(emoji)?,
             Self::State { .. } => {}
+            Self::View { width, height } => {
+                if *width > MAX_VIEW || *height > MAX_VIEW || ((*width == 0) != (*height == 0)) {
+                    return Err(DataError::ViewSize);
+                }
+            }
         }
         Ok(message)
     }
@@ -126,6 +147,23 @@ mod tests {
         );
         assert!(matches!(PeerMessage::decode("chat:hi"), Err(DataError::Invalid(_))));
         assert!(matches!(PeerMessage::decode(r#"{"type":"dance"}"#), Err(DataError::Invalid(_))));
+        assert_eq!(
+            PeerMessage::decode(r#"{"type":"view","width":320,"height":180}"#),
+            Ok(PeerMessage::View { width: 320, height: 180 })
+        );
+        assert_eq!(
+            PeerMessage::decode(r#"{"type":"view","width":0,"height":0}"#),
+            Ok(PeerMessage::View { width: 0, height: 0 })
+        );
+        assert_eq!(
+            PeerMessage::decode(r#"{"type":"view","width":99999,"height":9}"#),
+            Err(DataError::ViewSize)
+        );
+        assert_eq!(PeerMessage::decode(r#"{"type":"view","width":0,"height":9}"#), Err(DataError::ViewSize));
+        assert!(matches!(
+            PeerMessage::decode(r#"{"type":"view","width":-1,"height":9}"#),
+            Err(DataError::Invalid(_))
+        ));
         assert!(matches!(
             PeerMessage::decode(r#"{"type":"state","muted":true}"#),
             Err(DataError::Invalid(_))

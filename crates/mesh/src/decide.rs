@@ -197,21 +197,6 @@ impl IceRecovery {
     }
 }
 
-/// The video bitrate for the next second, from the worst loss any peer reported for the shared
-/// encode in the last one: above 10% back off by a third of the loss, under 2% grow by 5%, in
-/// between hold; always within `[min, max]`.
-pub fn next_bitrate(current: u32, worst_loss: f64, (min, max): (u32, u32)) -> u32 {
-    let current = f64::from(current);
-    let next = if worst_loss > 0.10 {
-        current * (1.0 - worst_loss / 3.0)
-    } else if worst_loss < 0.02 {
-        current * 1.05
-    } else {
-        current
-    };
-    (next as u32).clamp(min, max.max(min))
-}
-
 /// The most a picture of this size and rate needs, bits per second: 0.1 bit per pixel per frame
 /// (H.264 constrained baseline looks good there), within the configured `[min, max]`. Without
 /// it a small picture grows to the configured maximum and a mesh sends it to every peer.
@@ -314,13 +299,8 @@ mod tests {
     }
 
     #[test]
-    fn the_bitrate_follows_the_worst_peer_within_bounds() {
+    fn the_bitrate_ceiling_follows_the_picture_within_bounds() {
         let bounds = (300_000, 1_500_000);
-        assert_eq!(next_bitrate(1_000_000, 0.0, bounds), 1_050_000, "no loss: grow 5%");
-        assert_eq!(next_bitrate(1_000_000, 0.05, bounds), 1_000_000, "a little loss: hold");
-        assert_eq!(next_bitrate(1_000_000, 0.30, bounds), 900_000, "30% loss: down a tenth");
-        assert_eq!(next_bitrate(1_480_000, 0.0, bounds), 1_500_000, "never above the maximum");
-        assert_eq!(next_bitrate(310_000, 0.9, bounds), 300_000, "never below the minimum");
         // The ceiling follows the picture: small pictures need little.
         assert_eq!(bitrate_ceiling(640, 360, 30, bounds), 691_200);
         assert_eq!(bitrate_ceiling(320, 180, 15, bounds), 300_000);

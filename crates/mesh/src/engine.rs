@@ -2,13 +2,14 @@
 //!
 //! One task owns the call: it reads signaling events, peer-connection events, commands from the
 //! handle and a 20 ms playout tick, and decides with [`crate::decide`] (who offers, when to
-//! restart ICE). Capture and encoding run on their own threads (one H.264 encode and one Opus
-//! encode, written once to tracks every peer connection shares); remote video is decoded per
-//! peer and handed out as frames, remote audio goes through the playout (jitter buffers, mix,
+//! restart ICE). Capture and encoding run on their own threads: the camera is encoded in up to
+//! three sizes ([`crate::layers`]), each peer gets the one chosen for it on a track of its own,
+//! and layers nobody gets are not encoded; one Opus encode goes to an audio track every peer
+//! connection shares. Remote video is decoded per peer and handed out as frames, remote audio goes through the playout (jitter buffers, mix,
 //! levels) to the speaker.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,9 @@ use confer_proto::{ClientMessage, ErrorCode, InviteLink, LeaveReason, Participan
 use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
-use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, bitrate_ceiling, is_offerer, next_bitrate};
+use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, is_offerer};
 use crate::files::FileEvent;
+use crate::layers::{LAYERS, Ladder, PeerVideo, View};
 use crate::nopath::NoPathCause;
 use crate::peer::{LocalTracks, Peer, PeerEvent, RelayAnswer, Stack};
 use crate::record::{Medium, Recorder, When};
@@ -159,6 +161,7 @@ enum Command {
     Host(ClientMessage),
     Share(Option<(ShareChoice, u32)>),
     Record(bool),
+    View(Option<PeerId>, View),
     Report(tokio::sync::oneshot::Sender<HashMap<PeerId, PeerReport>>),
 }
 
@@ -182,6 +185,13 @@ impl EngineHandle {
     /// finishes the file: [`EngineEvent::RecordingStopped`].
     pub fn record(&self, on: bool) {
         let _ = self.commands.send(Command::Record(on));
+    }
+
+    /// Tells `peer` (or everyone, and everyone who joins later, with `None`) what we show its
+    /// camera in, in device pixels: it sends us the smallest layer that fills it, or no video
+    /// for [`View::OFF`] (a minimised window, a tile off screen; audio goes on).
+    pub fn view(&self, peer: Option<PeerId>, view: View) {
+        let _ = self.commands.send(Command::View(peer, view));
     }
 
     /// Leaves the call.
@@ -286,6 +296,7 @@ pub async fn join(
     let (share_tx, share_rx) = mpsc::channel(crate::share::QUEUE);
     let (file_tx, file_rx) = mpsc::unbounded_channel();
     let sending = Arc::new(Sending::default());
+    let ladder = Ladder::new(config.width, config.height, config.fps, config.video_bitrate);
     let (speaker, swaps) = start_media(&config, &sending, media_tx)?;
 
     let mut engine = Engine {
@@ -303,6 +314,9 @@ pub async fn join(
         swaps,
         device_jobs: DeviceJobs::start(),
         sending,
+        ladder,
+        default_view: None,
+        views: HashMap::new(),
         decoders: HashMap::new(),
         reports: HashMap::new(),
         relay_diagnosis: None,
@@ -323,7 +337,6 @@ pub async fn join(
         peer_transfers: HashMap::new(),
         addresses: crate::peer::local_addresses(),
         sent_bytes: 0,
-        worst_loss: None,
         last_counts: HashMap::new(),
         tone_windows: HashMap::new(),
         unconfirmed: HashMap::new(),
@@ -346,29 +359,48 @@ struct Sending {
     video: AtomicBool,
     /// Audio is sent (not muted).
     audio: AtomicBool,
-    /// A keyframe is wanted (a peer joined or asked).
-    keyframe: AtomicBool,
+    /// Layers whose next picture must be a keyframe (bit n: layer n): a peer joined, asked, or
+    /// moves to that layer.
+    keyframes: AtomicU8,
     /// The media threads stop.
     stop: AtomicBool,
-    /// The video bitrate the encoder should aim for.
-    bitrate: std::sync::atomic::AtomicU32,
+    /// Per layer, the bitrate its encoder aims for; 0: nobody gets it, it is not encoded.
+    bitrates: [AtomicU32; LAYERS],
 }
+
+/// Every layer.
+const ALL_LAYERS: u8 = (1 << LAYERS) - 1;
 
 impl Default for Sending {
     fn default() -> Self {
         Self {
             video: AtomicBool::new(true),
             audio: AtomicBool::new(true),
-            keyframe: AtomicBool::new(true),
+            keyframes: AtomicU8::new(ALL_LAYERS),
             stop: AtomicBool::new(false),
-            bitrate: std::sync::atomic::AtomicU32::new(0),
+            bitrates: std::array::from_fn(|_| AtomicU32::new(0)),
         }
     }
 }
 
+impl Sending {
+    /// The next picture of each layer in `layers` (a bit mask) is a keyframe.
+    fn want_keyframes(&self, layers: u8) {
+        self.keyframes.fetch_or(layers, Ordering::Relaxed);
+    }
+}
+
+/// One layer's access unit of a captured picture.
+struct LayerUnit {
+    layer: usize,
+    data: bytes::Bytes,
+    keyframe: bool,
+}
+
 enum Encoded {
-    /// An access unit, and when its picture was captured (Unix microseconds).
-    Video(Vec<u8>, u64),
+    /// A captured picture's access units, one per layer encoded, and when it was captured
+    /// (Unix microseconds).
+    Video(Vec<LayerUnit>, u64),
     Audio(Vec<u8>),
     /// What the camera captured, for the self view.
     Preview(Arc<I420Frame>),
@@ -440,9 +472,7 @@ fn start_media(
     ));
     let microphone =
         Microphone::open_checked(mic_choice, Duration::from_secs(5)).map_err(|e| media_error(&e))?;
-    let (min, start, max) = config.video_bitrate;
-    let start = start.min(bitrate_ceiling(config.width, config.height, config.fps, (min, max)));
-    sending.bitrate.store(start, Ordering::Relaxed);
+    let start = Ladder::new(config.width, config.height, config.fps, config.video_bitrate).range(0).1;
 
     let camera = match camera_choice {
         Some(choice) => Some(
@@ -472,8 +502,9 @@ fn start_media(
     Ok((speaker, Swaps { camera: camera_swap, microphone: microphone_swap }))
 }
 
-/// Encodes what the camera captures; takes a new camera (and starts a new stream with a
-/// keyframe) when one arrives.
+/// Encodes what the camera captures, in each layer someone gets (each its own encoder, each
+/// layer half the size of the one above); takes a new camera (and starts new streams, with
+/// keyframes) when one arrives.
 fn video_loop(
     mut camera_slot: Option<Camera>,
     new_cameras: &std::sync::mpsc::Receiver<Camera>,
@@ -481,17 +512,12 @@ fn video_loop(
     sending: &Sending,
     out: &mpsc::UnboundedSender<Encoded>,
 ) {
-    let new_encoder = |bitrate_bps| H264Encoder::new(H264Config::camera(fps as f32, bitrate_bps)).ok();
-    let mut bitrate = sending.bitrate.load(Ordering::Relaxed);
-    let Some(mut encoder) = new_encoder(bitrate) else { return };
+    let mut encoders: [Option<(H264Encoder, u32)>; LAYERS] = Default::default();
     while !sending.stop.load(Ordering::Relaxed) {
         if let Ok(next) = new_cameras.try_recv() {
             // The old camera closes as it is dropped; the new picture may differ in size.
             camera_slot = Some(next);
-            let wanted = sending.bitrate.load(Ordering::Relaxed);
-            if let Some(fresh) = new_encoder(wanted) {
-                (encoder, bitrate) = (fresh, wanted);
-            }
+            encoders = Default::default();
         }
         let Some(camera) = &camera_slot else {
             std::thread::sleep(Duration::from_millis(100));
@@ -510,17 +536,46 @@ fn video_loop(
         if !sending.video.load(Ordering::Relaxed) {
             continue;
         }
-        let wanted = sending.bitrate.load(Ordering::Relaxed);
-        if wanted != bitrate && encoder.set_bitrate(wanted).is_ok() {
-            bitrate = wanted;
-        }
-        if sending.keyframe.swap(false, Ordering::Relaxed) {
-            encoder.request_keyframe();
-        }
+        let keyframes = sending.keyframes.swap(0, Ordering::Relaxed);
+        let wanted: [u32; LAYERS] =
+            std::array::from_fn(|layer| sending.bitrates[layer].load(Ordering::Relaxed));
         let frame = Arc::new(captured.frame);
-        if let Ok(Some(encoded)) = encoder.encode(&frame)
-            && out.send(Encoded::Video(encoded.data, captured.captured_us)).is_err()
-        {
+        let mut units = Vec::new();
+        let mut smaller: Option<I420Frame> = None;
+        let lowest = wanted.iter().rposition(|&bitrate| bitrate > 0);
+        for (layer, slot) in encoders.iter_mut().enumerate() {
+            if lowest.is_none_or(|lowest| layer > lowest) {
+                // Not encoded: a layer that comes back starts with a fresh encoder (a keyframe).
+                *slot = None;
+                continue;
+            }
+            if layer > 0 {
+                let above = smaller.as_ref().unwrap_or(&frame);
+                if let Some(half) = above.scaled_to_fit(above.width() / 2, above.height() / 2) {
+                    smaller = Some(half);
+                }
+            }
+            let bitrate = wanted[layer];
+            if bitrate == 0 {
+                *slot = None;
+                continue;
+            }
+            if slot.is_none() {
+                *slot = H264Encoder::new(H264Config::camera(fps as f32, bitrate)).ok().map(|e| (e, bitrate));
+            }
+            let Some((encoder, current)) = slot else { continue };
+            if *current != bitrate && encoder.set_bitrate(bitrate).is_ok() {
+                *current = bitrate;
+            }
+            if keyframes & (1 << layer) != 0 {
+                encoder.request_keyframe();
+            }
+            let picture = smaller.as_ref().unwrap_or(&frame);
+            if let Ok(Some(encoded)) = encoder.encode(picture) {
+                units.push(LayerUnit { layer, data: encoded.data.into(), keyframe: encoded.keyframe });
+            }
+        }
+        if !units.is_empty() && out.send(Encoded::Video(units, captured.captured_us)).is_err() {
             return;
         }
         if self_view && out.send(Encoded::Preview(frame)).is_err() {
@@ -599,6 +654,14 @@ struct PeerSlot {
     connected: bool,
     /// The early "no path yet" was said.
     warned: bool,
+    /// Which layer of our camera it should get, and why.
+    video: PeerVideo,
+    /// The layer its track carries now (a change waits for the new layer's keyframe).
+    sent_layer: Option<usize>,
+    /// The worst loss it reported for our video since the last second.
+    loss: Option<f64>,
+    /// Bytes of our camera sent to it since the last statistics.
+    video_bytes: u64,
 }
 
 struct Engine {
@@ -616,6 +679,12 @@ struct Engine {
     swaps: Swaps,
     device_jobs: DeviceJobs,
     sending: Arc<Sending>,
+    /// The layers our camera is encoded in.
+    ladder: Ladder,
+    /// What we show everyone's camera in, unless said per peer (`None`: nothing said).
+    default_view: Option<View>,
+    /// What we show a peer's camera in, said to it alone.
+    views: HashMap<PeerId, View>,
     /// Per peer, the camera's decoder (`false`) and the screen share's (`true`).
     decoders: HashMap<(PeerId, bool), H264Decoder>,
     reports: HashMap<PeerId, PeerReport>,
@@ -654,10 +723,8 @@ struct Engine {
     peer_transfers: HashMap<PeerId, Vec<Running>>,
     /// The machine's interface addresses at the last look.
     addresses: std::collections::BTreeSet<std::net::IpAddr>,
-    /// Bytes encoded (video and audio) since the last statistics.
+    /// Bytes encoded for every peer (audio and the screen share) since the last statistics.
     sent_bytes: u64,
-    /// The worst loss a peer reported for our video since the last bitrate decision.
-    worst_loss: Option<f64>,
     /// Per peer, the counters at the last statistics: video bytes, audio bytes, packets,
     /// packets expected, frames decoded.
     last_counts: HashMap<PeerId, [u64; 5]>,
@@ -706,11 +773,7 @@ impl Engine {
                     Some(command) => self.on_command(command).await,
                 },
                 Some(encoded) = media.recv() => match encoded {
-                    Encoded::Video(data, captured_us) => {
-                        self.sent_bytes += data.len() as u64;
-                        self.record_own_video(Medium::Camera, When::CapturedUs(captured_us), &data);
-                        self.tracks.send_video(data, frame_duration).await;
-                    }
+                    Encoded::Video(units, captured_us) => self.send_video(units, captured_us, frame_duration).await,
                     Encoded::Audio(packet) => {
                         self.sent_bytes += packet.len() as u64;
                         self.record_own_audio(&packet);
@@ -834,6 +897,9 @@ impl Engine {
         }
         // Said as soon as the channel opens (it waits until then), before the relay's word arrives.
         peer.send_data(&self.my_state().encode()).await;
+        if let Some(View { width, height }) = self.views.get(&id).copied().or(self.default_view) {
+            peer.send_data(&PeerMessage::View { width, height }.encode()).await;
+        }
         let _ = self.playout.add_stream(id.clone());
         self.peers.insert(
             id,
@@ -843,12 +909,92 @@ impl Engine {
                 ice: IceRecovery::new(IcePolicy::default(), self.now()),
                 connected: false,
                 warned: false,
+                video: PeerVideo::new(&self.ladder),
+                sent_layer: None,
+                loss: None,
+                video_bytes: 0,
             },
         );
+        self.steer();
+    }
+
+    /// Sends each peer its layer of a captured picture. A peer moving to another layer keeps
+    /// getting the old one until the new one's keyframe comes, so its picture never freezes.
+    async fn send_video(&mut self, units: Vec<LayerUnit>, captured_us: u64, duration: Duration) {
+        if let Some(top) = units.iter().find(|unit| unit.layer == 0) {
+            self.record_own_video(Medium::Camera, When::CapturedUs(captured_us), &top.data);
+        }
+        for slot in self.peers.values_mut() {
+            let wanted = slot.video.layer();
+            if wanted != slot.sent_layer {
+                match wanted {
+                    None => slot.sent_layer = None,
+                    Some(layer) if units.iter().any(|unit| unit.layer == layer && unit.keyframe) => {
+                        slot.sent_layer = Some(layer);
+                    }
+                    Some(_) => {}
+                }
+            }
+            let Some(unit) = slot.sent_layer.and_then(|layer| units.iter().find(|unit| unit.layer == layer))
+            else {
+                continue;
+            };
+            slot.video_bytes += unit.data.len() as u64;
+            slot.peer.send_video(unit.data.clone(), duration).await;
+        }
+    }
+
+    /// Tells the camera's thread which layers to encode, at what bitrates, and which must start
+    /// with a keyframe: each layer someone gets or still gets (until its switch), the top one
+    /// while we record.
+    fn steer(&mut self) {
+        let mut rates = self.ladder.bitrates(self.peers.values().map(|slot| &slot.video));
+        let mut keyframes = 0u8;
+        for slot in self.peers.values() {
+            if let Some(layer) = slot.sent_layer
+                && rates[layer].is_none()
+            {
+                rates[layer] = Some(self.ladder.range(layer).0);
+            }
+            if let Some(layer) = slot.video.layer()
+                && slot.sent_layer != Some(layer)
+            {
+                keyframes |= 1 << layer;
+            }
+        }
+        if self.recorder.is_some() && rates[0].is_none() {
+            rates[0] = Some(self.ladder.range(0).1);
+        }
+        for (layer, rate) in rates.iter().enumerate() {
+            self.sending.bitrates[layer].store(rate.unwrap_or(0), Ordering::Relaxed);
+        }
+        self.sending.want_keyframes(keyframes);
+    }
+
+    /// Tells `peer` (or everyone, from now on) what we show its camera in.
+    async fn set_view(&mut self, peer: Option<PeerId>, view: View) {
+        let message = PeerMessage::View { width: view.width, height: view.height }.encode();
+        match peer {
+            Some(id) => {
+                self.views.insert(id.clone(), view);
+                if let Some(slot) = self.peers.get(&id) {
+                    slot.peer.send_data(&message).await;
+                }
+            }
+            None => {
+                self.default_view = Some(view);
+                for (id, slot) in &self.peers {
+                    if !self.views.contains_key(id) {
+                        slot.peer.send_data(&message).await;
+                    }
+                }
+            }
+        }
     }
 
     async fn remove_participant(&mut self, id: &PeerId) {
         self.unconfirmed.remove(id);
+        self.views.remove(id);
         self.participants.remove(id);
         self.last_counts.remove(id);
         // Its transfers first: a send in progress must not hold up closing the connection. Each
@@ -881,6 +1027,7 @@ impl Engine {
         self.decoders.remove(&(id.clone(), true));
         self.tone_windows.remove(id);
         self.markers.remove(id);
+        self.steer();
     }
 
     async fn on_signaling(&mut self, event: SignalingEvent) {
@@ -1072,7 +1219,9 @@ impl Engine {
                     let report = self.reports.entry(from.clone()).or_default();
                     report.path = path;
                     report.connected_ms.get_or_insert(self.started.elapsed().as_millis() as u64);
-                    self.sending.keyframe.store(true, Ordering::Relaxed);
+                    if let Some(layer) = slot.sent_layer.or(slot.video.layer()) {
+                        self.sending.want_keyframes(1 << layer);
+                    }
                     if let Some(sharing) = &self.sharing {
                         sharing.request_keyframe();
                     }
@@ -1121,10 +1270,19 @@ impl Engine {
                         let _ = self.events.send(EngineEvent::Participant(participant.clone()));
                     }
                 }
+                Ok(PeerMessage::View { width, height }) => {
+                    let now = self.now();
+                    if let Some(slot) = self.peers.get_mut(&from) {
+                        slot.video.on_view(View { width, height }, &self.ladder, now);
+                        self.steer();
+                    }
+                }
                 Err(err) => tracing::debug!(peer = %from, error = %err, "a data-channel message was refused"),
             },
             PeerEvent::KeyframeRequested { screen: false } => {
-                self.sending.keyframe.store(true, Ordering::Relaxed);
+                if let Some(layer) = self.peers.get(&from).and_then(|slot| slot.sent_layer) {
+                    self.sending.want_keyframes(1 << layer);
+                }
             }
             PeerEvent::KeyframeRequested { screen: true } => {
                 if let Some(sharing) = &self.sharing {
@@ -1134,7 +1292,9 @@ impl Engine {
             PeerEvent::SendReport { loss, jitter_ms } => {
                 let stats = &mut self.reports.entry(from.clone()).or_default().stats;
                 (stats.send_loss, stats.send_jitter_ms) = (Some(loss), Some(jitter_ms));
-                self.worst_loss = Some(self.worst_loss.map_or(loss, |worst| worst.max(loss)));
+                if let Some(slot) = self.peers.get_mut(&from) {
+                    slot.loss = Some(slot.loss.map_or(loss, |worst| worst.max(loss)));
+                }
             }
             PeerEvent::NothingGathered => {
                 let (diagnosed, what) = match (self.config.relay_only, self.relay_offered()) {
@@ -1216,6 +1376,10 @@ impl Engine {
         let since_start = self.started.elapsed().as_millis() as u64;
         let report = self.reports.entry(from.clone()).or_default();
         report.video_frames_decoded += 1;
+        let size = (frame.width() as u32, frame.height() as u32);
+        if report.video_sizes.last() != Some(&size) && report.video_sizes.len() < 100 {
+            report.video_sizes.push(size);
+        }
         report.first_frame_ms.get_or_insert(since_start);
         if let Some(last) = report.last_frame_ms.replace(since_start) {
             report.longest_video_gap_ms = report.longest_video_gap_ms.max(since_start.saturating_sub(last));
@@ -1271,14 +1435,14 @@ impl Engine {
             let _ = self.events.send(EngineEvent::ParticipantLeft { id, reason: LeaveReason::Timeout });
         }
         self.update_stats();
-        // One encode goes to everyone: it follows the peer that loses most (webrtc 0.17 has no
-        // delay-based estimator; loss is what there is).
-        if let Some(loss) = self.worst_loss.take() {
-            let (min, _, max) = self.config.video_bitrate;
-            let ceiling = bitrate_ceiling(self.config.width, self.config.height, self.config.fps, (min, max));
-            let current = self.sending.bitrate.load(Ordering::Relaxed);
-            self.sending.bitrate.store(next_bitrate(current, loss, (min, ceiling)), Ordering::Relaxed);
+        // Each peer's layer follows the loss it reports (webrtc 0.17 has no delay-based
+        // estimator; loss is what there is), and each layer's encoder its weakest receiver.
+        let rates: [u32; LAYERS] = std::array::from_fn(|l| self.sending.bitrates[l].load(Ordering::Relaxed));
+        for slot in self.peers.values_mut() {
+            let sent = slot.sent_layer.map(|layer| rates[layer]).filter(|&rate| rate > 0);
+            slot.video.on_second(slot.loss.take(), sent, &self.ladder, now);
         }
+        self.steer();
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
             let action = self.peers.get_mut(&id).and_then(|slot| slot.ice.poll(now));
@@ -1479,9 +1643,10 @@ impl Engine {
 
     /// Turns the last second's counters into each connected peer's statistics, and says them.
     fn update_stats(&mut self) {
-        let send_kbps = std::mem::take(&mut self.sent_bytes) as f64 * 8.0 / 1_000.0;
+        let shared_bytes = std::mem::take(&mut self.sent_bytes);
         let mut all = Vec::new();
-        for (id, slot) in &self.peers {
+        for (id, slot) in &mut self.peers {
+            let sent_bytes = shared_bytes + std::mem::take(&mut slot.video_bytes);
             let received = &slot.peer.received;
             let report = self.reports.entry(id.clone()).or_default();
             let now = [
@@ -1502,7 +1667,9 @@ impl Engine {
             stats.receive_loss =
                 if delta[3] > 0.0 { (1.0 - delta[2] / delta[3]).clamp(0.0, 1.0) } else { 0.0 };
             stats.frame_rate = delta[4];
-            stats.send_kbps = send_kbps;
+            stats.send_kbps = sent_bytes as f64 * 8.0 / 1_000.0;
+            stats.send_layer = slot.sent_layer.map(|layer| self.ladder.size(layer));
+            stats.send_estimate_kbps = f64::from(slot.video.estimate()) / 1_000.0;
             stats.path = report.path;
             all.push((id.clone(), *stats));
         }
@@ -1708,7 +1875,8 @@ impl Engine {
                 tracing::info!(path = %path.display(), "recording");
                 self.recorder = Some(recorder);
                 // Every track starts with a keyframe, ours and the others'.
-                self.sending.keyframe.store(true, Ordering::Relaxed);
+                self.steer();
+                self.sending.want_keyframes(1);
                 if let Some(sharing) = &self.sharing {
                     sharing.request_keyframe();
                 }
@@ -1740,6 +1908,8 @@ impl Engine {
         if tell {
             self.signaling.send(ClientMessage::Record { on: false });
         }
+        // The top layer is encoded for the recording no longer (unless someone gets it).
+        self.steer();
         let events = self.events.clone();
         self.finishing.spawn(async move {
             let path = recorder.path().to_owned();
@@ -1758,7 +1928,7 @@ impl Engine {
                         sharing.request_keyframe();
                     }
                 }
-                _ => self.sending.keyframe.store(true, Ordering::Relaxed),
+                _ => self.sending.want_keyframes(1),
             }
         }
     }
@@ -1797,7 +1967,7 @@ impl Engine {
                 let state = self.my_state();
                 self.tell_everyone(&state).await;
                 if on {
-                    self.sending.keyframe.store(true, Ordering::Relaxed);
+                    self.sending.want_keyframes(ALL_LAYERS);
                 }
                 self.signaling.send(ClientMessage::Update {
                     name: None,
@@ -1828,6 +1998,7 @@ impl Engine {
                 }
             }
             Command::Record(false) => self.stop_recording(None, true),
+            Command::View(peer, view) => self.set_view(peer, view).await,
             Command::Report(reply) => {
                 let mut reports = self.reports.clone();
                 for (id, slot) in &self.peers {
@@ -1840,7 +2011,7 @@ impl Engine {
             Command::SetCamera(choice) => {
                 let (width, height, fps) = (self.config.width, self.config.height, self.config.fps);
                 let (swap, events) = (self.swaps.camera.clone(), self.events.clone());
-                self.sending.keyframe.store(true, Ordering::Relaxed);
+                self.sending.want_keyframes(ALL_LAYERS);
                 self.device_jobs.run(move || {
                     let opened = Camera::open(choice, width, height, fps, Duration::from_secs(5));
                     switched(&events, "camera", opened.map(|camera| swap.send(camera).is_ok()));

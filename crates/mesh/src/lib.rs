@@ -8,6 +8,7 @@ pub mod decide;
 pub mod engine;
 pub mod files;
 pub mod ice;
+pub mod layers;
 pub mod netcheck;
 pub mod nopath;
 mod peer;

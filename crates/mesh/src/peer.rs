@@ -137,10 +137,11 @@ impl Stack {
     }
 }
 
-/// The local tracks every peer connection sends: encoded once, written once.
+/// The local tracks every peer connection shares: audio and the screen share are encoded once
+/// and written once. (The camera is not: each peer has a track of its own, carrying the layer
+/// chosen for it, see [`Peer::send_video`].)
 #[derive(Clone)]
 pub(crate) struct LocalTracks {
-    video: Arc<TrackLocalStaticSample>,
     audio: Arc<TrackLocalStaticSample>,
     /// The screen share: on every connection from the start, sending only while sharing.
     screen: Arc<TrackLocalStaticSample>,
@@ -166,7 +167,6 @@ impl std::fmt::Debug for LocalTracks {
 impl LocalTracks {
     pub(crate) fn new() -> Self {
         Self {
-            video: Arc::new(TrackLocalStaticSample::new(h264(), "video".into(), "confer".into())),
             audio: Arc::new(TrackLocalStaticSample::new(opus(), "audio".into(), "confer".into())),
             screen: Arc::new(TrackLocalStaticSample::new(
                 h264(),
@@ -180,12 +180,6 @@ impl LocalTracks {
     pub(crate) async fn send_screen(&self, access_unit: Vec<u8>, duration: Duration) {
         let sample = Sample { data: Bytes::from(access_unit), duration, ..Default::default() };
         let _ = self.screen.write_sample(&sample).await;
-    }
-
-    /// Sends one H.264 access unit (Annex B, SPS/PPS before every IDR) to every peer.
-    pub(crate) async fn send_video(&self, access_unit: Vec<u8>, duration: Duration) {
-        let sample = Sample { data: Bytes::from(access_unit), duration, ..Default::default() };
-        let _ = self.video.write_sample(&sample).await;
     }
 
     /// Sends one 20 ms Opus packet to every peer.
@@ -368,6 +362,8 @@ pub(crate) struct Peer {
     candidates: Arc<std::sync::Mutex<CandidateLog>>,
     /// What has arrived.
     pub(crate) received: Arc<Received>,
+    /// Our camera, as sent to this peer alone (the layer chosen for it).
+    video: Arc<TrackLocalStaticSample>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -398,8 +394,8 @@ impl Peer {
             ..Default::default()
         };
         let pc = Arc::new(stack.api.new_peer_connection(config).await?);
-        let video_sender =
-            pc.add_track(Arc::clone(&tracks.video) as Arc<dyn TrackLocal + Send + Sync>).await?;
+        let video = Arc::new(TrackLocalStaticSample::new(h264(), "video".into(), "confer".into()));
+        let video_sender = pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal + Send + Sync>).await?;
         let audio_sender =
             pc.add_track(Arc::clone(&tracks.audio) as Arc<dyn TrackLocal + Send + Sync>).await?;
         // Third, after the camera and the microphone: their m-lines keep their places.
@@ -523,7 +519,25 @@ impl Peer {
             Box::pin(async {})
         }));
 
-        Ok(Self { pc, data, unsent, offerer, held: Vec::new(), has_remote: false, candidates, received })
+        Ok(Self {
+            pc,
+            data,
+            unsent,
+            offerer,
+            held: Vec::new(),
+            has_remote: false,
+            candidates,
+            received,
+            video,
+        })
+    }
+
+    /// Sends this peer one H.264 access unit of our camera (Annex B, SPS/PPS before every IDR):
+    /// the layer chosen for it. Its track's sequence numbers and timestamps run on across a
+    /// change of layer (a keyframe of the new size), so a receiver sees one stream.
+    pub(crate) async fn send_video(&self, access_unit: Bytes, duration: Duration) {
+        let sample = Sample { data: access_unit, duration, ..Default::default() };
+        let _ = self.video.write_sample(&sample).await;
     }
 
     /// The offerer's first offer (or a restart's, with fresh ICE credentials).

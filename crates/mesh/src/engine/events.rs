@@ -260,8 +260,13 @@ pub struct PeerStats {
     pub receive_video_kbps: f64,
     /// Audio received, kbit/s.
     pub receive_audio_kbps: f64,
-    /// What we send it (the shared encode: video and audio), kbit/s.
+    /// What we send it (its layer of our camera, our audio, our share), kbit/s.
     pub send_kbps: f64,
+    /// The size of the layer of our camera it gets (`None`: no video to it: it does not show
+    /// ours, or its link carries too little).
+    pub send_layer: Option<(u32, u32)>,
+    /// What its link is estimated to carry, from the loss it reports, kbit/s.
+    pub send_estimate_kbps: f64,
     /// Video frames decoded per second.
     pub frame_rate: f64,
     /// The selected candidate pair's path.
@@ -279,6 +284,9 @@ pub struct PeerReport {
     pub connected_ms: Option<u64>,
     /// Frames decoded.
     pub video_frames_decoded: u64,
+    /// The sizes of its decoded pictures, in the order they changed (the layers it sent us; the
+    /// last is the current one; the first 100 changes).
+    pub video_sizes: Vec<(u32, u32)>,
     /// Milliseconds from join to the last decoded frame.
     pub last_frame_ms: Option<u64>,
     /// The longest wait between two decoded frames of its video, ms: how long the picture froze

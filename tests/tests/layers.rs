@@ -1,0 +1,65 @@
+//! Each peer is sent the layer of our camera that suits it: real calls on loopback between
+//! headless `confer` participants (the real relay, real WebRTC peer connections), where some ask
+//! for a small picture or none, as a thumbnail or a minimised window would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use confer_media::synthetic::tone_hz;
+use confer_tests::{Relay, one_at_a_time, peer, report_of, spawn_synthetic};
+
+/// Ann and Bob show everyone as they come; Cid, 5 s in, shows everyone in 160x90 thumbnails;
+/// Dee, 5 s in, minimises the window (a `0x0` view). Every sender then sends Cid its smallest
+/// layer and Dee no video at all, while Ann and Bob keep getting each other's full picture; Cid
+/// sees the switch without a freeze, Dee keeps hearing everyone.
+#[test]
+fn each_peer_gets_the_layer_its_tile_asks_for_switched_without_a_freeze() {
+    let _serial = one_at_a_time();
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    let names = ["Ann", "Bob", "Cid", "Dee"];
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let link = if i == 0 { &host_link } else { &invite };
+        let extra: &[&str] = match *name {
+            "Cid" => &["--view", "160x90", "--view-after", "5"],
+            "Dee" => &["--view", "0x0", "--view-after", "5"],
+            _ => &[],
+        };
+        children.push(spawn_synthetic(link, name, i as u32 + 2, 13.0, ("640x360", 15), extra));
+    }
+    let reports: Vec<(serde_json::Value, String)> = children.into_iter().map(report_of).collect();
+    for ((report, log), me) in reports.iter().zip(names) {
+        eprintln!("--- {me}: {report}\n{log}");
+    }
+    let report = |name: &str| &reports[names.iter().position(|n| *n == name).unwrap()].0;
+    for (j, sender) in names.iter().enumerate() {
+        let sent = report(sender);
+        for receiver in names.iter().filter(|n| *n != sender) {
+            let layer = &peer(sent, receiver)["stats"]["send_layer"];
+            let seen = peer(report(receiver), sender);
+            let sizes = &seen["video_sizes"];
+            match *receiver {
+                "Cid" => {
+                    assert_eq!(layer, "160x90", "{sender} sends Cid its thumbnail's layer");
+                    assert_eq!(sizes[0], "640x360", "Cid saw {sender} full size first: {sizes}");
+                    assert_eq!(sizes.as_array().unwrap().last().unwrap(), "160x90", "Cid: {sizes}");
+                    let gap = seen["longest_video_gap_ms"].as_u64().unwrap();
+                    assert!(gap < 400, "Cid's picture of {sender} froze {gap} ms (at the switch?)");
+                }
+                "Dee" => {
+                    assert!(layer.is_null(), "{sender} still sends Dee video: {layer}");
+                    let video = seen["stats"]["receive_video_kbps"].as_f64().unwrap();
+                    assert!(video < 1.0, "Dee, minimised, still gets {video} kbit/s of {sender}'s video");
+                    assert_eq!(seen["audio_tone_hz"], tone_hz(j as u32 + 2), "Dee still hears {sender}");
+                    assert!(seen["stats"]["receive_audio_kbps"].as_f64().unwrap() > 10.0, "{seen}");
+                }
+                _ => {
+                    assert_eq!(layer, "640x360", "{sender} sends {receiver} the full picture");
+                    assert_eq!(sizes, &serde_json::json!(["640x360"]), "{receiver} of {sender}");
+                    let frames = seen["stats"]["frame_rate"].as_f64().unwrap();
+                    assert!(frames >= 10.0, "{receiver} decodes {frames} fps of {sender}");
+                }
+            }
+        }
+    }
+}
