@@ -54,6 +54,8 @@ pub struct Lab {
     pub wan: Netns,
     routers: Vec<Netns>,
     hosts: Vec<Netns>,
+    /// Per open host (by index), its link's interface on the internet's side.
+    open_links: std::collections::HashMap<usize, String>,
     links: u8,
 }
 
@@ -72,7 +74,14 @@ impl Lab {
         wan.ip(&["link", "set", "sink0", "up"]);
         wan.ip(&["link", "set", "sink1", "up"]);
         wan.ip(&["route", "add", "default", "dev", "sink0"]);
-        Self { name: name.to_owned(), wan, routers: Vec::new(), hosts: Vec::new(), links: 0 }
+        Self {
+            name: name.to_owned(),
+            wan,
+            routers: Vec::new(),
+            hosts: Vec::new(),
+            open_links: std::collections::HashMap::new(),
+            links: 0,
+        }
     }
 
     /// A site behind a router with `nat` and `firewall`, holding `hosts` machines on one LAN;
@@ -133,7 +142,40 @@ impl Lab {
         host.ip(&["link", "set", "eth0", "up"]);
         host.ip(&["route", "add", "default", "via", &outside]);
         self.hosts.push(host);
+        self.open_links.insert(self.hosts.len() - 1, format!("o{k}"));
         self.hosts.len() - 1
+    }
+
+    /// Makes open host `index`'s link a poor one, as a hotel's: `kbit` kbit/s each way (a token
+    /// bucket with 300 ms of queue on each end of the link) and `loss` (0..1) of its UDP packets
+    /// lost at random each way; `None` gives the link back its full speed and no loss. (This
+    /// kernel has no `netem`; `tbf` and iptables' `statistic` match do the same.)
+    pub fn limit_link(&self, index: usize, limit: Option<(u32, f64)>) {
+        let host = &self.hosts[index];
+        let outside = &self.open_links[&index];
+        match limit {
+            Some((kbit, loss)) => {
+                let rate = format!("{kbit}kbit");
+                let shape = ["root", "tbf", "rate", &rate, "burst", "32kbit", "latency", "300ms"];
+                run_in(host, "tc", &[&["qdisc", "replace", "dev", "eth0"][..], &shape].concat());
+                run_in(
+                    &self.wan,
+                    "tc",
+                    &[&["qdisc", "replace", "dev", outside.as_str()][..], &shape].concat(),
+                );
+                let probability = format!("{loss}");
+                for chain in ["INPUT", "OUTPUT"] {
+                    let drop = ["-A", chain, "-p", "udp", "-m", "statistic", "--mode", "random"];
+                    iptables(host, &[&drop[..], &["--probability", &probability, "-j", "DROP"]].concat());
+                }
+            }
+            None => {
+                run_in(host, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+                run_in(&self.wan, "tc", &["qdisc", "del", "dev", outside, "root"]);
+                iptables(host, &["-F", "INPUT"]);
+                iptables(host, &["-F", "OUTPUT"]);
+            }
+        }
     }
 
     /// The namespace of host `index`.

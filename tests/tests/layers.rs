@@ -3,8 +3,11 @@
 //! for a small picture or none, as a thumbnail or a minimised window would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+use std::time::Duration;
+
 use confer_media::synthetic::tone_hz;
-use confer_tests::{Relay, one_at_a_time, peer, report_of, spawn_synthetic};
+use confer_tests::lab::{Lab, RELAY_IP};
+use confer_tests::{Relay, one_at_a_time, peer, report_of, spawn_synthetic, spawn_synthetic_in, unix_ms};
 
 /// Ann and Bob show everyone as they come; Cid, 5 s in, shows everyone in 160x90 thumbnails;
 /// Dee, 5 s in, minimises the window (a `0x0` view). Every sender then sends Cid its smallest
@@ -62,4 +65,74 @@ fn each_peer_gets_the_layer_its_tile_asks_for_switched_without_a_freeze() {
             }
         }
     }
+}
+
+/// The layer a sender's report says `receiver` got at Unix time `at_ms` (the last change before).
+fn layer_at(sender: &serde_json::Value, receiver: &str, at_ms: u64) -> serde_json::Value {
+    let changes = peer(sender, receiver)["send_layers"].as_array().unwrap().clone();
+    changes
+        .iter()
+        .take_while(|change| change["at_ms"].as_u64().unwrap() <= at_ms)
+        .last()
+        .map_or(serde_json::Value::Null, |change| change["size"].clone())
+}
+
+/// A 4-party call in a lab where Dee's link becomes a poor hotel link (300 kbit/s each way, 5 %
+/// of UDP lost) 6 s in, for 16 s: everyone sends Dee a small layer while Ann, Bob and Cid keep
+/// sending each other the full picture; Dee keeps hearing everyone; once the link is given back,
+/// everyone sends Dee the full picture again within 10 s.
+///
+/// Ignored for now: it fails, and shows what the engine's shape still lacks (issue 14). Under
+/// the limit Dee's engine stops decoding within a second and does not recover after the lift:
+/// its single task awaits each peer's RTP write, which the shaped link slows down, while capture
+/// keeps filling its unbounded channels; bounded queues and a sender per peer come next.
+#[test]
+#[ignore = "fails until the engine writes to each peer off its task (see above)"]
+fn a_poor_link_gets_a_small_layer_and_nobody_else_suffers() {
+    let _serial = one_at_a_time();
+    let mut lab = Lab::new("layers");
+    let hosts: Vec<usize> = (0..4).map(|_| lab.open_host()).collect();
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start_in(Some(&lab.wan), state.path(), &format!("{RELAY_IP}:443"), &[]);
+    let (host_link, invite) = relay.host();
+    let names = ["Ann", "Bob", "Cid", "Dee"];
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let link = if i == 0 { &host_link } else { &invite };
+        let netns = Some(lab.host(hosts[i]));
+        children.push(spawn_synthetic_in(netns, link, name, i as u32 + 2, 36.0, ("640x360", 15), &[]));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    lab.limit_link(hosts[3], Some((300, 0.05)));
+    std::thread::sleep(Duration::from_secs(16));
+    let lifted = unix_ms();
+    lab.limit_link(hosts[3], None);
+    let reports: Vec<(serde_json::Value, String)> = children.into_iter().map(report_of).collect();
+    for ((report, log), me) in reports.iter().zip(names) {
+        eprintln!("--- {me}: {report}\n{log}");
+    }
+    let report = |name: &str| &reports[names.iter().position(|n| *n == name).unwrap()].0;
+    for (j, sender) in names.iter().enumerate() {
+        for receiver in names.iter().filter(|n| *n != sender) {
+            let changes = &peer(report(sender), receiver)["send_layers"];
+            if *receiver == "Dee" {
+                let limited = layer_at(report(sender), "Dee", lifted);
+                assert!(
+                    limited == "320x180" || limited == "160x90",
+                    "{sender} sent Dee {limited} at the end of the limit: {changes}"
+                );
+                let back = layer_at(report(sender), "Dee", lifted + 10_000);
+                assert_eq!(back, "640x360", "{sender} to Dee 10 s after the limit was lifted: {changes}");
+                let heard = &peer(report("Dee"), sender)["audio_tone_hz"];
+                assert_eq!(heard, &tone_hz(j as u32 + 2), "Dee hears {sender}");
+            } else if *sender != "Dee" {
+                assert_eq!(
+                    changes.as_array().unwrap().iter().map(|c| c["size"].clone()).collect::<Vec<_>>(),
+                    ["640x360"],
+                    "{sender} to {receiver}, untouched by Dee's link"
+                );
+            }
+        }
+    }
+    drop(relay);
 }

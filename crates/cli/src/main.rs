@@ -739,6 +739,10 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "connected_ms": r.connected_ms,
                     "video_frames_decoded": r.video_frames_decoded,
                     "video_sizes": r.video_sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect::<Vec<_>>(),
+                    "send_layers": r.send_layers.iter().map(|(at, size)| json!({
+                        "at_ms": at,
+                        "size": size.map(|(w, h)| format!("{w}x{h}")),
+                    })).collect::<Vec<_>>(),
                     "last_frame_ms": r.last_frame_ms,
                     "longest_video_gap_ms": r.longest_video_gap_ms,
                     "pattern_id": r.pattern_id,

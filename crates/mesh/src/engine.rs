@@ -924,15 +924,15 @@ impl Engine {
         if let Some(top) = units.iter().find(|unit| unit.layer == 0) {
             self.record_own_video(Medium::Camera, When::CapturedUs(captured_us), &top.data);
         }
-        for slot in self.peers.values_mut() {
+        for (id, slot) in &mut self.peers {
             let wanted = slot.video.layer();
-            if wanted != slot.sent_layer {
-                match wanted {
-                    None => slot.sent_layer = None,
-                    Some(layer) if units.iter().any(|unit| unit.layer == layer && unit.keyframe) => {
-                        slot.sent_layer = Some(layer);
-                    }
-                    Some(_) => {}
+            if wanted != slot.sent_layer
+                && wanted.is_none_or(|layer| units.iter().any(|unit| unit.layer == layer && unit.keyframe))
+            {
+                slot.sent_layer = wanted;
+                let changes = &mut self.reports.entry(id.clone()).or_default().send_layers;
+                if changes.len() < 100 {
+                    changes.push((unix_us() / 1_000, wanted.map(|layer| self.ladder.size(layer))));
                 }
             }
             let Some(unit) = slot.sent_layer.and_then(|layer| units.iter().find(|unit| unit.layer == layer))

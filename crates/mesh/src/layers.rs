@@ -8,10 +8,12 @@
 //! encoded.
 //!
 //! The estimate is loss-based (webrtc 0.17 has no delay-based estimator): above 10 % loss it
-//! falls (in proportion to the loss, and below what is being sent), under 2 % it grows 20 % a
-//! second, in between it holds. An upgrade is a probe: it needs the next layer's floor with a
-//! 25 % margin, and one that fails (loss within 10 s) doubles the wait before the next
-//! (2 s up to 16 s). Below the smallest layer's floor video is paused and audio goes on.
+//! falls by half the loss, and below what is being sent; under 2 % it grows, 20 % after one
+//! clean second, faster after each further one (1.2^n, at most doubling a second, so a link
+//! given back is found within seconds); in between it holds. An upgrade is a probe: it needs the
+//! next layer's floor with a 25 % margin, and one that fails (loss within 10 s) doubles the wait
+//! before the next (2 s up to 8 s). Below the smallest layer's floor video is paused and audio
+//! goes on.
 
 use std::time::Duration;
 
@@ -20,14 +22,16 @@ use crate::decide::bitrate_ceiling;
 /// Layers a capture can be encoded in.
 pub const LAYERS: usize = 3;
 
-/// Growth of the estimate per loss-free second.
+/// Growth of the estimate in a loss-free second, raised to the number of such seconds in a row.
 const GROWTH: f64 = 1.2;
+/// The most the estimate grows in a second.
+const MAX_GROWTH: f64 = 2.0;
 /// An upgrade needs the next layer's floor times this.
 const UPGRADE_MARGIN: f64 = 1.25;
 /// The first wait after a downgrade before an upgrade may be tried.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// The longest wait.
-const BACKOFF_MAX: Duration = Duration::from_secs(16);
+const BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// Loss this soon after an upgrade makes it a failed probe.
 const PROBE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -136,6 +140,8 @@ pub struct PeerVideo {
     /// No upgrade before this.
     hold_until: Duration,
     backoff: Duration,
+    /// Loss-free seconds in a row.
+    clean: i32,
     /// When the last upgrade was made: a probe, until it has lasted [`PROBE_WINDOW`] without
     /// loss (then the wait goes back to its base).
     upgraded_at: Option<Duration>,
@@ -150,6 +156,7 @@ impl PeerVideo {
             layer: None,
             hold_until: Duration::ZERO,
             backoff: BACKOFF_BASE,
+            clean: 0,
             upgraded_at: None,
         };
         // The start is a guess, not a probe: no margin.
@@ -194,14 +201,19 @@ impl PeerVideo {
             let below_sent = sent.map_or(estimate, |s| 0.85 * f64::from(s));
             // Not below half the smallest layer's floor: a few clean seconds bring video back.
             let bottom = f64::from(ladder.range(LAYERS - 1).0) / 2.0;
-            self.estimate = (estimate * (1.0 - loss)).min(below_sent).max(bottom) as u32;
+            self.estimate = (estimate * (1.0 - loss / 2.0)).min(below_sent).max(bottom) as u32;
             if self.upgraded_at.take().is_some() {
                 // A failed probe: wait longer before the next.
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }
             self.hold_until = now + self.backoff;
-        } else if loss < 0.02 {
-            self.estimate = (estimate * GROWTH).min(top) as u32;
+        }
+        if loss < 0.02 {
+            self.clean = self.clean.saturating_add(1);
+            let growth = GROWTH.powi(self.clean.min(8)).min(MAX_GROWTH);
+            self.estimate = (estimate * growth).min(top) as u32;
+        } else {
+            self.clean = 0;
         }
         self.choose(ladder, now);
     }
@@ -306,7 +318,7 @@ mod tests {
         let mut peer = PeerVideo::new(&ladder);
         let mut now = secs(0);
         let mut layers = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             now += secs(1);
             let sent = ladder.bitrates([&peer])[peer.layer().unwrap_or(0)];
             peer.on_second(Some(0.35), sent, &ladder, now);
@@ -348,8 +360,8 @@ mod tests {
         let gaps: Vec<u64> = upgrades.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(upgrades.len() >= 3, "it keeps probing: {upgrades:?}");
         assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "waits grow: {gaps:?}");
-        assert!(gaps.last().is_some_and(|&g| g >= 16), "up to the longest wait: {gaps:?}");
-        assert!(upgrades.len() <= 12, "not every few seconds: {upgrades:?}");
+        assert!(gaps.last().is_some_and(|&g| g > BACKOFF_MAX.as_secs()), "up to the longest wait: {gaps:?}");
+        assert!(upgrades.len() <= 14, "not every few seconds: {upgrades:?}");
     }
 
     #[test]
@@ -378,7 +390,7 @@ mod tests {
         let mut weak = PeerVideo::new(&ladder);
         let mut small = PeerVideo::new(&ladder);
         small.on_view(View { width: 160, height: 90 }, &ladder, secs(0));
-        for s in 1..=3 {
+        for s in 1..=5 {
             strong.on_second(Some(0.0), Some(691_200), &ladder, secs(s));
             weak.on_second(Some(0.4), Some(691_200), &ladder, secs(s));
         }

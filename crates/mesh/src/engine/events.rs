@@ -308,6 +308,9 @@ pub struct PeerReport {
     pub ice_restarts: u32,
     /// The connection over the last second.
     pub stats: PeerStats,
+    /// When (Unix ms) the layer of our camera it gets changed, and to what size (`None`: no
+    /// video to it), in order (the first 100 changes).
+    pub send_layers: Vec<(u64, Option<(u32, u32)>)>,
     /// Glass-to-glass video latency, ms: decode time minus the capture time stamped into each
     /// synthetic frame (clocks must agree: same machine or NTP), one sample per frame (last 10,000).
     pub video_latency_ms: Vec<f64>,
