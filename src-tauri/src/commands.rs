@@ -4,10 +4,12 @@
 // Tauri hands managed state to commands by value (`State` is a cheap reference).
 #![allow(clippy::needless_pass_by_value)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use confer_media::{CameraChoice, DeviceChoice, ProcessingConfig, SYNTHETIC_CAMERA, SYNTHETIC_DEVICE};
 use confer_mesh::engine::{self, EngineConfig, EngineEvent, EngineHandle, MediaSource};
+use confer_mesh::layers::View;
 use confer_proto::{ClientMessage, InviteLink, PeerId};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter as _, State};
@@ -162,11 +164,11 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
     let (handle, events) = engine::join(&link, config).await?;
     handle.mute(request.muted);
     handle.camera(request.camera);
-    *call = Some(Call { handle });
+    *call = Some(Call { handle: handle.clone() });
     drop(call);
     let frames = shell.frames.clone();
     let shell_call = Arc::clone(&shell.call);
-    tauri::async_runtime::spawn(forward(events, frames, app, shell_call));
+    tauri::async_runtime::spawn(forward(events, frames, app, shell_call, handle));
     remember(
         &shell,
         RecentMeeting {
@@ -179,15 +181,56 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
     Ok(())
 }
 
-/// Hands the engine's events on: frames to the frame socket, the rest to the page.
+/// Tells each peer the size its tile is drawn at (device pixels), so it sends the layer that
+/// fills it; no video while the window is hidden, nor to a peer whose tile is gone (its
+/// `told` entry says what each was told last: only changes go out).
+fn tell_views(handle: &EngineHandle, page: &crate::video::PageView, told: &mut HashMap<PeerId, View>) {
+    let mut shown = HashMap::new();
+    for (tile, &(width, height)) in &page.sizes {
+        // "self", "share:…" and the lobby's preview are not peers' cameras.
+        let Ok(id) = PeerId::parse(tile) else { continue };
+        let view = View { width: width as u32, height: height as u32 };
+        shown.insert(id, if page.hidden { View::OFF } else { view });
+    }
+    for (id, view) in told.iter_mut() {
+        if !shown.contains_key(id) && *view != View::OFF {
+            *view = View::OFF;
+            handle.view(Some(id.clone()), View::OFF);
+        }
+    }
+    for (id, view) in shown {
+        if told.get(&id) != Some(&view) {
+            handle.view(Some(id.clone()), view);
+            told.insert(id, view);
+        }
+    }
+}
+
+/// Hands the engine's events on: frames to the frame socket, the rest to the page; and what
+/// the page shows to the engine (see [`tell_views`]).
 async fn forward(
     mut events: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
     frames: crate::video::FrameServer,
     app: AppHandle,
     call: Arc<tokio::sync::Mutex<Option<Call>>>,
+    handle: EngineHandle,
 ) {
     let mut ended = false;
-    while let Some(event) = events.recv().await {
+    let mut views = frames.views();
+    let mut told = HashMap::new();
+    tell_views(&handle, &views.borrow_and_update().clone(), &mut told);
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            Ok(()) = views.changed() => {
+                let page = views.borrow_and_update().clone();
+                tell_views(&handle, &page, &mut told);
+                continue;
+            }
+        };
         match &event {
             EngineEvent::VideoFrame { from, frame, stamp } => {
                 let captured_us = stamp.map_or(0, |s| s.captured_ms * 1000);

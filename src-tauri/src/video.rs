@@ -32,7 +32,10 @@
 //! `{"sizes":{"<tile>":[width,height],…}}` (all tiles at once, whenever the layout changes). A
 //! frame at least a quarter larger than its tile is scaled down to fit inside it before it is sent: eight
 //! 640x360 participants in a 1200x760 window need a quarter of the bytes, and the page's
-//! uploads and WebKit's network process shrink with them.
+//! uploads and WebKit's network process shrink with them. `"hidden":true` in the same message
+//! says the window is hidden (minimised): nothing is drawn. The call hands both on to the
+//! others ([`FrameServer::views`]), who then send each tile only the layer it needs, and no
+//! video at all while the window is hidden.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -75,6 +78,17 @@ struct Shared {
     queued: std::sync::atomic::AtomicU64,
     /// How large the page draws each tile (device pixels), as it last said.
     sizes: Mutex<HashMap<String, (usize, usize)>>,
+    /// The same, and whether the window is hidden, for the call.
+    views: watch::Sender<PageView>,
+}
+
+/// What the page shows, as it last said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageView {
+    /// Each tile's size, device pixels.
+    pub sizes: HashMap<String, (usize, usize)>,
+    /// The window is hidden: nothing is drawn.
+    pub hidden: bool,
 }
 
 /// The frame socket: publish frames to it, tell the page its URL.
@@ -104,6 +118,7 @@ impl FrameServer {
             generation: AtomicU32::new(0),
             queued: std::sync::atomic::AtomicU64::new(0),
             sizes: Mutex::default(),
+            views: watch::Sender::new(PageView::default()),
         });
         let server = Self { addr, token: token.clone(), shared: Arc::clone(&shared) };
         let origins = Arc::new(origins);
@@ -119,6 +134,11 @@ impl FrameServer {
             }
         });
         Ok(server)
+    }
+
+    /// What the page shows (each tile's size, whether the window is hidden), as it changes.
+    pub fn views(&self) -> watch::Receiver<PageView> {
+        self.shared.views.subscribe()
     }
 
     /// The URL the page opens (with the token).
@@ -213,7 +233,12 @@ async fn serve(stream: TcpStream, shared: &Shared, origins: &[String], token: &s
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return Ok(()),
                 Some(Ok(Message::Text(text))) => match page_message(&text) {
                     PageMessage::Taken(n) => in_flight = in_flight.saturating_sub(n),
-                    PageMessage::Sizes(sizes) => {
+                    PageMessage::Sizes(sizes, hidden) => {
+                        shared.views.send_if_modified(|view| {
+                            let changed = view.sizes != sizes || view.hidden != hidden;
+                            *view = PageView { sizes: sizes.clone(), hidden };
+                            changed
+                        });
                         *shared.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = sizes;
                     }
                     PageMessage::Unknown => tracing::debug!("frame socket: a message from the page that is not one"),
@@ -261,8 +286,9 @@ const MAX_SIZED_TILES: usize = 64;
 enum PageMessage {
     /// It has taken this many frames (`"1"`).
     Taken(usize),
-    /// How large it draws each tile (`{"sizes":{"tile":[w,h]}}`).
-    Sizes(HashMap<String, (usize, usize)>),
+    /// How large it draws each tile (`{"sizes":{"tile":[w,h]}}`), and whether the window is
+    /// hidden (`"hidden":true`).
+    Sizes(HashMap<String, (usize, usize)>, bool),
     /// Anything else (ignored).
     Unknown,
 }
@@ -271,17 +297,20 @@ fn page_message(text: &str) -> PageMessage {
     #[derive(serde::Deserialize)]
     struct Sizes {
         sizes: HashMap<String, (u16, u16)>,
+        #[serde(default)]
+        hidden: bool,
     }
     if let Ok(n) = text.trim().parse::<usize>() {
         return PageMessage::Taken(n.min(MAX_IN_FLIGHT));
     }
     match serde_json::from_str::<Sizes>(text) {
-        Ok(Sizes { sizes }) if sizes.len() <= MAX_SIZED_TILES => PageMessage::Sizes(
+        Ok(Sizes { sizes, hidden }) if sizes.len() <= MAX_SIZED_TILES => PageMessage::Sizes(
             sizes
                 .into_iter()
                 .filter(|(tile, (w, h))| tile.len() <= 255 && *w > 0 && *h > 0)
                 .map(|(tile, (w, h))| (tile, (usize::from(w), usize::from(h))))
                 .collect(),
+            hidden,
         ),
         _ => PageMessage::Unknown,
     }
@@ -370,6 +399,7 @@ mod tests {
     async fn frames_are_scaled_to_the_size_the_page_draws_their_tile() {
         let server = FrameServer::start(vec![ORIGIN.into()]).await.expect("start");
         let mut page = connect(&server, &server.url(), ORIGIN).await.expect("connect");
+        let mut views = server.views();
         let big = || Arc::new(I420Frame::filled(640, 360, (90, 60, 200)).expect("frame"));
         let size_of = |message: Message| {
             let data = message.into_data();
@@ -378,9 +408,17 @@ mod tests {
             (tile, u16::from_le_bytes([data[4], data[5]]), u16::from_le_bytes([data[6], data[7]]))
         };
         page.send(Message::text(r#"{"sizes":{"alice":[320,180],"bob":[620,350]}}"#)).await.expect("send");
-        // Let the sizes arrive before the frames (they travel on the same connection, but the
+        // The call hears of them (to ask each sender for the layer its tile needs), which also
+        // tells they arrived before the frames (they travel on the same connection, but the
         // server reads them in its own loop).
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), views.changed())
+            .await
+            .expect("in time")
+            .expect("open");
+        let told = views.borrow_and_update().clone();
+        assert_eq!(told.sizes.get("alice"), Some(&(320, 180)));
+        assert_eq!(told.sizes.get("bob"), Some(&(620, 350)));
+        assert!(!told.hidden);
         server.publish("alice", big(), 0);
         server.publish("bob", big(), 0);
         server.publish("carol", big(), 0);
@@ -401,7 +439,12 @@ mod tests {
         server.publish("alice", big(), 0);
         assert_eq!(size_of(next(&mut page).await.expect("a frame")), ("alice".into(), 320, 180));
         assert_eq!(page_message("1"), PageMessage::Taken(1));
-        assert_eq!(page_message("{\"sizes\":{}}"), PageMessage::Sizes(HashMap::new()));
+        assert_eq!(page_message("{\"sizes\":{}}"), PageMessage::Sizes(HashMap::new(), false));
+        assert_eq!(
+            page_message(r#"{"sizes":{"a":[32,18]},"hidden":true}"#),
+            PageMessage::Sizes(HashMap::from([("a".to_owned(), (32, 18))]), true)
+        );
+        assert_eq!(page_message(r#"{"sizes":{},"hidden":"yes"}"#), PageMessage::Unknown);
         assert_eq!(page_message("hello"), PageMessage::Unknown);
         let many = (0..65).map(|i| format!("\"t{i}\":[1,1]")).collect::<Vec<_>>().join(",");
         assert_eq!(page_message(&format!("{{\"sizes\":{{{many}}}}}")), PageMessage::Unknown);

@@ -148,8 +148,10 @@ impl Lab {
 
     /// Makes open host `index`'s link a poor one, as a hotel's: `kbit` kbit/s each way (a token
     /// bucket with 300 ms of queue on each end of the link) and `loss` (0..1) of its UDP packets
-    /// lost at random each way; `None` gives the link back its full speed and no loss. (This
-    /// kernel has no `netem`; `tbf` and iptables' `statistic` match do the same.)
+    /// lost at random each way on the internet's side, where the host cannot see it (a rule in
+    /// the host's own OUTPUT chain would fail its sends with EPERM instead); `None` gives the
+    /// link back its full speed and no loss. (This kernel has no `netem`; `tbf` and iptables'
+    /// `statistic` match do the same.)
     pub fn limit_link(&self, index: usize, limit: Option<(u32, f64)>) {
         let host = &self.hosts[index];
         let outside = &self.open_links[&index];
@@ -163,17 +165,20 @@ impl Lab {
                     "tc",
                     &[&["qdisc", "replace", "dev", outside.as_str()][..], &shape].concat(),
                 );
+                // A chain of its own, which lifting empties (the jumps to it then do nothing).
+                let chain = format!("poor-{outside}");
                 let probability = format!("{loss}");
-                for chain in ["INPUT", "OUTPUT"] {
-                    let drop = ["-A", chain, "-p", "udp", "-m", "statistic", "--mode", "random"];
-                    iptables(host, &[&drop[..], &["--probability", &probability, "-j", "DROP"]].concat());
+                if run_in_ok(&self.wan, "iptables", &["-N", &chain]) {
+                    iptables(&self.wan, &["-I", "FORWARD", "-i", outside, "-j", &chain]);
+                    iptables(&self.wan, &["-I", "FORWARD", "-o", outside, "-j", &chain]);
                 }
+                let drop = ["-A", &chain, "-p", "udp", "-m", "statistic", "--mode", "random"];
+                iptables(&self.wan, &[&drop[..], &["--probability", &probability, "-j", "DROP"]].concat());
             }
             None => {
                 run_in(host, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
                 run_in(&self.wan, "tc", &["qdisc", "del", "dev", outside, "root"]);
-                iptables(host, &["-F", "INPUT"]);
-                iptables(host, &["-F", "OUTPUT"]);
+                iptables(&self.wan, &["-F", &format!("poor-{outside}")]);
             }
         }
     }
@@ -273,6 +278,15 @@ fn sysctl(netns: &Netns, setting: &str) {
 
 fn iptables(netns: &Netns, args: &[&str]) {
     run_in(netns, "iptables", args);
+}
+
+/// Runs `program ARGS` in `netns`; whether it succeeded.
+fn run_in_ok(netns: &Netns, program: &str, args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", &netns.name, program])
+        .args(args)
+        .output()
+        .is_ok_and(|output| output.status.success())
 }
 
 fn run_in(netns: &Netns, program: &str, args: &[&str]) {

@@ -190,6 +190,32 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         );
     }
 
+    // The window is hidden (as minimising it tells the page): the page says so, the app asks
+    // Alice and Bob for no video, and their frames stop; shown again, they come back.
+    let frames_of = |id: &str| {
+        driver
+            .execute("return window.__confer.feed().perTile[arguments[0]] ?? 0", &[json!(id)])
+            .as_u64()
+            .unwrap()
+    };
+    let remote: Vec<String> =
+        tiles.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+    let visibility = "Object.defineProperty(document, 'hidden', {value: arguments[0], configurable: true});                       document.dispatchEvent(new Event('visibilitychange'))";
+    driver.execute(visibility, &[json!(true)]);
+    std::thread::sleep(Duration::from_secs(2));
+    let hidden_from: Vec<u64> = remote.iter().map(|id| frames_of(id)).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let hidden_to: Vec<u64> = remote.iter().map(|id| frames_of(id)).collect();
+    assert_eq!(hidden_from, hidden_to, "no video arrives while the window is hidden");
+    driver.execute(visibility, &[json!(false)]);
+    driver.wait_for(
+        "video again once the window is shown",
+        &format!(
+            "const f = window.__confer.feed().perTile; return {remote:?}.every((id, i) => (f[id] ?? 0) > {hidden_to:?}[i] + 10)"
+        ),
+        Duration::from_secs(10),
+    );
+
     // Alice records: the app, which joined after she started, shows it.
     let banner = driver.wait_for(
         "the app shows that Alice records",
@@ -247,6 +273,10 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
         assert_eq!(desk["muted"], true, "the app's mute reached the others: {desk}");
         assert_eq!(desk["pattern_id"], 4, "the app's synthetic camera reached the others: {desk}");
         assert!(desk["video_frames_decoded"].as_u64().unwrap() > 30, "{desk}");
+        // Its tiles' sizes (320x180, what they send) and the hidden window reached them.
+        let layers: Vec<Value> =
+            desk["send_layers"].as_array().unwrap().iter().map(|c| c["size"].clone()).collect();
+        assert_eq!(layers, [json!("320x180"), Value::Null, json!("320x180")], "{desk}");
         let told: Vec<bool> = report["recording"]
             .as_array()
             .unwrap()

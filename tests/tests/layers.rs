@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use confer_media::synthetic::tone_hz;
 use confer_tests::lab::{Lab, RELAY_IP};
-use confer_tests::{Relay, one_at_a_time, peer, report_of, spawn_synthetic, spawn_synthetic_in, unix_ms};
+use confer_tests::{
+    Relay, SMALL, one_at_a_time, peer, report_of, spawn_synthetic, spawn_synthetic_in, unix_ms,
+};
 
 /// Ann and Bob show everyone as they come; Cid, 5 s in, shows everyone in 160x90 thumbnails;
 /// Dee, 5 s in, minimises the window (a `0x0` view). Every sender then sends Cid its smallest
@@ -135,4 +137,41 @@ fn a_poor_link_gets_a_small_layer_and_nobody_else_suffers() {
         }
     }
     drop(relay);
+}
+
+/// Eight people in a call on this 2-core machine (debug build), each showing the others as
+/// thumbnails (160x90, as a gallery of eight would): each sender encodes its 160x90 layer
+/// only, and everyone decodes everyone, and hears everyone.
+#[test]
+fn eight_participants_in_thumbnails_each_see_and_hear_all_seven_others() {
+    let _serial = one_at_a_time();
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    let names = ["Ann", "Bob", "Cid", "Dee", "Eve", "Fay", "Gus", "Hal"];
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let link = if i == 0 { &host_link } else { &invite };
+        let extra = ["--view", "160x90"];
+        children.push(spawn_synthetic(link, name, i as u32 + 2, 24.0 - 0.3 * i as f64, SMALL, &extra));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let reports: Vec<(serde_json::Value, String)> = children.into_iter().map(report_of).collect();
+    for ((report, log), me) in reports.iter().zip(names) {
+        eprintln!("--- {me}: {report}\n{log}");
+    }
+    for ((report, _), me) in reports.iter().zip(names) {
+        for (j, other) in names.iter().enumerate() {
+            if *other == me {
+                continue;
+            }
+            let seen = peer(report, other);
+            let frames = seen["video_frames_decoded"].as_u64().unwrap();
+            assert!(frames >= 100, "{me} decoded {frames} frames of {other}");
+            let sizes = seen["video_sizes"].as_array().unwrap();
+            assert_eq!(sizes.last().unwrap(), "160x90", "{me} gets {other}'s thumbnail layer: {sizes:?}");
+            assert_eq!(seen["stats"]["send_layer"], "160x90", "{me} sends {other} its thumbnail layer");
+            assert_eq!(seen["audio_tone_hz"], tone_hz(j as u32 + 2), "{me} hears {other}");
+        }
+    }
 }

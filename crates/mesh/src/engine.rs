@@ -1438,7 +1438,7 @@ impl Engine {
         // Each peer's layer follows the loss it reports (webrtc 0.17 has no delay-based
         // estimator; loss is what there is), and each layer's encoder its weakest receiver.
         let rates: [u32; LAYERS] = std::array::from_fn(|l| self.sending.bitrates[l].load(Ordering::Relaxed));
-        for slot in self.peers.values_mut() {
+        for slot in self.peers.values_mut().filter(|slot| slot.connected) {
             let sent = slot.sent_layer.map(|layer| rates[layer]).filter(|&rate| rate > 0);
             slot.video.on_second(slot.loss.take(), sent, &self.ladder, now);
         }

@@ -12,8 +12,9 @@
 //! clean second, faster after each further one (1.2^n, at most doubling a second, so a link
 //! given back is found within seconds); in between it holds. An upgrade is a probe: it needs the
 //! next layer's floor with a 25 % margin, and one that fails (loss within 10 s) doubles the wait
-//! before the next (2 s up to 8 s). Below the smallest layer's floor video is paused and audio
-//! goes on.
+//! before the next (2 s up to 8 s). A receiver that sends no report for 3 s while we send it
+//! video is taken as swamped (50 % loss a second) until it reports again. Below the smallest
+//! layer's floor video is paused and audio goes on.
 
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ const UPGRADE_MARGIN: f64 = 1.25;
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// The longest wait.
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// Seconds without a report, while video is sent, after which the link is taken as congested.
+const SILENCE: u32 = 3;
+/// The loss a silent receiver is taken to have, each further silent second.
+const SILENT_LOSS: f64 = 0.5;
 /// Loss this soon after an upgrade makes it a failed probe.
 const PROBE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -142,6 +147,8 @@ pub struct PeerVideo {
     backoff: Duration,
     /// Loss-free seconds in a row.
     clean: i32,
+    /// Seconds in a row without a report while video is sent.
+    silent: u32,
     /// When the last upgrade was made: a probe, until it has lasted [`PROBE_WINDOW`] without
     /// loss (then the wait goes back to its base).
     upgraded_at: Option<Duration>,
@@ -157,6 +164,7 @@ impl PeerVideo {
             hold_until: Duration::ZERO,
             backoff: BACKOFF_BASE,
             clean: 0,
+            silent: 0,
             upgraded_at: None,
         };
         // The start is a guess, not a probe: no margin.
@@ -180,15 +188,29 @@ impl PeerVideo {
         self.choose(ladder, now);
     }
 
-    /// A second went by; `loss` is what it reported of our video in it (0..1; `None` if it
-    /// reported nothing). `sent` is what its layer's encoder aims for now.
+    /// A second of a connected peer went by; `loss` is what it reported of our video in it
+    /// (0..1; `None` if it reported nothing). `sent` is what its layer's encoder aims for now.
     pub fn on_second(&mut self, loss: Option<f64>, sent: Option<u32>, ladder: &Ladder, now: Duration) {
-        // Paused, nothing is sent and nothing reported: audio alone flows, so the link may be
-        // probed as if it were clean.
         let loss = match (loss, self.layer) {
-            (Some(loss), _) => loss,
-            (None, None) => 0.0,
-            (None, Some(_)) => return,
+            (Some(loss), _) => {
+                self.silent = 0;
+                loss
+            }
+            // Paused, nothing is sent and nothing reported: audio alone flows, so the link may
+            // be probed as if it were clean.
+            (None, None) => {
+                self.silent = 0;
+                0.0
+            }
+            (None, Some(_)) => {
+                // Receivers report every second: one that falls silent while we send is most
+                // likely swamped (its reports lost on the way back, or never sent), not well.
+                self.silent = self.silent.saturating_add(1);
+                if self.silent < SILENCE {
+                    return;
+                }
+                SILENT_LOSS
+            }
         };
         if self.upgraded_at.is_some_and(|at| now.saturating_sub(at) >= PROBE_WINDOW) {
             // The last upgrade held: the link is as good as it was found.
@@ -381,6 +403,31 @@ mod tests {
             peer.on_second(None, None, &ladder, now);
         }
         assert!(peer.layer().is_some(), "video back: {}", peer.estimate());
+    }
+
+    #[test]
+    fn a_receiver_that_stops_reporting_is_taken_as_swamped() {
+        let ladder = ladder();
+        let mut peer = PeerVideo::new(&ladder);
+        let mut now = secs(0);
+        for _ in 0..2 {
+            now += secs(1);
+            peer.on_second(None, Some(691_200), &ladder, now);
+        }
+        assert_eq!(peer.layer(), Some(0), "a report may be late: nothing changes for 2 s");
+        for _ in 0..6 {
+            now += secs(1);
+            let sent = peer.layer().and_then(|l| ladder.bitrates([&peer])[l]);
+            peer.on_second(None, sent, &ladder, now);
+        }
+        assert!(peer.layer().is_some_and(|l| l > 0), "silence moved it down: {:?}", peer.layer());
+        // Reports again, clean: back up.
+        for _ in 0..12 {
+            now += secs(1);
+            let sent = peer.layer().and_then(|l| ladder.bitrates([&peer])[l]);
+            peer.on_second(Some(0.0), sent, &ladder, now);
+        }
+        assert_eq!(peer.layer(), Some(0));
     }
 
     #[test]

@@ -101,6 +101,16 @@ describe("the frame feed", () => {
     if (!second) throw new Error("the feed did not reconnect");
     second.open();
     expect(second.sent.map((m) => JSON.parse(m))).toEqual([{ sizes: { a: [640, 360], b: [640, 360] } }]);
+    // The window is minimised, then shown again: said with the sizes, once per change.
+    feed.setHidden(true);
+    feed.setHidden(true);
+    await Promise.resolve();
+    feed.setHidden(false);
+    await Promise.resolve();
+    expect(second.sent.slice(1).map((m) => JSON.parse(m))).toEqual([
+      { sizes: { a: [640, 360], b: [640, 360] }, hidden: true },
+      { sizes: { a: [640, 360], b: [640, 360] } },
+    ]);
     feed.close();
   });
 });

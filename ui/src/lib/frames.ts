@@ -58,6 +58,7 @@ export class FrameFeed {
   private closed = false;
   private sizes = new Map<string, [number, number]>();
   private sizesDue = false;
+  private hidden = false;
 
   constructor(private readonly url: string) {}
 
@@ -68,6 +69,20 @@ export class FrameFeed {
   setSize(tile: string, size: [number, number] | null): void {
     if (size) this.sizes.set(tile, [Math.max(1, Math.round(size[0])), Math.max(1, Math.round(size[1]))]);
     else this.sizes.delete(tile);
+    this.sizesChanged();
+  }
+
+  /**
+   * Tells the app whether the window is hidden (minimised, on another workspace): the others
+   * are then asked for no video (audio goes on), and for their tiles' sizes again once shown.
+   */
+  setHidden(hidden: boolean): void {
+    if (hidden === this.hidden) return;
+    this.hidden = hidden;
+    this.sizesChanged();
+  }
+
+  private sizesChanged(): void {
     if (this.sizesDue) return;
     this.sizesDue = true;
     queueMicrotask(() => {
@@ -78,7 +93,8 @@ export class FrameFeed {
 
   private sendSizes(): void {
     if (this.socket?.readyState !== WebSocket.OPEN) return;
-    this.socket.send(JSON.stringify({ sizes: Object.fromEntries(this.sizes) }));
+    const sizes = Object.fromEntries(this.sizes);
+    this.socket.send(JSON.stringify(this.hidden ? { sizes, hidden: true } : { sizes }));
   }
 
   start(): void {

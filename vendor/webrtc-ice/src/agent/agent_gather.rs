@@ -20,6 +20,28 @@ use confer_turn_stream::RelayTransport;
 
 /// How long a TURN server reached over TCP or TLS may take to connect (Confer's patch).
 const STREAM_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Confer: how long a TURN allocation over TCP or TLS waits for the one over UDP to answer. Where
+/// UDP reaches the TURN server, no stream allocation is made at all (a call must not be carried
+/// by a stream where it can go over UDP: head-of-line blocking); where it does not, this is what
+/// the stream's candidate comes later.
+const UDP_RELAY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Confer: one TURN allocation over UDP under way; when it ends (dropped), the allocations over
+/// TCP and TLS waiting for it learn whether it succeeded.
+struct UdpRelayAttempt {
+    outcome: Arc<tokio::sync::watch::Sender<(usize, bool)>>,
+    allocated: bool,
+}
+
+impl Drop for UdpRelayAttempt {
+    fn drop(&mut self) {
+        let allocated = self.allocated;
+        self.outcome.send_modify(|(pending, any)| {
+            *pending = pending.saturating_sub(1);
+            *any |= allocated;
+        });
+    }
+}
 use crate::util::*;
 
 const STUN_GATHER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -753,6 +775,12 @@ impl Agent {
         agent_internal: Arc<AgentInternal>,
     ) {
         let wg = WaitGroup::new();
+        // Confer: allocations over UDP still under way, and whether one succeeded.
+        let udp_urls = urls
+            .iter()
+            .filter(|url| url.scheme == SchemeType::Turn && url.proto == ProtoType::Udp)
+            .count();
+        let udp_outcome = Arc::new(tokio::sync::watch::Sender::new((udp_urls, false)));
 
         for url in urls {
             if url.scheme != SchemeType::Turn && url.scheme != SchemeType::Turns {
@@ -778,6 +806,7 @@ impl Agent {
             let network = NetworkType::Udp4.to_string();
             let net2 = Arc::clone(&net);
             let agent_internal2 = Arc::clone(&agent_internal);
+            let udp_outcome = Arc::clone(&udp_outcome);
 
             let w = wg.worker();
             tokio::spawn(async move {
@@ -800,6 +829,28 @@ impl Agent {
                         return Ok(());
                     }
                 };
+                // Confer: UDP first; a stream only where UDP does not reach the TURN server.
+                let mut udp_attempt = (transport == RelayTransport::Udp).then(|| UdpRelayAttempt {
+                    outcome: Arc::clone(&udp_outcome),
+                    allocated: false,
+                });
+                if transport != RelayTransport::Udp {
+                    let mut outcome = udp_outcome.subscribe();
+                    let settled = tokio::time::timeout(
+                        UDP_RELAY_FIRST,
+                        outcome.wait_for(|(pending, any)| *any || *pending == 0),
+                    )
+                    .await;
+                    if matches!(settled, Ok(Ok(state)) if state.1) {
+                        log::debug!(
+                            "[{}]: TURN over UDP works: no allocation over {} ({})",
+                            agent_internal2.get_name(),
+                            transport,
+                            url
+                        );
+                        return Ok(());
+                    }
+                }
 
                 let (loc_conn, rel_addr, rel_port): (Arc<dyn Conn + Send + Sync>, String, u16) =
                     if transport == RelayTransport::Udp {
@@ -940,6 +991,9 @@ impl Agent {
                         }
                     };
 
+                if let Some(attempt) = &mut udp_attempt {
+                    attempt.allocated = true;
+                }
                 {
                     if let Err(err) = agent_internal2.add_candidate(&candidate).await {
                         if let Err(close_err) = candidate.close().await {
