@@ -408,7 +408,8 @@ where
         if self.shared.stopping.is_cancelled() {
             return Some(restarting());
         }
-        let (took_over_at_ms, mut snapshot) = match self.shared.holder(room).await {
+        let (holder, _opening) = self.shared.holder(room).await;
+        let (took_over_at_ms, mut snapshot) = match holder {
             Ok(Holder::Here { took_over_at_ms, snapshot }) => (took_over_at_ms, snapshot),
             Ok(Holder::There(holder)) => {
                 let envelope = Envelope::Join {
@@ -497,7 +498,8 @@ where
         if self.shared.stopping.is_cancelled() {
             return Some(restarting());
         }
-        let (took_over_at_ms, mut snapshot) = match self.shared.holder(&claims.room).await {
+        let (holder, _opening) = self.shared.holder(&claims.room).await;
+        let (took_over_at_ms, mut snapshot) = match holder {
             Ok(Holder::Here { took_over_at_ms, snapshot }) => (took_over_at_ms, snapshot),
             Ok(Holder::There(holder)) => {
                 // The holder decides whether a seat it has no record of may be rebuilt.

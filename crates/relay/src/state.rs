@@ -72,7 +72,12 @@ pub(crate) struct Shared {
     checks: Mutex<HashMap<IpAddr, crate::rate::TokenBucket>>,
     open: AtomicUsize,
     refusing: AtomicUsize,
+    /// Per room, whoever on this instance is asking who holds it and opening it here.
+    opening: Mutex<HashMap<RoomId, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// Held while a room is opened here (see [`Shared::holder`]).
+pub(crate) type Opening = Option<tokio::sync::OwnedMutexGuard<()>>;
 
 impl Shared {
     /// The state of a relay about to serve with `config`, reached at `origin`.
@@ -105,6 +110,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashMap::new()),
             checks: Mutex::new(HashMap::new()),
             open: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
@@ -126,14 +132,31 @@ impl Shared {
     }
 
     /// Where `room` is held: here (always, without a cluster), or by another instance.
-    pub(crate) async fn holder(&self, room: &RoomId) -> Result<Holder, redis::RedisError> {
-        match &self.cluster {
-            None => Ok(Holder::Here { took_over_at_ms: None, snapshot: None }),
-            Some(_) if self.rooms.get(room).is_some() => {
-                Ok(Holder::Here { took_over_at_ms: None, snapshot: None })
-            }
-            Some(cluster) => cluster.holder(room).await,
+    ///
+    /// Asked by everyone on this instance about one room in turn, each until it drops the
+    /// returned [`Opening`]: drop it once the room is open here (`Rooms::get_or_create`). The
+    /// holder script hands a drained room's snapshot to one caller only; without this a second
+    /// joiner could open the room empty before the first restored it, and every seat in the
+    /// snapshot was lost (the rolling-restart test once saw a joiner seated without the room's
+    /// resident, who was then rebuilt on resume).
+    pub(crate) async fn holder(&self, room: &RoomId) -> (Result<Holder, redis::RedisError>, Opening) {
+        let here = || Ok(Holder::Here { took_over_at_ms: None, snapshot: None });
+        let Some(cluster) = &self.cluster else { return (here(), None) };
+        if self.rooms.get(room).is_some() {
+            return (here(), None);
         }
+        let turn = {
+            let mut opening = self.opening.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Rooms nobody is opening any more.
+            opening.retain(|_, turn| Arc::strong_count(turn) > 1);
+            Arc::clone(opening.entry(room.clone()).or_default())
+        };
+        let guard = turn.lock_owned().await;
+        if self.rooms.get(room).is_some() {
+            // Opened (restored) by the one before us.
+            return (here(), Some(guard));
+        }
+        (cluster.holder(room).await, Some(guard))
     }
 
     /// Carries out what another instance sent: the holder's side (a client of `from` joins,
@@ -256,7 +279,8 @@ impl Shared {
             return Some(cell);
         }
         // Dropped here since the sender looked (empty for long, or moved): ask again.
-        let (took_over_at_ms, snapshot) = match cluster.holder(room).await {
+        let (holder, _opening) = self.holder(room).await;
+        let (took_over_at_ms, snapshot) = match holder {
             Ok(Holder::Here { took_over_at_ms, snapshot }) => (took_over_at_ms, snapshot),
             Ok(Holder::There(_)) | Err(_) => {
                 return refuse(ErrorCode::ShuttingDown, "your room moved: reconnect and resume");
