@@ -419,3 +419,43 @@ async fn relays_share_rooms_through_a_redis_that_speaks_only_tls_and_trust_only_
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("not-a-ca.pem: it holds no PEM certificate"), "{said}");
 }
+
+/// After a hand-over the instance taking a room over may be asked for it by several joiners at
+/// once: the holder script gives the drained room's snapshot to one of them only, and each must
+/// find the room whole (every seat of the snapshot listed, reconnecting), not an empty room
+/// opened by a joiner that asked second and got there first.
+#[tokio::test]
+async fn joiners_arriving_at_once_after_a_hand_over_all_find_the_room_whole() {
+    let redis = TestRedis::start();
+    let a = shared_relay(&redis).await;
+    let b = shared_relay(&redis).await;
+    let links = a.create_room(false).await;
+    let mut host = a.join(&links.host, "Host").await;
+    let mut guest = a.join(&links.guest, "Guest").await;
+    host.client.recv().await; // the guest joined
+    let drained = tokio::task::spawn_blocking(move || {
+        let mut a = a;
+        a.terminate()
+    });
+    guest.client.expect_fatal(ErrorCode::ShuttingDown).await;
+    host.client.expect_fatal(ErrorCode::ShuttingDown).await;
+    assert!(drained.await.unwrap(), "A exits cleanly");
+
+    // Six newcomers at once on B, which holds nothing of the room yet (8 seats in all).
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(b.connect().await);
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(&crate::support::join_message(&links.guest, &format!("New{i}"))).await;
+    }
+    for (i, client) in clients.into_iter().enumerate() {
+        let seat = client.expect_joined().await;
+        let listed = |id: &confer_proto::PeerId| seat.participants.iter().any(|p| &p.id == id);
+        assert!(
+            listed(&host.id) && listed(&guest.id),
+            "newcomer {i} was seated without the room's seats: {:?}",
+            seat.participants
+        );
+    }
+}
