@@ -20,20 +20,22 @@ use confer_turn_stream::RelayTransport;
 
 /// How long a TURN server reached over TCP or TLS may take to connect (Confer's patch).
 const STREAM_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Confer: how long a TURN allocation over TCP or TLS waits for the one over UDP to answer. Where
-/// UDP reaches the TURN server, no stream allocation is made at all (a call must not be carried
-/// by a stream where it can go over UDP: head-of-line blocking); where it does not, this is what
-/// the stream's candidate comes later.
+/// Confer: how long a TURN allocation waits for each better one (UDP before TCP before TLS) to
+/// answer. Where UDP reaches the TURN server, no stream allocation is made at all (a call must
+/// not be carried by a stream where it can go over UDP: head-of-line blocking), and where TCP
+/// does, none over TLS: the controlling side cannot tell a peer's relayed addresses apart, and
+/// nominated whichever was checked first. Where they do not, this is what a worse candidate
+/// comes later (TLS at most 1 s).
 const UDP_RELAY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Confer: one TURN allocation over UDP under way; when it ends (dropped), the allocations over
-/// TCP and TLS waiting for it learn whether it succeeded.
-struct UdpRelayAttempt {
+/// Confer: one TURN allocation over UDP (or TCP) under way; when it ends (dropped), the worse
+/// allocations waiting for it learn whether it succeeded.
+struct RelayAttempt {
     outcome: Arc<tokio::sync::watch::Sender<(usize, bool)>>,
     allocated: bool,
 }
 
-impl Drop for UdpRelayAttempt {
+impl Drop for RelayAttempt {
     fn drop(&mut self) {
         let allocated = self.allocated;
         self.outcome.send_modify(|(pending, any)| {
@@ -775,12 +777,13 @@ impl Agent {
         agent_internal: Arc<AgentInternal>,
     ) {
         let wg = WaitGroup::new();
-        // Confer: allocations over UDP still under way, and whether one succeeded.
-        let udp_urls = urls
-            .iter()
-            .filter(|url| url.scheme == SchemeType::Turn && url.proto == ProtoType::Udp)
-            .count();
-        let udp_outcome = Arc::new(tokio::sync::watch::Sender::new((udp_urls, false)));
+        // Confer: allocations over UDP, and over TCP, still under way, and whether one succeeded.
+        let outcome_of = |proto: ProtoType| {
+            let pending =
+                urls.iter().filter(|url| url.scheme == SchemeType::Turn && url.proto == proto).count();
+            Arc::new(tokio::sync::watch::Sender::new((pending, false)))
+        };
+        let (udp_outcome, tcp_outcome) = (outcome_of(ProtoType::Udp), outcome_of(ProtoType::Tcp));
 
         for url in urls {
             if url.scheme != SchemeType::Turn && url.scheme != SchemeType::Turns {
@@ -806,7 +809,7 @@ impl Agent {
             let network = NetworkType::Udp4.to_string();
             let net2 = Arc::clone(&net);
             let agent_internal2 = Arc::clone(&agent_internal);
-            let udp_outcome = Arc::clone(&udp_outcome);
+            let (udp_outcome, tcp_outcome) = (Arc::clone(&udp_outcome), Arc::clone(&tcp_outcome));
 
             let w = wg.worker();
             tokio::spawn(async move {
@@ -829,13 +832,21 @@ impl Agent {
                         return Ok(());
                     }
                 };
-                // Confer: UDP first; a stream only where UDP does not reach the TURN server.
-                let mut udp_attempt = (transport == RelayTransport::Udp).then(|| UdpRelayAttempt {
-                    outcome: Arc::clone(&udp_outcome),
-                    allocated: false,
-                });
-                if transport != RelayTransport::Udp {
-                    let mut outcome = udp_outcome.subscribe();
+                // Confer: UDP first, then TCP, then TLS, each only where the better ones do not
+                // reach the TURN server.
+                let (mut udp_attempt, better) = match transport {
+                    RelayTransport::Udp => (
+                        Some(RelayAttempt { outcome: Arc::clone(&udp_outcome), allocated: false }),
+                        vec![],
+                    ),
+                    RelayTransport::Tcp => (
+                        Some(RelayAttempt { outcome: Arc::clone(&tcp_outcome), allocated: false }),
+                        vec![Arc::clone(&udp_outcome)],
+                    ),
+                    _ => (None, vec![Arc::clone(&udp_outcome), Arc::clone(&tcp_outcome)]),
+                };
+                for better in better {
+                    let mut outcome = better.subscribe();
                     let settled = tokio::time::timeout(
                         UDP_RELAY_FIRST,
                         outcome.wait_for(|(pending, any)| *any || *pending == 0),
@@ -843,7 +854,7 @@ impl Agent {
                     .await;
                     if matches!(settled, Ok(Ok(state)) if state.1) {
                         log::debug!(
-                            "[{}]: TURN over UDP works: no allocation over {} ({})",
+                            "[{}]: a better TURN transport works: no allocation over {} ({})",
                             agent_internal2.get_name(),
                             transport,
                             url
