@@ -5,8 +5,8 @@
 //! restart ICE). Capture and encoding run on their own threads: the camera is encoded in up to
 //! three sizes ([`crate::layers`]), each peer gets the one chosen for it on a track of its own,
 //! and layers nobody gets are not encoded; one Opus encode goes to an audio track every peer
-//! connection shares. Remote video is decoded per peer and handed out as frames, remote audio goes through the playout (jitter buffers, mix,
-//! levels) to the speaker.
+//! connection shares. Remote video is decoded per peer and handed out as frames, remote audio
+//! goes through the playout (jitter buffers, mix, levels) to the speaker.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
@@ -297,7 +297,7 @@ pub async fn join(
     let (file_tx, file_rx) = mpsc::unbounded_channel();
     let sending = Arc::new(Sending::default());
     let ladder = Ladder::new(config.width, config.height, config.fps, config.video_bitrate);
-    let (speaker, swaps) = start_media(&config, &sending, media_tx)?;
+    let (speaker, swaps) = start_media(&config, &ladder, &sending, media_tx)?;
 
     let mut engine = Engine {
         config,
@@ -452,6 +452,7 @@ struct Swaps {
 /// Starts capture and encoding; returns the speaker and where new devices go.
 fn start_media(
     config: &EngineConfig,
+    ladder: &Ladder,
     sending: &Arc<Sending>,
     out: mpsc::UnboundedSender<Encoded>,
 ) -> Result<(Arc<Mutex<Speaker>>, Swaps), EngineError> {
@@ -472,7 +473,7 @@ fn start_media(
     ));
     let microphone =
         Microphone::open_checked(mic_choice, Duration::from_secs(5)).map_err(|e| media_error(&e))?;
-    let start = Ladder::new(config.width, config.height, config.fps, config.video_bitrate).range(0).1;
+    let start = ladder.range(0).1;
 
     let camera = match camera_choice {
         Some(choice) => Some(
