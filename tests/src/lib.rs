@@ -16,8 +16,10 @@ pub mod screen;
 /// A workspace binary, brought up to date by cargo (once per test process) next to the running
 /// test: `cargo test` builds test harnesses, not these programs. All the workspace's binaries
 /// are built together, with the features `scripts/test` builds them with first
-/// (`cargo build --workspace --bins --features confer-desktop/custom-protocol`), so this
-/// rebuilds nothing.
+/// (`cargo build --workspace --bins --tests --features confer-desktop/custom-protocol`), so this
+/// rebuilds nothing. In debug builds `--tests` is part of it: it turns on the dev-dependencies'
+/// features, and without it cargo would build the binaries a second way (Tauri and webrtc
+/// compiled again) and the test build after that a third.
 pub fn binary(_package: &str, name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let exe = std::env::current_exe().unwrap();
@@ -38,6 +40,8 @@ pub fn binary(_package: &str, name: &str) -> PathBuf {
         ]);
         if dir.file_name().is_some_and(|p| p == "release") {
             build.arg("--release");
+        } else {
+            build.arg("--tests");
         }
         let status = build.status().expect("cargo runs");
         assert!(status.success(), "building the workspace's binaries failed");

@@ -30,6 +30,10 @@ fn the_deb_installs_an_app_that_starts_and_takes_confer_links() {
     let mut build = without_cargo_test_env(Command::new(root.join("ui/node_modules/.bin/tauri")));
     build
         .args(["build", "--debug", "--bundles", "deb", "--ci"])
+        // The cargo build `tauri build` runs, made the one the test run's binaries come from
+        // (`confer_tests::binary`): with other features it would compile Tauri, webrtc and the
+        // app a second way, and the tests after this one would compile them back.
+        .args(["--", "--workspace", "--tests", "--features", "confer-desktop/custom-protocol"])
         .current_dir(root.join("src-tauri"))
         .env("CARGO_TARGET_DIR", &target);
     let status = build.status().expect("the Tauri CLI runs");
