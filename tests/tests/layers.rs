@@ -79,10 +79,30 @@ fn layer_at(sender: &serde_json::Value, receiver: &str, at_ms: u64) -> serde_jso
         .map_or(serde_json::Value::Null, |change| change["size"].clone())
 }
 
+/// The Opus encoder's tuning in effect at `at_ms` (Unix): (kbit/s, FEC, loss %), from its
+/// retunings; before the first, the start (32 kbit/s, no FEC until a loss is reported).
+fn audio_tuning_at(report: &serde_json::Value, at_ms: u64) -> (u64, bool, u64) {
+    report["audio_tunings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take_while(|t| t["at_unix_ms"].as_u64().unwrap() <= at_ms)
+        .last()
+        .map_or((32, false, 0), |t| {
+            (
+                t["bitrate_kbps"].as_u64().unwrap(),
+                t["fec"].as_bool().unwrap(),
+                t["loss_percent"].as_u64().unwrap(),
+            )
+        })
+}
+
 /// A 4-party call in a lab where Dee's link becomes a poor hotel link (300 kbit/s each way, 5 %
 /// of UDP lost) 6 s in, for 16 s: everyone sends Dee a small layer while Ann, Bob and Cid keep
 /// sending each other the full picture; Dee keeps hearing everyone; once the link is given back,
-/// everyone sends Dee the full picture again within 10 s.
+/// everyone sends Dee the full picture again within 10 s. Everyone's Opus encoder (one for all
+/// its peers, Dee's link the worst of them) carries FEC tuned for the loss while it lasts, and
+/// drops it once the link has been clean for a while.
 #[test]
 fn a_poor_link_gets_a_small_layer_and_nobody_else_suffers() {
     let _serial = one_at_a_time();
@@ -96,7 +116,7 @@ fn a_poor_link_gets_a_small_layer_and_nobody_else_suffers() {
     for (i, name) in names.iter().enumerate() {
         let link = if i == 0 { &host_link } else { &invite };
         let netns = Some(lab.host(hosts[i]));
-        children.push(spawn_synthetic_in(netns, link, name, i as u32 + 2, 36.0, ("640x360", 15), &[]));
+        children.push(spawn_synthetic_in(netns, link, name, i as u32 + 2, 40.0, ("640x360", 15), &[]));
     }
     std::thread::sleep(Duration::from_secs(6));
     lab.limit_link(hosts[3], Some((300, 0.05)));
@@ -108,6 +128,21 @@ fn a_poor_link_gets_a_small_layer_and_nobody_else_suffers() {
         eprintln!("--- {me}: {report}\n{log}");
     }
     let report = |name: &str| &reports[names.iter().position(|n| *n == name).unwrap()].0;
+    for name in names {
+        let tunings = &report(name)["audio_tunings"];
+        let (kbps, fec, loss) = audio_tuning_at(report(name), lifted);
+        assert!(
+            fec && loss >= 3,
+            "{name}'s Opus at the end of the limit: FEC {fec} for {loss} % loss: {tunings}"
+        );
+        assert!((16..=32).contains(&kbps), "{name}'s Opus at {kbps} kbit/s: {tunings}");
+        let left = report(name)["left_at_unix_ms"].as_u64().unwrap();
+        assert_eq!(
+            audio_tuning_at(report(name), left),
+            (32, false, 0),
+            "{name}'s Opus after the lift: {tunings}"
+        );
+    }
     for (j, sender) in names.iter().enumerate() {
         for receiver in names.iter().filter(|n| *n != sender) {
             let changes = &peer(report(sender), receiver)["send_layers"];

@@ -482,6 +482,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
     let mut relay_lost = Vec::new();
     let mut network_changes = 0u32;
     let mut device_switches = Vec::new();
+    // The Opus encoder's retunings, in order (the first 100).
+    let mut audio_tunings = Vec::new();
     let mut device_errors = Vec::new();
     // When to switch devices, the camera to try first, the synthetic pattern to switch to.
     let mut switch = args.switch_after.map(|after| (after, args.try_camera.clone(), args.switch_pattern));
@@ -592,6 +594,16 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                 Some(EngineEvent::NetworkChanged { added, removed }) => {
                     eprintln!("the network changed (added {added:?}, removed {removed:?}); moving the connections");
                     network_changes += 1;
+                }
+                Some(EngineEvent::AudioTuned(tuning)) => {
+                    if audio_tunings.len() < 100 {
+                        audio_tunings.push(json!({
+                            "at_unix_ms": unix_ms(),
+                            "bitrate_kbps": tuning.bitrate_bps / 1_000,
+                            "fec": tuning.fec,
+                            "loss_percent": tuning.loss_percent,
+                        }));
+                    }
                 }
                 Some(EngineEvent::DeviceSwitched { device }) => {
                     eprintln!("now using the new {device}");
@@ -810,6 +822,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
             "relay_lost": relay_lost,
             "network_changes": network_changes,
             "device_switches": device_switches,
+            "audio_tunings": audio_tunings,
             "device_errors": device_errors,
             "share": share_log,
             "recording": recording_log,

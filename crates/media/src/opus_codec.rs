@@ -78,6 +78,15 @@ impl OpusEncoder {
         Ok(Self { encoder, channels: if config.stereo { 2 } else { 1 } })
     }
 
+    /// Retunes the running encoder: target bitrate, in-band FEC, and the loss (percent) FEC is
+    /// tuned for. Takes effect from the next frame.
+    pub fn tune(&mut self, bitrate_bps: i32, fec: bool, loss_percent: u8) -> Result<(), OpusError> {
+        self.encoder.set_bitrate(opus::Bitrate::Bits(bitrate_bps))?;
+        self.encoder.set_inband_fec(fec)?;
+        self.encoder.set_packet_loss_perc(i32::from(loss_percent.min(100)))?;
+        Ok(())
+    }
+
     /// Encodes one 20 ms frame (interleaved when stereo).
     pub fn encode(&mut self, frame: &[i16]) -> Result<Vec<u8>, OpusError> {
         if frame.len() != FRAME_SAMPLES * self.channels {

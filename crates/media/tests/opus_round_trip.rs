@@ -182,3 +182,35 @@ fn the_latency_marker_survives_opus() {
     }
     eprintln!("marker latencies through Opus: {latencies:?}");
 }
+
+/// A running encoder retuned (as the call engine does when its peers' links change) sends at
+/// the new bitrate from then on, and the stream stays decodable across the change.
+#[test]
+fn a_retuned_encoder_narrows_its_bitrate_and_stays_decodable() {
+    let mut mic = SyntheticMic::tone_only(5);
+    let mut encoder = OpusEncoder::new(OpusConfig { fec: false, ..OpusConfig::default() }).unwrap();
+    let mut decoder = OpusDecoder::new().unwrap();
+    let mut second = |encoder: &mut OpusEncoder| -> (usize, Vec<i16>) {
+        let packets: Vec<Vec<u8>> =
+            (0..50).map(|_| encoder.encode(&mic.next_samples(FRAME_SAMPLES)).unwrap()).collect();
+        let audio = packets.iter().flat_map(|p| decoder.decode(Some(p), None).unwrap()).collect();
+        (packets.iter().map(Vec::len).sum(), audio)
+    };
+    second(&mut encoder);
+    let (wide, _) = second(&mut encoder);
+    encoder.tune(16_000, true, 5).unwrap();
+    let (_, settling) = second(&mut encoder);
+    let (narrow, audio) = second(&mut encoder);
+    let (wide_kbps, narrow_kbps) = (wide as f64 * 8.0 / 1_000.0, narrow as f64 * 8.0 / 1_000.0);
+    assert!(
+        narrow_kbps < 0.7 * wide_kbps,
+        "{wide_kbps:.1} kbit/s before, {narrow_kbps:.1} after 16 kbit/s was asked"
+    );
+    assert!(narrow_kbps < 20.0, "16 kbit/s asked, {narrow_kbps:.1} sent");
+    let audio = [settling, audio].concat();
+    assert_eq!(whose_tone(&audio).0, 5, "the tone is still there after the change");
+    assert!(
+        audio.chunks(FRAME_SAMPLES).skip(5).all(|f| has_tone(f, 5)),
+        "a frame lost the tone after the change"
+    );
+}

@@ -29,6 +29,7 @@ use crate::nopath::NoPathCause;
 use crate::peer::{LocalTracks, Peer, PeerEvent, RelayAnswer, Stack};
 use crate::record::{Medium, Recorder, When};
 use crate::share::{ShareChoice, ShareOut, Sharing};
+use crate::voice::{OpusTuning, VoiceRate};
 
 /// Files received at once from one peer; a further `file` channel is refused.
 const MAX_INCOMING: usize = 4;
@@ -297,6 +298,12 @@ pub async fn join(
     let (file_tx, file_rx) = mpsc::unbounded_channel();
     let sending = Arc::new(Sending::default());
     let ladder = Ladder::new(config.width, config.height, config.fps, config.video_bitrate);
+    // Audio narrows only once video is down to its smallest layer (its ceiling), and to half
+    // once video is paused (its floor).
+    let (floor, ceiling) = ladder.range(LAYERS - 1);
+    let voice = VoiceRate::new(OpusConfig::default().bitrate_bps.unsigned_abs(), [ceiling, floor]);
+    // The encoder starts as the tuning does: FEC on once someone reports a loss.
+    *sending.opus.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(voice.tuning());
     let (speaker, swaps) = start_media(&config, &ladder, &sending, media_tx)?;
 
     let mut engine = Engine {
@@ -315,6 +322,7 @@ pub async fn join(
         device_jobs: DeviceJobs::start(),
         sending,
         ladder,
+        voice,
         default_view: None,
         views: HashMap::new(),
         decoders: HashMap::new(),
@@ -366,6 +374,8 @@ struct Sending {
     stop: AtomicBool,
     /// Per layer, the bitrate its encoder aims for; 0: nobody gets it, it is not encoded.
     bitrates: [AtomicU32; LAYERS],
+    /// A retuning for the Opus encoder, taken by the audio thread before its next frame.
+    opus: Mutex<Option<OpusTuning>>,
 }
 
 /// Every layer.
@@ -379,6 +389,7 @@ impl Default for Sending {
             keyframes: AtomicU8::new(ALL_LAYERS),
             stop: AtomicBool::new(false),
             bitrates: std::array::from_fn(|_| AtomicU32::new(0)),
+            opus: Mutex::new(None),
         }
     }
 }
@@ -633,6 +644,12 @@ fn audio_loop(
             continue;
         }
         let twenty_ms: Vec<i16> = pending.drain(..FRAME_SAMPLES).collect();
+        if let Some(t) = sending.opus.try_lock().ok().and_then(|mut tuning| tuning.take()) {
+            // A setting libopus refuses leaves the one before it: the stream goes on.
+            if let Err(err) = encoder.tune(t.bitrate_bps as i32, t.fec, t.loss_percent) {
+                tracing::warn!(error = %err, "the Opus encoder refused a retuning");
+            }
+        }
         if !sending.audio.load(Ordering::Relaxed) {
             continue;
         }
@@ -682,6 +699,8 @@ struct Engine {
     sending: Arc<Sending>,
     /// The layers our camera is encoded in.
     ladder: Ladder,
+    /// How our Opus encoder follows the peers' links.
+    voice: VoiceRate<PeerId>,
     /// What we show everyone's camera in, unless said per peer (`None`: nothing said).
     default_view: Option<View>,
     /// What we show a peer's camera in, said to it alone.
@@ -1024,6 +1043,7 @@ impl Engine {
             slot.peer.close().await;
         }
         self.playout.remove_stream(id);
+        self.voice.forget(id);
         self.decoders.remove(&(id.clone(), false));
         self.decoders.remove(&(id.clone(), true));
         self.tone_windows.remove(id);
@@ -1335,6 +1355,10 @@ impl Engine {
                 let handle = self.transfers.spawn(crate::files::receive(incoming, dir, from.clone(), events));
                 self.peer_transfers.entry(from).or_default().push(Running::new(handle, None, "?", false, 0));
             }
+            PeerEvent::AudioLoss(loss) => {
+                let now = self.now();
+                self.voice.on_loss(&from, loss, now);
+            }
             PeerEvent::RoundTrip(rtt) => {
                 self.reports.entry(from.clone()).or_default().stats.rtt_ms =
                     Some(rtt.as_secs_f64() * 1_000.0);
@@ -1444,6 +1468,13 @@ impl Engine {
             slot.video.on_second(slot.loss.take(), sent, &self.ladder, now);
         }
         self.steer();
+        // Audio follows the worst link: FEC for its loss, a narrower bitrate for its estimate.
+        let tightest =
+            self.peers.values().filter(|slot| slot.connected).map(|slot| slot.video.estimate()).min();
+        if let Some(tuning) = self.voice.on_second(tightest, now) {
+            *self.sending.opus.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tuning);
+            let _ = self.events.send(EngineEvent::AudioTuned(tuning));
+        }
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
             let action = self.peers.get_mut(&id).and_then(|slot| slot.ice.poll(now));

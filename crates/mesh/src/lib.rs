@@ -18,6 +18,7 @@ pub mod share;
 pub mod signaling;
 pub mod tls;
 mod turn_probe;
+pub mod voice;
 
 pub use confer_turn_stream::RelayTransport;
 pub use peer::{CandidateType, Path};

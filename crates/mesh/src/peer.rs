@@ -268,6 +268,8 @@ pub(crate) enum PeerEvent {
         /// Jitter, ms.
         jitter_ms: f64,
     },
+    /// The fraction (0..1) of our audio the peer reports lost since its last report.
+    AudioLoss(f64),
     /// Round-trip time to the peer, from its receiver report on one of our senders.
     RoundTrip(Duration),
     /// The peer opened a channel to send us a file.
@@ -870,7 +872,8 @@ impl FrameAssembler {
     }
 }
 
-/// Reads RTCP for one of our senders: keyframe requests and the peer's loss reports. This loop
+/// Reads RTCP for one of our senders: keyframe requests and the peer's loss reports (of our
+/// camera, for its layer; of our audio, for the Opus encoder's FEC). This loop
 /// must run: it also feeds NACKs to the retransmitting interceptor.
 fn watch_rtcp(
     sender: Arc<RTCRtpSender>,
@@ -904,6 +907,9 @@ fn watch_rtcp(
                                 jitter_ms: f64::from(block.jitter) / 90.0,
                             };
                             let _ = events.send((who.clone(), report));
+                        } else if sent == Sent::Audio {
+                            let loss = f64::from(block.fraction_lost) / 256.0;
+                            let _ = events.send((who.clone(), PeerEvent::AudioLoss(loss)));
                         }
                     }
                 }

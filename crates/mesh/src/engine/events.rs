@@ -213,6 +213,8 @@ pub enum EngineEvent {
         /// The text.
         text: String,
     },
+    /// Our Opus encoder was retuned to the links it is sent over ([`crate::voice`]).
+    AudioTuned(crate::voice::OpusTuning),
     /// A device switch took effect.
     DeviceSwitched {
         /// Which: `camera`, `microphone` or `speaker`.
