@@ -6,9 +6,9 @@ use ts_rs::{Config, TS};
 
 use crate::commands::SettingsState;
 use crate::dto::{
-    ErrorCode, FrameSocket, JoinRequest, Quality, UiDevice, UiDevices, UiError, UiEvent, UiKnocker,
-    UiLeaveReason, UiLevel, UiMeeting, UiNetworkReport, UiParticipant, UiPeerStats, UiPreviewEvent,
-    UiServerCheck, UiShareSource, UiSoundCheck,
+    ErrorCode, FrameSocket, JoinRequest, Quality, UiCapacity, UiDevice, UiDevices, UiError, UiEvent,
+    UiKnocker, UiLeaveReason, UiLevel, UiMeeting, UiNetworkReport, UiParticipant, UiPeerStats,
+    UiPreviewEvent, UiServerCheck, UiShareSource, UiSoundCheck,
 };
 use crate::settings::{RecentMeeting, Settings, VideoQuality};
 
@@ -34,6 +34,7 @@ fn generated() -> String {
         UiSoundCheck::decl(&config),
         UiNetworkReport::decl(&config),
         UiServerCheck::decl(&config),
+        UiCapacity::decl(&config),
         Settings::decl(&config),
         VideoQuality::decl(&config),
         RecentMeeting::decl(&config),

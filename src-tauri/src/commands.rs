@@ -572,9 +572,17 @@ pub async fn test_speaker(
 
 /// Checks the meeting's relay and its STUN and TURN servers, without joining.
 #[tauri::command]
-pub async fn network_check(link: String) -> Result<crate::dto::UiNetworkReport, UiError> {
+pub async fn network_check(
+    link: String,
+    shell: State<'_, Shell>,
+) -> Result<crate::dto::UiNetworkReport, UiError> {
     let link = InviteLink::parse(link.trim()).map_err(|e| UiError::new(ErrorCode::BadLink, e.to_string()))?;
-    Ok(confer_mesh::netcheck::check(&link).await.into())
+    // The call capacity is for the camera settings a join would use.
+    let config = engine_config(&shell.settings(), "");
+    let ladder =
+        confer_mesh::layers::Ladder::new(config.width, config.height, config.fps, config.video_bitrate);
+    let report = confer_mesh::netcheck::check(&link).await;
+    Ok(crate::dto::UiNetworkReport::new(report, &ladder))
 }
 
 /// Makes a new meeting: on the configured relay, or on the one built into the app when none is

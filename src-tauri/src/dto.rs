@@ -723,6 +723,25 @@ pub struct UiNetworkReport {
     pub credentials_refused: bool,
     /// A TURN server's relayed ports are closed by a firewall: it allocates, and relays nothing.
     pub relay_ports_blocked: bool,
+    /// This machine's upload speed to the meeting server, kbit/s, if measured.
+    pub uplink_kbps: Option<u32>,
+    /// Why it was not measured.
+    pub uplink_error: Option<String>,
+    /// How many people a video call can hold at each size the camera is sent in (largest
+    /// first), from the upload speed; empty if it was not measured.
+    pub capacity: Vec<UiCapacity>,
+}
+
+/// How many people a video call can hold when everyone is sent this size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UiCapacity {
+    /// Picture width.
+    pub width: u32,
+    /// Picture height.
+    pub height: u32,
+    /// The most participants, this one included (at most 25: `confer_mesh::netcheck::MAX_PREDICTED`).
+    pub people: u32,
 }
 
 /// One STUN or TURN URL's answer.
@@ -743,10 +762,21 @@ pub struct UiServerCheck {
     pub skipped: bool,
 }
 
-impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
-    fn from(report: confer_mesh::netcheck::NetworkReport) -> Self {
+impl UiNetworkReport {
+    /// The page's form of a network check, its call capacity for the camera's `ladder`.
+    pub fn new(report: confer_mesh::netcheck::NetworkReport, ladder: &confer_mesh::layers::Ladder) -> Self {
         let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         let verdict = report.verdict();
+        let capacity = report
+            .capacity(ladder)
+            .into_iter()
+            .flatten()
+            .map(|c| UiCapacity { width: c.size.0, height: c.size.1, people: c.people })
+            .collect();
+        let (uplink_kbps, uplink_error) = match &report.uplink {
+            Ok(uplink) => (Some(uplink.kbps), None),
+            Err(why) => (None, Some(why.clone())),
+        };
         let credentials_refused = report.credentials_refused();
         let relay_ports_blocked = report.relay_ports_blocked();
         let (relay_ms, relay_error) = match report.relay {
@@ -776,6 +806,9 @@ impl From<confer_mesh::netcheck::NetworkReport> for UiNetworkReport {
             relay_transport: verdict.relay().map(|t| t.as_str().to_owned()),
             credentials_refused,
             relay_ports_blocked,
+            uplink_kbps,
+            uplink_error,
+            capacity,
         }
     }
 }

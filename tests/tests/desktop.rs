@@ -130,6 +130,16 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     );
     assert_eq!(verdict[0], "direct", "{verdict}");
     assert!(verdict[1].as_str().unwrap().contains("Direct connections are possible"), "{verdict}");
+    // The upload to the relay (loopback: far more than any call needs) and what it carries.
+    let capacity = driver.execute(
+        "const c = document.querySelector('[data-testid=net-capacity]'); return [Number(c.dataset.kbps), c.textContent]",
+        &[],
+    );
+    assert!(capacity[0].as_f64().unwrap() > 20_000.0, "{capacity}");
+    assert!(
+        capacity[1].as_str().unwrap().contains("is enough for a video call of 25+ people at"),
+        "{capacity}"
+    );
     xvfb.screenshot("lobby", WINDOW);
     let problems = driver.accessibility_violations();
     assert!(problems.is_empty(), "the lobby's accessibility audit: {problems:#?}");

@@ -217,6 +217,47 @@ fn relayed_over(lab: &Lab, a: usize, b: usize, transport: &str) {
     }
 }
 
+/// The lobby's check measures how fast this machine uploads to the meeting server and says how
+/// many people a call can hold: behind a link limited to 2.5 Mbit/s it measures about that
+/// (the relay's clock, not what the sender wrote into its buffers) and predicts the call sizes
+/// from it; the limit lifted, it measures the link's full speed.
+#[test]
+fn the_network_check_measures_the_uplink_and_predicts_the_call_size() {
+    let _one = one_at_a_time();
+    let mut lab = Lab::new("uplink");
+    let a = lab.open_host();
+    let (_state, relay) = lab_relay(&lab, &[]);
+    let (_, invite) = relay.host();
+    lab.limit_link(a, Some((2_500, 0.0)));
+    let (code, report) = check_in(Some(lab.host(a)), &invite);
+    eprintln!("limited: {report}");
+    assert_eq!(code, 0, "{report}");
+    let kbps = report["uplink"]["kbps"].as_u64().unwrap();
+    assert!((2_000..=2_900).contains(&kbps), "a 2,500 kbit/s link measured as {kbps} kbit/s: {report}");
+    let expected = confer_mesh::netcheck::capacity(kbps as u32, &confer_mesh::netcheck::default_ladder());
+    let predicted: Vec<(String, u64)> = report["capacity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["size"].as_str().unwrap().to_owned(), c["people"].as_u64().unwrap()))
+        .collect();
+    let expected: Vec<(String, u64)> =
+        expected.iter().map(|c| (format!("{}x{}", c.size.0, c.size.1), u64::from(c.people))).collect();
+    assert_eq!(predicted, expected, "{report}");
+    // 2.5 Mbit/s carries two others at 640x360 (796 kbit/s each with audio and headers, 80 % of
+    // the link planned), several at 320x180.
+    assert_eq!(predicted[0], ("640x360".to_owned(), 3), "{report}");
+    let summary = report["summary"].as_str().unwrap();
+    assert!(summary.contains("enough for a video call of 3 people at 640x360"), "{summary}");
+
+    lab.limit_link(a, None);
+    let (_, report) = check_in(Some(lab.host(a)), &invite);
+    eprintln!("unlimited: {report}");
+    let kbps = report["uplink"]["kbps"].as_u64().unwrap();
+    assert!(kbps > 20_000, "the full link measured as {kbps} kbit/s: {report}");
+    drop(relay);
+}
+
 /// Two symmetric NATs and a relay with its TURN server turned off: no path exists, and instead
 /// of a spinner each side is told within 15 s that the meeting server offers no relay; the check
 /// warned before anyone joined.

@@ -192,11 +192,25 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
             Err(why) => json!({ "ok": false, "error": why }),
         };
         let verdict = report.verdict();
+        let uplink = match &report.uplink {
+            Ok(up) => {
+                json!({ "ok": true, "kbps": up.kbps, "bytes": up.bytes, "ms": up.over.as_millis() as u64 })
+            }
+            Err(why) => json!({ "ok": false, "error": why }),
+        };
+        let capacity: Vec<_> = report
+            .capacity(&confer_mesh::netcheck::default_ladder())
+            .into_iter()
+            .flatten()
+            .map(|c| json!({ "size": format!("{}x{}", c.size.0, c.size.1), "people": c.people }))
+            .collect();
         println!(
             "{}",
             json!({
                 "relay": relay,
                 "servers": servers,
+                "uplink": uplink,
+                "capacity": capacity,
                 "verdict": verdict.code(),
                 "relay_transport": verdict.relay().map(|t| t.as_str()),
                 "summary": report.summary(),
@@ -216,6 +230,15 @@ async fn check(link: &str, as_json: bool) -> ExitCode {
                 ServerResult::Failed { reason, .. } => println!("FAIL  {}: {reason}", server.url),
                 ServerResult::Skipped(why) => println!("skip  {}: {why}", server.url),
             }
+        }
+        match &report.uplink {
+            Ok(up) => println!(
+                "ok    upload {} kbit/s ({} KiB in {} ms)",
+                up.kbps,
+                up.bytes / 1024,
+                up.over.as_millis()
+            ),
+            Err(why) => println!("skip  upload: {why}"),
         }
         println!("\n{}", report.summary());
     }

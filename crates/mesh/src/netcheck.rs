@@ -2,7 +2,10 @@
 //! the relay's STUN and TURN servers answer? The relay hands out the ICE servers a participant of
 //! the room would get (`GET /check/{room}/{token}`, docs/PROTOCOL.md section 7), and each URL is
 //! tried with a STUN Binding or a TURN Allocate of our own ([`crate::turn_probe`]) over UDP, TCP
-//! or TLS as the URL says, so that a failure is named. Nobody in the room hears of it.
+//! or TLS as the URL says, so that a failure is named. Then this machine's upload speed to the
+//! relay is measured (`POST /check/{room}/{token}/upload`, about 2 s), and from it how many
+//! people a video call can hold ([`capacity`]): in a mesh every participant uploads one stream
+//! per other participant, so the uplink is what runs out first. Nobody in the room hears of it.
 
 use std::time::{Duration, Instant};
 
@@ -10,11 +13,108 @@ use confer_proto::{IceServer, InviteLink};
 use confer_turn_stream::RelayTransport;
 
 use crate::ice::IceRoutes;
+use crate::layers::{LAYERS, Ladder};
 use crate::rooms::{RoomError, exchange};
 use crate::turn_probe::{ProbeFailure, probe};
 
 /// How long one STUN or TURN URL has to answer.
 pub const SERVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the upload measurement sends.
+pub const UPLOAD_TIME: Duration = Duration::from_secs(2);
+
+/// The most it sends (under the relay's own bound of 4 MiB): 12 Mbit/s over [`UPLOAD_TIME`]; a
+/// faster uplink is reported as at least what this took.
+pub const UPLOAD_MAX_BYTES: usize = 3 * 1024 * 1024;
+
+/// What a peer's stream costs on the uplink besides its video: Opus at its usual bitrate.
+const AUDIO_BPS: f64 = 32_000.0;
+
+/// RTP, SRTP, UDP and IP headers on top of the media bitrate (about 60 bytes on a 1,000-byte
+/// packet, more on small audio packets).
+const PACKET_OVERHEAD: f64 = 1.1;
+
+/// The share of the measured uplink a call plans to use: the rest is for everything else the
+/// machine sends, and for the measurement's error.
+const USABLE: f64 = 0.8;
+
+/// The most people a prediction names (past this a mesh runs out of CPU before uplink).
+pub const MAX_PREDICTED: u32 = 25;
+
+/// How fast this machine's uploads reach the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uplink {
+    /// Kilobits per second, as the relay saw the bytes arrive.
+    pub kbps: u32,
+    /// Bytes the relay received.
+    pub bytes: u64,
+    /// Over how long (from the first piece to the last), as the relay measured.
+    pub over: Duration,
+}
+
+/// How many people a video call can hold when everyone is sent one layer size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// The layer's picture size.
+    pub size: (u32, u32),
+    /// The most participants (this one included; at most [`MAX_PREDICTED`]); 1: not even one
+    /// other at this size.
+    pub people: u32,
+}
+
+/// How many people a video call can hold at each size of `ladder` with an uplink of `kbps`:
+/// each other participant costs its layer's full bitrate plus audio and packet headers, and the
+/// call plans to use 80 % of the uplink.
+pub fn capacity(kbps: u32, ladder: &Ladder) -> [Capacity; LAYERS] {
+    std::array::from_fn(|layer| {
+        let per_peer = (f64::from(ladder.range(layer).1) + AUDIO_BPS) * PACKET_OVERHEAD;
+        let others = (f64::from(kbps) * 1_000.0 * USABLE / per_peer).floor();
+        let people = (others as u32).saturating_add(1).min(MAX_PREDICTED);
+        Capacity { size: ladder.size(layer), people }
+    })
+}
+
+/// The camera settings the prediction of `confer check` assumes: 640x360 at 30 fps, as
+/// [`crate::engine::EngineConfig::synthetic`].
+pub fn default_ladder() -> Ladder {
+    Ladder::new(640, 360, 30, (300_000, 800_000, 1_500_000))
+}
+
+/// Measures how fast this machine's data reaches the relay behind `link`.
+pub async fn measure_uplink(link: &InviteLink) -> Result<Uplink, String> {
+    let path = format!("/check/{}/{}/upload", link.room, link.token);
+    let answer =
+        crate::rooms::upload(&link.relay, link.fingerprint, &path, UPLOAD_TIME, UPLOAD_MAX_BYTES).await;
+    let body = match answer {
+        Ok((200, body)) => body,
+        // An older relay has no such path: it cannot measure, nothing is wrong.
+        Ok((404 | 405, body)) if !body.contains("token_") => {
+            return Err("this meeting server does not measure uploads".into());
+        }
+        Ok((status, body)) => return Err(refusal(status, &body)),
+        Err(RoomError::Unreachable { reason, .. }) => return Err(format!("unreachable: {reason}")),
+        Err(err) => return Err(err.to_string()),
+    };
+    parse_uplink(&body)
+}
+
+/// The relay's `{"bytes": N, "ms": T, "kbps": K}`, checked.
+fn parse_uplink(body: &str) -> Result<Uplink, String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        bytes: u64,
+        ms: u64,
+        kbps: Option<u64>,
+    }
+    let answer: Answer =
+        serde_json::from_str(body).map_err(|e| format!("the relay's answer is not a measurement: {e}"))?;
+    let kbps = answer.kbps.ok_or("the upload was too short to measure")?;
+    let kbps = u32::try_from(kbps).map_err(|_| format!("an upload of {kbps} kbit/s makes no sense"))?;
+    if kbps == 0 {
+        return Err("the upload did not get through".into());
+    }
+    Ok(Uplink { kbps, bytes: answer.bytes, over: Duration::from_millis(answer.ms) })
+}
 
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +123,8 @@ pub struct NetworkReport {
     pub relay: Result<Duration, String>,
     /// Each STUN and TURN URL the relay offers, in its order.
     pub servers: Vec<ServerCheck>,
+    /// This machine's upload speed to the relay, or why it was not measured.
+    pub uplink: Result<Uplink, String>,
 }
 
 /// One STUN or TURN URL.
@@ -76,7 +178,10 @@ pub async fn check(link: &InviteLink) -> NetworkReport {
     };
     let servers = match servers {
         Ok(servers) => servers,
-        Err(why) => return NetworkReport { relay: Err(why), servers: Vec::new() },
+        Err(why) => {
+            let uplink = Err("the relay cannot be reached".to_owned());
+            return NetworkReport { relay: Err(why), servers: Vec::new(), uplink };
+        }
     };
     let relay = Ok(started.elapsed());
     let routes = IceRoutes::parse(&servers);
@@ -107,7 +212,9 @@ pub async fn check(link: &InviteLink) -> NetworkReport {
             reason: format!("not a usable STUN/TURN URL: {why}"),
         },
     }));
-    NetworkReport { relay, servers: checked }
+    // After the probes, not beside them: a full uplink would slow their answers.
+    let uplink = measure_uplink(link).await;
+    NetworkReport { relay, servers: checked, uplink }
 }
 
 /// What the check means for a call, for the lobby (which words it in the user's language) and
@@ -202,7 +309,14 @@ impl NetworkReport {
         self.servers.iter().any(|s| matches!(s.result, ServerResult::Failed { code: c, .. } if c == code))
     }
 
-    /// The verdict in one or two English sentences (`confer check`; the lobby words it itself).
+    /// How many people a video call can hold at each size of `ladder`, from the uplink
+    /// measured (`None`: not measured).
+    pub fn capacity(&self, ladder: &Ladder) -> Option<[Capacity; LAYERS]> {
+        self.uplink.as_ref().ok().map(|uplink| capacity(uplink.kbps, ladder))
+    }
+
+    /// The verdict in one or two English sentences (`confer check`; the lobby words it itself),
+    /// and what the uplink allows at 640x360 ([`default_ladder`]).
     pub fn summary(&self) -> String {
         let mut text = match (self.verdict(), &self.relay) {
             (Verdict::Unreachable, Err(why)) => {
@@ -226,6 +340,25 @@ impl NetworkReport {
         }
         if self.failed_with("udp_refused") {
             text.push_str(" A STUN or TURN server of the meeting server's is not running (its machine refuses on that port): tell its operator.");
+        }
+        match (&self.uplink, self.capacity(&default_ladder())) {
+            (Ok(uplink), Some(sizes)) => {
+                let people = |c: &Capacity| {
+                    let more = if c.people >= MAX_PREDICTED { "+" } else { "" };
+                    format!("{}{more} people at {}x{}", c.people, c.size.0, c.size.1)
+                };
+                let [top, rest @ ..] = &sizes;
+                text.push_str(&format!(
+                    " Your upload: {:.1} Mbit/s, enough for a video call of {} ({}).",
+                    f64::from(uplink.kbps) / 1_000.0,
+                    people(top),
+                    rest.iter().map(people).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            (Err(why), _) if self.relay.is_ok() => {
+                text.push_str(&format!(" The upload speed was not measured ({why})."));
+            }
+            _ => {}
         }
         text
     }
@@ -311,7 +444,47 @@ mod tests {
                     },
                 })
                 .collect(),
+            uplink: Err("this meeting server does not measure uploads".into()),
         }
+    }
+
+    #[test]
+    fn the_uplink_predicts_how_many_people_a_call_holds() {
+        let ladder = default_ladder();
+        let people = |kbps| capacity(kbps, &ladder).map(|c| c.people);
+        // 640x360 at 30 fps needs 691 kbit/s; with audio and headers a peer costs 796 kbit/s.
+        assert_eq!(people(3_000), [4, 11, MAX_PREDICTED]);
+        assert_eq!(people(800), [1, 3, 8], "a DSL uplink: nobody else at 640x360");
+        assert_eq!(people(0), [1, 1, 1]);
+        assert_eq!(people(u32::MAX), [MAX_PREDICTED; 3]);
+        assert_eq!(capacity(3_000, &ladder).map(|c| c.size), [(640, 360), (320, 180), (160, 90)]);
+
+        let mut measured = report(&[("stun:r:3478", Ok(()))]);
+        measured.uplink = Ok(Uplink { kbps: 3_000, bytes: 750_000, over: Duration::from_secs(2) });
+        assert!(
+            measured.summary().ends_with(
+                " Your upload: 3.0 Mbit/s, enough for a video call of 4 people at 640x360 (11 people at 320x180, 25+ people at 160x90)."
+            ),
+            "{}",
+            measured.summary()
+        );
+        let unmeasured = report(&[("stun:r:3478", Ok(()))]);
+        assert!(unmeasured.capacity(&ladder).is_none());
+        assert!(
+            unmeasured.summary().ends_with(
+                "The upload speed was not measured (this meeting server does not measure uploads)."
+            )
+        );
+    }
+
+    #[test]
+    fn the_relays_measurement_is_checked() {
+        let uplink = parse_uplink(r#"{"bytes":500000,"ms":2000,"kbps":1996}"#).unwrap();
+        assert_eq!(uplink, Uplink { kbps: 1_996, bytes: 500_000, over: Duration::from_secs(2) });
+        assert!(parse_uplink(r#"{"bytes":10,"ms":0,"kbps":null}"#).unwrap_err().contains("too short"));
+        assert!(parse_uplink(r#"{"bytes":10,"ms":9,"kbps":0}"#).is_err());
+        assert!(parse_uplink(r#"{"bytes":10,"ms":9,"kbps":99999999999}"#).is_err());
+        assert!(parse_uplink("<html>").is_err());
     }
 
     #[test]
@@ -328,9 +501,12 @@ mod tests {
         assert!(open.summary().starts_with("Direct connections are possible;"), "{}", open.summary());
         let no_udp = report(&[(stun, Err("silent")), (udp, Err("silent")), (tcp, Ok(())), (tls, Ok(()))]);
         assert_eq!(no_udp.verdict(), Verdict::UdpBlocked { relay: Some(RelayTransport::Tcp) });
-        assert_eq!(
-            no_udp.summary(),
-            "Your network blocks UDP: calls will be relayed over TCP through the meeting server."
+        assert!(
+            no_udp.summary().starts_with(
+                "Your network blocks UDP: calls will be relayed over TCP through the meeting server."
+            ),
+            "{}",
+            no_udp.summary()
         );
         let only_443 =
             report(&[(stun, Err("silent")), (udp, Err("silent")), (tcp, Err("tcp_timeout")), (tls, Ok(()))]);
@@ -361,7 +537,11 @@ mod tests {
         assert_eq!(down.verdict(), Verdict::Direct { relay: None });
         assert!(down.summary().contains("is not running"), "{}", down.summary());
         assert_eq!(report(&[]).verdict(), Verdict::NoServers);
-        let down = NetworkReport { relay: Err("unreachable: refused".into()), servers: Vec::new() };
+        let down = NetworkReport {
+            relay: Err("unreachable: refused".into()),
+            servers: Vec::new(),
+            uplink: Err("the relay cannot be reached".into()),
+        };
         assert_eq!(down.verdict(), Verdict::Unreachable);
         assert!(down.summary().starts_with("The meeting server cannot be reached"), "{}", down.summary());
     }

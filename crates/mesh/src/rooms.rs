@@ -70,16 +70,17 @@ pub async fn create_room(
     parse_created(&body)
 }
 
-/// One HTTP/1.1 request to the relay at `relay` (`wss://host:port` or `ws://host:port`), over
-/// TLS pinned to `pin` (or the web's roots) for `wss`: its status and body.
-pub(crate) async fn exchange(
-    relay: &str,
-    pin: Option<Fingerprint>,
-    method: &str,
-    path: &str,
-    api_key: Option<&str>,
-    body: &str,
-) -> Result<(u16, String), RoomError> {
+/// Where a relay URL points.
+struct Target<'a> {
+    tls: bool,
+    host: &'a str,
+    port: u16,
+    /// `host:port` as written, for the Host header.
+    authority: &'a str,
+}
+
+/// `wss://host[:port]` or `ws://host[:port]`, checked.
+fn target(relay: &str) -> Result<Target<'_>, RoomError> {
     let (tls, rest) = match (relay.strip_prefix("wss://"), relay.strip_prefix("ws://")) {
         (Some(rest), _) => (true, rest),
         (None, Some(rest)) => (false, rest),
@@ -106,11 +107,75 @@ pub(crate) async fn exchange(
             None => (authority, default_port),
         }
     };
-    // Only what the protocol's paths are made of: nothing here can end the request line early.
-    if !path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b)) {
-        return Err(RoomError::BadPath(path.to_owned()));
-    }
+    Ok(Target { tls, host, port, authority })
+}
+
+/// A byte stream to the relay, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects to `target`, over TLS pinned to `pin` (or the web's roots) for `wss`. With
+/// `send_buffer`, the socket's send buffer is that small, so a writer is held to the pace the
+/// network takes the bytes at (the upload measurement).
+async fn connect(
+    relay: &str,
+    target: &Target<'_>,
+    pin: Option<Fingerprint>,
+    send_buffer: Option<u32>,
+) -> Result<Box<dyn Io>, RoomError> {
     let unreachable = |reason: String| RoomError::Unreachable { relay: relay.to_owned(), reason };
+    let tcp = match send_buffer {
+        None => TcpStream::connect((target.host, target.port)).await,
+        Some(size) => {
+            let address = tokio::net::lookup_host((target.host, target.port))
+                .await
+                .map_err(|e| unreachable(format!("network: {e}")))?
+                .next()
+                .ok_or_else(|| unreachable("network: the name has no address".into()))?;
+            let socket = if address.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(|e| unreachable(format!("network: {e}")))?;
+            socket.set_send_buffer_size(size).map_err(|e| unreachable(format!("network: {e}")))?;
+            socket.connect(address).await
+        }
+    }
+    .map_err(|e| unreachable(format!("network: {e}")))?;
+    if !target.tls {
+        return Ok(Box::new(tcp));
+    }
+    let name = rustls::pki_types::ServerName::try_from(target.host.to_owned())
+        .map_err(|_| RoomError::BadUrl(relay.to_owned()))?;
+    let connector = tokio_rustls::TlsConnector::from(crate::tls::client_config(pin));
+    let stream = connector.connect(name, tcp).await.map_err(|e| unreachable(format!("TLS: {e}")))?;
+    Ok(Box::new(stream))
+}
+
+/// Only what the protocol's paths are made of: nothing here can end the request line early.
+fn check_path(path: &str) -> Result<(), RoomError> {
+    if path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b)) {
+        Ok(())
+    } else {
+        Err(RoomError::BadPath(path.to_owned()))
+    }
+}
+
+/// One HTTP/1.1 request to the relay at `relay` (`wss://host:port` or `ws://host:port`), over
+/// TLS pinned to `pin` (or the web's roots) for `wss`: its status and body.
+pub(crate) async fn exchange(
+    relay: &str,
+    pin: Option<Fingerprint>,
+    method: &str,
+    path: &str,
+    api_key: Option<&str>,
+    body: &str,
+) -> Result<(u16, String), RoomError> {
+    let target = target(relay)?;
+    check_path(path)?;
+    let unreachable = |reason: String| RoomError::Unreachable { relay: relay.to_owned(), reason };
+    let authority = target.authority;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
     if !body.is_empty() {
         request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
@@ -124,25 +189,67 @@ pub(crate) async fn exchange(
     request.push_str(body);
 
     let exchange = async {
-        let tcp = TcpStream::connect((host, port)).await.map_err(|e| unreachable(format!("network: {e}")))?;
-        if tls {
-            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-                .map_err(|_| RoomError::BadUrl(relay.to_owned()))?;
-            let connector = tokio_rustls::TlsConnector::from(crate::tls::client_config(pin));
-            let stream = connector.connect(name, tcp).await.map_err(|e| unreachable(format!("TLS: {e}")))?;
-            round_trip(stream, &request).await.map_err(unreachable)
-        } else {
-            round_trip(tcp, &request).await.map_err(unreachable)
-        }
+        let mut stream = connect(relay, &target, pin, None).await?;
+        stream.write_all(request.as_bytes()).await.map_err(|e| unreachable(format!("network: {e}")))?;
+        read_response(stream).await.map_err(unreachable)
     };
     tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| unreachable("no answer within 10 s".into()))?
 }
 
-async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    request: &str,
-) -> Result<(u16, String), String> {
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("network: {e}"))?;
+/// Sends the relay at `relay` a chunked `POST` of throwaway bytes to `path` for `duration` (or
+/// until `max_bytes`), as fast as the network takes them, and returns its answer.
+pub(crate) async fn upload(
+    relay: &str,
+    pin: Option<Fingerprint>,
+    path: &str,
+    duration: Duration,
+    max_bytes: usize,
+) -> Result<(u16, String), RoomError> {
+    /// Small enough that what is written is what the network has taken, give or take this.
+    const SEND_BUFFER: u32 = 64 * 1024;
+    const CHUNK: usize = 16 * 1024;
+    let target = target(relay)?;
+    check_path(path)?;
+    let unreachable = |reason: String| RoomError::Unreachable { relay: relay.to_owned(), reason };
+    let authority = target.authority;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let upload = async {
+        let mut stream = connect(relay, &target, pin, Some(SEND_BUFFER)).await?;
+        let network = |e: std::io::Error| unreachable(format!("network: {e}"));
+        stream.write_all(head.as_bytes()).await.map_err(network)?;
+        let mut chunk = format!("{CHUNK:x}\r\n").into_bytes();
+        // Bytes that no link compresses (TLS does not, but a middlebox might).
+        let mut state = 0x9E37_79B9_u32;
+        chunk.extend((0..CHUNK).map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        }));
+        chunk.extend_from_slice(b"\r\n");
+        let started = tokio::time::Instant::now();
+        let mut sent = 0;
+        while started.elapsed() < duration && sent < max_bytes {
+            // A write waits while the network is behind: bounded by the measurement's length.
+            match tokio::time::timeout_at(started + duration, stream.write_all(&chunk)).await {
+                Ok(written) => written.map_err(network)?,
+                Err(_) => break,
+            }
+            sent += CHUNK;
+        }
+        stream.write_all(b"0\r\n\r\n").await.map_err(network)?;
+        stream.flush().await.map_err(network)?;
+        read_response(stream).await.map_err(unreachable)
+    };
+    tokio::time::timeout(duration + TIMEOUT, upload)
+        .await
+        .map_err(|_| unreachable("no answer to the upload within 10 s of its end".into()))?
+}
+
+/// Reads an HTTP/1.1 answer to its end (the connection closes after it).
+async fn read_response<S: AsyncRead + Unpin>(mut stream: S) -> Result<(u16, String), String> {
     let mut response = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

@@ -55,6 +55,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/rooms", post(create_room))
         .route("/j/{room}/{token}", get(invite_page))
         .route("/check/{room}/{token}", get(network_check))
+        .route("/check/{room}/{token}/upload", post(upload_check))
         .route(WS_PATH, get(signaling_upgrade));
     if shared.config.echo_endpoint {
         router = router.route("/echo", get(echo_upgrade));
@@ -150,29 +151,10 @@ async fn network_check(
     info: Option<axum::Extension<ConnInfo>>,
     Path((room, token)): Path<(String, String)>,
 ) -> Response {
-    if let Some(axum::Extension(info)) = info
-        && !shared.allow_check(info.ip)
-    {
-        let mut response = http_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many network checks: wait a little",
-        );
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-        return response;
+    if let Some(refused) = check_refused(&shared, info.as_ref()) {
+        return refused;
     }
-    let claims = match RoomId::try_from(room) {
-        Err(_) => Err((StatusCode::NOT_FOUND, "token_invalid", "not a room id")),
-        Ok(room) => match InviteClaims::verify(&shared.config.token_key, &token, unix_now()) {
-            Ok(claims) if claims.room == room => Ok(claims),
-            Ok(_) => Err((StatusCode::NOT_FOUND, "token_wrong_room", "the token is for another room")),
-            Err(TokenError::Expired) => {
-                Err((StatusCode::GONE, "token_expired", "the invite expired: get a new link"))
-            }
-            Err(_) => Err((StatusCode::NOT_FOUND, "token_invalid", "not an invite this relay signed")),
-        },
-    };
-    let mut response = match claims {
+    let mut response = match check_claims(&shared, room, &token) {
         Ok(claims) => {
             let locked = shared
                 .rooms
@@ -190,6 +172,111 @@ async fn network_check(
         Err((status, code, message)) => http_error(status, code, message),
     };
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A network check over its address's rate limit: the refusal.
+fn check_refused(shared: &Shared, info: Option<&axum::Extension<ConnInfo>>) -> Option<Response> {
+    let axum::Extension(info) = info?;
+    if shared.allow_check(info.ip) {
+        return None;
+    }
+    let mut response =
+        http_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many network checks: wait a little");
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    Some(response)
+}
+
+/// A network check's invite: valid, and for this room.
+fn check_claims(
+    shared: &Shared,
+    room: String,
+    token: &str,
+) -> Result<InviteClaims, (StatusCode, &'static str, &'static str)> {
+    match RoomId::try_from(room) {
+        Err(_) => Err((StatusCode::NOT_FOUND, "token_invalid", "not a room id")),
+        Ok(room) => match InviteClaims::verify(&shared.config.token_key, token, unix_now()) {
+            Ok(claims) if claims.room == room => Ok(claims),
+            Ok(_) => Err((StatusCode::NOT_FOUND, "token_wrong_room", "the token is for another room")),
+            Err(TokenError::Expired) => {
+                Err((StatusCode::GONE, "token_expired", "the invite expired: get a new link"))
+            }
+            Err(_) => Err((StatusCode::NOT_FOUND, "token_invalid", "not an invite this relay signed")),
+        },
+    }
+}
+
+/// The most of an upload measurement the relay reads, and for how long: a client measures for
+/// about 2 s and stops; these only bound one that does not.
+pub(crate) const UPLOAD_MAX_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const UPLOAD_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// For the lobby's network check: how fast this client's data arrives. The body (any bytes,
+/// usually chunked) is read and thrown away, up to [`UPLOAD_MAX_BYTES`] or [`UPLOAD_MAX_TIME`];
+/// the answer is what arrived after the first piece and over how long, as the relay's clock saw
+/// it (what the client wrote into its own buffers does not count). Same invite and rate limit as
+/// the check itself.
+async fn upload_check(
+    State(shared): State<Arc<Shared>>,
+    info: Option<axum::Extension<ConnInfo>>,
+    Path((room, token)): Path<(String, String)>,
+    body: axum::body::Body,
+) -> Response {
+    if let Some(refused) = check_refused(&shared, info.as_ref()) {
+        return refused;
+    }
+    if let Err((status, code, message)) = check_claims(&shared, room, &token) {
+        return http_error(status, code, message);
+    }
+    let mut data = body.into_data_stream();
+    let deadline = tokio::time::sleep(UPLOAD_MAX_TIME);
+    tokio::pin!(deadline);
+    let (mut total, mut timed) = (0usize, 0usize);
+    let (mut first, mut last) = (None::<std::time::Instant>, None::<std::time::Instant>);
+    let mut cut = false;
+    loop {
+        tokio::select! {
+            chunk = data.next() => match chunk {
+                Some(Ok(chunk)) => {
+                    let now = std::time::Instant::now();
+                    if first.is_none() {
+                        first = Some(now);
+                    } else {
+                        timed += chunk.len();
+                    }
+                    last = Some(now);
+                    total += chunk.len();
+                    if total >= UPLOAD_MAX_BYTES {
+                        cut = true;
+                        break;
+                    }
+                }
+                Some(Err(err)) => {
+                    debug!(error = %err, "an upload measurement broke off");
+                    return http_error(StatusCode::BAD_REQUEST, "bad_request", "the upload broke off");
+                }
+                None => break,
+            },
+            () = &mut deadline => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    let over = first.zip(last).map_or(0.0, |(first, last)| last.duration_since(first).as_secs_f64());
+    // Under 5 ms (a tiny body; a LAN takes the whole measurement in tens of ms) says nothing
+    // about a rate.
+    let kbps = (over >= 0.005).then(|| (timed as f64 * 8.0 / over / 1_000.0).round() as u64);
+    let mut response = axum::Json(
+        serde_json::json!({ "bytes": total, "ms": (over * 1_000.0).round() as u64, "kbps": kbps }),
+    )
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if cut {
+        // The rest of the body is not read: this connection ends with the answer.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -533,7 +533,20 @@ credentials_refused: boolean,
 /**
  * A TURN server's relayed ports are closed by a firewall: it allocates, and relays nothing.
  */
-relay_ports_blocked: boolean, };
+relay_ports_blocked: boolean, 
+/**
+ * This machine's upload speed to the meeting server, kbit/s, if measured.
+ */
+uplink_kbps: number | null, 
+/**
+ * Why it was not measured.
+ */
+uplink_error: string | null, 
+/**
+ * How many people a video call can hold at each size the camera is sent in (largest
+ * first), from the upload speed; empty if it was not measured.
+ */
+capacity: Array<UiCapacity>, };
 
 export type UiServerCheck = { 
 /**
@@ -560,6 +573,20 @@ error: string | null,
  * Not tried: a kind of URL Confer does not use; not a failure.
  */
 skipped: boolean, };
+
+export type UiCapacity = { 
+/**
+ * Picture width.
+ */
+width: number, 
+/**
+ * Picture height.
+ */
+height: number, 
+/**
+ * The most participants, this one included (at most 25: `confer_mesh::netcheck::MAX_PREDICTED`).
+ */
+people: number, };
 
 export type Settings = { 
 /**

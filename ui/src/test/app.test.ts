@@ -43,6 +43,10 @@ describe("the app against a mock backend", () => {
     const verdict = screen.getByTestId("net-verdict");
     expect(verdict.dataset.verdict).toBe("direct_no_relay");
     expect(verdict.textContent).toContain("Direct connections are possible, but no relay answered");
+    // And how many people the measured upload carries.
+    expect(screen.getByTestId("net-capacity").textContent).toContain(
+      "Your upload (3.0 Mbit/s) is enough for a video call of 4 people at 640x360",
+    );
 
     // The meter follows the microphone; a device that fails is named.
     const meter = screen.getByTestId("mic-level");

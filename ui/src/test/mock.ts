@@ -76,6 +76,13 @@ export function mockBackend(settings: Settings = defaultSettings): Mock {
       relay_transport: null,
       credentials_refused: false,
       relay_ports_blocked: false,
+      uplink_kbps: 3000,
+      uplink_error: null,
+      capacity: [
+        { width: 640, height: 360, people: 4 },
+        { width: 320, height: 180, people: 11 },
+        { width: 160, height: 90, people: 25 },
+      ],
     },
     preview: (event) => previews.forEach((h) => h(event)),
     drop: (paths) => drops.forEach((h) => h(paths)),

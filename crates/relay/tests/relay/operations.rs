@@ -156,6 +156,38 @@ async fn the_network_check_gives_ice_servers_to_invite_holders_only() {
     assert!(statuses.iter().all(|s| [200, 429].contains(s)), "{statuses:?}");
 }
 
+/// The lobby's upload measurement: an invite holder's bytes are counted and timed (far past the
+/// 4 KiB other requests may carry), anyone else is refused before a byte is read.
+#[tokio::test]
+async fn the_upload_measurement_times_an_invite_holders_bytes_only() {
+    let relay = TestRelay::start(&[]).await;
+    let links = relay.create_room(false).await;
+    let path = format!("/check/{}/{}/upload", links.guest.room, links.guest.token);
+    let body = "u".repeat(256 * 1024);
+    let measured = relay.http("POST", &path, &[("Content-Type", "application/octet-stream")], &body).await;
+    assert_eq!(measured.status, 200, "{}", measured.body);
+    assert_eq!(measured.header("cache-control"), Some("no-store"));
+    let json: serde_json::Value = serde_json::from_str(&measured.body).unwrap();
+    assert_eq!(json["bytes"], 256 * 1024, "{json}");
+    assert!(json["ms"].is_u64(), "{json}");
+    // Loopback takes 256 KiB in well under the 5 ms a rate needs, or gives a rate: either way
+    // no made-up figure.
+    assert!(json["kbps"].is_null() || json["kbps"].as_u64().unwrap() > 10_000, "{json}");
+
+    let other = relay.create_room(false).await;
+    let wrong_room = relay
+        .http("POST", &format!("/check/{}/{}/upload", links.guest.room, other.guest.token), &[], &body)
+        .await;
+    assert_eq!(wrong_room.status, 404);
+    assert!(wrong_room.body.contains("token_wrong_room"), "{}", wrong_room.body);
+    let forged = relay.http("POST", &format!("/check/{}/garbage/upload", links.guest.room), &[], "x").await;
+    assert!(forged.body.contains("token_invalid"), "{}", forged.body);
+    let expired = expired_invite(&links.guest.room);
+    let gone = relay.http("POST", &format!("/check/{}/{expired}/upload", links.guest.room), &[], "x").await;
+    assert_eq!(gone.status, 410);
+    assert_eq!(relay.http("GET", &path, &[], "").await.status, 405, "only POST measures");
+}
+
 #[tokio::test]
 async fn joined_carries_turn_credentials_coturn_accepts() {
     let relay = TestRelay::start(&[
