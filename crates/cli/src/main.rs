@@ -773,6 +773,8 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
                     "first_frame_ms": r.first_frame_ms,
                     "connected_ms": r.connected_ms,
                     "video_frames_decoded": r.video_frames_decoded,
+                    "video_units_dropped": r.video_units_dropped,
+                    "video_pictures_dropped": r.video_pictures_dropped,
                     "video_sizes": r.video_sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect::<Vec<_>>(),
                     "send_layers": r.send_layers.iter().map(|(at, size)| json!({
                         "at_ms": at,

@@ -13,16 +13,17 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use confer_media::synthetic::{MarkerDetector, read_stamp, tone_hz, tone_level};
+use confer_media::synthetic::{MarkerDetector, tone_hz, tone_level};
 use confer_media::{
-    AudioProcessor, Camera, CameraChoice, DeviceChoice, FRAME_SAMPLES, H264Config, H264Decoder, H264Encoder,
-    I420Frame, Microphone, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig, Speaker,
+    AudioProcessor, Camera, CameraChoice, DeviceChoice, FRAME_SAMPLES, H264Config, H264Encoder, I420Frame,
+    Microphone, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig, Speaker,
 };
 use confer_proto::{ClientMessage, ErrorCode, InviteLink, LeaveReason, Participant, PeerId, SignalPayload};
 use tokio::sync::mpsc;
 
 use crate::data::PeerMessage;
 use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, is_offerer};
+use crate::decode::{Decoded, Pushed, StreamDecoder};
 use crate::files::FileEvent;
 use crate::layers::{LAYERS, Ladder, PeerVideo, View};
 use crate::nopath::NoPathCause;
@@ -143,7 +144,7 @@ fn refine(cause: NoPathCause, verdict: Option<&(NoPathCause, String)>) -> (NoPat
     }
 }
 
-fn unix_us() -> u64 {
+pub(crate) fn unix_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
@@ -296,6 +297,7 @@ pub async fn join(
     let (peer_tx, peer_rx) = mpsc::unbounded_channel();
     let (share_tx, share_rx) = mpsc::channel(crate::share::QUEUE);
     let (file_tx, file_rx) = mpsc::unbounded_channel();
+    let (decoded_tx, decoded_rx) = mpsc::channel(crate::decode::DECODED_QUEUE);
     let sending = Arc::new(Sending::default());
     let ladder = Ladder::new(config.width, config.height, config.fps, config.video_bitrate);
     // Audio narrows only once video is down to its smallest layer (its ceiling), and to half
@@ -326,6 +328,7 @@ pub async fn join(
         default_view: None,
         views: HashMap::new(),
         decoders: HashMap::new(),
+        decoded: decoded_tx,
         reports: HashMap::new(),
         relay_diagnosis: None,
         awaiting_diagnosis: Vec::new(),
@@ -356,7 +359,7 @@ pub async fn join(
             let _ = engine.events.send(EngineEvent::Knocking);
         }
     }
-    tokio::spawn(engine.run(signal_events, peer_rx, command_rx, (media_rx, share_rx, file_rx)));
+    tokio::spawn(engine.run(signal_events, peer_rx, command_rx, (media_rx, share_rx, file_rx, decoded_rx)));
     Ok((EngineHandle { commands }, events))
 }
 
@@ -682,6 +685,15 @@ struct PeerSlot {
     video_bytes: u64,
 }
 
+/// What the engine's own threads and tasks produce: encoded media, a share's pictures, file
+/// transfers' progress, decoded pictures.
+type Produced = (
+    mpsc::UnboundedReceiver<Encoded>,
+    mpsc::Receiver<ShareOut>,
+    mpsc::UnboundedReceiver<(PeerId, FileEvent)>,
+    mpsc::Receiver<Decoded>,
+);
+
 struct Engine {
     config: EngineConfig,
     started: Instant,
@@ -705,8 +717,10 @@ struct Engine {
     default_view: Option<View>,
     /// What we show a peer's camera in, said to it alone.
     views: HashMap<PeerId, View>,
-    /// Per peer, the camera's decoder (`false`) and the screen share's (`true`).
-    decoders: HashMap<(PeerId, bool), H264Decoder>,
+    /// Per peer, the camera's decoder thread (`false`) and the screen share's (`true`).
+    decoders: HashMap<(PeerId, bool), StreamDecoder>,
+    /// Where the decoder threads hand their pictures.
+    decoded: mpsc::Sender<Decoded>,
     reports: HashMap<PeerId, PeerReport>,
     /// The TURN URLs' answers to our own requests, once asked (see [`Engine::diagnose_relay`]).
     relay_diagnosis: Option<Vec<RelayAnswer>>,
@@ -762,11 +776,7 @@ impl Engine {
         mut signal_events: mpsc::UnboundedReceiver<SignalingEvent>,
         mut peer_events: mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        (mut media, mut shared, mut files): (
-            mpsc::UnboundedReceiver<Encoded>,
-            mpsc::Receiver<ShareOut>,
-            mpsc::UnboundedReceiver<(PeerId, FileEvent)>,
-        ),
+        (mut media, mut shared, mut files, mut decoded): Produced,
     ) {
         let mut playout_tick = tokio::time::interval(Duration::from_millis(20));
         playout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -816,6 +826,7 @@ impl Engine {
                     ShareOut::Ended(why) => self.stop_sharing(Some(why)).await,
                 },
                 Some((peer, event)) = files.recv() => self.on_file(peer, event).await,
+                Some(picture) = decoded.recv() => self.on_decoded(picture),
                 Some(_) = self.transfers.join_next(), if !self.transfers.is_empty() => {}
                 Some(_) = self.finishing.join_next(), if !self.finishing.is_empty() => {}
                 _ = playout_tick.tick() => {
@@ -833,6 +844,9 @@ impl Engine {
             let _ = tokio::task::spawn_blocking(move || drop(sharing)).await;
         }
         self.stop_recording(None, false);
+        // Each decoder thread ends and is waited for (at most a decode each).
+        let decoders = std::mem::take(&mut self.decoders);
+        let _ = tokio::task::spawn_blocking(move || drop(decoders)).await;
         // A recording's file is complete before the call is said to be over.
         while self.finishing.join_next().await.is_some() {}
         for slot in self.peers.values() {
@@ -1044,8 +1058,9 @@ impl Engine {
         }
         self.playout.remove_stream(id);
         self.voice.forget(id);
-        self.decoders.remove(&(id.clone(), false));
-        self.decoders.remove(&(id.clone(), true));
+        let gone = [self.decoders.remove(&(id.clone(), false)), self.decoders.remove(&(id.clone(), true))];
+        // Their threads are waited for off the engine's task.
+        drop(tokio::task::spawn_blocking(move || drop(gone)));
         self.tone_windows.remove(id);
         self.markers.remove(id);
         self.steer();
@@ -1261,11 +1276,7 @@ impl Engine {
                         slot.peer.request_keyframes();
                     }
                 }
-                if screen {
-                    self.on_share_video(from, &access_unit);
-                } else {
-                    self.on_video(from, &access_unit);
-                }
+                self.decode(from, screen, access_unit);
             }
             PeerEvent::Audio { rtp_timestamp, payload } => {
                 if let Some(recorder) = &mut self.recorder {
@@ -1366,40 +1377,50 @@ impl Engine {
         }
     }
 
-    /// Decodes an access unit of `from`'s camera (`screen` false) or share.
-    fn decode(&mut self, from: &PeerId, screen: bool, access_unit: &[u8]) -> Option<I420Frame> {
+    /// Hands an access unit of `from`'s camera (`screen` false) or share to its decoder thread
+    /// (started on its first one).
+    fn decode(&mut self, from: PeerId, screen: bool, access_unit: Vec<u8>) {
         let decoder = match self.decoders.entry((from.clone(), screen)) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => match H264Decoder::new() {
-                Ok(decoder) => entry.insert(decoder),
-                Err(_) => return None,
-            },
-        };
-        decoder.decode(access_unit).ok().flatten()
-    }
-
-    fn on_share_video(&mut self, from: PeerId, access_unit: &[u8]) {
-        let Some(frame) = self.decode(&from, true, access_unit) else { return };
-        let stamp = read_stamp(&frame);
-        let since_start = self.started.elapsed().as_millis() as u64;
-        let report = self.reports.entry(from.clone()).or_default();
-        report.share_frames_decoded += 1;
-        report.share_first_frame_ms.get_or_insert(since_start);
-        if let Some(stamp) = stamp {
-            report.share_pattern_id = Some(stamp.id);
-            let latency = (unix_us() / 1_000) as f64 - stamp.captured_ms as f64;
-            if report.share_latency_ms.len() < 10_000 && (0.0..10_000.0).contains(&latency) {
-                report.share_latency_ms.push(latency);
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                match StreamDecoder::start(from.clone(), screen, self.decoded.clone()) {
+                    Ok(decoder) => entry.insert(decoder),
+                    Err(err) => {
+                        tracing::warn!(peer = %from, error = %err, "no decoder thread: this video is not shown");
+                        return;
+                    }
+                }
             }
+        };
+        if decoder.push(access_unit) == Pushed::Dropped {
+            // This machine is behind on this stream: it resumes at the peer's next keyframe.
+            if decoder.ask_keyframe(Instant::now())
+                && let Some(slot) = self.peers.get(&from)
+            {
+                slot.peer.request_keyframes();
+            }
+            self.reports.entry(from).or_default().video_units_dropped += 1;
         }
-        let _ = self.events.send(EngineEvent::ShareFrame { from, frame: Arc::new(frame), stamp });
     }
 
-    fn on_video(&mut self, from: PeerId, access_unit: &[u8]) {
-        let Some(frame) = self.decode(&from, false, access_unit) else { return };
-        let stamp = read_stamp(&frame);
+    /// A picture a decoder thread finished: counted in the peer's report, handed on.
+    fn on_decoded(&mut self, picture: Decoded) {
+        let Decoded { from, screen, frame, stamp, at_us } = picture;
         let since_start = self.started.elapsed().as_millis() as u64;
         let report = self.reports.entry(from.clone()).or_default();
+        if screen {
+            report.share_frames_decoded += 1;
+            report.share_first_frame_ms.get_or_insert(since_start);
+            if let Some(stamp) = stamp {
+                report.share_pattern_id = Some(stamp.id);
+                let latency = (at_us / 1_000) as f64 - stamp.captured_ms as f64;
+                if report.share_latency_ms.len() < 10_000 && (0.0..10_000.0).contains(&latency) {
+                    report.share_latency_ms.push(latency);
+                }
+            }
+            let _ = self.events.send(EngineEvent::ShareFrame { from, frame, stamp });
+            return;
+        }
         report.video_frames_decoded += 1;
         let size = (frame.width() as u32, frame.height() as u32);
         if report.video_sizes.last() != Some(&size) && report.video_sizes.len() < 100 {
@@ -1411,12 +1432,12 @@ impl Engine {
         }
         if let Some(stamp) = stamp {
             report.pattern_id = Some(stamp.id);
-            let latency = (unix_us() / 1_000) as f64 - stamp.captured_ms as f64;
+            let latency = (at_us / 1_000) as f64 - stamp.captured_ms as f64;
             if report.video_latency_ms.len() < 10_000 && (0.0..10_000.0).contains(&latency) {
                 report.video_latency_ms.push(latency);
             }
         }
-        let _ = self.events.send(EngineEvent::VideoFrame { from, frame: Arc::new(frame), stamp });
+        let _ = self.events.send(EngineEvent::VideoFrame { from, frame, stamp });
     }
 
     fn play(&mut self, report_levels: bool) {
@@ -1681,6 +1702,9 @@ impl Engine {
             let sent_bytes = shared_bytes + std::mem::take(&mut slot.video_bytes);
             let received = &slot.peer.received;
             let report = self.reports.entry(id.clone()).or_default();
+            if let Some(decoder) = self.decoders.get(&(id.clone(), false)) {
+                report.video_pictures_dropped = decoder.pictures_dropped();
+            }
             let now = [
                 received.video_bytes.load(Ordering::Relaxed),
                 received.audio_bytes.load(Ordering::Relaxed),

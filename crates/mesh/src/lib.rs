@@ -5,6 +5,7 @@
 
 pub mod data;
 pub mod decide;
+mod decode;
 pub mod engine;
 pub mod files;
 pub mod ice;

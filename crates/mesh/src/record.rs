@@ -328,7 +328,7 @@ fn write(
 }
 
 /// Whether an Annex B access unit holds an IDR slice.
-fn is_keyframe(access_unit: &[u8]) -> bool {
+pub(crate) fn is_keyframe(access_unit: &[u8]) -> bool {
     access_unit.windows(4).any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1F == 5)
 }
 

@@ -286,6 +286,11 @@ pub struct PeerReport {
     pub connected_ms: Option<u64>,
     /// Frames decoded.
     pub video_frames_decoded: u64,
+    /// Access units of its video dropped unseen because this machine's decoder was too far
+    /// behind (each time, its next keyframe was asked for).
+    pub video_units_dropped: u64,
+    /// Pictures of its video decoded but dropped because the engine was behind with them.
+    pub video_pictures_dropped: u64,
     /// The sizes of its decoded pictures, in the order they changed (the layers it sent us; the
     /// last is the current one; the first 100 changes).
     pub video_sizes: Vec<(u32, u32)>,
