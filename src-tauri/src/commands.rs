@@ -152,6 +152,7 @@ pub async fn join(request: JoinRequest, app: AppHandle, shell: State<'_, Shell>)
     close(&shell, &mut *shell.preview.lock().await).await;
     let settings = shell.settings().clone();
     let mut config = engine_config(&settings, name);
+    config.uplink_kbps = request.uplink_kbps.filter(|&kbps| kbps > 0);
     // Files others send land in the user's downloads folder, as a browser's do.
     if let Ok(dir) = tauri::Manager::path(&app).download_dir() {
         config.downloads = dir;

@@ -825,6 +825,10 @@ pub struct JoinRequest {
     pub muted: bool,
     /// Join with the camera on.
     pub camera: bool,
+    /// The uplink the lobby's network check measured, kbit/s (`null`: not measured): what
+    /// everyone is sent together is kept within it.
+    #[serde(default)]
+    pub uplink_kbps: Option<u32>,
 }
 
 #[cfg(test)]

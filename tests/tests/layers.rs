@@ -172,6 +172,42 @@ fn a_poor_link_gets_a_small_layer_and_nobody_else_suffers() {
     drop(relay);
 }
 
+/// Ann knows her uplink carries 900 kbit/s (as the lobby's check measures it; 720 planned on):
+/// her 640x360 picture at 15 fps (415 kbit/s a peer with audio and headers) fits one of her two
+/// peers, so the one later in id order gets 320x180 (130 kbit/s) and the other the full
+/// picture; Bob and Cid, with no such limit, send everyone the full picture.
+#[test]
+fn a_known_uplink_keeps_what_everyone_is_sent_within_it() {
+    let _serial = one_at_a_time();
+    let state = tempfile::tempdir().unwrap();
+    let relay = Relay::start(state.path(), "127.0.0.1:0");
+    let (host_link, invite) = relay.host();
+    let names = ["Ann", "Bob", "Cid"];
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let link = if i == 0 { &host_link } else { &invite };
+        let extra: &[&str] = if *name == "Ann" { &["--upload-kbps", "900"] } else { &[] };
+        children.push(spawn_synthetic(link, name, i as u32 + 2, 12.0, ("640x360", 15), extra));
+    }
+    let reports: Vec<(serde_json::Value, String)> = children.into_iter().map(report_of).collect();
+    for ((report, log), me) in reports.iter().zip(names) {
+        eprintln!("--- {me}: {report}\n{log}");
+    }
+    let report = |name: &str| &reports[names.iter().position(|n| *n == name).unwrap()].0;
+    let id = |name: &str| report(name)["peer_id"].as_str().unwrap().to_owned();
+    let (first, second) = if id("Bob") < id("Cid") { ("Bob", "Cid") } else { ("Cid", "Bob") };
+    let sent = |from: &str, to: &str| peer(report(from), to)["stats"]["send_layer"].clone();
+    assert_eq!(sent("Ann", first), "640x360", "Ann keeps the full picture for {first}");
+    assert_eq!(sent("Ann", second), "320x180", "Ann's uplink leaves {second} the half-size one");
+    for (from, to) in [("Bob", "Ann"), ("Bob", "Cid"), ("Cid", "Ann"), ("Cid", "Bob")] {
+        assert_eq!(sent(from, to), "640x360", "{from} to {to}: no limit");
+    }
+    // What she sent them matches: the second never saw the full picture from her.
+    let sizes = &peer(report(second), "Ann")["video_sizes"];
+    assert_eq!(sizes, &serde_json::json!(["320x180"]), "{second} decoded of Ann: {sizes}");
+    drop(relay);
+}
+
 /// Eight people in a call on this 2-core machine (debug build), each showing the others as
 /// thumbnails (160x90, as a gallery of eight would): each sender encodes its 160x90 layer
 /// only, everyone decodes everyone, and everyone's audio reaches everyone.

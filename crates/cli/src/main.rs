@@ -382,6 +382,10 @@ struct JoinArgs {
     /// When to say `--view`, seconds after starting.
     #[arg(long, default_value_t = 0.0)]
     view_after: f64,
+    /// This machine's uplink in kbit/s (as `confer check` measures it): what everyone is sent
+    /// together stays within 80 % of it, the largest pictures made smaller first.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    upload_kbps: Option<u32>,
 }
 
 /// `WIDTHxHEIGHT` as two numbers.
@@ -465,6 +469,7 @@ async fn join(link: &str, args: JoinArgs) -> ExitCode {
         }
     };
     (config.width, config.height, config.fps) = (width, height, args.fps.clamp(1, 60));
+    config.uplink_kbps = args.upload_kbps;
     let (handle, mut events) = match engine::join(&link, config).await {
         Ok(joined) => joined,
         Err(err) => {

@@ -101,6 +101,10 @@ pub struct EngineConfig {
     pub fps: u32,
     /// Video bitrate bounds, bits per second: (minimum, start, maximum).
     pub video_bitrate: (u32, u32, u32),
+    /// This machine's uplink, kbit/s, if known (the lobby's network check measures it): what
+    /// all peers are sent together is kept within 80 % of it, the largest pictures cut first
+    /// ([`crate::layers::Ladder::fit_uplink`]). `None`: each peer's link alone decides.
+    pub uplink_kbps: Option<u32>,
     /// Only TURN relay candidates (to test a relay, or to hide addresses).
     pub relay_only: bool,
     /// Hand out what the camera sends as [`EngineEvent::SelfView`] (an app's self view; a
@@ -122,6 +126,7 @@ impl EngineConfig {
             height: 360,
             fps: 30,
             video_bitrate: (300_000, 800_000, 1_500_000),
+            uplink_kbps: None,
             relay_only: false,
             self_view: false,
             downloads: std::env::temp_dir().join("confer-downloads"),
@@ -675,8 +680,11 @@ struct PeerSlot {
     connected: bool,
     /// The early "no path yet" was said.
     warned: bool,
-    /// Which layer of our camera it should get, and why.
+    /// Which layer of our camera its link and view allow, and why.
     video: PeerVideo,
+    /// The layer it gets: `video`'s, cut to fit our uplink when we know it
+    /// ([`EngineConfig::uplink_kbps`]).
+    layer: Option<usize>,
     /// The layer its track carries now (a change waits for the new layer's keyframe).
     sent_layer: Option<usize>,
     /// The worst loss it reported for our video since the last second.
@@ -944,6 +952,7 @@ impl Engine {
                 connected: false,
                 warned: false,
                 video: PeerVideo::new(&self.ladder),
+                layer: None,
                 sent_layer: None,
                 loss: None,
                 video_bytes: 0,
@@ -959,7 +968,7 @@ impl Engine {
             self.record_own_video(Medium::Camera, When::CapturedUs(captured_us), &top.data);
         }
         for (id, slot) in &mut self.peers {
-            let wanted = slot.video.layer();
+            let wanted = slot.layer;
             if wanted != slot.sent_layer
                 && wanted.is_none_or(|layer| units.iter().any(|unit| unit.layer == layer && unit.keyframe))
             {
@@ -982,7 +991,23 @@ impl Engine {
     /// with a keyframe: each layer someone gets or still gets (until its switch), the top one
     /// while we record.
     fn steer(&mut self) {
-        let mut rates = self.ladder.bitrates(self.peers.values().map(|slot| &slot.video));
+        // What each peer's link and view allow, cut to our uplink if it is known (peers in id
+        // order: of equals, the same ones keep the larger picture every time).
+        let mut ids: Vec<PeerId> = self.peers.keys().cloned().collect();
+        ids.sort();
+        let wanted: Vec<Option<usize>> =
+            ids.iter().map(|id| self.peers.get(id).and_then(|slot| slot.video.layer())).collect();
+        let layers = match self.config.uplink_kbps {
+            Some(kbps) => self.ladder.fit_uplink(&wanted, kbps.saturating_mul(1_000)),
+            None => wanted,
+        };
+        for (id, layer) in ids.iter().zip(layers) {
+            if let Some(slot) = self.peers.get_mut(id) {
+                slot.layer = layer;
+            }
+        }
+        let mut rates =
+            self.ladder.bitrates_for(self.peers.values().map(|slot| (slot.layer, slot.video.estimate())));
         let mut keyframes = 0u8;
         for slot in self.peers.values() {
             if let Some(layer) = slot.sent_layer
@@ -990,7 +1015,7 @@ impl Engine {
             {
                 rates[layer] = Some(self.ladder.range(layer).0);
             }
-            if let Some(layer) = slot.video.layer()
+            if let Some(layer) = slot.layer
                 && slot.sent_layer != Some(layer)
             {
                 keyframes |= 1 << layer;
@@ -1255,7 +1280,7 @@ impl Engine {
                     let report = self.reports.entry(from.clone()).or_default();
                     report.path = path;
                     report.connected_ms.get_or_insert(self.started.elapsed().as_millis() as u64);
-                    if let Some(layer) = slot.sent_layer.or(slot.video.layer()) {
+                    if let Some(layer) = slot.sent_layer.or(slot.layer) {
                         self.sending.want_keyframes(1 << layer);
                     }
                     if let Some(sharing) = &self.sharing {

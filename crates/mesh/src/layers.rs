@@ -40,6 +40,17 @@ const SILENT_LOSS: f64 = 0.5;
 /// Loss this soon after an upgrade makes it a failed probe.
 const PROBE_WINDOW: Duration = Duration::from_secs(10);
 
+/// What a peer's stream costs on the uplink besides its video: Opus at its usual bitrate.
+const AUDIO_BPS: f64 = 32_000.0;
+
+/// RTP, SRTP, UDP and IP headers on top of the media bitrate (about 60 bytes on a 1,000-byte
+/// packet, more on small audio packets).
+const PACKET_OVERHEAD: f64 = 1.1;
+
+/// The share of a measured uplink a call plans to use: the rest is for everything else the
+/// machine sends, and for the measurement's error.
+pub const USABLE_UPLINK: f64 = 0.8;
+
 /// What a receiver shows a peer's video in, in device pixels; `0x0` is "not shown" (off screen,
 /// minimised): pause video to it, keep audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -115,14 +126,55 @@ impl Ladder {
         Some((0..LAYERS).rev().find(|&layer| fills(&self.sizes[layer])).unwrap_or(0))
     }
 
+    /// What sending one peer `layer` (`None`: audio alone) costs on the uplink, bits/s: the
+    /// layer's full bitrate and Opus, with packet headers.
+    pub fn peer_cost(&self, layer: Option<usize>) -> f64 {
+        let video = layer.map_or(0.0, |layer| f64::from(self.range(layer).1));
+        (video + AUDIO_BPS) * PACKET_OVERHEAD
+    }
+
+    /// The layers `wanted` (one per peer, in a stable order) cut to fit an uplink of
+    /// `uplink_bps`, of which [`USABLE_UPLINK`] is planned on: while they cost more together
+    /// ([`Ladder::peer_cost`]), the peer getting the largest picture (of equals, the last) moves
+    /// one layer down, below the smallest to no video. Peers that asked for less keep it; audio
+    /// is never cut.
+    pub fn fit_uplink(&self, wanted: &[Option<usize>], uplink_bps: u32) -> Vec<Option<usize>> {
+        let usable = f64::from(uplink_bps) * USABLE_UPLINK;
+        let mut layers = wanted.to_vec();
+        loop {
+            let total: f64 = layers.iter().map(|&layer| self.peer_cost(layer)).sum();
+            if total <= usable {
+                return layers;
+            }
+            // The largest picture is the smallest layer index; of equals, the last peer.
+            let Some((largest, _)) = layers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, layer)| layer.map(|layer| (i, layer)))
+                .min_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            else {
+                return layers;
+            };
+            layers[largest] = layers[largest].and_then(|layer| (layer + 1 < LAYERS).then_some(layer + 1));
+        }
+    }
+
     /// The bitrate each layer's encoder aims for, given the estimates of the peers that get it:
     /// the lowest of them within the layer's range; `None` for a layer nobody gets.
     pub fn bitrates<'a>(&self, peers: impl IntoIterator<Item = &'a PeerVideo>) -> [Option<u32>; LAYERS] {
+        self.bitrates_for(peers.into_iter().map(|peer| (peer.layer, peer.estimate)))
+    }
+
+    /// [`Ladder::bitrates`] for peers given as (the layer each gets, its estimate).
+    pub fn bitrates_for(
+        &self,
+        peers: impl IntoIterator<Item = (Option<usize>, u32)>,
+    ) -> [Option<u32>; LAYERS] {
         let mut out = [None; LAYERS];
-        for peer in peers {
-            if let Some(layer) = peer.layer {
+        for (layer, estimate) in peers {
+            if let Some(layer) = layer {
                 let slot: &mut Option<u32> = &mut out[layer];
-                *slot = Some(slot.map_or(peer.estimate, |b| b.min(peer.estimate)));
+                *slot = Some(slot.map_or(estimate, |b| b.min(estimate)));
             }
         }
         for (layer, slot) in out.iter_mut().enumerate() {
@@ -448,5 +500,26 @@ mod tests {
         assert!(rates[2].is_some(), "{rates:?}");
         let nobody_small = ladder.bitrates([&strong, &weak]);
         assert_eq!(nobody_small[2], None, "a layer nobody gets is not encoded");
+    }
+
+    #[test]
+    fn an_uplink_budget_takes_the_largest_pictures_down_first_and_never_audio() {
+        let ladder = ladder();
+        // 640x360 costs 796 kbit/s a peer with audio and headers, 320x180 225, 160x90 83, audio 35.
+        assert_eq!(ladder.peer_cost(Some(0)).round(), 795_520.0);
+        assert_eq!(ladder.peer_cost(None).round(), 35_200.0);
+        let full = [Some(0), Some(0), Some(0)];
+        assert_eq!(ladder.fit_uplink(&full, 10_000_000), full, "a fast uplink cuts nothing");
+        // 1.5 Mbit/s (1.2 planned on): two at 640x360 do not fit; the last moves down.
+        assert_eq!(ladder.fit_uplink(&full[..2], 1_500_000), [Some(0), Some(1)]);
+        // 2 Mbit/s for three: one keeps 640x360.
+        assert_eq!(ladder.fit_uplink(&full, 2_000_000), [Some(0), Some(1), Some(1)]);
+        // A thumbnail asked for stays; the large one gives way.
+        assert_eq!(ladder.fit_uplink(&[Some(2), Some(0)], 300_000), [Some(2), Some(2)]);
+        // Nothing fits: video stops, audio stays (nothing more to cut).
+        assert_eq!(ladder.fit_uplink(&full, 50_000), [None, None, None]);
+        // Whatever fits the lobby's prediction for N people fits the engine with N - 1 peers.
+        let three = crate::netcheck::capacity(2_000, &ladder)[0].people as usize;
+        assert_eq!(ladder.fit_uplink(&vec![Some(0); three - 1], 2_000_000), vec![Some(0); three - 1]);
     }
 }

@@ -27,17 +27,6 @@ pub const UPLOAD_TIME: Duration = Duration::from_secs(2);
 /// faster uplink is reported as at least what this took.
 pub const UPLOAD_MAX_BYTES: usize = 3 * 1024 * 1024;
 
-/// What a peer's stream costs on the uplink besides its video: Opus at its usual bitrate.
-const AUDIO_BPS: f64 = 32_000.0;
-
-/// RTP, SRTP, UDP and IP headers on top of the media bitrate (about 60 bytes on a 1,000-byte
-/// packet, more on small audio packets).
-const PACKET_OVERHEAD: f64 = 1.1;
-
-/// The share of the measured uplink a call plans to use: the rest is for everything else the
-/// machine sends, and for the measurement's error.
-const USABLE: f64 = 0.8;
-
 /// The most people a prediction names (past this a mesh runs out of CPU before uplink).
 pub const MAX_PREDICTED: u32 = 25;
 
@@ -63,12 +52,13 @@ pub struct Capacity {
 }
 
 /// How many people a video call can hold at each size of `ladder` with an uplink of `kbps`:
-/// each other participant costs its layer's full bitrate plus audio and packet headers, and the
-/// call plans to use 80 % of the uplink.
+/// each other participant costs what [`Ladder::peer_cost`] says, and the call plans to use
+/// [`crate::layers::USABLE_UPLINK`] of the uplink (as the engine does with the same figure,
+/// [`Ladder::fit_uplink`]).
 pub fn capacity(kbps: u32, ladder: &Ladder) -> [Capacity; LAYERS] {
     std::array::from_fn(|layer| {
-        let per_peer = (f64::from(ladder.range(layer).1) + AUDIO_BPS) * PACKET_OVERHEAD;
-        let others = (f64::from(kbps) * 1_000.0 * USABLE / per_peer).floor();
+        let usable = f64::from(kbps) * 1_000.0 * crate::layers::USABLE_UPLINK;
+        let others = (usable / ladder.peer_cost(Some(layer))).floor();
         let people = (others as u32).saturating_add(1).min(MAX_PREDICTED);
         Capacity { size: ladder.size(layer), people }
     })

@@ -462,7 +462,12 @@ muted: boolean,
 /**
  * Join with the camera on.
  */
-camera: boolean, };
+camera: boolean, 
+/**
+ * The uplink the lobby's network check measured, kbit/s (`null`: not measured): what
+ * everyone is sent together is kept within it.
+ */
+uplink_kbps: number | null, };
 
 export type UiPreviewEvent = { "type": "level", 
 /**

@@ -87,6 +87,7 @@ describe("the app against a mock backend", () => {
       name: "Ada",
       muted: false,
       camera: true,
+      uplink_kbps: 3000,
     });
     expect(screen.getByTestId("phase").textContent).toContain("Connecting to the meeting server");
   });
