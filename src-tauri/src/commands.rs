@@ -131,6 +131,8 @@ pub fn engine_config(settings: &Settings, name: &str) -> EngineConfig {
     };
     (config.width, config.height, config.fps) = (width, height, fps);
     config.self_view = true;
+    // A user's call measures nothing for tests.
+    config.probe = false;
     config.relay_only = settings.relay_only;
     config
 }

@@ -53,13 +53,34 @@ pub(crate) enum Pushed {
     Gone,
 }
 
+/// Which units can be decoded: after a gap (the count of drops before a unit changed), none
+/// until a keyframe.
+#[derive(Debug, Default)]
+struct Gaps {
+    drops_seen: u64,
+    skipping: bool,
+}
+
+impl Gaps {
+    fn decodable(&mut self, drops: u64, keyframe: bool) -> bool {
+        if drops != self.drops_seen {
+            self.drops_seen = drops;
+            self.skipping = true;
+        }
+        self.skipping &= !keyframe;
+        !self.skipping
+    }
+}
+
 /// One remote stream's decoder thread. Dropping it ends the thread and waits for it (at most
-/// one decode).
+/// one decode: what is still queued is thrown away).
 pub(crate) struct StreamDecoder {
-    queue: Option<std_mpsc::SyncSender<Vec<u8>>>,
-    /// Units were dropped: the thread skips to the next keyframe. Set before any unit after
-    /// the gap is queued, so the thread sees it before it reaches the gap.
-    gap: Arc<AtomicBool>,
+    /// Each unit goes with the number of drops before it: where that number changes, units were
+    /// dropped, and the thread skips to the next keyframe (even past one queued before the gap).
+    queue: Option<std_mpsc::SyncSender<(u64, Vec<u8>)>>,
+    drops: u64,
+    /// Set when the decoder is dropped: the thread stops at once, nothing more is decoded.
+    stop: Arc<AtomicBool>,
     /// Pictures decoded and dropped because the engine was behind.
     dropped: Arc<AtomicU64>,
     /// When this stream last asked the peer for a keyframe.
@@ -70,9 +91,9 @@ pub(crate) struct StreamDecoder {
 impl StreamDecoder {
     /// Starts the thread for `from`'s camera or (`screen`) share; its pictures go to `out`.
     pub(crate) fn start(from: PeerId, screen: bool, out: mpsc::Sender<Decoded>) -> std::io::Result<Self> {
-        let (queue, units) = std_mpsc::sync_channel::<Vec<u8>>(QUEUE);
-        let gap = Arc::new(AtomicBool::new(false));
-        let thread_gap = Arc::clone(&gap);
+        let (queue, units) = std_mpsc::sync_channel::<(u64, Vec<u8>)>(QUEUE);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
         let dropped = Arc::new(AtomicU64::new(0));
         let thread_dropped = Arc::clone(&dropped);
         let name = if screen { "confer-decode-share" } else { "confer-decode" };
@@ -81,16 +102,15 @@ impl StreamDecoder {
                 tracing::warn!(peer = %from, "the H.264 decoder did not start: this peer's video is not shown");
                 return;
             };
-            let mut skipping = false;
+            let mut gaps = Gaps::default();
             // Ends when the engine drops its end of the queue.
-            while let Ok(unit) = units.recv() {
-                if thread_gap.swap(false, Ordering::Relaxed) {
-                    skipping = true;
+            while let Ok((drops, unit)) = units.recv() {
+                if thread_stop.load(Ordering::Relaxed) {
+                    return;
                 }
-                if skipping && !crate::record::is_keyframe(&unit) {
+                if !gaps.decodable(drops, crate::record::is_keyframe(&unit)) {
                     continue;
                 }
-                skipping = false;
                 let Ok(Some(frame)) = decoder.decode(&unit) else { continue };
                 let stamp = read_stamp(&frame);
                 let at_us = crate::engine::unix_us();
@@ -104,7 +124,7 @@ impl StreamDecoder {
                 }
             }
         })?;
-        Ok(Self { queue: Some(queue), gap, dropped, last_ask: None, thread: Some(thread) })
+        Ok(Self { queue: Some(queue), drops: 0, stop, dropped, last_ask: None, thread: Some(thread) })
     }
 
     /// Pictures decoded and dropped so far because the engine was behind.
@@ -124,12 +144,12 @@ impl StreamDecoder {
     }
 
     /// Hands an access unit to the thread.
-    pub(crate) fn push(&self, unit: Vec<u8>) -> Pushed {
+    pub(crate) fn push(&mut self, unit: Vec<u8>) -> Pushed {
         let Some(queue) = &self.queue else { return Pushed::Gone };
-        match queue.try_send(unit) {
+        match queue.try_send((self.drops, unit)) {
             Ok(()) => Pushed::Queued,
             Err(std_mpsc::TrySendError::Full(_)) => {
-                self.gap.store(true, Ordering::Relaxed);
+                self.drops += 1;
                 Pushed::Dropped
             }
             Err(std_mpsc::TrySendError::Disconnected(_)) => Pushed::Gone,
@@ -139,7 +159,8 @@ impl StreamDecoder {
 
 impl Drop for StreamDecoder {
     fn drop(&mut self) {
-        // Closing the queue ends the thread's loop.
+        // The thread stops at its next unit, and closing the queue ends its wait for one.
+        self.stop.store(true, Ordering::Relaxed);
         self.queue.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -155,7 +176,11 @@ mod tests {
     /// `count` access units of a moving synthetic camera, the first a keyframe, and another
     /// at `keyframe_at` (an encoder asked for one).
     fn stream(count: usize, keyframe_at: Option<usize>) -> Vec<Vec<u8>> {
-        let mut camera = confer_media::synthetic::SyntheticCamera::new(7, 160, 90).unwrap();
+        stream_of((160, 90), count, keyframe_at)
+    }
+
+    fn stream_of((width, height): (usize, usize), count: usize, keyframe_at: Option<usize>) -> Vec<Vec<u8>> {
+        let mut camera = confer_media::synthetic::SyntheticCamera::new(7, width, height).unwrap();
         let mut encoder = H264Encoder::new(H264Config::camera(15.0, 200_000)).unwrap();
         (0..count)
             .map(|i| {
@@ -168,6 +193,22 @@ mod tests {
             .collect()
     }
 
+    /// The stamps' counters of the pictures decoded, until `last` (or 5 s).
+    fn counters_until(decoded: &mut mpsc::Receiver<Decoded>, last: u32) -> Vec<u32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut counters = Vec::new();
+        while counters.last() != Some(&last) && std::time::Instant::now() < deadline {
+            match decoded.try_recv() {
+                Ok(picture) => {
+                    assert_eq!((picture.from.clone(), picture.screen), (peer(), false));
+                    counters.push(picture.stamp.unwrap().counter);
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        counters
+    }
+
     fn peer() -> PeerId {
         PeerId::parse("AAAA-AAAAAA").unwrap()
     }
@@ -175,21 +216,15 @@ mod tests {
     #[test]
     fn pictures_are_decoded_off_the_callers_thread_in_order_with_their_stamps() {
         let (out, mut decoded) = mpsc::channel(DECODED_QUEUE);
-        let decoder = StreamDecoder::start(peer(), false, out).unwrap();
+        let mut decoder = StreamDecoder::start(peer(), false, out).unwrap();
         let units = stream(10, None);
         for unit in &units {
-            while decoder.push(unit.clone()) == Pushed::Dropped {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            assert_eq!(decoder.push(unit.clone()), Pushed::Queued);
         }
+        // Everything queued is decoded before the decoder is dropped (dropping stops at once).
+        let counters = counters_until(&mut decoded, units.len() as u32 - 1);
         let dropped = decoder.pictures_dropped();
         drop(decoder);
-        let mut counters = Vec::new();
-        while let Ok(picture) = decoded.try_recv() {
-            assert_eq!((picture.from.clone(), picture.screen), (peer(), false));
-            assert_eq!(picture.frame.width(), 160);
-            counters.push(picture.stamp.unwrap().counter);
-        }
         assert_eq!(counters, (0..units.len() as u32).collect::<Vec<_>>());
         assert_eq!(dropped, 0);
     }
@@ -200,7 +235,7 @@ mod tests {
         // A keyframe well past what the queue holds.
         let k = QUEUE + 30;
         let units = stream(k + 10, Some(k));
-        let decoder = StreamDecoder::start(peer(), false, out).unwrap();
+        let mut decoder = StreamDecoder::start(peer(), false, out).unwrap();
         // Pushed all at once, faster than it decodes: some are dropped.
         let outcomes: Vec<Pushed> = units[..k].iter().map(|u| decoder.push(u.clone())).collect();
         assert!(outcomes.contains(&Pushed::Dropped), "{outcomes:?}");
@@ -208,11 +243,8 @@ mod tests {
         for unit in &units[k..] {
             assert_eq!(decoder.push(unit.clone()), Pushed::Queued);
         }
+        let counters = counters_until(&mut decoded, k as u32 + 9);
         drop(decoder);
-        let mut counters = Vec::new();
-        while let Ok(picture) = decoded.try_recv() {
-            counters.push(picture.stamp.unwrap().counter);
-        }
         // Every picture from the keyframe on is there, in order; before it, only an unbroken
         // run from the start (nothing decoded from a broken chain).
         let k = k as u32;
@@ -230,5 +262,39 @@ mod tests {
         assert!(decoder.ask_keyframe(t0));
         assert!(!decoder.ask_keyframe(t0 + std::time::Duration::from_millis(900)));
         assert!(decoder.ask_keyframe(t0 + KEYFRAME_ASK_INTERVAL));
+    }
+
+    #[test]
+    fn nothing_is_decoded_across_a_gap_even_past_a_keyframe_queued_before_it() {
+        let mut gaps = Gaps::default();
+        // Before any drop: everything.
+        assert!(gaps.decodable(0, true));
+        assert!(gaps.decodable(0, false));
+        // A keyframe queued before the gap is still decodable, and what follows it before the gap.
+        assert!(gaps.decodable(0, true));
+        assert!(gaps.decodable(0, false));
+        // The first unit after a drop: skipped, and so on until a keyframe after the gap.
+        assert!(!gaps.decodable(1, false));
+        assert!(!gaps.decodable(1, false));
+        // Another drop while skipping: still skipping.
+        assert!(!gaps.decodable(2, false));
+        assert!(gaps.decodable(2, true));
+        assert!(gaps.decodable(2, false));
+    }
+
+    #[test]
+    fn a_dropped_decoder_stops_without_decoding_what_is_queued() {
+        let (out, mut decoded) = mpsc::channel(DECODED_QUEUE * 4);
+        let mut decoder = StreamDecoder::start(peer(), false, out).unwrap();
+        // Full-size pictures: the queue takes far longer to decode than to fill.
+        for unit in stream_of((640, 360), QUEUE, None) {
+            decoder.push(unit);
+        }
+        drop(decoder);
+        let mut count = 0;
+        while decoded.try_recv().is_ok() {
+            count += 1;
+        }
+        assert!(count < QUEUE, "all {count} queued pictures were decoded after the drop");
     }
 }

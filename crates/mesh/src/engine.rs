@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use confer_media::synthetic::{MarkerDetector, tone_hz, tone_level};
 use confer_media::{
     AudioProcessor, Camera, CameraChoice, DeviceChoice, FRAME_SAMPLES, H264Config, H264Encoder, I420Frame,
     Microphone, OpusConfig, OpusEncoder, PROCESSING_FRAME, Playout, ProcessingConfig, Speaker,
@@ -28,6 +27,7 @@ use crate::files::FileEvent;
 use crate::layers::{LAYERS, Ladder, PeerVideo, View};
 use crate::nopath::NoPathCause;
 use crate::peer::{LocalTracks, Peer, PeerEvent, RelayAnswer, Stack};
+use crate::probe::AudioProbe;
 use crate::record::{Medium, Recorder, When};
 use crate::share::{ShareChoice, ShareOut, Sharing};
 use crate::voice::{OpusTuning, VoiceRate};
@@ -101,6 +101,10 @@ pub struct EngineConfig {
     pub fps: u32,
     /// Video bitrate bounds, bits per second: (minimum, start, maximum).
     pub video_bitrate: (u32, u32, u32),
+    /// Measure what the synthetic devices put in: each peer's tone and the audio latency from
+    /// the microphone's markers ([`crate::probe`]; `confer join`'s reports). Off for a user's
+    /// call.
+    pub probe: bool,
     /// This machine's uplink, kbit/s, if known (the lobby's network check measures it): what
     /// all peers are sent together is kept within 80 % of it, the largest pictures cut first
     /// ([`crate::layers::Ladder::fit_uplink`]). `None`: each peer's link alone decides.
@@ -127,6 +131,7 @@ impl EngineConfig {
             fps: 30,
             video_bitrate: (300_000, 800_000, 1_500_000),
             uplink_kbps: None,
+            probe: true,
             relay_only: false,
             self_view: false,
             downloads: std::env::temp_dir().join("confer-downloads"),
@@ -313,6 +318,7 @@ pub async fn join(
     *sending.opus.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(voice.tuning());
     let (speaker, swaps) = start_media(&config, &ladder, &sending, media_tx)?;
 
+    let probe = config.probe.then(AudioProbe::default);
     let mut engine = Engine {
         config,
         started,
@@ -354,9 +360,8 @@ pub async fn join(
         addresses: crate::peer::local_addresses(),
         sent_bytes: 0,
         last_counts: HashMap::new(),
-        tone_windows: HashMap::new(),
         unconfirmed: HashMap::new(),
-        markers: HashMap::new(),
+        probe,
     };
     match admission {
         Admission::Joined(session) => engine.seated(session).await,
@@ -770,12 +775,10 @@ struct Engine {
     /// Per peer, the counters at the last statistics: video bytes, audio bytes, packets,
     /// packets expected, frames decoded.
     last_counts: HashMap<PeerId, [u64; 5]>,
-    /// Recent decoded audio per peer, for naming its synthetic tone.
-    tone_windows: HashMap<PeerId, Vec<i16>>,
     /// Peers the relay did not list when we resumed, and since when.
     unconfirmed: HashMap<PeerId, Duration>,
-    /// Latency marker detectors per peer (synthetic microphones).
-    markers: HashMap<PeerId, MarkerDetector>,
+    /// The test participant's measurements of what it plays (`EngineConfig::probe`).
+    probe: Option<AudioProbe>,
 }
 
 impl Engine {
@@ -995,15 +998,21 @@ impl Engine {
         // order: of equals, the same ones keep the larger picture every time).
         let mut ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         ids.sort();
+        // A peer not connected (yet, or any more) keeps what it wants (nothing reaches it) and
+        // takes nothing from the uplink.
+        ids.retain(|id| {
+            let Some(slot) = self.peers.get_mut(id) else { return false };
+            slot.layer = slot.video.layer();
+            slot.connected
+        });
         let wanted: Vec<Option<usize>> =
             ids.iter().map(|id| self.peers.get(id).and_then(|slot| slot.video.layer())).collect();
-        let layers = match self.config.uplink_kbps {
-            Some(kbps) => self.ladder.fit_uplink(&wanted, kbps.saturating_mul(1_000)),
-            None => wanted,
-        };
-        for (id, layer) in ids.iter().zip(layers) {
-            if let Some(slot) = self.peers.get_mut(id) {
-                slot.layer = layer;
+        if let Some(kbps) = self.config.uplink_kbps {
+            let layers = self.ladder.fit_uplink(&wanted, kbps.saturating_mul(1_000));
+            for (id, layer) in ids.iter().zip(layers) {
+                if let Some(slot) = self.peers.get_mut(id) {
+                    slot.layer = layer;
+                }
             }
         }
         let mut rates =
@@ -1086,8 +1095,9 @@ impl Engine {
         let gone = [self.decoders.remove(&(id.clone(), false)), self.decoders.remove(&(id.clone(), true))];
         // Their threads are waited for off the engine's task.
         drop(tokio::task::spawn_blocking(move || drop(gone)));
-        self.tone_windows.remove(id);
-        self.markers.remove(id);
+        if let Some(probe) = &mut self.probe {
+            probe.forget(id);
+        }
         self.steer();
     }
 
@@ -1405,7 +1415,7 @@ impl Engine {
     /// Hands an access unit of `from`'s camera (`screen` false) or share to its decoder thread
     /// (started on its first one).
     fn decode(&mut self, from: PeerId, screen: bool, access_unit: Vec<u8>) {
-        let decoder = match self.decoders.entry((from.clone(), screen)) {
+        let decoder: &mut StreamDecoder = match self.decoders.entry((from.clone(), screen)) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
                 match StreamDecoder::start(from.clone(), screen, self.decoded.clone()) {
@@ -1431,6 +1441,11 @@ impl Engine {
     /// A picture a decoder thread finished: counted in the peer's report, handed on.
     fn on_decoded(&mut self, picture: Decoded) {
         let Decoded { from, screen, frame, stamp, at_us } = picture;
+        if !self.decoders.contains_key(&(from.clone(), screen)) {
+            // Decoded just before its stream ended (the peer left, its share stopped): the page
+            // has forgotten its tile, and must not get it back.
+            return;
+        }
         let since_start = self.started.elapsed().as_millis() as u64;
         let report = self.reports.entry(from.clone()).or_default();
         if screen {
@@ -1466,14 +1481,11 @@ impl Engine {
     }
 
     fn play(&mut self, report_levels: bool) {
-        let (windows, markers, reports) = (&mut self.tone_windows, &mut self.markers, &mut self.reports);
+        let (probe, reports) = (&mut self.probe, &mut self.reports);
         let now_us = unix_us();
         let frame = self.playout.next_frame_each(|id, samples| {
-            let window = windows.entry(id.clone()).or_default();
-            window.extend_from_slice(samples);
-            let excess = window.len().saturating_sub(48_000);
-            window.drain(..excess);
-            let found = markers.entry(id.clone()).or_default().push(samples, now_us);
+            let Some(probe) = probe.as_mut() else { return };
+            let found = probe.hear(id, samples, now_us);
             let latencies = &mut reports.entry(id.clone()).or_default().audio_latency_ms;
             latencies.extend(found.into_iter().take(10_000usize.saturating_sub(latencies.len())));
         });
@@ -1528,17 +1540,9 @@ impl Engine {
             if let Some(slot) = self.peers.get(&id) {
                 slot.peer.flush_data().await;
             }
-            if let Some(window) = self.tone_windows.get(&id)
-                && window.len() >= 9_600
-            {
-                let tail = &window[window.len() - 9_600..];
-                let (best, level) = (0..24)
-                    .map(|p| (p, tone_level(tail, tone_hz(p))))
-                    .fold((0, 0.0f64), |a, b| if b.1 > a.1 { b } else { a });
-                // The last tone named stays in the report when the peer falls silent (mutes).
-                if level > 1_000.0 {
-                    self.reports.entry(id.clone()).or_default().audio_tone_hz = Some(tone_hz(best));
-                }
+            // The last tone named stays in the report when the peer falls silent (mutes).
+            if let Some(hz) = self.probe.as_ref().and_then(|probe| probe.tone(&id)) {
+                self.reports.entry(id.clone()).or_default().audio_tone_hz = Some(hz);
             }
         }
     }
@@ -1869,8 +1873,10 @@ impl Engine {
         }
         report.sharing = sharing;
         if !sharing {
-            // The next share starts with a keyframe, maybe at another size.
-            self.decoders.remove(&(id.clone(), true));
+            // The next share starts with a keyframe, maybe at another size. Its thread is
+            // waited for off the engine's task.
+            let decoder = self.decoders.remove(&(id.clone(), true));
+            drop(tokio::task::spawn_blocking(move || drop(decoder)));
         }
         let _ = self.events.send(EngineEvent::PeerSharing { id: id.clone(), sharing });
     }

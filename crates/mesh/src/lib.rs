@@ -13,6 +13,7 @@ pub mod layers;
 pub mod netcheck;
 pub mod nopath;
 mod peer;
+mod probe;
 mod record;
 pub mod rooms;
 pub mod share;

@@ -169,7 +169,7 @@ pub async fn check(link: &InviteLink) -> NetworkReport {
     let servers = match servers {
         Ok(servers) => servers,
         Err(why) => {
-            let uplink = Err("the relay cannot be reached".to_owned());
+            let uplink = Err(why.clone());
             return NetworkReport { relay: Err(why), servers: Vec::new(), uplink };
         }
     };

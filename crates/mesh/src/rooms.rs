@@ -127,19 +127,31 @@ async fn connect(
     let tcp = match send_buffer {
         None => TcpStream::connect((target.host, target.port)).await,
         Some(size) => {
-            let address = tokio::net::lookup_host((target.host, target.port))
+            let addresses = tokio::net::lookup_host((target.host, target.port))
                 .await
-                .map_err(|e| unreachable(format!("network: {e}")))?
-                .next()
-                .ok_or_else(|| unreachable("network: the name has no address".into()))?;
-            let socket = if address.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()
-            } else {
-                tokio::net::TcpSocket::new_v6()
+                .map_err(|e| unreachable(format!("network: {e}")))?;
+            // Each address in turn, as `TcpStream::connect` does.
+            let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address");
+            let mut connected = None;
+            for address in addresses {
+                let socket = if address.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                };
+                let attempt = match socket.and_then(|s| s.set_send_buffer_size(size).map(|()| s)) {
+                    Ok(socket) => socket.connect(address).await,
+                    Err(err) => Err(err),
+                };
+                match attempt {
+                    Ok(stream) => {
+                        connected = Some(stream);
+                        break;
+                    }
+                    Err(err) => last = err,
+                }
             }
-            .map_err(|e| unreachable(format!("network: {e}")))?;
-            socket.set_send_buffer_size(size).map_err(|e| unreachable(format!("network: {e}")))?;
-            socket.connect(address).await
+            connected.ok_or(last)
         }
     }
     .map_err(|e| unreachable(format!("network: {e}")))?;
@@ -205,9 +217,11 @@ pub(crate) async fn upload(
     duration: Duration,
     max_bytes: usize,
 ) -> Result<(u16, String), RoomError> {
-    /// Small enough that what is written is what the network has taken, give or take this.
+    /// Small enough that what is written is what the network has taken, give or take this (Linux
+    /// doubles it for its bookkeeping; TLS may hold one more record).
     const SEND_BUFFER: u32 = 64 * 1024;
-    const CHUNK: usize = 16 * 1024;
+    /// Small, so the last chunk, always written whole, ends the measurement soon after its time.
+    const CHUNK: usize = 4 * 1024;
     let target = target(relay)?;
     check_path(path)?;
     let unreachable = |reason: String| RoomError::Unreachable { relay: relay.to_owned(), reason };
@@ -231,17 +245,28 @@ pub(crate) async fn upload(
         chunk.extend_from_slice(b"\r\n");
         let started = tokio::time::Instant::now();
         let mut sent = 0;
+        let mut written = Ok(());
+        // The time is looked at between chunks only: a chunk cut off would break the framing.
         while started.elapsed() < duration && sent < max_bytes {
-            // A write waits while the network is behind: bounded by the measurement's length.
-            match tokio::time::timeout_at(started + duration, stream.write_all(&chunk)).await {
-                Ok(written) => written.map_err(network)?,
-                Err(_) => break,
+            written = stream.write_all(&chunk).await;
+            if written.is_err() {
+                break;
             }
             sent += CHUNK;
         }
-        stream.write_all(b"0\r\n\r\n").await.map_err(network)?;
-        stream.flush().await.map_err(network)?;
-        read_response(stream).await.map_err(unreachable)
+        if written.is_ok() {
+            written = stream.write_all(b"0\r\n\r\n").await;
+        }
+        if written.is_ok() {
+            written = stream.flush().await;
+        }
+        // A relay that refuses (an invite it does not take, a rate limit, an older relay without
+        // this path) answers before reading the body and closes: its answer is what counts.
+        match (written, read_response(stream).await) {
+            (_, Ok(answer)) => Ok(answer),
+            (Err(err), Err(_)) => Err(network(err)),
+            (Ok(()), Err(err)) => Err(unreachable(err)),
+        }
     };
     tokio::time::timeout(duration + TIMEOUT, upload)
         .await
@@ -333,5 +358,82 @@ mod tests {
         assert!(parse_response("").is_err());
         assert!(matches!(parse_created("{\"host\":{}}"), Err(RoomError::BadAnswer(_))));
         assert!(matches!(parse_created("[1,2"), Err(RoomError::BadAnswer(_))));
+    }
+
+    /// A server on loopback that reads a request head, then runs `answer` on the stream.
+    async fn server<F, Fut>(answer: F) -> String
+    where
+        F: FnOnce(TcpStream, String) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
+                head.push(byte[0]);
+            }
+            answer(stream, String::from_utf8_lossy(&head).into_owned()).await;
+        });
+        format!("ws://127.0.0.1:{port}")
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_chunked_whole_and_ends_on_time() {
+        let relay = server(|mut stream, head| async move {
+            assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+            // Reads chunks to the last one: a chunk cut off would leave this waiting.
+            let mut body = 0usize;
+            loop {
+                let mut line = Vec::new();
+                let mut byte = [0u8; 1];
+                while !line.ends_with(b"\r\n") {
+                    stream.read_exact(&mut byte).await.unwrap();
+                    line.push(byte[0]);
+                }
+                let size = usize::from_str_radix(String::from_utf8_lossy(&line).trim(), 16).unwrap();
+                let mut data = vec![0u8; size + 2];
+                stream.read_exact(&mut data).await.unwrap();
+                assert_eq!(&data[size..], b"\r\n");
+                if size == 0 {
+                    break;
+                }
+                body += size;
+                // A slow network: about 2 MB/s.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let answer = format!("{{\"bytes\":{body}}}");
+            let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+            stream.write_all(response.as_bytes()).await.unwrap();
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let (status, body) =
+            upload(&relay, None, "/check/r/t/upload", Duration::from_millis(500), 1 << 30).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{body}");
+        let bytes: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(bytes["bytes"].as_u64().unwrap() > 0, "{body}");
+        // The send buffer's worth after the time is up, not a relay's deadline of seconds.
+        assert!(took < Duration::from_millis(1_500), "the upload took {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_before_the_body_is_read_is_the_answer() {
+        let relay = server(|mut stream, _| async move {
+            let answer = r#"{"code":"rate_limited","message":"too many network checks"}"#;
+            let response =
+                format!("HTTP/1.1 429 Too Many Requests\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+            stream.write_all(response.as_bytes()).await.unwrap();
+            // Closed without reading the body, as hyper does.
+            drop(stream);
+        })
+        .await;
+        let (status, body) =
+            upload(&relay, None, "/check/r/t/upload", Duration::from_secs(2), 1 << 30).await.unwrap();
+        assert_eq!(status, 429);
+        assert!(body.contains("rate_limited"), "{body}");
     }
 }
