@@ -68,8 +68,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     next_conn: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Network checks per client address: each one mints TURN credentials.
-    checks: Mutex<HashMap<IpAddr, crate::rate::TokenBucket>>,
+    /// Network checks per client address: each one mints TURN credentials (or reads an upload).
+    checks: CheckLimiter,
     open: AtomicUsize,
     refusing: AtomicUsize,
     /// Per room, whoever on this instance is asking who holds it and opening it here.
@@ -111,7 +111,7 @@ impl Shared {
             next_conn: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
             opening: Mutex::new(HashMap::new()),
-            checks: Mutex::new(HashMap::new()),
+            checks: CheckLimiter::default(),
             open: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
             config,
@@ -330,18 +330,9 @@ impl Shared {
         ice_servers
     }
 
-    /// Whether `ip` may run another network check now: 10 at once, then one every 6 s.
+    /// Whether `ip` may run another network check now ([`CheckLimiter`]).
     pub(crate) fn allow_check(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut checks = self.checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Bounded: past 4,096 addresses, those whose buckets have refilled are forgotten.
-        if checks.len() >= 4_096 {
-            checks.retain(|_, bucket| !bucket.is_full(now));
-            if checks.len() >= 4_096 {
-                return false;
-            }
-        }
-        checks.entry(ip).or_insert_with(|| crate::rate::TokenBucket::per_minute(10, 10, now)).try_take(now)
+        self.checks.allow(ip, Instant::now())
     }
 
     /// ICE servers and a resume token for a seat.
@@ -472,9 +463,50 @@ impl Drop for RefusalSlot {
     }
 }
 
+/// Network checks per client (an IPv6 client per /64, as connections are counted: one host
+/// has a whole /64 to pick addresses from): 10 at once, then one every 6 s. At most
+/// [`CheckLimiter::CLIENTS`] clients are remembered; past that, those whose buckets have
+/// refilled are forgotten, and while none has, new clients wait.
+#[derive(Debug, Default)]
+pub(crate) struct CheckLimiter(Mutex<HashMap<IpAddr, crate::rate::TokenBucket>>);
+
+impl CheckLimiter {
+    const CLIENTS: usize = 4_096;
+
+    pub(crate) fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut checks = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = address_key(ip);
+        if checks.len() >= Self::CLIENTS && !checks.contains_key(&key) {
+            checks.retain(|_, bucket| !bucket.is_full(now));
+            if checks.len() >= Self::CLIENTS {
+                return false;
+            }
+        }
+        checks.entry(key).or_insert_with(|| crate::rate::TokenBucket::per_minute(10, 10, now)).try_take(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_checks_are_limited_per_client_and_one_ipv6_host_cannot_fill_the_table() {
+        let limiter = CheckLimiter::default();
+        let now = Instant::now();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        // Ten at once from one address, then none until a token refills.
+        assert!((0..10).all(|_| limiter.allow(ip("192.0.2.1"), now)));
+        assert!(!limiter.allow(ip("192.0.2.1"), now));
+        assert!(limiter.allow(ip("192.0.2.2"), now), "another client has its own budget");
+        assert!(limiter.allow(ip("192.0.2.1"), now + Duration::from_secs(6)));
+        // Thousands of addresses of one /64 are one client: its ten, then nothing, and the
+        // table does not fill up for everyone else.
+        let host: Vec<IpAddr> = (0..5_000u32).map(|n| ip(&format!("2001:db8:1:2::{n:x}"))).collect();
+        let allowed = host.iter().filter(|&&a| limiter.allow(a, now)).count();
+        assert_eq!(allowed, 10);
+        assert!(limiter.allow(ip("2001:db8:9::1"), now), "a client of another /64 still gets checks");
+    }
 
     #[test]
     fn ipv6_clients_count_per_64_and_mapped_ipv4_as_ipv4() {

@@ -170,13 +170,14 @@ async fn the_upload_measurement_times_an_invite_holders_bytes_only() {
     let json: serde_json::Value = serde_json::from_str(&measured.body).unwrap();
     assert_eq!(json["bytes"], 256 * 1024, "{json}");
     assert!(json["ms"].is_u64(), "{json}");
-    // Loopback takes 256 KiB in well under the 5 ms a rate needs, or gives a rate: either way
-    // no made-up figure.
-    assert!(json["kbps"].is_null() || json["kbps"].as_u64().unwrap() > 10_000, "{json}");
+    // Loopback takes 256 KiB in a few ms: a rate, at least the bound for 5 ms (400 Mbit/s).
+    assert!(json["kbps"].as_u64().unwrap() > 10_000, "{json}");
 
     let other = relay.create_room(false).await;
+    // Refusals come before the body is read, and the connection closes: small bodies here, so
+    // this client's writing is done by then (the app's client reads the answer either way).
     let wrong_room = relay
-        .http("POST", &format!("/check/{}/{}/upload", links.guest.room, other.guest.token), &[], &body)
+        .http("POST", &format!("/check/{}/{}/upload", links.guest.room, other.guest.token), &[], "x")
         .await;
     assert_eq!(wrong_room.status, 404);
     assert!(wrong_room.body.contains("token_wrong_room"), "{}", wrong_room.body);
