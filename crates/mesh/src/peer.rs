@@ -403,9 +403,16 @@ impl Peer {
         // Third, after the camera and the microphone: their m-lines keep their places.
         let screen_sender =
             pc.add_track(Arc::clone(&tracks.screen) as Arc<dyn TrackLocal + Send + Sync>).await?;
-        watch_rtcp(video_sender, remote.clone(), events.clone(), Sent::Camera);
-        watch_rtcp(audio_sender, remote.clone(), events.clone(), Sent::Audio);
-        watch_rtcp(screen_sender, remote.clone(), events.clone(), Sent::Screen);
+        // Each sender's SSRC is read here, before any description is applied: read from the
+        // RTCP task, `get_parameters` could run while `set_remote_description` updates the
+        // media engine, and webrtc 0.17.2 takes the engine's two header-extension locks in
+        // opposite orders there (a deadlock of both runtime threads, seen once in CI).
+        for (sender, sent) in
+            [(video_sender, Sent::Camera), (audio_sender, Sent::Audio), (screen_sender, Sent::Screen)]
+        {
+            let ssrc = sender.get_parameters().await.encodings.first().map(|e| e.ssrc);
+            watch_rtcp(sender, ssrc, remote.clone(), events.clone(), sent);
+        }
         // The data channel is announced in band (DCEP) by the offerer. (Negotiated channels race
         // in webrtc 0.17: a message that arrives before the crate has set up its own side of the
         // stream is taken for an announcement, fails, and the stream is closed.)
@@ -877,12 +884,12 @@ impl FrameAssembler {
 /// must run: it also feeds NACKs to the retransmitting interceptor.
 fn watch_rtcp(
     sender: Arc<RTCRtpSender>,
+    ssrc: Option<u32>,
     who: PeerId,
     events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
     sent: Sent,
 ) {
     tokio::spawn(async move {
-        let ssrc = sender.get_parameters().await.encodings.first().map(|e| e.ssrc);
         while let Ok((packets, _)) = sender.read_rtcp().await {
             for packet in packets {
                 let any = packet.as_any();
