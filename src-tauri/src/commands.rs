@@ -212,7 +212,7 @@ fn tell_views(handle: &EngineHandle, page: &crate::video::PageView, told: &mut H
 /// Hands the engine's events on: frames to the frame socket, the rest to the page; and what
 /// the page shows to the engine (see [`tell_views`]).
 async fn forward(
-    mut events: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
+    mut events: engine::EngineEvents,
     frames: crate::video::FrameServer,
     app: AppHandle,
     call: Arc<tokio::sync::Mutex<Option<Call>>>,

@@ -163,7 +163,7 @@ fn four_people_each_on_another_of_three_relays_hold_one_call() {
 struct Resident {
     room: usize,
     signaling: Signaling,
-    events: mpsc::UnboundedReceiver<SignalingEvent>,
+    events: mpsc::Receiver<SignalingEvent>,
 }
 
 /// What a resident saw.

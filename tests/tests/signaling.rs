@@ -10,7 +10,7 @@ use confer_mesh::rooms::{self, RoomError};
 use confer_mesh::signaling::{self, Admission, JoinError, JoinOptions, SignalingEvent};
 use confer_proto::{ErrorCode, Fingerprint, InviteLink, SignalPayload};
 use confer_tests::Relay;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -25,7 +25,7 @@ fn pin(relay: &Relay) -> Fingerprint {
 }
 
 async fn next_matching(
-    events: &mut UnboundedReceiver<SignalingEvent>,
+    events: &mut Receiver<SignalingEvent>,
     what: &str,
     mut want: impl FnMut(&SignalingEvent) -> bool,
 ) -> SignalingEvent {

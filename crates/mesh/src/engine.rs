@@ -26,7 +26,7 @@ use crate::decode::{Decoded, Pushed, StreamDecoder};
 use crate::files::FileEvent;
 use crate::layers::{LAYERS, Ladder, PeerVideo, View};
 use crate::nopath::NoPathCause;
-use crate::peer::{LocalTracks, Peer, PeerEvent, RelayAnswer, Stack};
+use crate::peer::{LocalTracks, Peer, PeerEvent, PeerEvents, PeerInputs, RelayAnswer, Stack};
 use crate::probe::AudioProbe;
 use crate::record::{Medium, Recorder, When};
 use crate::share::{ShareChoice, ShareOut, Sharing};
@@ -62,7 +62,8 @@ use crate::signaling::{self, Admission, JoinError, JoinOptions, Session, Signali
 
 mod events;
 
-pub use events::{EngineEvent, PeerReport, PeerStats, quantile};
+use events::EventSink;
+pub use events::{EngineEvent, EngineEvents, PeerReport, PeerStats, quantile};
 
 /// Where the engine's media comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +161,6 @@ pub(crate) fn unix_us() -> u64 {
 
 #[derive(Debug)]
 enum Command {
-    Leave,
     Chat(String),
     React(String),
     SendFile(std::path::PathBuf),
@@ -180,15 +180,25 @@ enum Command {
 /// A handle to a running call; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
+    /// Leaving is not queued behind commands: it always gets through.
+    leave: Arc<tokio::sync::Notify>,
 }
 
 impl EngineHandle {
+    /// Queues `command` without waiting ([`crate::queues::COMMANDS`]; when full it is dropped and
+    /// logged).
+    fn tell(&self, command: Command) {
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(command) {
+            tracing::error!(?command, "the call is {} commands behind: one dropped", crate::queues::COMMANDS);
+        }
+    }
+
     /// Shares a screen, a window or the synthetic page at `fps` (1–30) with everyone, in place
     /// of what is shared now; `None` stops sharing. Answered by [`EngineEvent::ShareStarted`] or
     /// [`EngineEvent::ShareStopped`] with the reason it could not start.
     pub fn share(&self, share: Option<(ShareChoice, u32)>) {
-        let _ = self.commands.send(Command::Share(share));
+        self.tell(Command::Share(share));
     }
 
     /// Starts or stops recording the call into a Matroska file in
@@ -196,19 +206,19 @@ impl EngineHandle {
     /// once the relay confirms, with [`EngineEvent::RecordingStarted`]. Stopping (or leaving)
     /// finishes the file: [`EngineEvent::RecordingStopped`].
     pub fn record(&self, on: bool) {
-        let _ = self.commands.send(Command::Record(on));
+        self.tell(Command::Record(on));
     }
 
     /// Tells `peer` (or everyone, and everyone who joins later, with `None`) what we show its
     /// camera in, in device pixels: it sends us the smallest layer that fills it, or no video
     /// for [`View::OFF`] (a minimised window, a tile off screen; audio goes on).
     pub fn view(&self, peer: Option<PeerId>, view: View) {
-        let _ = self.commands.send(Command::View(peer, view));
+        self.tell(Command::View(peer, view));
     }
 
     /// Leaves the call.
     pub fn leave(&self) {
-        let _ = self.commands.send(Command::Leave);
+        self.leave.notify_one();
     }
 
     /// Sends a chat message to everyone (over the peers' data channels, not the relay). A text
@@ -216,63 +226,63 @@ impl EngineHandle {
     /// reason, and nothing is sent.
     pub fn chat(&self, text: &str) -> Result<(), crate::data::DataError> {
         crate::data::check_chat(text)?;
-        let _ = self.commands.send(Command::Chat(text.to_owned()));
+        self.tell(Command::Chat(text.to_owned()));
         Ok(())
     }
 
     /// Sends the file at `path` to everyone connected now, each on a channel of its own
     /// (progress, then [`EngineEvent::FileSent`] or [`EngineEvent::FileFailed`] per peer).
     pub fn send_file(&self, path: &std::path::Path) {
-        let _ = self.commands.send(Command::SendFile(path.to_owned()));
+        self.tell(Command::SendFile(path.to_owned()));
     }
 
     /// Sends a reaction (one of [`crate::data::REACTIONS`]) to everyone.
     pub fn react(&self, emoji: &str) -> Result<(), crate::data::DataError> {
         crate::data::check_reaction(emoji)?;
-        let _ = self.commands.send(Command::React(emoji.to_owned()));
+        self.tell(Command::React(emoji.to_owned()));
         Ok(())
     }
 
     /// Mutes or unmutes the microphone (nothing is sent while muted).
     pub fn mute(&self, muted: bool) {
-        let _ = self.commands.send(Command::Mute(muted));
+        self.tell(Command::Mute(muted));
     }
 
     /// Turns the camera on or off (no video is sent while off).
     pub fn camera(&self, on: bool) {
-        let _ = self.commands.send(Command::Camera(on));
+        self.tell(Command::Camera(on));
     }
 
     /// Switches to another camera in the call. The old one keeps sending until the new one is
     /// open; if it cannot be opened, [`EngineEvent::DeviceFailed`] says why and nothing changes.
     pub fn set_camera(&self, choice: CameraChoice) {
-        let _ = self.commands.send(Command::SetCamera(choice));
+        self.tell(Command::SetCamera(choice));
     }
 
     /// Switches to another microphone in the call (as [`EngineHandle::set_camera`]).
     pub fn set_microphone(&self, choice: DeviceChoice) {
-        let _ = self.commands.send(Command::Microphone(choice));
+        self.tell(Command::Microphone(choice));
     }
 
     /// Switches to another speaker in the call (as [`EngineHandle::set_camera`]).
     pub fn set_speaker(&self, choice: DeviceChoice) {
-        let _ = self.commands.send(Command::Speaker(choice));
+        self.tell(Command::Speaker(choice));
     }
 
     /// Raises or lowers this participant's hand.
     pub fn raise_hand(&self, raised: bool) {
-        let _ = self.commands.send(Command::Hand(raised));
+        self.tell(Command::Hand(raised));
     }
 
     /// A host action: lock, unlock, admit, deny, remove.
     pub fn host(&self, message: ClientMessage) {
-        let _ = self.commands.send(Command::Host(message));
+        self.tell(Command::Host(message));
     }
 
     /// What the engine knows of each remote participant now.
     pub async fn report(&self) -> HashMap<PeerId, PeerReport> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.commands.send(Command::Report(tx));
+        let _ = self.commands.send(Command::Report(tx)).await;
         rx.await.unwrap_or_default()
     }
 }
@@ -296,17 +306,18 @@ pub enum EngineError {
 pub async fn join(
     link: &InviteLink,
     config: EngineConfig,
-) -> Result<(EngineHandle, mpsc::UnboundedReceiver<EngineEvent>), EngineError> {
+) -> Result<(EngineHandle, EngineEvents), EngineError> {
     let started = Instant::now();
     let stack = Stack::new().map_err(|e| EngineError::WebRtc(e.to_string()))?;
     let tracks = LocalTracks::new();
     let (signaling, admission, signal_events) = signaling::join(link, JoinOptions::new(&config.name)).await?;
-    let (event_tx, events) = mpsc::unbounded_channel();
-    let (commands, command_rx) = mpsc::unbounded_channel();
-    let (media_tx, media_rx) = mpsc::unbounded_channel();
-    let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+    let (event_tx, events) = EventSink::new();
+    let (commands, command_rx) = mpsc::channel(crate::queues::COMMANDS);
+    let leave = Arc::new(tokio::sync::Notify::new());
+    let (media_tx, media_rx) = mpsc::channel(crate::queues::ENCODED);
+    let (peer_tx, peer_rx) = PeerEvents::new();
     let (share_tx, share_rx) = mpsc::channel(crate::share::QUEUE);
-    let (file_tx, file_rx) = mpsc::unbounded_channel();
+    let (file_tx, file_rx) = mpsc::channel(crate::queues::FILE_EVENTS);
     let (decoded_tx, decoded_rx) = mpsc::channel(crate::decode::DECODED_QUEUE);
     let sending = Arc::new(Sending::default());
     let ladder = Ladder::new(config.width, config.height, config.fps, config.video_bitrate);
@@ -351,6 +362,7 @@ pub async fn join(
         record_wanted: false,
         record_said: false,
         finishing: tokio::task::JoinSet::new(),
+        probing: tokio::task::JoinSet::new(),
         own_audio_rtp: 0,
         share_out: share_tx,
         file_events: file_tx,
@@ -369,8 +381,10 @@ pub async fn join(
             let _ = engine.events.send(EngineEvent::Knocking);
         }
     }
-    tokio::spawn(engine.run(signal_events, peer_rx, command_rx, (media_rx, share_rx, file_rx, decoded_rx)));
-    Ok((EngineHandle { commands }, events))
+    let inputs =
+        Inputs { signaling: signal_events, peers: peer_rx, commands: command_rx, leave: Arc::clone(&leave) };
+    tokio::spawn(engine.run(inputs, (media_rx, share_rx, file_rx, decoded_rx)));
+    Ok((EngineHandle { commands, leave }, events))
 }
 
 /// What the media threads are told while they run.
@@ -414,6 +428,22 @@ impl Sending {
     }
 }
 
+/// Hands `encoded` from a capture thread to the engine without waiting
+/// ([`crate::queues::ENCODED`]): when the engine is behind it is dropped, and a dropped picture's
+/// layers start again with a keyframe (what follows it could not be decoded). `false` once the
+/// engine is gone.
+fn hand_over(out: &mpsc::Sender<Encoded>, encoded: Encoded, sending: &Sending) -> bool {
+    match out.try_send(encoded) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(Encoded::Video(units, _))) => {
+            sending.want_keyframes(units.iter().fold(0, |mask, unit| mask | 1 << unit.layer));
+            true
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
 /// One layer's access unit of a captured picture.
 struct LayerUnit {
     layer: usize,
@@ -433,11 +463,7 @@ enum Encoded {
 }
 
 /// Says how a device switch went.
-fn switched<E: std::fmt::Display>(
-    events: &mpsc::UnboundedSender<EngineEvent>,
-    device: &'static str,
-    result: Result<bool, E>,
-) {
+fn switched<E: std::fmt::Display>(events: &EventSink, device: &'static str, result: Result<bool, E>) {
     let event = match result {
         Ok(true) => EngineEvent::DeviceSwitched { device },
         Ok(false) => EngineEvent::DeviceFailed { device, reason: "the call is ending".into() },
@@ -478,7 +504,7 @@ fn start_media(
     config: &EngineConfig,
     ladder: &Ladder,
     sending: &Arc<Sending>,
-    out: mpsc::UnboundedSender<Encoded>,
+    out: mpsc::Sender<Encoded>,
 ) -> Result<(Arc<Mutex<Speaker>>, Swaps), EngineError> {
     let media_error = |e: &dyn std::fmt::Display| EngineError::Media(e.to_string());
     let (camera_choice, mic_choice, speaker_choice, processing) = match &config.media {
@@ -535,7 +561,7 @@ fn video_loop(
     new_cameras: &std::sync::mpsc::Receiver<Camera>,
     (fps, self_view): (u32, bool),
     sending: &Sending,
-    out: &mpsc::UnboundedSender<Encoded>,
+    out: &mpsc::Sender<Encoded>,
 ) {
     let mut encoders: [Option<(H264Encoder, u32)>; LAYERS] = Default::default();
     while !sending.stop.load(Ordering::Relaxed) {
@@ -553,7 +579,7 @@ fn video_loop(
             Ok(None) => continue,
             Err(_) => {
                 // Nothing more will come from it (a switch brings another): say so, do not spin.
-                let _ = out.send(Encoded::CaptureEnded("camera"));
+                let _ = out.blocking_send(Encoded::CaptureEnded("camera"));
                 camera_slot = None;
                 continue;
             }
@@ -600,10 +626,10 @@ fn video_loop(
                 units.push(LayerUnit { layer, data: encoded.data.into(), keyframe: encoded.keyframe });
             }
         }
-        if !units.is_empty() && out.send(Encoded::Video(units, captured.captured_us)).is_err() {
+        if !units.is_empty() && !hand_over(out, Encoded::Video(units, captured.captured_us), sending) {
             return;
         }
-        if self_view && out.send(Encoded::Preview(frame)).is_err() {
+        if self_view && !hand_over(out, Encoded::Preview(frame), sending) {
             return;
         }
     }
@@ -616,7 +642,7 @@ fn audio_loop(
     processing: ProcessingConfig,
     speaker: &Mutex<Speaker>,
     sending: &Sending,
-    out: &mpsc::UnboundedSender<Encoded>,
+    out: &mpsc::Sender<Encoded>,
 ) {
     let mut processor = AudioProcessor::new(processing);
     let mut pending: Vec<i16> = Vec::with_capacity(FRAME_SAMPLES);
@@ -636,7 +662,7 @@ fn audio_loop(
             Ok(Some(captured)) => captured,
             Ok(None) => continue,
             Err(_) => {
-                let _ = out.send(Encoded::CaptureEnded("microphone"));
+                let _ = out.blocking_send(Encoded::CaptureEnded("microphone"));
                 ended = true;
                 continue;
             }
@@ -667,7 +693,7 @@ fn audio_loop(
             continue;
         }
         if let Ok(packet) = encoder.encode(&twenty_ms)
-            && out.send(Encoded::Audio(packet)).is_err()
+            && !hand_over(out, Encoded::Audio(packet), sending)
         {
             return;
         }
@@ -701,11 +727,19 @@ struct PeerSlot {
 /// What the engine's own threads and tasks produce: encoded media, a share's pictures, file
 /// transfers' progress, decoded pictures.
 type Produced = (
-    mpsc::UnboundedReceiver<Encoded>,
+    mpsc::Receiver<Encoded>,
     mpsc::Receiver<ShareOut>,
-    mpsc::UnboundedReceiver<(PeerId, FileEvent)>,
+    mpsc::Receiver<(PeerId, FileEvent)>,
     mpsc::Receiver<Decoded>,
 );
+
+/// What the engine's task reads besides its own threads' output.
+struct Inputs {
+    signaling: mpsc::Receiver<SignalingEvent>,
+    peers: PeerInputs,
+    commands: mpsc::Receiver<Command>,
+    leave: Arc<tokio::sync::Notify>,
+}
 
 struct Engine {
     config: EngineConfig,
@@ -715,8 +749,8 @@ struct Engine {
     signaling: Signaling,
     session: Option<Session>,
     peers: HashMap<PeerId, PeerSlot>,
-    peer_events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
-    events: mpsc::UnboundedSender<EngineEvent>,
+    peer_events: PeerEvents,
+    events: EventSink,
     playout: Playout<PeerId>,
     speaker: Arc<Mutex<Speaker>>,
     swaps: Swaps,
@@ -756,12 +790,15 @@ struct Engine {
     record_said: bool,
     /// Recordings being finished (their index written) off the engine's task.
     finishing: tokio::task::JoinSet<()>,
+    /// Our own requests to the TURN URLs (see [`Engine::diagnose_relay`]), aborted when the call
+    /// ends.
+    probing: tokio::task::JoinSet<()>,
     /// Our own audio's clock for the recording (20 ms packets at 48 kHz).
     own_audio_rtp: u32,
     /// Where a share's thread hands its access units.
     share_out: mpsc::Sender<ShareOut>,
     /// Where file transfers report (each transfer's events are few: progress every 250 ms).
-    file_events: mpsc::UnboundedSender<(PeerId, FileEvent)>,
+    file_events: mpsc::Sender<(PeerId, FileEvent)>,
     /// File transfers running, aborted when the call ends.
     transfers: tokio::task::JoinSet<()>,
     /// Files being received, per peer (at most [`MAX_INCOMING`] each).
@@ -784,9 +821,7 @@ struct Engine {
 impl Engine {
     async fn run(
         mut self,
-        mut signal_events: mpsc::UnboundedReceiver<SignalingEvent>,
-        mut peer_events: mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        Inputs { signaling: mut signal_events, peers: mut peer_events, mut commands, leave }: Inputs,
         (mut media, mut shared, mut files, mut decoded): Produced,
     ) {
         let mut playout_tick = tokio::time::interval(Duration::from_millis(20));
@@ -806,12 +841,20 @@ impl Engine {
                     None => break Some("signaling stopped".into()),
                 },
                 Some((from, event)) = peer_events.recv() => self.on_peer(from, event).await,
+                () = leave.notified() => {
+                    // Commands given before leaving are carried out first (a last chat goes).
+                    while let Ok(command) = commands.try_recv() {
+                        self.on_command(command).await;
+                    }
+                    self.signaling.leave();
+                    break None;
+                }
                 command = commands.recv() => match command {
-                    Some(Command::Leave) | None => {
+                    Some(command) => self.on_command(command).await,
+                    None => {
                         self.signaling.leave();
                         break None;
                     }
-                    Some(command) => self.on_command(command).await,
                 },
                 Some(encoded) = media.recv() => match encoded {
                     Encoded::Video(units, captured_us) => self.send_video(units, captured_us, frame_duration).await,
@@ -840,6 +883,7 @@ impl Engine {
                 Some(picture) = decoded.recv() => self.on_decoded(picture),
                 Some(_) = self.transfers.join_next(), if !self.transfers.is_empty() => {}
                 Some(_) = self.finishing.join_next(), if !self.finishing.is_empty() => {}
+                Some(_) = self.probing.join_next(), if !self.probing.is_empty() => {}
                 _ = playout_tick.tick() => {
                     ticks += 1;
                     self.play(ticks.is_multiple_of(5));
@@ -850,6 +894,7 @@ impl Engine {
         };
         self.sending.stop.store(true, Ordering::Relaxed);
         self.transfers.abort_all();
+        self.probing.abort_all();
         if let Some(sharing) = self.sharing.take() {
             // Dropping it waits for its thread (at most an encode): not on the runtime's thread.
             let _ = tokio::task::spawn_blocking(move || drop(sharing)).await;
@@ -862,6 +907,10 @@ impl Engine {
         while self.finishing.join_next().await.is_some() {}
         for slot in self.peers.values() {
             slot.peer.close().await;
+        }
+        let dropped = self.events.dropped();
+        if dropped > 0 {
+            tracing::info!(dropped, "pictures dropped because the app was behind");
         }
         let _ = self.events.send(EngineEvent::Ended(end));
     }
@@ -1684,13 +1733,13 @@ impl Engine {
         let routes = session.ice_servers.clone();
         let (events, who) = (self.peer_events.clone(), id.clone());
         // Bounded: each probe ends within its 5 s.
-        tokio::spawn(async move {
+        self.probing.spawn(async move {
             let probes = routes.turn().map(|route| async move {
                 let answer = crate::turn_probe::probe(route, crate::netcheck::SERVER_TIMEOUT).await;
                 (route.url.to_string(), answer.err().map(|failure| (failure.code(), failure.to_string())))
             });
             let answers = futures_util::future::join_all(probes).await;
-            let _ = events.send((who, PeerEvent::RelayDiagnosis(answers)));
+            events.stack_said(&who, PeerEvent::RelayDiagnosis(answers));
         });
     }
 
@@ -1785,7 +1834,7 @@ impl Engine {
                 Ok((size, sha256)) => FileEvent::Ready { id, name, path, size, sha256 },
                 Err(error) => FileEvent::Failed { id, name, sending: true, error },
             };
-            let _ = events.send((me, event));
+            let _ = events.send((me, event)).await;
         });
     }
 
@@ -2122,7 +2171,6 @@ impl Engine {
                     );
                 });
             }
-            Command::Leave => {}
         }
     }
 }

@@ -275,12 +275,14 @@ fn inbox(channel: &RTCDataChannel) -> mpsc::Receiver<Inbound> {
 /// Where a transfer's events go, tagged with the peer on the other side.
 struct Report {
     peer: PeerId,
-    events: mpsc::UnboundedSender<(PeerId, FileEvent)>,
+    events: mpsc::Sender<(PeerId, FileEvent)>,
 }
 
 impl Report {
-    fn tell(&self, event: FileEvent) {
-        let _ = self.events.send((self.peer.clone(), event));
+    /// Waits for room ([`crate::queues::FILE_EVENTS`]): a transfer goes no faster than the
+    /// engine takes its reports.
+    async fn tell(&self, event: FileEvent) {
+        let _ = self.events.send((self.peer.clone(), event)).await;
     }
 }
 
@@ -291,15 +293,17 @@ pub(crate) async fn send(
     path: PathBuf,
     (id, name, size, sha256): (String, String, u64, String),
     to: PeerId,
-    events: mpsc::UnboundedSender<(PeerId, FileEvent)>,
+    events: mpsc::Sender<(PeerId, FileEvent)>,
 ) {
     let report = Report { peer: to, events };
     let result = send_inner(&channel, &path, (&id, &name, size, &sha256), &report).await;
     let _ = channel.close().await;
-    report.tell(match result {
-        Ok(()) => FileEvent::Sent { id, name, size },
-        Err(error) => FileEvent::Failed { id, name, sending: true, error },
-    });
+    report
+        .tell(match result {
+            Ok(()) => FileEvent::Sent { id, name, size },
+            Err(error) => FileEvent::Failed { id, name, sending: true, error },
+        })
+        .await;
 }
 
 async fn send_inner(
@@ -348,13 +352,15 @@ async fn send_inner(
         done += n as u64;
         if told.elapsed() >= PROGRESS_EVERY {
             told = Instant::now();
-            report.tell(FileEvent::Progress {
-                id: id.to_owned(),
-                name: name.to_owned(),
-                done,
-                size,
-                sending: true,
-            });
+            report
+                .tell(FileEvent::Progress {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    done,
+                    size,
+                    sending: true,
+                })
+                .await;
         }
     }
     // The receiver's verdict (the channel's close before it means it left).
@@ -381,7 +387,7 @@ pub(crate) async fn receive(
     incoming: Incoming,
     dir: PathBuf,
     from: PeerId,
-    events: mpsc::UnboundedSender<(PeerId, FileEvent)>,
+    events: mpsc::Sender<(PeerId, FileEvent)>,
 ) {
     let Incoming { channel, mut messages } = incoming;
     let mut header = None;
@@ -400,7 +406,7 @@ pub(crate) async fn receive(
             FileEvent::Failed { id, name, sending: false, error }
         }
     };
-    report.tell(event);
+    report.tell(event).await;
     // The sender closes once it has the verdict; a sender that does not is not waited for.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(inbound) = messages.recv().await {
@@ -493,7 +499,7 @@ async fn write_body(
             told = Instant::now();
             let progress =
                 FileEvent::Progress { id: id.to_owned(), name: name.to_owned(), done, size, sending: false };
-            report.tell(progress);
+            report.tell(progress).await;
         }
     }
     file.flush().await.map_err(|e| FileError::Io(e.to_string()))?;

@@ -14,6 +14,7 @@ pub mod netcheck;
 pub mod nopath;
 mod peer;
 mod probe;
+pub mod queues;
 mod record;
 pub mod rooms;
 pub mod share;

@@ -282,6 +282,57 @@ pub(crate) enum PeerEvent {
     RelayDiagnosis(Vec<RelayAnswer>),
 }
 
+/// Where peer connections report to the engine (see [`crate::queues`]): what the peers send, on
+/// a queue its readers wait for; the stack's own state changes, on one its callbacks never wait
+/// for (they may hold the connection's locks while the engine awaits the same connection).
+#[derive(Debug, Clone)]
+pub(crate) struct PeerEvents {
+    remote: mpsc::Sender<(PeerId, PeerEvent)>,
+    stack: mpsc::Sender<(PeerId, PeerEvent)>,
+}
+
+impl PeerEvents {
+    /// The senders and the engine's end.
+    pub(crate) fn new() -> (Self, PeerInputs) {
+        let (remote, remote_rx) = mpsc::channel(crate::queues::REMOTE);
+        let (stack, stack_rx) = mpsc::channel(crate::queues::STACK);
+        (Self { remote, stack }, PeerInputs { remote: remote_rx, stack: stack_rx })
+    }
+
+    /// A state change of the stack (or our own probe's answer), without waiting: dropped and
+    /// logged if the engine is [`crate::queues::STACK`] behind.
+    pub(crate) fn stack_said(&self, who: &PeerId, event: PeerEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.stack.try_send((who.clone(), event)) {
+            tracing::error!(peer = %who, "the engine is {} stack events behind: one dropped", crate::queues::STACK);
+        }
+    }
+
+    /// Something the peer sent: waits for room ([`crate::queues::REMOTE`]). `false` once the
+    /// engine is gone.
+    pub(crate) async fn peer_sent(&self, who: &PeerId, event: PeerEvent) -> bool {
+        self.remote.send((who.clone(), event)).await.is_ok()
+    }
+}
+
+/// The engine's end of [`PeerEvents`].
+#[derive(Debug)]
+pub(crate) struct PeerInputs {
+    remote: mpsc::Receiver<(PeerId, PeerEvent)>,
+    stack: mpsc::Receiver<(PeerId, PeerEvent)>,
+}
+
+impl PeerInputs {
+    /// The next event, the stack's first.
+    pub(crate) async fn recv(&mut self) -> Option<(PeerId, PeerEvent)> {
+        tokio::select! {
+            biased;
+            Some(event) = self.stack.recv() => Some(event),
+            Some(event) = self.remote.recv() => Some(event),
+            else => None,
+        }
+    }
+}
+
 /// One TURN URL and, if it failed our own request, the failure's code and words.
 pub(crate) type RelayAnswer = (String, Option<(&'static str, String)>);
 
@@ -366,6 +417,17 @@ pub(crate) struct Peer {
     pub(crate) received: Arc<Received>,
     /// Our camera, as sent to this peer alone (the layer chosen for it).
     video: Arc<TrackLocalStaticSample>,
+    /// Its reading tasks (remote tracks, RTCP of our senders): ended when it closes, aborted if
+    /// it is dropped.
+    tasks: Tasks,
+}
+
+/// A peer connection's tasks, shared with the stack's callbacks that start them.
+type Tasks = Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>;
+
+/// Starts `task` among `tasks`.
+fn start(tasks: &Tasks, task: impl Future<Output = ()> + Send + 'static) {
+    tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).spawn(task);
 }
 
 impl std::fmt::Debug for Peer {
@@ -384,7 +446,7 @@ impl Peer {
         tracks: &LocalTracks,
         remote: PeerId,
         offerer: bool,
-        events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
+        events: PeerEvents,
     ) -> Result<Self, PeerError> {
         let config = RTCConfiguration {
             ice_servers: servers.for_webrtc(),
@@ -407,11 +469,12 @@ impl Peer {
         // RTCP task, `get_parameters` could run while `set_remote_description` updates the
         // media engine, and webrtc 0.17.2 takes the engine's two header-extension locks in
         // opposite orders there (a deadlock of both runtime threads, seen once in CI).
+        let tasks: Tasks = Arc::default();
         for (sender, sent) in
             [(video_sender, Sent::Camera), (audio_sender, Sent::Audio), (screen_sender, Sent::Screen)]
         {
             let ssrc = sender.get_parameters().await.encodings.first().map(|e| e.ssrc);
-            watch_rtcp(sender, ssrc, remote.clone(), events.clone(), sent);
+            start(&tasks, watch_rtcp(sender, ssrc, remote.clone(), events.clone(), sent));
         }
         // The data channel is announced in band (DCEP) by the offerer. (Negotiated channels race
         // in webrtc 0.17: a message that arrives before the crate has set up its own side of the
@@ -441,7 +504,7 @@ impl Peer {
                     if channel.label() == crate::files::FILE_LABEL {
                         // Its handlers are set here, before it reads anything.
                         let incoming = crate::files::accept(channel);
-                        let _ = files.send((who, PeerEvent::FileChannel(incoming)));
+                        files.peer_sent(&who, PeerEvent::FileChannel(incoming)).await;
                     } else if !offerer
                         && channel.label() == DATA_LABEL
                         && wiring.slot.lock().is_ok_and(|s| s.is_none())
@@ -475,7 +538,7 @@ impl Peer {
                     }
                     None if log.gathered.is_empty() && !log.nothing_reported => {
                         log.nothing_reported = true;
-                        let _ = tx.send((who.clone(), PeerEvent::NothingGathered));
+                        tx.stack_said(&who, PeerEvent::NothingGathered);
                     }
                     None => {}
                 }
@@ -491,7 +554,7 @@ impl Peer {
                     Some(Err(_)) => return,
                     None => SignalPayload::EndOfCandidates { username_fragment: None },
                 };
-                let _ = tx.send((who, PeerEvent::Signal(payload)));
+                tx.stack_said(&who, PeerEvent::Signal(payload));
             })
         }));
 
@@ -507,7 +570,7 @@ impl Peer {
                 _ => None,
             };
             if let Some(event) = event {
-                let _ = tx.send((who.clone(), PeerEvent::Ice(event)));
+                tx.stack_said(&who, PeerEvent::Ice(event));
             }
             Box::pin(async {})
         }));
@@ -517,14 +580,17 @@ impl Peer {
         let weak = Arc::downgrade(&pc);
         let received: Arc<Received> = Arc::default();
         let counters = Arc::clone(&received);
+        let track_tasks = Arc::downgrade(&tasks);
         pc.on_track(Box::new(move |track: Arc<TrackRemote>, receiver: Arc<RTCRtpReceiver>, _| {
             let (tx, who, weak, counters) = (tx.clone(), who.clone(), weak.clone(), Arc::clone(&counters));
+            // Once the peer is gone there is nothing to read into.
+            let Some(tasks) = track_tasks.upgrade() else { return Box::pin(async {}) };
             // Reading runs in its own task: a handler's future holds the connection's lock.
-            tokio::spawn(read_track(track, weak, who, tx, counters));
+            start(&tasks, read_track(track, weak, who, tx, counters));
             // The crate's interceptors see incoming RTCP only as it is read. The peer's sender
             // reports must pass them, or our receiver reports cannot say when the last one came,
             // and the peer gets no round-trip time.
-            tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });
+            start(&tasks, async move { while receiver.read_rtcp().await.is_ok() {} });
             Box::pin(async {})
         }));
 
@@ -538,6 +604,7 @@ impl Peer {
             candidates,
             received,
             video,
+            tasks,
         })
     }
 
@@ -686,6 +753,12 @@ impl Peer {
         if tokio::time::timeout(Duration::from_secs(5), self.pc.close()).await.is_err() {
             tracing::warn!("a peer connection did not close within 5 s; left behind");
         }
+        // Its readers end with it; any still waiting for the engine is stopped, and each is
+        // waited for (they hold nothing that takes long to let go).
+        let mut tasks =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
 }
 
@@ -734,7 +807,7 @@ async fn flush(channel: &RTCDataChannel, unsent: &tokio::sync::Mutex<Vec<String>
 struct DataWiring {
     slot: DataSlot,
     unsent: Outbox,
-    events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
+    events: PeerEvents,
     who: PeerId,
 }
 
@@ -749,11 +822,14 @@ impl DataWiring {
         channel.on_open(Box::new(move || Box::pin(async move { flush(&opened, &unsent).await })));
         let (tx, who) = (self.events.clone(), self.who.clone());
         channel.on_message(Box::new(move |message: DataChannelMessage| {
-            if message.is_string {
-                let text = String::from_utf8_lossy(&message.data).into_owned();
-                let _ = tx.send((who.clone(), PeerEvent::Data(text)));
-            }
-            Box::pin(async {})
+            let (tx, who) = (tx.clone(), who.clone());
+            Box::pin(async move {
+                if message.is_string {
+                    let text = String::from_utf8_lossy(&message.data).into_owned();
+                    // Waiting here holds up the channel's reading: SCTP slows a flooding peer.
+                    tx.peer_sent(&who, PeerEvent::Data(text)).await;
+                }
+            })
         }));
     }
 }
@@ -882,47 +958,43 @@ impl FrameAssembler {
 /// Reads RTCP for one of our senders: keyframe requests and the peer's loss reports (of our
 /// camera, for its layer; of our audio, for the Opus encoder's FEC). This loop
 /// must run: it also feeds NACKs to the retransmitting interceptor.
-fn watch_rtcp(
+async fn watch_rtcp(
     sender: Arc<RTCRtpSender>,
     ssrc: Option<u32>,
     who: PeerId,
-    events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
+    events: PeerEvents,
     sent: Sent,
 ) {
-    tokio::spawn(async move {
-        while let Ok((packets, _)) = sender.read_rtcp().await {
-            for packet in packets {
-                let any = packet.as_any();
-                if sent != Sent::Audio
-                    && (any
-                        .downcast_ref::<PictureLossIndication>()
-                        .is_some_and(|p| Some(p.media_ssrc) == ssrc)
-                        || any.downcast_ref::<FullIntraRequest>().is_some())
-                {
-                    let screen = sent == Sent::Screen;
-                    let _ = events.send((who.clone(), PeerEvent::KeyframeRequested { screen }));
-                } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
-                    for block in report.reports.iter().filter(|b| Some(b.ssrc) == ssrc) {
-                        let now = unix2ntp(SystemTime::now());
-                        if let Some(rtt) = round_trip(now, block.last_sender_report, block.delay) {
-                            let _ = events.send((who.clone(), PeerEvent::RoundTrip(rtt)));
-                        }
-                        if sent == Sent::Camera {
-                            let report = PeerEvent::SendReport {
-                                loss: f64::from(block.fraction_lost) / 256.0,
-                                // In RTP timestamp units: 90 kHz for video.
-                                jitter_ms: f64::from(block.jitter) / 90.0,
-                            };
-                            let _ = events.send((who.clone(), report));
-                        } else if sent == Sent::Audio {
-                            let loss = f64::from(block.fraction_lost) / 256.0;
-                            let _ = events.send((who.clone(), PeerEvent::AudioLoss(loss)));
-                        }
+    while let Ok((packets, _)) = sender.read_rtcp().await {
+        for packet in packets {
+            let any = packet.as_any();
+            if sent != Sent::Audio
+                && (any.downcast_ref::<PictureLossIndication>().is_some_and(|p| Some(p.media_ssrc) == ssrc)
+                    || any.downcast_ref::<FullIntraRequest>().is_some())
+            {
+                let screen = sent == Sent::Screen;
+                events.peer_sent(&who, PeerEvent::KeyframeRequested { screen }).await;
+            } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                for block in report.reports.iter().filter(|b| Some(b.ssrc) == ssrc) {
+                    let now = unix2ntp(SystemTime::now());
+                    if let Some(rtt) = round_trip(now, block.last_sender_report, block.delay) {
+                        events.peer_sent(&who, PeerEvent::RoundTrip(rtt)).await;
+                    }
+                    if sent == Sent::Camera {
+                        let report = PeerEvent::SendReport {
+                            loss: f64::from(block.fraction_lost) / 256.0,
+                            // In RTP timestamp units: 90 kHz for video.
+                            jitter_ms: f64::from(block.jitter) / 90.0,
+                        };
+                        events.peer_sent(&who, report).await;
+                    } else if sent == Sent::Audio {
+                        let loss = f64::from(block.fraction_lost) / 256.0;
+                        events.peer_sent(&who, PeerEvent::AudioLoss(loss)).await;
                     }
                 }
             }
         }
-    });
+    }
 }
 
 /// Round-trip time from a receiver report block (RFC 3550 §6.4.1): now, minus when our sender
@@ -944,7 +1016,7 @@ async fn read_track(
     track: Arc<TrackRemote>,
     pc: std::sync::Weak<RTCPeerConnection>,
     who: PeerId,
-    events: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
+    events: PeerEvents,
     received: Arc<Received>,
 ) {
     let mime = track.codec().capability.mime_type.to_ascii_lowercase();
@@ -995,7 +1067,7 @@ async fn read_track(
             }
             for (rtp_timestamp, access_unit) in complete {
                 let event = PeerEvent::Video { access_unit, screen, rtp_timestamp };
-                if events.send((who.clone(), event)).is_err() {
+                if !events.peer_sent(&who, event).await {
                     return;
                 }
             }
@@ -1007,7 +1079,7 @@ async fn read_track(
             let Ok(payload) = depacketizer.depacketize(&packet.payload) else { continue };
             let event =
                 PeerEvent::Audio { rtp_timestamp: packet.header.timestamp, payload: payload.to_vec() };
-            if events.send((who.clone(), event)).is_err() {
+            if !events.peer_sent(&who, event).await {
                 return;
             }
         }

@@ -230,7 +230,7 @@ impl Signaling {
 pub async fn join(
     link: &InviteLink,
     options: JoinOptions,
-) -> Result<(Signaling, Admission, mpsc::UnboundedReceiver<SignalingEvent>), JoinError> {
+) -> Result<(Signaling, Admission, mpsc::Receiver<SignalingEvent>), JoinError> {
     let join = ClientMessage::Join {
         room: link.room.clone(),
         token: link.token.clone(),
@@ -251,7 +251,7 @@ pub async fn join(
         Err(other) => return Err(JoinError::Protocol(format!("expected joined or knocking, got {other:?}"))),
     };
     let (commands, command_rx) = mpsc::unbounded_channel();
-    let (event_tx, events) = mpsc::unbounded_channel();
+    let (event_tx, events) = mpsc::channel(crate::queues::SIGNALING);
     let client = Client {
         link: link.clone(),
         options,
@@ -472,7 +472,7 @@ struct Client {
     /// The newest resume token; `None` while knocking.
     resume_token: Option<String>,
     last_seq: u64,
-    events: mpsc::UnboundedSender<SignalingEvent>,
+    events: mpsc::Sender<SignalingEvent>,
     commands: mpsc::UnboundedReceiver<Command>,
     backoff: Backoff,
 }
@@ -484,7 +484,7 @@ impl Client {
             let (cause, wait) = match self.serve(&mut socket).await {
                 Drop::Ended(reason) => {
                     let _ = socket.close(None).await;
-                    let _ = self.events.send(SignalingEvent::Ended(reason));
+                    let _ = self.events.send(SignalingEvent::Ended(reason)).await;
                     return;
                 }
                 Drop::Lost { cause, wait } => (cause, wait),
@@ -492,7 +492,7 @@ impl Client {
             match self.come_back(cause, wait).await {
                 Ok(new_socket) => socket = new_socket,
                 Err(reason) => {
-                    let _ = self.events.send(SignalingEvent::Ended(Some(reason)));
+                    let _ = self.events.send(SignalingEvent::Ended(Some(reason))).await;
                     return;
                 }
             }
@@ -509,10 +509,13 @@ impl Client {
         let mut wait = first_wait;
         let mut last_reason = cause.clone();
         loop {
-            let _ = self.events.send(SignalingEvent::Reconnecting {
-                attempt: self.backoff.attempt() + 1,
-                cause: last_reason.clone(),
-            });
+            let _ = self
+                .events
+                .send(SignalingEvent::Reconnecting {
+                    attempt: self.backoff.attempt() + 1,
+                    cause: last_reason.clone(),
+                })
+                .await;
             tokio::time::sleep(wait.max(self.backoff.next_delay())).await;
             wait = Duration::ZERO;
             if tokio::time::Instant::now() > deadline {
@@ -547,7 +550,7 @@ impl Client {
                 Ok(Ok(Admitted { session, resume_token, gap, resumed: true })) => {
                     self.resume_token = Some(resume_token);
                     self.backoff.reset();
-                    let _ = self.events.send(SignalingEvent::Resumed { session, gap });
+                    let _ = self.events.send(SignalingEvent::Resumed { session, gap }).await;
                     return Ok(socket);
                 }
                 Ok(Ok(Admitted { .. })) => {
@@ -601,7 +604,7 @@ impl Client {
                     Ok(Some(Err(err))) => return Drop::Lost { cause: describe(&err), wait: Duration::ZERO },
                     Ok(Some(Ok(Message::Text(text)))) => match decode_server(text.as_str()) {
                         Ok(message) => {
-                            if let Some(end) = self.handle(message) {
+                            if let Some(end) = self.handle(message).await {
                                 return end;
                             }
                         }
@@ -636,13 +639,13 @@ impl Client {
     }
 
     /// Turns one relay message into events; returns how the connection ends, if it does.
-    fn handle(&mut self, message: ServerMessage) -> Option<Drop> {
+    async fn handle(&mut self, message: ServerMessage) -> Option<Drop> {
         // `joined` arrives here when a host admits a knocker; `resumed` only answers a resume.
         let message = match session_of(message) {
             Ok(Admitted { session, resume_token, resumed: false, .. }) => {
                 crate::tls::trust_relay_turn(&self.link, &session.ice_servers);
                 self.resume_token = Some(resume_token);
-                let _ = self.events.send(SignalingEvent::Admitted(session));
+                let _ = self.events.send(SignalingEvent::Admitted(session)).await;
                 return None;
             }
             Ok(Admitted { resumed: true, .. }) => return None,
@@ -689,7 +692,7 @@ impl Client {
                 return None;
             }
         };
-        let _ = self.events.send(event);
+        let _ = self.events.send(event).await;
         None
     }
 }

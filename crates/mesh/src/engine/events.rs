@@ -1,10 +1,12 @@
 //! What the engine tells its owner: events as they happen, and per-peer reports and statistics.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use confer_media::synthetic::FrameStamp;
 use confer_media::{I420Frame, StreamLevel};
 use confer_proto::{Knocker, LeaveReason, Participant, PeerId};
+use tokio::sync::mpsc;
 
 use crate::nopath::NoPathCause;
 use crate::peer::Path;
@@ -245,6 +247,97 @@ pub enum EngineEvent {
     RelayResumed,
     /// The call is over for us: left (`None`) or why not.
     Ended(Option<String>),
+}
+
+impl EngineEvent {
+    /// Frames, levels and statistics: a newer one follows, so one may be dropped when the app is
+    /// behind ([`crate::queues::PICTURE_EVENTS`]).
+    fn is_picture(&self) -> bool {
+        matches!(
+            self,
+            Self::VideoFrame { .. }
+                | Self::ShareFrame { .. }
+                | Self::SelfView(_)
+                | Self::AudioLevels { .. }
+                | Self::Stats(_)
+        )
+    }
+}
+
+/// Where the engine's events go: two bounded queues, so pictures never crowd out the events that
+/// change what the app shows (see [`crate::queues`]).
+#[derive(Debug, Clone)]
+pub(crate) struct EventSink {
+    state: mpsc::Sender<EngineEvent>,
+    pictures: mpsc::Sender<EngineEvent>,
+    /// Pictures dropped because the app was behind.
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    /// The sink and the app's end of it.
+    pub(crate) fn new() -> (Self, EngineEvents) {
+        let (state, state_rx) = mpsc::channel(crate::queues::STATE_EVENTS);
+        let (pictures, pictures_rx) = mpsc::channel(crate::queues::PICTURE_EVENTS);
+        let sink = Self { state, pictures, dropped: Arc::default() };
+        (sink, EngineEvents { state: state_rx, pictures: pictures_rx })
+    }
+
+    /// Hands `event` to the app without waiting: a picture the app has no room for is dropped
+    /// and counted; any other event is dropped and logged as an error (the app has stopped
+    /// reading). `Err` when the app has gone.
+    pub(crate) fn send(&self, event: EngineEvent) -> Result<(), ()> {
+        let picture = event.is_picture();
+        let queue = if picture { &self.pictures } else { &self.state };
+        match queue.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) if picture => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                tracing::error!(
+                    ?event,
+                    "the app is {} events behind: one dropped",
+                    crate::queues::STATE_EVENTS
+                );
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        }
+    }
+
+    /// Pictures dropped so far because the app was behind.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The app's end of a call's events ([`crate::engine::join`]).
+#[derive(Debug)]
+pub struct EngineEvents {
+    state: mpsc::Receiver<EngineEvent>,
+    pictures: mpsc::Receiver<EngineEvent>,
+}
+
+impl EngineEvents {
+    /// The next event; `None` once the call is over and everything was read. Events that change
+    /// what the app shows come before pictures: a participant's tile exists before its frames.
+    /// Up to [`crate::queues::PICTURE_EVENTS`] pictures wait for the app; older ones are dropped
+    /// while it does not read, so a stalled app holds a few frames, not a growing pile.
+    pub async fn recv(&mut self) -> Option<EngineEvent> {
+        tokio::select! {
+            biased;
+            Some(event) = self.state.recv() => Some(event),
+            Some(event) = self.pictures.recv() => Some(event),
+            else => None,
+        }
+    }
+
+    /// An event if one is waiting (state first), without waiting.
+    pub fn try_recv(&mut self) -> Option<EngineEvent> {
+        self.state.try_recv().ok().or_else(|| self.pictures.try_recv().ok())
+    }
 }
 
 /// One participant's connection over the last second.
