@@ -110,25 +110,61 @@ enum IceState {
     Steady,
     /// Disconnected since this time.
     Disconnected(Duration),
-    /// A restart was asked for at this time.
+    /// A restart was asked for at this time (by us as the offerer; for the answerer, the
+    /// offerer's restart offer arrived).
     Restarting(Duration),
+    /// The answerer, since this time: a restart was due and only the offerer makes it.
+    Waiting(Duration),
     /// Given up.
     Abandoned,
 }
 
 /// One peer connection's recovery, in fake time: feed it events and the time, poll it for
 /// actions. Times are any monotonic clock's readings, as durations since its start.
+///
+/// Only the offerer restarts ICE. The answerer runs the same deadlines, but a deadline that
+/// passes only says a restart is due ([`IceAction::Restart`]: "no path yet"); its restarts are
+/// the offerer's restart offers as they arrive ([`IceRecovery::restarted_by_peer`]), and it
+/// gives up only once the offerer has made all of its restarts and the last one failed too, or
+/// when the offerer has stopped restarting: never while the offerer may still find the path
+/// (even when the offerer's restarts come late, held up with the relay).
 #[derive(Debug, Clone)]
 pub struct IceRecovery {
     policy: IcePolicy,
     state: IceState,
     restarts: u32,
+    offerer: bool,
 }
 
 impl IceRecovery {
-    /// A connection created at `now`, not connected yet.
+    /// The offerer's side of a connection created at `now`, not connected yet.
     pub fn new(policy: IcePolicy, now: Duration) -> Self {
-        Self { policy, state: IceState::Connecting(now), restarts: 0 }
+        Self { policy, state: IceState::Connecting(now), restarts: 0, offerer: true }
+    }
+
+    /// The answerer's side of a connection created at `now`.
+    pub fn answering(policy: IcePolicy, now: Duration) -> Self {
+        Self { offerer: false, ..Self::new(policy, now) }
+    }
+
+    /// How long the answerer waits for the offerer's restart once one is due, before it takes
+    /// the offerer to have stopped: a restart's timeout and half again (its offer may come a
+    /// little after our deadline, having crossed the relay).
+    fn patience(&self) -> Duration {
+        self.policy.restart_timeout + self.policy.restart_timeout / 2
+    }
+
+    /// The answerer received the offerer's restart offer (new ICE credentials) at `now`. A
+    /// connection given up on comes back: the offerer is trying again.
+    pub fn restarted_by_peer(&mut self, now: Duration) {
+        if self.offerer {
+            return;
+        }
+        if self.state == IceState::Abandoned {
+            self.restarts = 0;
+        }
+        self.restarts = self.restarts.saturating_add(1);
+        self.state = IceState::Restarting(now);
     }
 
     /// Restarts since the connection was last connected.
@@ -144,6 +180,19 @@ impl IceRecovery {
     /// The transport reported `event` at `now`; returns what to do at once, if anything.
     pub fn on_event(&mut self, event: IceEvent, now: Duration) -> Option<IceAction> {
         if self.state == IceState::Abandoned {
+            match event {
+                // A path found after all (the other side kept trying) is a path.
+                IceEvent::Connected => {
+                    self.state = IceState::Steady;
+                    self.restarts = 0;
+                }
+                // A new network may have the path the old one lacked: start over.
+                IceEvent::NetworkChanged if self.offerer => {
+                    self.restarts = 0;
+                    return Some(self.restart(now));
+                }
+                _ => {}
+            }
             return None;
         }
         match event {
@@ -158,6 +207,12 @@ impl IceRecovery {
                 }
                 None
             }
+            // The answerer cannot restart: it waits for the offerer (which sees the failure too,
+            // or is asked to restart on our network change).
+            IceEvent::Failed | IceEvent::NetworkChanged if !self.offerer => match self.state {
+                IceState::Restarting(_) | IceState::Waiting(_) => None,
+                _ => Some(self.restart(now)),
+            },
             IceEvent::Failed | IceEvent::NetworkChanged => match self.state {
                 // A restart under way keeps its own deadline.
                 IceState::Restarting(_) if event == IceEvent::Failed => None,
@@ -182,17 +237,28 @@ impl IceRecovery {
             IceState::Connecting(since) if now.saturating_sub(since) >= self.policy.connect_timeout => {
                 Some(self.restart(now))
             }
+            // The offerer made no restart for this long: it has stopped.
+            IceState::Waiting(since) if now.saturating_sub(since) >= self.patience() => {
+                self.state = IceState::Abandoned;
+                Some(IceAction::GiveUp)
+            }
             _ => None,
         }
     }
 
+    /// A restart is due: the offerer makes it (or gives up after its last); the answerer waits
+    /// for it (or gives up once the offerer has made its last).
     fn restart(&mut self, now: Duration) -> IceAction {
         if self.restarts >= self.policy.max_restarts {
             self.state = IceState::Abandoned;
             return IceAction::GiveUp;
         }
-        self.restarts += 1;
-        self.state = IceState::Restarting(now);
+        if self.offerer {
+            self.restarts += 1;
+            self.state = IceState::Restarting(now);
+        } else {
+            self.state = IceState::Waiting(now);
+        }
         IceAction::Restart
     }
 }
@@ -296,6 +362,88 @@ mod tests {
             "four restarts in all, then give up"
         );
         assert_eq!(ice.on_event(IceEvent::Failed, now), None, "given up stays given up");
+        assert_eq!(ice.poll(now + Duration::from_secs(60)), None);
+        // Until the network changes: a new one may have the path the old one lacked.
+        assert_eq!(ice.on_event(IceEvent::NetworkChanged, now), Some(IceAction::Restart));
+        assert_eq!(ice.restarts(), 1);
+    }
+
+    /// The offerer's restarts as the answerer sees them: the offerer's deadlines, each restart
+    /// offer arriving `delay` after it was made.
+    /// What one side said, and when.
+    type Said = Vec<(Duration, IceAction)>;
+
+    fn answerer_against_offerer(delay: Duration) -> (Said, Said) {
+        let policy = IcePolicy::default();
+        let (mut offerer, mut answerer) =
+            (IceRecovery::new(policy, Duration::ZERO), IceRecovery::answering(policy, Duration::ZERO));
+        let (mut offers_in_flight, mut offerer_said, mut answerer_said) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let step = Duration::from_millis(100);
+        let mut now = Duration::ZERO;
+        while now < Duration::from_secs(120) {
+            now += step;
+            if let Some(action) = offerer.poll(now) {
+                offerer_said.push((now, action));
+                if action == IceAction::Restart {
+                    offers_in_flight.push(now + delay);
+                }
+            }
+            offers_in_flight.retain(|&arrives| {
+                if arrives <= now {
+                    answerer.restarted_by_peer(now);
+                }
+                arrives > now
+            });
+            answerer_said.extend(answerer.poll(now).map(|action| (now, action)));
+        }
+        (offerer_said, answerer_said)
+    }
+
+    #[test]
+    fn the_answerer_never_gives_up_before_the_offerer_has() {
+        for delay in [Duration::from_millis(50), Duration::from_secs(3), Duration::from_secs(7)] {
+            let (offerer, answerer) = answerer_against_offerer(delay);
+            let gave_up = |said: &[(Duration, IceAction)]| {
+                said.iter().find(|(_, action)| *action == IceAction::GiveUp).map(|(at, _)| *at)
+            };
+            let (offerer_gave_up, answerer_gave_up) = (gave_up(&offerer), gave_up(&answerer));
+            let offerer_gave_up = offerer_gave_up.expect("the offerer gives up after four restarts");
+            let answerer_gave_up = answerer_gave_up.expect("the answerer gives up too, in the end");
+            assert!(
+                answerer_gave_up >= offerer_gave_up,
+                "offers {delay:?} late: the answerer gave up at {answerer_gave_up:?}, before the offerer \
+                 ({offerer_gave_up:?}); it said {answerer:?}"
+            );
+            assert!(
+                answerer_gave_up <= offerer_gave_up + delay + IcePolicy::default().restart_timeout,
+                "the answerer gave up at {answerer_gave_up:?}, long after the offerer ({offerer_gave_up:?})"
+            );
+            // It said "no path yet" once, before the first restart offer came, as the offerer did.
+            assert_eq!(answerer.first(), Some(&(IcePolicy::default().connect_timeout, IceAction::Restart)));
+        }
+    }
+
+    #[test]
+    fn an_answerer_whose_offerer_stopped_gives_up_and_comes_back_with_its_next_restart() {
+        let policy = IcePolicy::default();
+        let mut ice = IceRecovery::answering(policy, Duration::ZERO);
+        let s = Duration::from_secs;
+        ice.on_event(IceEvent::Connected, s(1));
+        // The path fails; the offerer (gone quiet) never restarts.
+        assert_eq!(ice.on_event(IceEvent::Failed, s(10)), Some(IceAction::Restart));
+        assert_eq!(ice.on_event(IceEvent::Failed, s(11)), None, "said once");
+        assert_eq!(ice.poll(s(10) + policy.restart_timeout), None, "a late restart is still awaited");
+        assert_eq!(ice.poll(s(10) + policy.restart_timeout * 2), Some(IceAction::GiveUp));
+        // Its network changes and it restarts after all: the connection is tried again.
+        ice.restarted_by_peer(s(40));
+        assert!(ice.is_restarting());
+        assert_eq!(ice.on_event(IceEvent::Connected, s(41)), None);
+        assert_eq!(ice.poll(s(100)), None);
+        // A restart offer of ours is no restart by the peer.
+        let mut offerer = IceRecovery::new(policy, Duration::ZERO);
+        offerer.restarted_by_peer(s(1));
+        assert!(!offerer.is_restarting());
     }
 
     #[test]

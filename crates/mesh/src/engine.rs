@@ -1,8 +1,9 @@
 //! The call engine: an invite link becomes a live call with every other participant.
 //!
 //! One task owns the call: it reads signaling events, peer-connection events, commands from the
-//! handle and a 20 ms playout tick, and decides with [`crate::decide`] (who offers, when to
-//! restart ICE). Capture and encoding run on their own threads: the camera is encoded in up to
+//! handle and a 20 ms playout tick. What to do about the peers (who is kept, who offers, what
+//! counts as connected, when to restart ICE or give up, what a relay resume or a network change
+//! means) is decided by the IO-free core in [`crate::call`], which this task feeds and obeys. Capture and encoding run on their own threads: the camera is encoded in up to
 //! three sizes ([`crate::layers`]), each peer gets the one chosen for it on a track of its own,
 //! and layers nobody gets are not encoded; one Opus encode goes to an audio track every peer
 //! connection shares. Remote video is decoded per peer and handed out as frames, remote audio
@@ -20,8 +21,9 @@ use confer_media::{
 use confer_proto::{ClientMessage, ErrorCode, InviteLink, LeaveReason, Participant, PeerId, SignalPayload};
 use tokio::sync::mpsc;
 
+use crate::call::{Call, Input as CallInput, Output as CallOutput};
 use crate::data::PeerMessage;
-use crate::decide::{IceAction, IceEvent, IcePolicy, IceRecovery, is_offerer};
+use crate::decide::IcePolicy;
 use crate::decode::{Decoded, Pushed, StreamDecoder};
 use crate::files::FileEvent;
 use crate::layers::{LAYERS, Ladder, PeerVideo, View};
@@ -372,7 +374,7 @@ pub async fn join(
         addresses: crate::peer::local_addresses(),
         sent_bytes: 0,
         last_counts: HashMap::new(),
-        unconfirmed: HashMap::new(),
+        call: Call::new(IcePolicy::default()),
         probe,
     };
     match admission {
@@ -587,6 +589,11 @@ fn video_loop(
         if !sending.video.load(Ordering::Relaxed) {
             continue;
         }
+        if out.capacity() < crate::queues::ENCODED / 2 {
+            // The engine is behind: this picture is not encoded (skipping it breaks nothing for
+            // the receivers), and the rest of the queue stays free for audio.
+            continue;
+        }
         let keyframes = sending.keyframes.swap(0, Ordering::Relaxed);
         let wanted: [u32; LAYERS] =
             std::array::from_fn(|layer| sending.bitrates[layer].load(Ordering::Relaxed));
@@ -693,24 +700,17 @@ fn audio_loop(
             continue;
         }
         if let Ok(packet) = encoder.encode(&twenty_ms)
-            && !hand_over(out, Encoded::Audio(packet), sending)
+            // Waits for room: the microphone's own queue drops (counted) while this thread is
+            // behind, as it would for a slow encoder.
+            && out.blocking_send(Encoded::Audio(packet)).is_err()
         {
             return;
         }
     }
 }
 
-/// How long a peer the relay did not list after a resume is kept: twice the default grace
-/// period, the longest a seat can be rebuilt after a relay restart.
-const UNCONFIRMED_LIMIT: Duration = Duration::from_secs(40);
-
 struct PeerSlot {
     peer: Peer,
-    offerer: bool,
-    ice: IceRecovery,
-    connected: bool,
-    /// The early "no path yet" was said.
-    warned: bool,
     /// Which layer of our camera its link and view allow, and why.
     video: PeerVideo,
     /// The layer it gets: `video`'s, cut to fit our uplink when we know it
@@ -812,8 +812,8 @@ struct Engine {
     /// Per peer, the counters at the last statistics: video bytes, audio bytes, packets,
     /// packets expected, frames decoded.
     last_counts: HashMap<PeerId, [u64; 5]>,
-    /// Peers the relay did not list when we resumed, and since when.
-    unconfirmed: HashMap<PeerId, Duration>,
+    /// The decisions about the peers: who is kept, who offers, connected, ICE recovery.
+    call: Call,
     /// The test participant's measurements of what it plays (`EngineConfig::probe`).
     probe: Option<AudioProbe>,
 }
@@ -927,14 +927,19 @@ impl Engine {
             locked: session.locked,
             knocking: session.knocking.clone(),
         });
+        let me = session.peer_id.clone();
         let others: Vec<Participant> = session.participants.clone();
         self.session = Some(session);
+        let ids = others.iter().map(|p| p.id.clone()).collect();
         for participant in others {
-            self.add_participant(participant).await;
+            self.note_participant(participant);
         }
+        self.call.handle_input(self.now(), CallInput::Seated { me, others: ids });
+        self.carry_out().await;
     }
 
-    async fn add_participant(&mut self, participant: Participant) {
+    /// Takes what the relay says of a participant: its name, state, share and recording.
+    fn note_participant(&mut self, participant: Participant) {
         if self.session.is_none() {
             return;
         }
@@ -946,11 +951,11 @@ impl Engine {
         // (After the participant: the page shows a share of someone it knows.)
         self.peer_sharing(&id, sharing);
         self.peer_recording(&id, recording);
+    }
+
+    /// Makes the connection to `id` (the core said to); the offerer sends the first offer.
+    async fn open_peer(&mut self, id: PeerId, offerer: bool) {
         let Some(session) = &self.session else { return };
-        if self.peers.contains_key(&id) {
-            return;
-        }
-        let offerer = is_offerer(&session.peer_id, &id);
         let peer = Peer::new(
             &self.stack,
             &session.ice_servers,
@@ -961,9 +966,20 @@ impl Engine {
             self.peer_events.clone(),
         )
         .await;
-        let mut peer = match peer {
-            Ok(peer) => peer,
+        let first_offer = match peer {
+            Ok(mut peer) if offerer => peer.offer(false).await.map(|offer| (peer, Some(offer))),
+            Ok(peer) => Ok((peer, None)),
+            Err(err) => Err(err),
+        };
+        let peer = match first_offer {
+            Ok((peer, offer)) => {
+                if let Some(offer) = offer {
+                    self.signaling.signal(id.clone(), offer);
+                }
+                peer
+            }
             Err(err) => {
+                self.call.handle_input(self.now(), CallInput::OpenFailed(id.clone()));
                 let detail = err.to_string();
                 let _ = self.events.send(EngineEvent::PeerUnreachable {
                     id,
@@ -974,21 +990,6 @@ impl Engine {
                 return;
             }
         };
-        if offerer {
-            match peer.offer(false).await {
-                Ok(offer) => self.signaling.signal(id.clone(), offer),
-                Err(err) => {
-                    let detail = err.to_string();
-                    let _ = self.events.send(EngineEvent::PeerUnreachable {
-                        id,
-                        detail,
-                        cause: None,
-                        retrying: false,
-                    });
-                    return;
-                }
-            }
-        }
         // Said as soon as the channel opens (it waits until then), before the relay's word arrives.
         peer.send_data(&self.my_state().encode()).await;
         if let Some(View { width, height }) = self.views.get(&id).copied().or(self.default_view) {
@@ -999,10 +1000,6 @@ impl Engine {
             id,
             PeerSlot {
                 peer,
-                offerer,
-                ice: IceRecovery::new(IcePolicy::default(), self.now()),
-                connected: false,
-                warned: false,
                 video: PeerVideo::new(&self.ladder),
                 layer: None,
                 sent_layer: None,
@@ -1052,7 +1049,7 @@ impl Engine {
         ids.retain(|id| {
             let Some(slot) = self.peers.get_mut(id) else { return false };
             slot.layer = slot.video.layer();
-            slot.connected
+            self.call.is_connected(id)
         });
         let wanted: Vec<Option<usize>> =
             ids.iter().map(|id| self.peers.get(id).and_then(|slot| slot.video.layer())).collect();
@@ -1110,7 +1107,6 @@ impl Engine {
     }
 
     async fn remove_participant(&mut self, id: &PeerId) {
-        self.unconfirmed.remove(id);
         self.views.remove(id);
         self.participants.remove(id);
         self.last_counts.remove(id);
@@ -1154,8 +1150,10 @@ impl Engine {
         match event {
             SignalingEvent::Admitted(session) => self.seated(session).await,
             SignalingEvent::PeerJoined(participant) | SignalingEvent::PeerResumed(participant) => {
-                self.unconfirmed.remove(&participant.id);
-                self.add_participant(participant).await;
+                let id = participant.id.clone();
+                self.note_participant(participant);
+                self.call.handle_input(self.now(), CallInput::Present(id));
+                self.carry_out().await;
             }
             SignalingEvent::PeerUpdated(participant) => {
                 // The relay tells everyone, this participant too, of its own changes: the share
@@ -1189,23 +1187,24 @@ impl Engine {
                 let _ = self.events.send(EngineEvent::ParticipantReconnecting(id));
             }
             SignalingEvent::PeerLeft { peer, reason } => {
+                self.call.handle_input(self.now(), CallInput::Left(peer.clone()));
+                self.carry_out().await;
+                // (Also one whose connection could not be made: the core had forgotten it.)
                 self.remove_participant(&peer).await;
                 let _ = self.events.send(EngineEvent::ParticipantLeft { id: peer, reason });
             }
             SignalingEvent::Signal { from, payload: SignalPayload::RestartIce } => {
-                // The peer's network changed: where we offer, restart now rather than after its
-                // old path fails (not if one is under way: a peer cannot keep us restarting).
-                let now = self.now();
-                let action = self.peers.get_mut(&from).and_then(|slot| {
-                    (slot.offerer && !slot.ice.is_restarting())
-                        .then(|| slot.ice.on_event(IceEvent::NetworkChanged, now))
-                        .flatten()
-                });
-                self.act(&from, action).await;
+                // The peer's network changed.
+                self.call.handle_input(self.now(), CallInput::RestartAsked(from));
+                self.carry_out().await;
             }
             SignalingEvent::Signal { from, payload } => {
                 let Some(slot) = self.peers.get_mut(&from) else { return };
-                match slot.peer.on_signal(payload).await {
+                let signalled = slot.peer.on_signal(payload).await;
+                if slot.peer.take_restart() {
+                    self.call.handle_input(self.started.elapsed(), CallInput::RestartedByPeer(from.clone()));
+                }
+                match signalled {
                     Ok(Some(answer)) => self.signaling.signal(from, answer),
                     Ok(None) => {}
                     Err(err) => tracing::warn!(peer = %from, error = %err, "a signal could not be applied"),
@@ -1227,49 +1226,16 @@ impl Engine {
                     let on = self.recorder.is_some() || self.record_wanted;
                     self.signaling.send(ClientMessage::Record { on });
                 }
+                // What changed while we were away (a share, a recording: presence sent while our
+                // connection was down never reached us).
                 for participant in &session.participants {
-                    self.unconfirmed.remove(&participant.id);
-                    if self.peers.contains_key(&participant.id) {
-                        // What changed while we were away (a share, a recording: presence sent
-                        // while our connection was down never reached us).
-                        self.peer_sharing(&participant.id, participant.sharing);
-                        self.peer_recording(&participant.id, participant.recording);
-                        self.participants.insert(participant.id.clone(), participant.clone());
-                        let _ = self.events.send(EngineEvent::Participant(participant.clone()));
-                    } else {
-                        self.add_participant(participant.clone()).await;
-                    }
+                    self.note_participant(participant.clone());
                 }
-                // After a relay restart the others come back one by one: a peer missing from
-                // the list is kept (its media may well be flowing) until it returns, or until
-                // it could no longer (twice the grace period).
-                let now = self.now();
-                for id in self.peers.keys() {
-                    if !session.participants.iter().any(|p| &p.id == id) {
-                        self.unconfirmed.entry(id.clone()).or_insert(now);
-                    }
-                }
-                if gap {
-                    // Signals were lost: renegotiate where we offer and media is not flowing,
-                    // through the ICE recovery (its deadlines, its count), and not where a
-                    // restart is already under way: its offer, queued while the relay was away,
-                    // goes out now, and a second one would cross it (the answer to the first
-                    // would meet the second's credentials, and the path would stay dead).
-                    let ids: Vec<PeerId> = self
-                        .peers
-                        .iter()
-                        .filter(|(_, slot)| slot.offerer && !slot.connected && !slot.ice.is_restarting())
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    for id in ids {
-                        let action = self
-                            .peers
-                            .get_mut(&id)
-                            .and_then(|slot| slot.ice.on_event(IceEvent::NetworkChanged, now));
-                        self.act(&id, action).await;
-                    }
-                }
+                // Who is kept, who is opened, what is renegotiated: the core decides.
+                let present = session.participants.iter().map(|p| p.id.clone()).collect();
                 self.session = Some(session);
+                self.call.handle_input(self.now(), CallInput::Resumed { present, gap });
+                self.carry_out().await;
             }
             SignalingEvent::Knock(knocker) => {
                 let _ = self.events.send(EngineEvent::Knock(knocker));
@@ -1326,28 +1292,8 @@ impl Engine {
             PeerEvent::Signal(payload) => self.signaling.signal(from, payload),
             PeerEvent::Ice(ice_event) => {
                 let now = self.now();
-                let Some(slot) = self.peers.get_mut(&from) else { return };
-                let action = slot.ice.on_event(ice_event, now);
-                if matches!(ice_event, IceEvent::Disconnected | IceEvent::Failed) {
-                    // Media is not flowing: a resume with lost signals renegotiates (see the
-                    // gap handling), and the next connection asks for a keyframe again.
-                    slot.connected = false;
-                }
-                if ice_event == IceEvent::Connected && !slot.connected {
-                    slot.connected = true;
-                    let path = slot.peer.path().await;
-                    let report = self.reports.entry(from.clone()).or_default();
-                    report.path = path;
-                    report.connected_ms.get_or_insert(self.started.elapsed().as_millis() as u64);
-                    if let Some(layer) = slot.sent_layer.or(slot.layer) {
-                        self.sending.want_keyframes(1 << layer);
-                    }
-                    if let Some(sharing) = &self.sharing {
-                        sharing.request_keyframe();
-                    }
-                    let _ = self.events.send(EngineEvent::PeerConnected { id: from.clone(), path });
-                }
-                self.act(&from, action).await;
+                self.call.handle_input(now, CallInput::Ice(from, ice_event));
+                self.carry_out().await;
             }
             PeerEvent::Video { access_unit, screen, rtp_timestamp } => {
                 if let Some(recorder) = &mut self.recorder {
@@ -1555,37 +1501,30 @@ impl Engine {
             self.stop_recording(None, true);
         }
         let now = self.now();
-        let expired: Vec<PeerId> = self
-            .unconfirmed
-            .iter()
-            .filter(|(_, since)| now.saturating_sub(**since) > UNCONFIRMED_LIMIT)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            self.unconfirmed.remove(&id);
-            self.remove_participant(&id).await;
-            let _ = self.events.send(EngineEvent::ParticipantLeft { id, reason: LeaveReason::Timeout });
-        }
+        // Peers the relay stopped listing, gone for good; ICE deadlines.
+        self.call.handle_input(now, CallInput::Tick);
+        self.carry_out().await;
         self.update_stats();
         // Each peer's layer follows the loss it reports (webrtc 0.17 has no delay-based
         // estimator; loss is what there is), and each layer's encoder its weakest receiver.
         let rates: [u32; LAYERS] = std::array::from_fn(|l| self.sending.bitrates[l].load(Ordering::Relaxed));
-        for slot in self.peers.values_mut().filter(|slot| slot.connected) {
+        let call = &self.call;
+        for (_, slot) in self.peers.iter_mut().filter(|(id, _)| call.is_connected(id)) {
             let sent = slot.sent_layer.map(|layer| rates[layer]).filter(|&rate| rate > 0);
             slot.video.on_second(slot.loss.take(), sent, &self.ladder, now);
         }
         self.steer();
         // Audio follows the worst link: FEC for its loss, a narrower bitrate for its estimate.
-        let tightest =
-            self.peers.values().filter(|slot| slot.connected).map(|slot| slot.video.estimate()).min();
+        let tightest = (self.peers.iter())
+            .filter(|(id, _)| self.call.is_connected(id))
+            .map(|(_, slot)| slot.video.estimate())
+            .min();
         if let Some(tuning) = self.voice.on_second(tightest, now) {
             *self.sending.opus.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tuning);
             let _ = self.events.send(EngineEvent::AudioTuned(tuning));
         }
         let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
         for id in ids {
-            let action = self.peers.get_mut(&id).and_then(|slot| slot.ice.poll(now));
-            self.act(&id, action).await;
             if let Some(slot) = self.peers.get(&id) {
                 slot.peer.flush_data().await;
             }
@@ -1611,18 +1550,8 @@ impl Engine {
         self.signaling.network_changed(addresses.clone());
         self.addresses = addresses;
         let now = self.now();
-        let ids: Vec<PeerId> = self.peers.keys().cloned().collect();
-        for id in ids {
-            let Some(slot) = self.peers.get_mut(&id) else { continue };
-            if slot.offerer {
-                let action = slot.ice.on_event(IceEvent::NetworkChanged, now);
-                self.act(&id, action).await;
-            } else {
-                // Only the offerer restarts ICE (an answerer that counted the change as a restart
-                // of its own would wait for a reconnection that need not come): ask it to.
-                self.signaling.signal(id, SignalPayload::RestartIce);
-            }
-        }
+        self.call.handle_input(now, CallInput::NetworkChanged);
+        self.carry_out().await;
     }
 
     /// Whether the meeting server offers any TURN URL.
@@ -1630,46 +1559,17 @@ impl Engine {
         self.session.as_ref().is_some_and(|session| session.ice_servers.offers_turn())
     }
 
-    async fn act(&mut self, id: &PeerId, action: Option<IceAction>) {
-        // Most ICE events ask for nothing: the diagnosis below is for those that do.
-        let Some(action) = action else { return };
-        let relay_offered = self.relay_offered();
-        let known = self.relay_verdict();
-        let Some(slot) = self.peers.get_mut(id) else { return };
-        let report = self.reports.entry(id.clone()).or_default();
-        let name = if report.name.is_empty() { id.to_string() } else { report.name.clone() };
-        let never_connected = report.connected_ms.is_none();
-        let (gathered, received) = slot.peer.candidate_types();
-        let diagnosed = NoPathCause::diagnose(&gathered, &received, relay_offered, self.config.relay_only);
-        let (cause, relay_answers) = refine(diagnosed, known.as_ref());
-        let relay_only = if self.config.relay_only { " (relay candidates only)" } else { "" };
-        let mut ask_relay = false;
-        match action {
-            IceAction::Restart => {
-                // The first attempt timed out without a connection: say so now, with the cause,
-                // rather than after every restart has failed too.
-                if never_connected && !slot.warned {
-                    slot.warned = true;
-                    let detail = format!(
-                        "{}{relay_answers}; {}{relay_only}; still trying",
-                        cause.describe(&name),
-                        slot.peer.candidate_summary()
-                    );
-                    let _ = self.events.send(EngineEvent::PeerUnreachable {
-                        id: id.clone(),
-                        detail,
-                        cause: Some(cause),
-                        retrying: true,
-                    });
-                    ask_relay = matches!(cause, NoPathCause::RelayUnreachable | NoPathCause::Blocked)
-                        && known.is_none()
-                        && relay_offered;
-                }
-                if slot.offerer {
+    /// Carries out what the call's core decided ([`crate::call`]).
+    async fn carry_out(&mut self) {
+        while let Some(output) = self.call.poll_output() {
+            match output {
+                CallOutput::Open { peer, offerer } => self.open_peer(peer, offerer).await,
+                CallOutput::Restart(id) => {
+                    let Some(slot) = self.peers.get_mut(&id) else { continue };
                     match slot.peer.offer(true).await {
                         Ok(offer) => {
-                            report.ice_restarts += 1;
-                            self.signaling.signal(id.clone(), offer);
+                            self.reports.entry(id.clone()).or_default().ice_restarts += 1;
+                            self.signaling.signal(id, offer);
                         }
                         // The restart's deadline tries again.
                         Err(err) => {
@@ -1677,23 +1577,70 @@ impl Engine {
                         }
                     }
                 }
-            }
-            IceAction::GiveUp => {
-                let detail = format!(
-                    "{}{relay_answers}; no connection after {} ICE restarts; {}{relay_only}",
-                    cause.describe(&name),
-                    slot.ice.restarts(),
-                    slot.peer.candidate_summary(),
-                );
-                let _ = self.events.send(EngineEvent::PeerUnreachable {
-                    id: id.clone(),
-                    detail,
-                    cause: Some(cause),
-                    retrying: false,
-                });
+                CallOutput::AskRestart(id) => self.signaling.signal(id, SignalPayload::RestartIce),
+                CallOutput::Connected(id) => self.connected(id).await,
+                CallOutput::NoPathYet(id) => self.no_path(&id, None),
+                CallOutput::GaveUp { peer, restarts } => self.no_path(&peer, Some(restarts)),
+                CallOutput::Close { peer, timed_out } => {
+                    self.remove_participant(&peer).await;
+                    if timed_out {
+                        let _ = self
+                            .events
+                            .send(EngineEvent::ParticipantLeft { id: peer, reason: LeaveReason::Timeout });
+                    }
+                }
             }
         }
-        if ask_relay {
+    }
+
+    /// Media flows with `id` (again): its path in the report, keyframes for it.
+    async fn connected(&mut self, id: PeerId) {
+        let Some(slot) = self.peers.get(&id) else { return };
+        let path = slot.peer.path().await;
+        let report = self.reports.entry(id.clone()).or_default();
+        report.path = path;
+        report.connected_ms.get_or_insert(self.started.elapsed().as_millis() as u64);
+        if let Some(layer) = slot.sent_layer.or(slot.layer) {
+            self.sending.want_keyframes(1 << layer);
+        }
+        if let Some(sharing) = &self.sharing {
+            sharing.request_keyframe();
+        }
+        let _ = self.events.send(EngineEvent::PeerConnected { id, path });
+    }
+
+    /// Says there is no path to `id`, with the cause found: yet (restarts go on), or after
+    /// `gave_up_after` restarts.
+    fn no_path(&mut self, id: &PeerId, gave_up_after: Option<u32>) {
+        let relay_offered = self.relay_offered();
+        let known = self.relay_verdict();
+        let Some(slot) = self.peers.get(id) else { return };
+        let report = self.reports.entry(id.clone()).or_default();
+        let name = if report.name.is_empty() { id.to_string() } else { report.name.clone() };
+        let (gathered, received) = slot.peer.candidate_types();
+        let diagnosed = NoPathCause::diagnose(&gathered, &received, relay_offered, self.config.relay_only);
+        let (cause, relay_answers) = refine(diagnosed, known.as_ref());
+        let relay_only = if self.config.relay_only { " (relay candidates only)" } else { "" };
+        let summary = slot.peer.candidate_summary();
+        let detail = match gave_up_after {
+            None => format!("{}{relay_answers}; {summary}{relay_only}; still trying", cause.describe(&name)),
+            Some(restarts) => format!(
+                "{}{relay_answers}; no connection after {restarts} ICE restarts; {summary}{relay_only}",
+                cause.describe(&name),
+            ),
+        };
+        let retrying = gave_up_after.is_none();
+        let _ = self.events.send(EngineEvent::PeerUnreachable {
+            id: id.clone(),
+            detail,
+            cause: Some(cause),
+            retrying,
+        });
+        if retrying
+            && matches!(cause, NoPathCause::RelayUnreachable | NoPathCause::Blocked)
+            && known.is_none()
+            && relay_offered
+        {
             self.diagnose_relay(id);
         }
     }
@@ -1755,7 +1702,7 @@ impl Engine {
                 // relayed ports explain that.
                 let (gathered, received) = slot.peer.candidate_types();
                 let relayed = gathered.contains("relay") || received.contains("relay");
-                !slot.connected && (!relayed || cause == NoPathCause::RelayPortsBlocked)
+                !self.call.is_connected(&id) && (!relayed || cause == NoPathCause::RelayPortsBlocked)
             });
             let report = self.reports.entry(id.clone()).or_default();
             if !waiting || report.connected_ms.is_some() {
@@ -1791,7 +1738,7 @@ impl Engine {
                 report.video_frames_decoded,
             ];
             let before = self.last_counts.insert(id.clone(), now).unwrap_or_default();
-            if !slot.connected {
+            if !self.call.is_connected(id) {
                 continue;
             }
             let delta: Vec<f64> = now.iter().zip(before).map(|(n, b)| n.saturating_sub(b) as f64).collect();
@@ -1844,7 +1791,7 @@ impl Engine {
         (id, name, path, size, sha256): (String, String, std::path::PathBuf, u64, String),
     ) {
         for (peer, slot) in &self.peers {
-            if !slot.connected {
+            if !self.call.is_connected(peer) {
                 continue;
             }
             match slot.peer.file_channel().await {

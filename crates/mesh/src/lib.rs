@@ -3,6 +3,7 @@
 //! data channels ([`data`]), the engine's decisions in an IO-free form tested in fake time
 //! ([`decide`]), and one WebRTC peer connection per remote participant (behind one module).
 
+pub mod call;
 pub mod data;
 pub mod decide;
 mod decode;

@@ -345,6 +345,11 @@ struct CandidateLog {
     nothing_reported: bool,
 }
 
+/// The ICE username fragment a description gives (its first `a=ice-ufrag:` line).
+fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:")).map(str::to_owned)
+}
+
 /// The type a candidate line names (`typ host`, …), if it is one ICE knows.
 fn candidate_type_of(line: &str) -> Option<&'static str> {
     let mut words = line.split_ascii_whitespace();
@@ -412,6 +417,10 @@ pub(crate) struct Peer {
     /// Remote candidates that came before the remote description.
     held: Vec<RTCIceCandidateInit>,
     has_remote: bool,
+    /// The ICE username fragment of the peer's last offer.
+    remote_ufrag: Option<String>,
+    /// An offer with new ICE credentials came: the peer restarted ICE (taken by the engine).
+    restarted: bool,
     candidates: Arc<std::sync::Mutex<CandidateLog>>,
     /// What has arrived.
     pub(crate) received: Arc<Received>,
@@ -601,6 +610,8 @@ impl Peer {
             offerer,
             held: Vec::new(),
             has_remote: false,
+            remote_ufrag: None,
+            restarted: false,
             candidates,
             received,
             video,
@@ -631,7 +642,14 @@ impl Peer {
     ) -> Result<Option<SignalPayload>, PeerError> {
         match payload {
             SignalPayload::Offer { sdp } => {
+                let ufrag = ice_ufrag(&sdp);
                 self.pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                if self.remote_ufrag.is_some() && ufrag.is_some() && ufrag != self.remote_ufrag {
+                    self.restarted = true;
+                }
+                if ufrag.is_some() {
+                    self.remote_ufrag = ufrag;
+                }
                 self.release_held().await?;
                 let answer = self.pc.create_answer(None).await?;
                 self.pc.set_local_description(answer.clone()).await?;
@@ -665,6 +683,11 @@ impl Peer {
             | SignalPayload::Sealed { .. }
             | SignalPayload::RestartIce => Ok(None),
         }
+    }
+
+    /// Whether the peer restarted ICE (an offer with new credentials) since the last call.
+    pub(crate) fn take_restart(&mut self) -> bool {
+        std::mem::take(&mut self.restarted)
     }
 
     async fn release_held(&mut self) -> Result<(), PeerError> {
@@ -1093,6 +1116,17 @@ mod tests {
     /// A single-NAL packet (type 1, a P slice) carrying `n`.
     fn nal(n: u8) -> Vec<u8> {
         vec![0x41, n, n]
+    }
+
+    #[test]
+    fn a_restart_offer_is_told_by_its_new_ice_credentials() {
+        let offer = |ufrag: &str| {
+            format!(
+                "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:x\r\n"
+            )
+        };
+        assert_eq!(ice_ufrag(&offer("abcd")).as_deref(), Some("abcd"));
+        assert_eq!(ice_ufrag("v=0\r\n"), None);
     }
 
     #[test]

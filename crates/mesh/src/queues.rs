@@ -4,7 +4,7 @@
 //!
 //! | Queue | From → to | Capacity | When full |
 //! |---|---|---|---|
-//! | encoded media | capture threads → engine | [`ENCODED`] | dropped: a video unit's layer gets a keyframe next, a lost 20 ms of audio is concealed by the receivers |
+//! | encoded media | capture threads → engine | [`ENCODED`] | video: once half full, pictures are not encoded (a skipped picture breaks nothing; if one encoded is dropped all the same, its layers start again with a keyframe); audio waits, and the microphone's own queue drops while it does |
 //! | peers' input | read loops, data channels, RTCP → engine | [`REMOTE`] | the reader waits: RTP backs up into the stack's receive buffer (which drops, and loss recovery asks again), data channels into SCTP's flow control (the peer slows down) |
 //! | stack state | the stack's callbacks → engine | [`STACK`] | dropped and logged: callbacks may hold the connection's locks, so they never wait; they are a few per connection per ICE restart |
 //! | file transfers | transfer tasks → engine | [`FILE_EVENTS`] | the transfer waits |
@@ -21,12 +21,15 @@
 //! engine's own output (bounded by what it does per input, and by the relay's rate limit), and
 //! must not be lost or stall the call when the relay's connection is slow.
 
-/// Encoded media from the capture threads: about a second of audio and video.
-pub(crate) const ENCODED: usize = 64;
+/// Encoded media from the capture threads: about six seconds of audio and video. A bound for a
+/// stalled engine, not a shaper: an engine that is merely busy (eight debug builds on two cores)
+/// must not see its capture skip pictures, which made latency worse in measurement (64 here:
+/// pictures arrived 0.6–4 s after capture in the 8-party test, against 0.2–0.4 s).
+pub(crate) const ENCODED: usize = 512;
 
-/// What peers send: media, data channel messages, RTCP. A second of audio and video from
-/// seven peers, with room for messages.
-pub(crate) const REMOTE: usize = 1024;
+/// What peers send: media, data channel messages, RTCP: about seven seconds of audio and video
+/// from seven peers.
+pub(crate) const REMOTE: usize = 4096;
 
 /// The stack's own state changes and our candidates, for all peers.
 pub(crate) const STACK: usize = 1024;
