@@ -47,6 +47,8 @@ pub enum Input {
     RestartAsked(PeerId),
     /// This machine's network changed.
     NetworkChanged,
+    /// Our relay connection dropped (it is being resumed): signals cannot reach us.
+    RelayLost,
     /// Time passed (the engine says so every second).
     Tick,
 }
@@ -144,9 +146,8 @@ impl Call {
             }
             Input::Ice(peer, event) => self.ice(&peer, event, now),
             Input::RestartedByPeer(peer) => {
-                if let Some(link) = self.links.get_mut(&peer) {
-                    link.ice.restarted_by_peer(now);
-                }
+                let action = self.links.get_mut(&peer).and_then(|link| link.ice.restarted_by_peer(now));
+                self.act(&peer, action);
             }
             Input::RestartAsked(peer) => {
                 // Where we offer, restart now rather than after the old path fails; not when a
@@ -172,6 +173,11 @@ impl Call {
                         // restart of its own would wait for a reconnection that need not come.
                         self.out.push_back(Output::AskRestart(peer));
                     }
+                }
+            }
+            Input::RelayLost => {
+                for link in self.links.values_mut() {
+                    link.ice.relay_away(true, now);
                 }
             }
             Input::Tick => self.tick(now),
@@ -221,6 +227,9 @@ impl Call {
     }
 
     fn resumed(&mut self, present: &[PeerId], gap: bool, now: Duration) {
+        for link in self.links.values_mut() {
+            link.ice.relay_away(false, now);
+        }
         for peer in present {
             self.handle_input(now, Input::Present(peer.clone()));
         }
@@ -452,6 +461,20 @@ mod tests {
         // Not before the offerer's last restart has had its time.
         let last_restart = policy.connect_timeout + policy.restart_timeout * (policy.max_restarts - 1);
         assert!(said[1].0 >= last_restart + policy.restart_timeout, "{said:?}");
+    }
+
+    #[test]
+    fn an_answerer_says_no_path_yet_when_the_offerers_first_restart_comes_before_its_own_deadline() {
+        let (a, me) = (id("aaaaaaaaaaa"), id("bbbbbbbbbbb"));
+        let mut call = Call::new(IcePolicy::default());
+        call.handle_input(s(0), Input::Seated { me, others: vec![a.clone()] });
+        drain(&mut call);
+        call.handle_input(Duration::from_millis(9_800), Input::RestartedByPeer(a.clone()));
+        assert_eq!(drain(&mut call), [Output::NoPathYet(a.clone())]);
+        // Said once: not again at its own deadline, nor with the next restart.
+        call.handle_input(s(10), Input::Tick);
+        call.handle_input(s(18), Input::RestartedByPeer(a));
+        assert_eq!(drain(&mut call), []);
     }
 
     #[test]

@@ -134,12 +134,15 @@ pub struct IceRecovery {
     state: IceState,
     restarts: u32,
     offerer: bool,
+    /// The answerer, while our relay connection is away: the offerer's restart offers cannot
+    /// reach us, so its deadlines wait.
+    held: bool,
 }
 
 impl IceRecovery {
     /// The offerer's side of a connection created at `now`, not connected yet.
     pub fn new(policy: IcePolicy, now: Duration) -> Self {
-        Self { policy, state: IceState::Connecting(now), restarts: 0, offerer: true }
+        Self { policy, state: IceState::Connecting(now), restarts: 0, offerer: true, held: false }
     }
 
     /// The answerer's side of a connection created at `now`.
@@ -155,16 +158,41 @@ impl IceRecovery {
     }
 
     /// The answerer received the offerer's restart offer (new ICE credentials) at `now`. A
-    /// connection given up on comes back: the offerer is trying again.
-    pub fn restarted_by_peer(&mut self, now: Duration) {
+    /// connection given up on comes back: the offerer is trying again. Returns
+    /// [`IceAction::Restart`] ("no path yet") when it ends the first attempt, which the
+    /// offerer's clock may have timed out a moment before ours.
+    pub fn restarted_by_peer(&mut self, now: Duration) -> Option<IceAction> {
         if self.offerer {
+            return None;
+        }
+        let first_attempt_over = matches!(self.state, IceState::Connecting(_));
+        match self.state {
+            IceState::Abandoned => self.restarts = 1,
+            // Offers held up with the relay arrive together: they are one restart's worth.
+            IceState::Restarting(since) if now.saturating_sub(since) < FRESH_RESTART => {}
+            _ => self.restarts = self.restarts.saturating_add(1),
+        }
+        self.state = IceState::Restarting(now);
+        first_attempt_over.then_some(IceAction::Restart)
+    }
+
+    /// Our relay connection is away (`true`) or back (`false`) at `now`. The answerer's
+    /// deadlines wait while it is away (the offerer's restart offers cannot reach us) and start
+    /// again when it is back.
+    pub fn relay_away(&mut self, away: bool, now: Duration) {
+        if self.offerer || self.held == away {
             return;
         }
-        if self.state == IceState::Abandoned {
-            self.restarts = 0;
+        self.held = away;
+        if !away {
+            self.state = match self.state {
+                IceState::Waiting(_) => IceState::Waiting(now),
+                IceState::Restarting(_) => IceState::Restarting(now),
+                IceState::Connecting(_) => IceState::Connecting(now),
+                IceState::Disconnected(_) => IceState::Disconnected(now),
+                other => other,
+            };
         }
-        self.restarts = self.restarts.saturating_add(1);
-        self.state = IceState::Restarting(now);
     }
 
     /// Restarts since the connection was last connected.
@@ -227,6 +255,9 @@ impl IceRecovery {
 
     /// Time passed: returns what to do now, if anything.
     pub fn poll(&mut self, now: Duration) -> Option<IceAction> {
+        if self.held {
+            return None;
+        }
         match self.state {
             IceState::Disconnected(since) if now.saturating_sub(since) >= self.policy.disconnected_grace => {
                 Some(self.restart(now))
@@ -391,7 +422,7 @@ mod tests {
             }
             offers_in_flight.retain(|&arrives| {
                 if arrives <= now {
-                    answerer.restarted_by_peer(now);
+                    let _ = answerer.restarted_by_peer(now);
                 }
                 arrives > now
             });
@@ -436,14 +467,36 @@ mod tests {
         assert_eq!(ice.poll(s(10) + policy.restart_timeout), None, "a late restart is still awaited");
         assert_eq!(ice.poll(s(10) + policy.restart_timeout * 2), Some(IceAction::GiveUp));
         // Its network changes and it restarts after all: the connection is tried again.
-        ice.restarted_by_peer(s(40));
+        assert_eq!(ice.restarted_by_peer(s(40)), None);
         assert!(ice.is_restarting());
         assert_eq!(ice.on_event(IceEvent::Connected, s(41)), None);
         assert_eq!(ice.poll(s(100)), None);
         // A restart offer of ours is no restart by the peer.
         let mut offerer = IceRecovery::new(policy, Duration::ZERO);
-        offerer.restarted_by_peer(s(1));
+        assert_eq!(offerer.restarted_by_peer(s(1)), None);
         assert!(!offerer.is_restarting());
+    }
+
+    #[test]
+    fn an_answerer_waits_out_a_relay_outage_and_counts_held_up_offers_once() {
+        let policy = IcePolicy::default();
+        let s = Duration::from_secs;
+        let mut ice = IceRecovery::answering(policy, Duration::ZERO);
+        ice.on_event(IceEvent::Connected, s(1));
+        assert_eq!(ice.on_event(IceEvent::Failed, s(10)), Some(IceAction::Restart));
+        // The relay is away for a minute: the offerer's restart offers cannot reach us.
+        ice.relay_away(true, s(11));
+        assert_eq!(ice.poll(s(60)), None, "no giving up while the offers cannot come");
+        ice.relay_away(false, s(71));
+        // Three offers queued during the outage arrive together: one restart.
+        for ms in [71_100, 71_200, 71_300] {
+            assert_eq!(ice.restarted_by_peer(Duration::from_millis(ms)), None);
+        }
+        assert_eq!(ice.restarts(), 1);
+        assert_eq!(ice.poll(s(75)), None);
+        // With no further offer, the deadlines run again from the relay's return.
+        assert_eq!(ice.poll(Duration::from_millis(79_300)), Some(IceAction::Restart));
+        assert_eq!(ice.poll(s(79) + policy.restart_timeout * 2), Some(IceAction::GiveUp));
     }
 
     #[test]

@@ -403,7 +403,14 @@ impl Engine {
         )
         .await;
         let first_offer = match peer {
-            Ok(mut peer) if offerer => peer.offer(false).await.map(|offer| (peer, Some(offer))),
+            Ok(mut peer) if offerer => match peer.offer(false).await {
+                Ok(offer) => Ok((peer, Some(offer))),
+                Err(err) => {
+                    // Its ICE agent and sockets would outlive it otherwise.
+                    peer.close().await;
+                    Err(err)
+                }
+            },
             Ok(peer) => Ok((peer, None)),
             Err(err) => Err(err),
         };
@@ -551,6 +558,7 @@ impl Engine {
                 }
             }
             SignalingEvent::Reconnecting { cause, .. } => {
+                self.call.handle_input(self.now(), CallInput::RelayLost);
                 let _ = self.events.send(EngineEvent::RelayReconnecting { cause });
             }
             SignalingEvent::Resumed { session, gap } => {

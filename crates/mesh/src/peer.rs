@@ -307,10 +307,27 @@ impl PeerEvents {
         }
     }
 
-    /// Something the peer sent: waits for room ([`crate::queues::REMOTE`]). `false` once the
-    /// engine is gone.
+    /// Our own probe's answer, from a task of the engine's: waits for room (it must not be lost:
+    /// peers wait for it).
+    pub(crate) async fn probe_said(&self, who: &PeerId, event: PeerEvent) {
+        let _ = self.stack.send((who.clone(), event)).await;
+    }
+
+    /// Media the peer sent: waits for room ([`crate::queues::REMOTE`]), so RTP backs up into the
+    /// stack's receive buffer (which drops; loss recovery follows). `false` once the engine is
+    /// gone.
     pub(crate) async fn peer_sent(&self, who: &PeerId, event: PeerEvent) -> bool {
         self.remote.send((who.clone(), event)).await.is_ok()
+    }
+
+    /// A data channel message or what RTCP said, without waiting: dropped and logged when the
+    /// engine is [`crate::queues::REMOTE`] behind. Waiting would stop the channel's or the RTCP
+    /// reader: a closed SCTP window stalls the peer's own sends to us (and through its engine,
+    /// its other peers), and unread RTCP stops retransmissions and round-trip times.
+    pub(crate) fn peer_said(&self, who: &PeerId, event: PeerEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.remote.try_send((who.clone(), event)) {
+            tracing::warn!(peer = %who, "the engine is {} events behind: a message or report dropped", crate::queues::REMOTE);
+        }
     }
 }
 
@@ -845,14 +862,12 @@ impl DataWiring {
         channel.on_open(Box::new(move || Box::pin(async move { flush(&opened, &unsent).await })));
         let (tx, who) = (self.events.clone(), self.who.clone());
         channel.on_message(Box::new(move |message: DataChannelMessage| {
-            let (tx, who) = (tx.clone(), who.clone());
-            Box::pin(async move {
-                if message.is_string {
-                    let text = String::from_utf8_lossy(&message.data).into_owned();
-                    // Waiting here holds up the channel's reading: SCTP slows a flooding peer.
-                    tx.peer_sent(&who, PeerEvent::Data(text)).await;
-                }
-            })
+            if message.is_string {
+                let text = String::from_utf8_lossy(&message.data).into_owned();
+                // Not waiting: a stalled reader would close the peer's SCTP window.
+                tx.peer_said(&who, PeerEvent::Data(text));
+            }
+            Box::pin(async {})
         }));
     }
 }
@@ -996,12 +1011,12 @@ async fn watch_rtcp(
                     || any.downcast_ref::<FullIntraRequest>().is_some())
             {
                 let screen = sent == Sent::Screen;
-                events.peer_sent(&who, PeerEvent::KeyframeRequested { screen }).await;
+                events.peer_said(&who, PeerEvent::KeyframeRequested { screen });
             } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
                 for block in report.reports.iter().filter(|b| Some(b.ssrc) == ssrc) {
                     let now = unix2ntp(SystemTime::now());
                     if let Some(rtt) = round_trip(now, block.last_sender_report, block.delay) {
-                        events.peer_sent(&who, PeerEvent::RoundTrip(rtt)).await;
+                        events.peer_said(&who, PeerEvent::RoundTrip(rtt));
                     }
                     if sent == Sent::Camera {
                         let report = PeerEvent::SendReport {
@@ -1009,10 +1024,10 @@ async fn watch_rtcp(
                             // In RTP timestamp units: 90 kHz for video.
                             jitter_ms: f64::from(block.jitter) / 90.0,
                         };
-                        events.peer_sent(&who, report).await;
+                        events.peer_said(&who, report);
                     } else if sent == Sent::Audio {
                         let loss = f64::from(block.fraction_lost) / 256.0;
-                        events.peer_sent(&who, PeerEvent::AudioLoss(loss)).await;
+                        events.peer_said(&who, PeerEvent::AudioLoss(loss));
                     }
                 }
             }

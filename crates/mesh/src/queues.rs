@@ -5,10 +5,10 @@
 //! | Queue | From → to | Capacity | When full |
 //! |---|---|---|---|
 //! | encoded media | capture threads → engine | [`ENCODED`] | video: once half full, pictures are not encoded (a skipped picture breaks nothing; if one encoded is dropped all the same, its layers start again with a keyframe); audio waits, and the microphone's own queue drops while it does |
-//! | peers' input | read loops, data channels, RTCP → engine | [`REMOTE`] | the reader waits: RTP backs up into the stack's receive buffer (which drops, and loss recovery asks again), data channels into SCTP's flow control (the peer slows down) |
+//! | peers' input | read loops, data channels, RTCP → engine | [`REMOTE`] | media: the reader waits, so RTP backs up into the stack's receive buffer (which drops, and loss recovery asks again); data channel messages and what RTCP says: dropped and logged (a waiting data channel would close the peer's SCTP window and stall its sends, to us and, through its engine, to its other peers; unread RTCP would stop retransmissions) |
 //! | stack state | the stack's callbacks → engine | [`STACK`] | dropped and logged: callbacks may hold the connection's locks, so they never wait; they are a few per connection per ICE restart |
 //! | file transfers | transfer tasks → engine | [`FILE_EVENTS`] | the transfer waits |
-//! | relay's messages | signaling client → engine | [`SIGNALING`] | the client stops reading the socket until there is room (TCP slows the relay) |
+//! | relay's messages | signaling client → engine | [`SIGNALING`] | the connection is dropped and resumed at once (the relay replays the signals after the last one taken; presence comes with the resume): a client waiting for room would neither send our signals nor answer the relay's pings |
 //! | app's commands | [`crate::engine::EngineHandle`] → engine | [`COMMANDS`] | dropped and logged (leaving is not a queued command: it always gets through) |
 //! | pictures | engine → app: frames, self view, levels, statistics | [`PICTURE_EVENTS`] | dropped and counted: a newer one follows |
 //! | state | engine → app: everything else | [`STATE_EVENTS`] | dropped and logged as an error: an app that far behind has stopped reading, and the call does not stall for it |

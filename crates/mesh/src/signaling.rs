@@ -651,13 +651,14 @@ impl Client {
             Ok(Admitted { resumed: true, .. }) => return None,
             Err(message) => message,
         };
+        let mut signal_seq = None;
         let event = match message {
             ServerMessage::Signal { from, seq, payload } => {
                 // A resume replays what came after last_seq; anything older is a duplicate.
                 if seq <= self.last_seq {
                     return None;
                 }
-                self.last_seq = seq;
+                signal_seq = Some(seq);
                 SignalingEvent::Signal { from, payload }
             }
             ServerMessage::PeerJoined { peer } => SignalingEvent::PeerJoined(peer),
@@ -692,8 +693,23 @@ impl Client {
                 return None;
             }
         };
-        let _ = self.events.send(event).await;
-        None
+        // Not waiting: a client stopped here would neither send the engine's signals nor answer
+        // the relay's pings. An engine this far behind costs the connection instead: it is
+        // resumed at once, the relay replays the signals after the last one taken, and presence
+        // comes with the resume.
+        match self.events.try_send(event) {
+            Ok(()) => {
+                if let Some(seq) = signal_seq {
+                    self.last_seq = seq;
+                }
+                None
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Some(Drop::Lost {
+                cause: format!("the call fell {} relay messages behind", crate::queues::SIGNALING),
+                wait: Duration::ZERO,
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => None,
+        }
     }
 }
 

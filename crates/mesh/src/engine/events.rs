@@ -280,7 +280,7 @@ impl EventSink {
         let (state, state_rx) = mpsc::channel(crate::queues::STATE_EVENTS);
         let (pictures, pictures_rx) = mpsc::channel(crate::queues::PICTURE_EVENTS);
         let sink = Self { state, pictures, dropped: Arc::default() };
-        (sink, EngineEvents { state: state_rx, pictures: pictures_rx })
+        (sink, EngineEvents { state: state_rx, pictures: pictures_rx, ended: Default::default() })
     }
 
     /// Hands `event` to the app without waiting: a picture the app has no room for is dropped
@@ -318,6 +318,9 @@ impl EventSink {
 pub struct EngineEvents {
     state: mpsc::Receiver<EngineEvent>,
     pictures: mpsc::Receiver<EngineEvent>,
+    /// Streams ended by a state event already handed out (a participant left: its camera and
+    /// share; a share stopped), whose queued pictures are not handed out after it.
+    ended: std::collections::HashSet<(PeerId, bool)>,
 }
 
 impl EngineEvents {
@@ -326,17 +329,56 @@ impl EngineEvents {
     /// Up to [`crate::queues::PICTURE_EVENTS`] pictures wait for the app; older ones are dropped
     /// while it does not read, so a stalled app holds a few frames, not a growing pile.
     pub async fn recv(&mut self) -> Option<EngineEvent> {
-        tokio::select! {
-            biased;
-            Some(event) = self.state.recv() => Some(event),
-            Some(event) = self.pictures.recv() => Some(event),
-            else => None,
+        loop {
+            let event = tokio::select! {
+                biased;
+                Some(event) = self.state.recv() => event,
+                Some(event) = self.pictures.recv() => event,
+                else => return None,
+            };
+            if let Some(event) = self.pass(event) {
+                return Some(event);
+            }
         }
     }
 
     /// An event if one is waiting (state first), without waiting.
     pub fn try_recv(&mut self) -> Option<EngineEvent> {
-        self.state.try_recv().ok().or_else(|| self.pictures.try_recv().ok())
+        loop {
+            let event = self.state.try_recv().ok().or_else(|| self.pictures.try_recv().ok())?;
+            if let Some(event) = self.pass(event) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Keeps track of the streams that ended; `None` for a picture of one of them, queued
+    /// before its end was said (the app has forgotten its tile and must not get it back).
+    fn pass(&mut self, event: EngineEvent) -> Option<EngineEvent> {
+        match &event {
+            EngineEvent::ParticipantLeft { id, .. } => {
+                self.ended.insert((id.clone(), false));
+                self.ended.insert((id.clone(), true));
+            }
+            EngineEvent::PeerSharing { id, sharing } => {
+                if *sharing {
+                    self.ended.remove(&(id.clone(), true));
+                } else {
+                    self.ended.insert((id.clone(), true));
+                }
+            }
+            EngineEvent::Participant(participant) => {
+                self.ended.remove(&(participant.id.clone(), false));
+            }
+            EngineEvent::VideoFrame { from, .. } if self.ended.contains(&(from.clone(), false)) => {
+                return None;
+            }
+            EngineEvent::ShareFrame { from, .. } if self.ended.contains(&(from.clone(), true)) => {
+                return None;
+            }
+            _ => {}
+        }
+        Some(event)
     }
 }
 
@@ -439,4 +481,47 @@ pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     sorted.sort_by(f64::total_cmp);
     let index = ((sorted.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
     sorted.get(index).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pictures_of_a_stream_that_ended_are_not_handed_out_after_its_end() {
+        let (sink, mut events) = EventSink::new();
+        let ann = PeerId::parse("aaaaaaaaaaa").unwrap_or_else(|_| unreachable!("a valid id"));
+        let frame = Arc::new(
+            I420Frame::filled(16, 16, (16, 128, 128)).unwrap_or_else(|_| unreachable!("a valid size")),
+        );
+        let picture =
+            || EngineEvent::VideoFrame { from: ann.clone(), frame: Arc::clone(&frame), stamp: None };
+        let share = || EngineEvent::ShareFrame { from: ann.clone(), frame: Arc::clone(&frame), stamp: None };
+        // Queued while the app was busy: two pictures, then Ann's share stops and she leaves.
+        for event in [picture(), share(), EngineEvent::PeerSharing { id: ann.clone(), sharing: false }] {
+            sink.send(event).unwrap_or_else(|()| unreachable!("the app is there"));
+        }
+        sink.send(EngineEvent::ParticipantLeft { id: ann.clone(), reason: LeaveReason::Left })
+            .unwrap_or_else(|()| unreachable!("the app is there"));
+        assert!(matches!(events.try_recv(), Some(EngineEvent::PeerSharing { sharing: false, .. })));
+        assert!(matches!(events.try_recv(), Some(EngineEvent::ParticipantLeft { .. })));
+        assert!(events.try_recv().is_none(), "no picture of Ann after she left");
+        // She comes back (a resumed seat keeps its id): her pictures are hers again.
+        let back = Participant {
+            id: ann.clone(),
+            name: "Ann".into(),
+            role: confer_proto::Role::Guest,
+            muted: false,
+            camera: true,
+            hand_raised: false,
+            hand_order: None,
+            sharing: false,
+            recording: false,
+            state: confer_proto::PeerState::Active,
+        };
+        sink.send(EngineEvent::Participant(back)).unwrap_or_else(|()| unreachable!("the app is there"));
+        sink.send(picture()).unwrap_or_else(|()| unreachable!("the app is there"));
+        assert!(matches!(events.try_recv(), Some(EngineEvent::Participant(_))));
+        assert!(matches!(events.try_recv(), Some(EngineEvent::VideoFrame { .. })));
+    }
 }

@@ -151,7 +151,7 @@ impl Engine {
                 (route.url.to_string(), answer.err().map(|failure| (failure.code(), failure.to_string())))
             });
             let answers = futures_util::future::join_all(probes).await;
-            events.stack_said(&who, PeerEvent::RelayDiagnosis(answers));
+            events.probe_said(&who, PeerEvent::RelayDiagnosis(answers)).await;
         });
     }
 
