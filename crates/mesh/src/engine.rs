@@ -549,7 +549,7 @@ impl Engine {
                 let Some(slot) = self.peers.get_mut(&from) else { return };
                 let signalled = slot.peer.on_signal(payload).await;
                 if slot.peer.take_restart() {
-                    self.call.handle_input(self.started.elapsed(), CallInput::RestartedByPeer(from.clone()));
+                    self.call.handle_input(self.now(), CallInput::RestartedByPeer(from.clone()));
                 }
                 match signalled {
                     Ok(Some(answer)) => self.signaling.signal(from, answer),
