@@ -2,7 +2,9 @@
 //! processes with synthetic 640x360 video at 30 fps, and the app (release build, its own
 //! synthetic camera at the same size) in a window on Xvfb, driven through WebDriver. Prints the
 //! app's CPU and memory, all its processes included (the app, WebKit's web and network
-//! processes), and the frame rate each tile actually draws.
+//! processes), and the frame rate each tile actually draws. The call is made twice, side by
+//! side: the tiles on the page's one shared WebGL surface (the app's way) and each tile on its
+//! own canvas and WebGL context (the way before it).
 //!
 //! `cargo bench -p confer-tests --bench desktop`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
@@ -18,6 +20,16 @@ mod procs;
 use procs::{cpu_seconds, descendants, drawn, name, pss_mib};
 
 fn main() {
+    for shared in [false, true] {
+        let drawing = if shared { "one shared WebGL surface" } else { "a canvas and WebGL context per tile" };
+        println!("#### Tiles drawn on {drawing}");
+        println!();
+        call(shared);
+        println!();
+    }
+}
+
+fn call(shared: bool) {
     let seconds = 45.0;
     let state = tempfile::tempdir().unwrap();
     let relay = Relay::start(state.path(), "127.0.0.1:0");
@@ -35,6 +47,8 @@ fn main() {
         "video_quality": "standard", "synthetic_pattern": 5,
     }));
     let driver = Driver::start(&app, &["--automation"], &xvfb.display, &home);
+    driver.wait_for("the page", "return !!window.__confer", Duration::from_secs(20));
+    driver.execute("window.__confer.useSurface(arguments[0]); return null", &[json!(shared)]);
     driver.open_lobby(&invite, "Desk");
     driver.click("[data-testid=join-now]");
     driver.wait_for(
@@ -44,6 +58,8 @@ fn main() {
     );
     std::thread::sleep(Duration::from_secs(5));
 
+    let kinds = driver.execute("return [...new Set(window.__confer.tiles().map(t => t.kind))]", &[]);
+    assert_eq!(kinds, json!([if shared { "shared-webgl" } else { "webgl" }]), "the tiles draw as asked");
     let processes = descendants(driver.pid());
     let cpu_before: Vec<f64> = processes.iter().map(|p| cpu_seconds(*p)).collect();
     let drawn_before = drawn(&driver);

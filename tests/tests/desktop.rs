@@ -3,7 +3,7 @@
 //! headless `confer` participants; screen sharing both ways, with a real X window shared.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use confer_media::I420Frame;
 use confer_media::synthetic::read_stamp;
@@ -248,8 +248,10 @@ fn the_app_joins_a_call_shows_live_tiles_mutes_leaves_and_names_failures() {
     driver.click("[data-testid=record]");
     let bar = driver.find("[data-testid=recording-bar]", Duration::from_secs(10));
     drop(bar);
+    let recording = Instant::now();
+    // The screenshot (when asked for) takes a second or two of the 4.
     xvfb.screenshot("recording", WINDOW);
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(recording.elapsed()));
     driver.click("[data-testid=stop-record]");
     let saved = driver.wait_for(
         "the app says where the recording was saved",
@@ -351,7 +353,7 @@ fn an_invite_link_starts_the_app_in_its_lobby_and_a_second_launch_hands_its_link
         Duration::from_secs(20),
     );
     // A second launch with another link hands it to the running app and exits.
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let status = home
         .command(&app, &xvfb.display)
         .arg(second)

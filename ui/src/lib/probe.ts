@@ -2,6 +2,7 @@
 // frames drawn and the pixels last drawn. Nothing here changes what the user sees.
 import type { Renderer } from "./renderer";
 import { feedStatus } from "./frames";
+import { setSurfaceEnabled, surfaceStatus } from "./surface";
 
 export interface TileProbe {
   drawn: number;
@@ -21,9 +22,20 @@ declare global {
     __confer?: {
       tiles: () => { id: string; drawn: number; kind: string }[];
       feed: () => typeof feedStatus;
+      surface: () => typeof surfaceStatus;
+      /** Tiles made from now on draw on the shared surface (`true`, the default) or alone. */
+      useSurface: (on: boolean) => void;
       latencies: (id: string) => number[];
       decoded: () => Record<string, number>;
-      bench?: (count: number, fps: number, width: number, height: number, seconds: number) => Promise<void>;
+      /** `shared`: tiles on the page's one surface (default), or each on its own canvas. */
+      bench?: (
+        count: number,
+        fps: number,
+        width: number,
+        height: number,
+        seconds: number,
+        shared?: boolean,
+      ) => Promise<void>;
       snapshot: (id: string) => { width: number; height: number; rgba: string } | null;
     };
   }
@@ -40,6 +52,8 @@ function base64(bytes: Uint8Array): string {
 export function installProbe(): void {
   window.__confer = {
     feed: () => ({ ...feedStatus, perTile: { ...feedStatus.perTile } }),
+    surface: () => ({ ...surfaceStatus }),
+    useSurface: (on) => setSurfaceEnabled(on),
     latencies: (id) => [...(tiles.get(id)?.latencies ?? [])],
     decoded: () => Object.fromEntries(decodedRates),
     tiles: () => [...tiles].map(([id, t]) => ({ id, drawn: t.drawn, kind: t.renderer.kind })),

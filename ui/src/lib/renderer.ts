@@ -1,6 +1,7 @@
-// Draws I420 frames on a canvas: WebGL with three single-channel textures and a BT.601
-// (limited range, as openh264 decodes) shader; a 2D canvas with the conversion in JS where WebGL
-// is missing.
+// Draws I420 frames on a tile's own canvas: WebGL with three single-channel textures and a
+// BT.601 (limited range, as openh264 decodes) shader; a 2D canvas with the conversion in JS where
+// WebGL is missing. Tiles use these only where the page's shared surface (surface.ts) could not
+// be made.
 import type { Frame } from "./frames";
 
 const VERTEX = `
@@ -25,10 +26,13 @@ void main() {
 }`;
 
 export interface Renderer {
+  /** Shows `frame` (now, or at the next drawing pass: then `onDrawn` says when). */
   draw(frame: Frame): void;
+  /** Called with each frame once it is drawn (a frame replaced before its pass never is). */
+  onDrawn: ((frame: Frame) => void) | null;
   /** The pixels last drawn, RGBA, top row first (tests read the synthetic pattern from it). */
   snapshot(): { width: number; height: number; rgba: Uint8Array } | null;
-  readonly kind: "webgl" | "2d";
+  readonly kind: "webgl" | "2d" | "shared-webgl";
   dispose(): void;
 }
 
@@ -74,6 +78,7 @@ function webglRenderer(canvas: HTMLCanvasElement): Renderer | null {
   let size = { width: 0, height: 0 };
   return {
     kind: "webgl",
+    onDrawn: null,
     draw(frame) {
       if (canvas.width !== frame.width || canvas.height !== frame.height) {
         canvas.width = frame.width;
@@ -94,6 +99,7 @@ function webglRenderer(canvas: HTMLCanvasElement): Renderer | null {
       size = { width: frame.width, height: frame.height };
       gl.viewport(0, 0, frame.width, frame.height);
       gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+      this.onDrawn?.(frame);
     },
     snapshot() {
       if (size.width === 0) return null;
@@ -136,6 +142,7 @@ function canvasRenderer(canvas: HTMLCanvasElement): Renderer {
   let image: ImageData | null = null;
   return {
     kind: "2d",
+    onDrawn: null,
     draw(frame) {
       if (!context) return;
       if (!image || image.width !== frame.width || image.height !== frame.height) {
@@ -145,6 +152,7 @@ function canvasRenderer(canvas: HTMLCanvasElement): Renderer {
       }
       i420ToRgba(frame, image.data);
       context.putImageData(image, 0, 0);
+      this.onDrawn?.(frame);
     },
     snapshot() {
       if (!image) return null;
