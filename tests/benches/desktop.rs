@@ -60,13 +60,17 @@ fn call(shared: bool) {
 
     let kinds = driver.execute("return [...new Set(window.__confer.tiles().map(t => t.kind))]", &[]);
     assert_eq!(kinds, json!([if shared { "shared-webgl" } else { "webgl" }]), "the tiles draw as asked");
+    driver.execute("return window.__confer.animationFrames()", &[]);
+    std::thread::sleep(Duration::from_secs(1));
     let processes = descendants(driver.pid());
     let cpu_before: Vec<f64> = processes.iter().map(|p| cpu_seconds(*p)).collect();
     let drawn_before = drawn(&driver);
+    let frames_before = driver.execute("return window.__confer.animationFrames()", &[]).as_f64().unwrap();
     let window = Instant::now();
     std::thread::sleep(Duration::from_secs(15));
     let elapsed = window.elapsed().as_secs_f64();
     let drawn_after = drawn(&driver);
+    let frames_after = driver.execute("return window.__confer.animationFrames()", &[]).as_f64().unwrap();
     let cpu: Vec<f64> =
         processes.iter().zip(&cpu_before).map(|(p, b)| (cpu_seconds(*p) - b) / elapsed * 100.0).collect();
     let pss: Vec<f64> = processes.iter().map(|p| pss_mib(*p)).collect();
@@ -81,6 +85,9 @@ fn call(shared: bool) {
         cpu.iter().sum::<f64>(),
         pss.iter().sum::<f64>()
     );
+    println!();
+    // How often the page was composited: no tile is seen more often than this.
+    println!("The page's animation frames: {:.1} a second", (frames_after - frames_before) / elapsed);
     println!();
     // What the engine decoded per participant in its last second, beside what the tile drew:
     // tells a page that cannot keep up from senders that send less.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
+pub mod browser;
 pub mod desktop;
 pub mod lab;
 pub mod screen;

@@ -23,6 +23,11 @@ declare global {
       tiles: () => { id: string; drawn: number; kind: string }[];
       feed: () => typeof feedStatus;
       surface: () => typeof surfaceStatus;
+      /**
+       * Animation frames the page has had since the first call (which starts counting): how
+       * often the webview composites, whatever draws.
+       */
+      animationFrames: () => number;
       /** Tiles made from now on draw on the shared surface (`true`, the default) or alone. */
       useSurface: (on: boolean) => void;
       latencies: (id: string) => number[];
@@ -49,11 +54,24 @@ function base64(bytes: Uint8Array): string {
   return btoa(text);
 }
 
+let animationFrames: number | null = null;
+
 export function installProbe(): void {
   window.__confer = {
     feed: () => ({ ...feedStatus, perTile: { ...feedStatus.perTile } }),
     surface: () => ({ ...surfaceStatus }),
     useSurface: (on) => setSurfaceEnabled(on),
+    animationFrames: () => {
+      if (animationFrames === null) {
+        animationFrames = 0;
+        const count = () => {
+          animationFrames = (animationFrames ?? 0) + 1;
+          requestAnimationFrame(count);
+        };
+        requestAnimationFrame(count);
+      }
+      return animationFrames;
+    },
     latencies: (id) => [...(tiles.get(id)?.latencies ?? [])],
     decoded: () => Object.fromEntries(decodedRates),
     tiles: () => [...tiles].map(([id, t]) => ({ id, drawn: t.drawn, kind: t.renderer.kind })),
