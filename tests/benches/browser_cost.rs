@@ -22,26 +22,33 @@ const PARTIES: usize = 4;
 const SETTLE: Duration = Duration::from_secs(12);
 const WINDOW: Duration = Duration::from_secs(10);
 
-/// CPU seconds and PSS of `root` and its descendants.
-fn tree(root: u32) -> (f64, f64) {
+/// `root` and its descendants.
+fn tree(root: u32) -> Vec<u32> {
     let mut pids = procs::descendants(root);
     pids.push(root);
-    (pids.iter().map(|p| procs::cpu_seconds(*p)).sum(), pids.iter().map(|p| procs::pss_mib(*p)).sum())
+    pids
+}
+
+/// CPU seconds of `root`'s tree, and when they were read.
+fn cpu_of(root: u32) -> (Instant, f64) {
+    let cpu = tree(root).iter().map(|p| procs::cpu_seconds(*p)).sum();
+    (Instant::now(), cpu)
 }
 
 /// The CPU (% of one core) each of `roots` used over the window, and their PSS at its end.
+/// Each tree's CPU is divided by the time between its own two readings: walking /proc for 4 x 13
+/// processes on a saturated machine takes long enough to matter (reading PSS along with the CPU
+/// once stretched the windows so far that four trees seemed to use 300 % of 2 cores).
 fn measure(roots: &[u32]) -> Vec<(f64, f64)> {
-    let before: Vec<f64> = roots.iter().map(|r| tree(*r).0).collect();
-    let start = Instant::now();
+    let before: Vec<(Instant, f64)> = roots.iter().map(|r| cpu_of(*r)).collect();
     std::thread::sleep(WINDOW);
-    let elapsed = start.elapsed().as_secs_f64();
-    roots
+    let after: Vec<(Instant, f64)> = roots.iter().map(|r| cpu_of(*r)).collect();
+    let pss = roots.iter().map(|r| tree(*r).iter().map(|p| procs::pss_mib(*p)).sum::<f64>());
+    before
         .iter()
-        .zip(before)
-        .map(|(r, b)| {
-            let (cpu, pss) = tree(*r);
-            ((cpu - b) / elapsed * 100.0, pss)
-        })
+        .zip(after)
+        .zip(pss)
+        .map(|(((t0, c0), (t1, c1)), pss)| ((c1 - c0) / (t1 - *t0).as_secs_f64() * 100.0, pss))
         .collect()
 }
 
@@ -67,6 +74,8 @@ fn row(who: &str, usage: &[(f64, f64)], rates: &[f64], note: &str) -> (f64, f64)
         min(rates),
     );
     // Each participant decodes PARTIES - 1 streams at the mean rate; % of a core is ms per 100 ms.
+    // All of the participant's CPU (capture, encoding, sending, decoding) per frame decoded: a
+    // participant that decodes fewer frames still captures and encodes at full rate.
     (mean(&cpu), 10.0 * mean(&cpu) / (mean(rates) * (PARTIES - 1) as f64).max(1e-9))
 }
 
@@ -178,7 +187,7 @@ fn main() {
     println!();
     println!("Confer's CPU per participant as a share of Chromium's: {:.2}x", ours.0 / theirs.0);
     println!(
-        "Per frame decoded (CPU ms per frame each participant decoded): Confer {:.1}, Chromium {:.1}",
+        "All of a participant's CPU per frame it decoded (ms): Confer {:.1}, Chromium {:.1}",
         ours.1, theirs.1
     );
 }

@@ -156,6 +156,8 @@ interface GlState {
 class Slot implements Renderer {
   readonly kind = "shared-webgl" as const;
   onDrawn: ((frame: Frame) => void) | null = null;
+  /** Told when the GL context is lost (`true`: nothing of this tile is drawn) and restored. */
+  onLost: ((lost: boolean) => void) | null = null;
   visible = true;
   /** Uploaded and not yet drawn. */
   pending: Frame | null = null;
@@ -233,20 +235,32 @@ export class VideoSurface {
       surfaceStatus.contextsLost += 1;
       this.lost = true;
       this.state = null;
+      // Nothing is drawn until it comes back: the canvas goes, and tiles show their avatars.
+      this.canvas.style.display = "none";
+      this.placement = "";
       for (const slot of this.slots) {
         slot.textures = [];
         slot.textureSize = { width: 0, height: 0 };
         slot.shown = null;
+        slot.placed = null;
+        slot.onLost?.(true);
       }
     });
     canvas.addEventListener("webglcontextrestored", () => {
       this.lost = false;
       this.state = this.setUp();
+      for (const slot of this.slots) slot.onLost?.(false);
       this.redrawAll();
     });
     window.addEventListener("resize", () => this.schedule());
     // Any scrolling (the page's or a panel's) moves tiles.
     document.addEventListener("scroll", () => this.schedule(), { capture: true, passive: true });
+    // Tiles also move with no resize, scroll or frame of their own (a banner above the grid, a
+    // tile before them gone, every camera off): a pass four times a second looks where they
+    // are (one that finds nothing moved and no new frame draws nothing).
+    setInterval(() => {
+      if (this.slots.size > 0) this.schedule();
+    }, 250);
   }
 
   /** The page's surface, made on first use; `null` where WebGL is missing (tiles then draw alone). */
@@ -328,6 +342,7 @@ export class VideoSurface {
    */
   attach(element: HTMLElement, radius: number, background: [number, number, number]): Renderer & {
     show(visible: boolean): void;
+    onLost: ((lost: boolean) => void) | null;
   } {
     const slot = new Slot(this, element, radius, background);
     this.slots.add(slot);
