@@ -36,7 +36,7 @@ export interface Renderer {
   dispose(): void;
 }
 
-function compile(gl: WebGLRenderingContext, type: number, source: string): WebGLShader | null {
+export function compile(gl: WebGLRenderingContext, type: number, source: string): WebGLShader | null {
   const shader = gl.createShader(type);
   if (!shader) return null;
   gl.shaderSource(shader, source);
@@ -105,18 +105,22 @@ function webglRenderer(canvas: HTMLCanvasElement): Renderer | null {
       if (size.width === 0) return null;
       const rgba = new Uint8Array(size.width * size.height * 4);
       gl.readPixels(0, 0, size.width, size.height, gl.RGBA, gl.UNSIGNED_BYTE, rgba);
-      // GL's rows start at the bottom.
-      const row = size.width * 4;
-      const flipped = new Uint8Array(rgba.length);
-      for (let y = 0; y < size.height; y++) {
-        flipped.set(rgba.subarray((size.height - 1 - y) * row, (size.height - y) * row), y * row);
-      }
-      return { width: size.width, height: size.height, rgba: flipped };
+      return { width: size.width, height: size.height, rgba: topRowFirst(rgba, size.width, size.height) };
     },
     dispose() {
       gl.getExtension("WEBGL_lose_context")?.loseContext();
     },
   };
+}
+
+/** RGBA read back from GL (rows from the bottom) with its top row first. */
+export function topRowFirst(rgba: Uint8Array, width: number, height: number): Uint8Array {
+  const row = width * 4;
+  const flipped = new Uint8Array(rgba.length);
+  for (let y = 0; y < height; y++) {
+    flipped.set(rgba.subarray((height - 1 - y) * row, (height - y) * row), y * row);
+  }
+  return flipped;
 }
 
 /** I420 to RGBA, BT.601 limited range (the 2D fallback, and tests). */

@@ -9,7 +9,7 @@
 // contexts alive (WebKit 16; beyond that the oldest is lost, and with it a tile's video), and
 // the page composites one layer, redrawn at most once per display frame.
 import type { Frame } from "./frames";
-import type { Renderer } from "./renderer";
+import { compile, topRowFirst, type Renderer } from "./renderer";
 
 const VERTEX = `
 attribute vec2 position;
@@ -293,15 +293,8 @@ export class VideoSurface {
     const gl = gl2 ?? this.canvas.getContext("webgl", options);
     if (!gl) return null;
     const plane = gl2 ? { internal: gl2.R8, format: gl2.RED } : { internal: gl.LUMINANCE, format: gl.LUMINANCE };
-    const compile = (type: number, source: string) => {
-      const shader = gl.createShader(type);
-      if (!shader) return null;
-      gl.shaderSource(shader, source);
-      gl.compileShader(shader);
-      return gl.getShaderParameter(shader, gl.COMPILE_STATUS) ? shader : null;
-    };
-    const vertex = compile(gl.VERTEX_SHADER, VERTEX);
-    const fragment = compile(gl.FRAGMENT_SHADER, FRAGMENT);
+    const vertex = compile(gl, gl.VERTEX_SHADER, VERTEX);
+    const fragment = compile(gl, gl.FRAGMENT_SHADER, FRAGMENT);
     const program = gl.createProgram();
     if (!vertex || !fragment || !program) return null;
     gl.attachShader(program, vertex);
@@ -546,13 +539,7 @@ export class VideoSurface {
     gl.bindFramebuffer(gl.FRAMEBUFFER, null);
     gl.deleteFramebuffer(framebuffer);
     gl.deleteTexture(target);
-    // GL's rows start at the bottom.
-    const row = width * 4;
-    const flipped = new Uint8Array(rgba.length);
-    for (let y = 0; y < height; y++) {
-      flipped.set(rgba.subarray((height - 1 - y) * row, (height - y) * row), y * row);
-    }
-    return { width, height, rgba: flipped };
+    return { width, height, rgba: topRowFirst(rgba, width, height) };
   }
 }
 
